@@ -1,0 +1,291 @@
+//! Gateway overhead against a local mock upstream, streaming and non-streaming.
+//!
+//! Starts a mock OpenAI upstream in this process and the release `quartermaster` binary as a
+//! child process, then for each mode measures, open-loop at a fixed rate, the latency of
+//! requests sent straight to the mock and through the gateway: the difference of the
+//! percentiles is the added latency. Then a closed loop finds the highest sustained rate,
+//! and the gateway's RSS is sampled throughout.
+//!
+//! `cargo bench --bench gateway_overhead` (env: QM_BENCH_RATE=1000, QM_BENCH_SECS=10,
+//! QM_BENCH_SOAK_SECS=0 for the memory soak at the same rate, e.g. 300).
+
+use std::convert::Infallible;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn mock(body: Bytes) -> axum::response::Response {
+    let req: Value = serde_json::from_slice(&body).unwrap();
+    if req["stream"].as_bool().unwrap_or(false) {
+        let mut out = String::new();
+        for (i, w) in ["Hello", " there", "!"].iter().enumerate() {
+            let c = json!({"id":"x","object":"chat.completion.chunk","created":1,"model":"m",
+                "choices":[{"index":0,"delta":{"content":w},"finish_reason": if i == 2 {json!("stop")} else {Value::Null}}]});
+            out.push_str(&format!("data: {c}\n\n"));
+        }
+        out.push_str("data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3,\"total_tokens\":8}}\n\ndata: [DONE]\n\n");
+        let stream = futures::stream::iter([Ok::<_, Infallible>(Bytes::from(out))]);
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(stream))
+            .unwrap()
+    } else {
+        axum::Json(json!({"id":"x","object":"chat.completion","created":1,"model":"m",
+            "choices":[{"index":0,"message":{"role":"assistant","content":"Hello there!"},"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}))
+        .into_response()
+    }
+}
+
+struct Gateway {
+    child: Child,
+    url: String,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_gateway(mock_url: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nport = 0\n[log]\nlevel = \"warn,quartermaster::server=info\"\nformat = \"json\"\n\
+             [database]\nurl = \"{db}\"\n[rate_limit]\nenabled = false\n\
+             [providers.mock]\nkind = \"openai\"\nbase_url = \"{mock_url}\"\n[models.m]\nprovider = \"mock\"\n"
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_quartermaster");
+    let out = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .args(["keys", "create", "--tenant", "bench"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("gateway output").unwrap();
+        if line.contains("quartermaster listening") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            break format!("http://{}", v["addr"].as_str().unwrap());
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Gateway {
+        child,
+        url,
+        key,
+        _dir: dir,
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Open loop: one request every 1/rate seconds for `secs`, each timed to the last byte.
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    stream: bool,
+    rate: u64,
+    secs: u64,
+) -> (Vec<f64>, usize) {
+    let lat = Arc::new(Mutex::new(Vec::with_capacity((rate * secs) as usize)));
+    let errors = Arc::new(Mutex::new(0usize));
+    let body =
+        json!({"model":"m","stream":stream,"messages":[{"role":"user","content":"Say hello"}]})
+            .to_string();
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    for _ in 0..rate * secs {
+        tick.tick().await;
+        let (client, url, key, body, lat, errors) = (
+            client.clone(),
+            url.to_string(),
+            key.to_string(),
+            body.clone(),
+            lat.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let res = client
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            match res {
+                Ok(r) if r.status().is_success() => {
+                    let _ = r.bytes().await;
+                    lat.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                _ => *errors.lock().unwrap() += 1,
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut v = Arc::try_unwrap(lat).unwrap().into_inner().unwrap();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let e = *errors.lock().unwrap();
+    (v, e)
+}
+
+/// Closed loop with `conc` workers for `secs`: requests per second completed.
+async fn closed_loop(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    stream: bool,
+    conc: usize,
+    secs: u64,
+) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let body =
+        json!({"model":"m","stream":stream,"messages":[{"role":"user","content":"Say hello"}]})
+            .to_string();
+    let mut workers = Vec::new();
+    for _ in 0..conc {
+        let (client, url, key, body) = (
+            client.clone(),
+            url.to_string(),
+            key.to_string(),
+            body.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                if let Ok(r) = client
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                {
+                    if r.bytes().await.is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    total as f64 / secs as f64
+}
+
+fn main() {
+    let rate = env_u64("QM_BENCH_RATE", 1000);
+    let secs = env_u64("QM_BENCH_SECS", 10);
+    let soak = env_u64("QM_BENCH_SOAK_SECS", 0);
+    // The mock and the load generator share one runtime with 1 worker: the gateway process
+    // gets the rest of this 2-core machine.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mock_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, Router::new().route("/v1/chat/completions", post(mock))).await.unwrap() });
+        let gw = start_gateway(&mock_url);
+        let pid = gw.child.id();
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+        let direct = mock_url.trim_end_matches("/v1").to_string();
+        // Warm up connections on both paths.
+        let _ = open_loop(&client, &direct, "", false, 200, 1).await;
+        let _ = open_loop(&client, &gw.url, &gw.key, false, 200, 1).await;
+        let rss_start = rss_kib(pid);
+        println!("gateway overhead: open loop at {rate} req/s for {secs} s per run (loopback; mock + load generator on 1 thread)");
+        println!("| mode | direct p50 ms | direct p99 ms | gateway p50 ms | gateway p99 ms | added p50 ms | added p99 ms | errors |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+        for stream in [false, true] {
+            let (d, de) = open_loop(&client, &direct, "", stream, rate, secs).await;
+            let (g, ge) = open_loop(&client, &gw.url, &gw.key, stream, rate, secs).await;
+            println!(
+                "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+                if stream { "stream" } else { "non-stream" },
+                pct(&d, 0.5), pct(&d, 0.99), pct(&g, 0.5), pct(&g, 0.99),
+                pct(&g, 0.5) - pct(&d, 0.5), pct(&g, 0.99) - pct(&d, 0.99), de + ge
+            );
+        }
+        for stream in [false, true] {
+            let rps = closed_loop(&client, &gw.url, &gw.key, stream, 64, secs).await;
+            println!("max sustained ({}, 64 concurrent, closed loop): {rps:.0} req/s", if stream { "stream" } else { "non-stream" });
+        }
+        let rss_after = rss_kib(pid);
+        println!("gateway RSS: {} KiB at start of measurement, {} KiB after", rss_start, rss_after);
+        if soak > 0 {
+            let mut samples = vec![];
+            let per = 30.min(soak);
+            for i in 0..soak.div_ceil(per) {
+                let (g, _) = open_loop(&client, &gw.url, &gw.key, i % 2 == 1, rate, per).await;
+                samples.push((rss_kib(pid), pct(&g, 0.99)));
+            }
+            println!("soak {soak} s at {rate} req/s, RSS KiB / p99 ms every {per} s: {samples:?}");
+        }
+    });
+}

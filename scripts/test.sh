@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: starts a throwaway PostgreSQL with pgvector for the PostgreSQL tests,
+# runs the whole suite (unit, integration, socket, Python SDK end-to-end), stops PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/pg.sh start)"
+trap 'scripts/pg.sh stop >/dev/null 2>&1 || true' EXIT
+export QM_TEST_DATABASE_URL="$DATABASE_URL"
+cargo test --locked "$@"

@@ -1,0 +1,67 @@
+//! Extractors that reject in the API's own error shape.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Like `axum::Json`, but every rejection (size, encoding, syntax, types) is an [`ApiError`]
+/// that names the offending field.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+            // Clients that send no content type are tolerated; a wrong one is not.
+            if !(ct.starts_with("application/json") || ct.contains("+json")) {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+        }
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map(|l| l.0)
+            .unwrap_or(usize::MAX);
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::BodyTooLarge { limit }
+            } else {
+                ApiError::invalid(
+                    format!("could not read request body: {}", rejection.body_text()),
+                    None,
+                )
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// The configured body limit, attached to requests so rejections can state it.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
+/// Parses a JSON body, naming the path of a field with the wrong type.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::InvalidUtf8)?;
+    if text.trim().is_empty() {
+        return Err(ApiError::InvalidJson("the body is empty".into()));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::InvalidJson(inner.to_string())
+        } else {
+            let param = (path != ".").then_some(path);
+            ApiError::invalid(format!("invalid request: {inner}"), param)
+        }
+    })?;
+    de.end().map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    Ok(value)
+}

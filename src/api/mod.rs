@@ -1,0 +1,168 @@
+//! The HTTP surface: routes, middleware (request ids, auth, rate limits, metrics, body
+//! limits) and the fallbacks that keep every error in OpenAI's shape.
+
+mod chat;
+mod embeddings;
+pub mod extract;
+mod ops;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::KeyExtractor;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{Principal, bearer_token};
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::store::Tenant;
+use extract::BodyLimit;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let config = state.config.clone();
+    let mut v1 = Router::new()
+        .route("/v1/models", get(chat::list_models))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/embeddings", post(embeddings::embeddings));
+    if config.rate_limit.enabled {
+        let governor = GovernorConfigBuilder::default()
+            .per_millisecond((1000 / u64::from(config.rate_limit.requests_per_second)).max(1))
+            .burst_size(config.rate_limit.burst)
+            .key_extractor(ApiKeyExtractor)
+            .finish()
+            .expect("rate limit validated at config load");
+        v1 = v1.layer(GovernorLayer::new(governor).error_handler(|e| {
+            match e {
+                tower_governor::GovernorError::TooManyRequests { wait_time, .. } => {
+                    ApiError::RateLimited {
+                        retry_after_secs: wait_time.max(1),
+                    }
+                    .into_response()
+                }
+                other => ApiError::Internal(format!("rate limiter: {other}")).into_response(),
+            }
+        }));
+    }
+    let v1 = v1.layer(middleware::from_fn_with_state(state.clone(), authenticate));
+
+    let limit = config.server.body_limit_bytes;
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(record_metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(move |mut req: Request, next: Next| async move {
+            req.extensions_mut().insert(BodyLimit(limit));
+            next.run(req).await
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Resolves the bearer key to a [`Principal`] and attaches it to the request.
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let principal = if state.config.auth.required {
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return ApiError::MissingApiKey.into_response();
+        };
+        let Some(token) = value.to_str().ok().and_then(bearer_token) else {
+            return ApiError::InvalidApiKey.into_response();
+        };
+        match state.keys.verify(token).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return ApiError::InvalidApiKey.into_response(),
+            Err(e) => return ApiError::Internal(format!("key lookup: {e}")).into_response(),
+        }
+    } else {
+        Principal {
+            key_id: "anonymous".into(),
+            tenant: Tenant {
+                id: "default".into(),
+                name: "default".into(),
+            },
+        }
+    };
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// Rate limits are per API key (never per IP: many clients share a NAT, one key may not).
+#[derive(Clone)]
+struct ApiKeyExtractor;
+
+impl KeyExtractor for ApiKeyExtractor {
+    type Key = String;
+
+    fn extract<T>(
+        &self,
+        req: &axum::http::Request<T>,
+    ) -> Result<Self::Key, tower_governor::GovernorError> {
+        req.extensions()
+            .get::<Principal>()
+            .map(|p| p.key_id.clone())
+            .ok_or(tower_governor::GovernorError::UnableToExtractKey)
+    }
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("qm_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("qm_http_request_duration_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let err = ApiError::invalid(
+        format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+        None,
+    );
+    let mut response = err.into_response();
+    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+}

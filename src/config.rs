@@ -1,0 +1,462 @@
+//! Typed configuration: a TOML file overlaid with `QM__SECTION__KEY` environment variables,
+//! validated at load with path-precise messages. Unknown keys are rejected, secrets never
+//! print. Everything has a default, so the gateway runs with no file at all.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Environment variables with this prefix override file keys: `QM__SERVER__PORT=9000`.
+pub const ENV_PREFIX: &str = "QM__";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub request_log: RequestLogConfig,
+    /// The local embedding model.
+    pub embeddings: crate::embed::EmbedConfig,
+    /// The local chat model (the offline default).
+    pub local: crate::providers::LocalConfig,
+    /// Upstream providers by name.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Models the gateway serves, by the name clients send.
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Largest accepted request body in bytes.
+    pub body_limit_bytes: usize,
+    /// How long in-flight requests may run after a shutdown signal before they are cut.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            body_limit_bytes: 2 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `quartermaster=debug,tower_http=info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (created if missing) or `postgres://...`.
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("sqlite://quartermaster.db"),
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// When false every request is served as the tenant `default` (local development only).
+    pub required: bool,
+    /// How long a verified key is remembered in memory; a revocation takes effect within it.
+    pub key_cache_ttl_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            required: true,
+            key_cache_ttl_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained requests per second allowed for one API key.
+    pub requests_per_second: u32,
+    /// Requests one key may make in a burst above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            requests_per_second: 50,
+            burst: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLogConfig {
+    /// Capacity of the channel between request handlers and the log writer.
+    pub channel_capacity: usize,
+    /// Most rows the writer inserts in one transaction.
+    pub batch_size: usize,
+}
+
+impl Default for RequestLogConfig {
+    fn default() -> Self {
+        Self {
+            channel_capacity: 8192,
+            batch_size: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible HTTP API: OpenAI, Groq, Together, vLLM, Ollama, ...
+    Openai,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Name of the environment variable that holds the API key (preferred to `api_key`).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The key itself; prefer `api_key_env` so the file holds no secret.
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest silence between two reads from the upstream (a stalled stream fails after it).
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_read_timeout_ms() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A key of `[providers]`.
+    pub provider: String,
+    /// The model name sent upstream; defaults to the name clients use.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+}
+
+/// A configuration problem, with the path of the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid config at `{path}`: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    /// Loads `path` (a missing file is an error only when `required`), then the environment.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        Self::from_toml_and_env(&text, path, std::env::vars())
+    }
+
+    /// Parses TOML text, overlays `QM__...` variables from `env`, deserializes and validates.
+    pub fn from_toml_and_env(
+        text: &str,
+        origin: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut root: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.into(),
+            message: e.to_string(),
+        })?;
+        for (key, value) in env {
+            if let Some(rest) = key.strip_prefix(ENV_PREFIX) {
+                overlay_env(&mut root, rest, &value)?;
+            }
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+                ConfigError::Invalid {
+                    path: e.path().to_string(),
+                    message: e.inner().message().to_string(),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |path: &str, message: &str| ConfigError::Invalid {
+            path: path.into(),
+            message: message.into(),
+        };
+        if self.server.body_limit_bytes == 0 {
+            return Err(invalid("server.body_limit_bytes", "must be greater than 0"));
+        }
+        if self.rate_limit.enabled
+            && (self.rate_limit.requests_per_second == 0 || self.rate_limit.burst == 0)
+        {
+            return Err(invalid(
+                "rate_limit",
+                "requests_per_second and burst must be greater than 0",
+            ));
+        }
+        if self.embeddings.enabled
+            && (self.embeddings.queue_capacity == 0 || self.embeddings.max_batch_tokens == 0)
+        {
+            return Err(invalid(
+                "embeddings",
+                "queue_capacity and max_batch_tokens must be greater than 0",
+            ));
+        }
+        if self.request_log.channel_capacity == 0 || self.request_log.batch_size == 0 {
+            return Err(invalid(
+                "request_log",
+                "channel_capacity and batch_size must be greater than 0",
+            ));
+        }
+        let url = secrecy::ExposeSecret::expose_secret(&self.database.url);
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        for (name, provider) in &self.providers {
+            if name == "local" {
+                return Err(invalid(
+                    "providers.local",
+                    "`local` is the built-in model's name; configure it under [local]",
+                ));
+            }
+            if !(provider.base_url.starts_with("http://")
+                || provider.base_url.starts_with("https://"))
+            {
+                return Err(invalid(
+                    &format!("providers.{name}.base_url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if self.local.enabled && self.local.max_concurrent == 0 {
+            return Err(invalid("local.max_concurrent", "must be greater than 0"));
+        }
+        for (name, model) in &self.models {
+            if model.provider == "local" {
+                if !self.local.enabled {
+                    return Err(ConfigError::Invalid {
+                        path: format!("models.{name}.provider"),
+                        message: "provider `local` is disabled ([local] enabled = false)".into(),
+                    });
+                }
+                continue;
+            }
+            if !self.providers.contains_key(&model.provider) {
+                return Err(ConfigError::Invalid {
+                    path: format!("models.{name}.provider"),
+                    message: format!(
+                        "no provider named `{}` in [providers] (nor `local`)",
+                        model.provider
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> String {
+        format!("{}:{}", self.server.host, self.server.port)
+    }
+}
+
+/// Sets `a.b.c` (from `A__B__C`) in the table. The value is read as a TOML value when it
+/// parses as one (numbers, booleans, arrays), else as a string.
+fn overlay_env(root: &mut toml::Table, key: &str, raw: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::Invalid {
+            path: format!("{ENV_PREFIX}{key}"),
+            message: "empty path segment".into(),
+        });
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let (last, parents) = path
+        .split_last()
+        .expect("split yields at least one segment");
+    let mut table = root;
+    for (i, segment) in parents.iter().enumerate() {
+        let entry = table
+            .entry(segment.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| ConfigError::Invalid {
+            path: path[..=i].join("."),
+            message: format!(
+                "{ENV_PREFIX}{key} addresses a key inside a value that is not a table"
+            ),
+        })?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_and_env(
+            text,
+            Path::new("test.toml"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn empty_config_uses_defaults() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.server.body_limit_bytes, 2 * 1024 * 1024);
+        assert!(c.auth.required);
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../quartermaster.example.toml");
+        let c = parse(text, &[]).expect("example config parses");
+        assert!(!c.models.is_empty(), "the example names at least one model");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_path() {
+        let err = parse("[server]\nprot = 1\n", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("server.prot") || err.contains("`server`"),
+            "{err}"
+        );
+        assert!(err.contains("unknown field `prot`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_path() {
+        let err = parse("[server]\nport = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.port"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file_with_typed_values() {
+        let c = parse(
+            "[server]\nport = 1\n",
+            &[
+                ("QM__SERVER__PORT", "9001"),
+                ("QM__LOG__FORMAT", "json"),
+                ("QM__AUTH__REQUIRED", "false"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.port, 9001);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert!(!c.auth.required);
+    }
+
+    #[test]
+    fn environment_unknown_key_is_rejected() {
+        let err = parse("", &[("QM__SERVER__NOPE", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn model_must_name_a_known_provider() {
+        let err = parse("[models.m]\nprovider = \"missing\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("models.m.provider"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = parse(
+            "[database]\nurl = \"postgres://u:hunter2@h/db\"\n[providers.p]\nkind = \"openai\"\nbase_url = \"http://x\"\napi_key = \"sk-secret\"\n",
+            &[],
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("sk-secret"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! A BERT encoder forward pass written for CPU inference of short texts: weights are loaded
+//! with candle, then the whole forward runs on flat `f32` buffers with the `gemm` crate.
+//!
+//! Why not candle's `BertModel` (kept as the `candle` backend for reference): on this size of
+//! model the time goes to overhead, not FLOPs. Here
+//! - sequences are *packed*, not padded: every linear layer runs once over all tokens of the
+//!   batch (`[total_tokens, hidden]`), and only attention is per sequence, so a batch of
+//!   mixed lengths costs what its real tokens cost;
+//! - Q, K and V are one matmul with concatenated weights; bias, GELU, residual and
+//!   LayerNorm are fused loops over rows that are already in cache;
+//! - scratch buffers are reused between layers; nothing is allocated per op;
+//! - small matmuls (one short query) run single-threaded, where threading costs more than it
+//!   saves; large ones use all threads.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+use super::EmbedError;
+
+/// Encoder hyper-parameters (from the model's `config.json`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct BertConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_attention_heads: usize,
+    pub num_hidden_layers: usize,
+    pub max_position_embeddings: usize,
+    pub vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+}
+
+fn default_eps() -> f64 {
+    1e-12
+}
+
+struct LayerNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+struct Layer {
+    /// `[hidden, 3*hidden]`, row-major (already transposed from PyTorch's `[out, in]`).
+    wqkv: Vec<f32>,
+    bqkv: Vec<f32>,
+    wo: Vec<f32>,
+    bo: Vec<f32>,
+    ln1: LayerNorm,
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+    ln2: LayerNorm,
+}
+
+pub struct FusedBert {
+    cfg: BertConfig,
+    eps: f32,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type0: Vec<f32>,
+    emb_ln: LayerNorm,
+    layers: Vec<Layer>,
+    threads: usize,
+}
+
+/// Matmuls smaller than this many multiply-adds run on one thread.
+const PARALLEL_MIN_MACS: usize = 1 << 21;
+
+impl FusedBert {
+    pub fn load(dir: &Path, threads: usize) -> Result<Self, EmbedError> {
+        let cfg: BertConfig = super::read_json(&dir.join("config.json"))?;
+        if cfg.hidden_act.as_deref().is_some_and(|a| a != "gelu") {
+            return Err(EmbedError::Model(format!(
+                "unsupported activation {:?}",
+                cfg.hidden_act
+            )));
+        }
+        let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
+            .map_err(|e| EmbedError::Model(format!("reading model.safetensors: {e}")))?;
+        // Checkpoints saved from BertForX carry a `bert.` prefix; sentence-transformers' do not.
+        let get = |name: &str| -> Result<&Tensor, EmbedError> {
+            tensors
+                .get(name)
+                .or_else(|| tensors.get(&format!("bert.{name}")))
+                .ok_or_else(|| {
+                    EmbedError::Model(format!("tensor {name} missing from model.safetensors"))
+                })
+        };
+        let vec = |name: &str| -> Result<Vec<f32>, EmbedError> { flat(get(name)?, false) };
+        let weight_t = |name: &str| -> Result<Vec<f32>, EmbedError> { flat(get(name)?, true) };
+        let ln = |prefix: &str| -> Result<LayerNorm, EmbedError> {
+            Ok(LayerNorm {
+                gamma: vec(&format!("{prefix}.weight"))?,
+                beta: vec(&format!("{prefix}.bias"))?,
+            })
+        };
+        let h = cfg.hidden_size;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            let (wq, wk, wv) = (
+                weight_t(&format!("{p}.attention.self.query.weight"))?,
+                weight_t(&format!("{p}.attention.self.key.weight"))?,
+                weight_t(&format!("{p}.attention.self.value.weight"))?,
+            );
+            // Interleave rows so that row r of wqkv is [wq[r], wk[r], wv[r]].
+            let mut wqkv = Vec::with_capacity(h * 3 * h);
+            for r in 0..h {
+                wqkv.extend_from_slice(&wq[r * h..(r + 1) * h]);
+                wqkv.extend_from_slice(&wk[r * h..(r + 1) * h]);
+                wqkv.extend_from_slice(&wv[r * h..(r + 1) * h]);
+            }
+            let mut bqkv = vec(&format!("{p}.attention.self.query.bias"))?;
+            bqkv.extend(vec(&format!("{p}.attention.self.key.bias"))?);
+            bqkv.extend(vec(&format!("{p}.attention.self.value.bias"))?);
+            layers.push(Layer {
+                wqkv,
+                bqkv,
+                wo: weight_t(&format!("{p}.attention.output.dense.weight"))?,
+                bo: vec(&format!("{p}.attention.output.dense.bias"))?,
+                ln1: ln(&format!("{p}.attention.output.LayerNorm"))?,
+                w1: weight_t(&format!("{p}.intermediate.dense.weight"))?,
+                b1: vec(&format!("{p}.intermediate.dense.bias"))?,
+                w2: weight_t(&format!("{p}.output.dense.weight"))?,
+                b2: vec(&format!("{p}.output.dense.bias"))?,
+                ln2: ln(&format!("{p}.output.LayerNorm"))?,
+            });
+        }
+        let token_types = vec("embeddings.token_type_embeddings.weight")?;
+        Ok(Self {
+            eps: cfg.layer_norm_eps as f32,
+            word: vec("embeddings.word_embeddings.weight")?,
+            position: vec("embeddings.position_embeddings.weight")?,
+            token_type0: token_types[..h].to_vec(),
+            emb_ln: ln("embeddings.LayerNorm")?,
+            layers,
+            threads: threads.max(1),
+            cfg,
+        })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.cfg.hidden_size
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
+
+    /// Mean-pooled, L2-normalised embeddings of already tokenized sequences.
+    pub fn embed(&self, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
+        let h = self.cfg.hidden_size;
+        let inter = self.cfg.intermediate_size;
+        let total: usize = seqs.iter().map(|s| s.len()).sum();
+        let mut offsets = Vec::with_capacity(seqs.len() + 1);
+        offsets.push(0);
+        for s in seqs {
+            offsets.push(offsets.last().unwrap() + s.len());
+        }
+        let mut x = vec![0f32; total * h];
+        for (s, seq) in seqs.iter().enumerate() {
+            for (p, &id) in seq.iter().enumerate() {
+                let row = &mut x[(offsets[s] + p) * h..(offsets[s] + p + 1) * h];
+                let w = &self.word[id as usize * h..(id as usize + 1) * h];
+                let pe = &self.position[p * h..(p + 1) * h];
+                for i in 0..h {
+                    row[i] = w[i] + pe[i] + self.token_type0[i];
+                }
+            }
+        }
+        layer_norm_rows(&mut x, h, &self.emb_ln, self.eps);
+
+        let mut qkv = vec![0f32; total * 3 * h];
+        let mut ctx = vec![0f32; total * h];
+        let mut tmp = vec![0f32; total * h];
+        let mut mid = vec![0f32; total * inter];
+        for layer in &self.layers {
+            self.matmul(&x, &layer.wqkv, &mut qkv, total, h, 3 * h);
+            add_bias_rows(&mut qkv, &layer.bqkv);
+            self.attention(&qkv, &mut ctx, &offsets);
+            self.matmul(&ctx, &layer.wo, &mut tmp, total, h, h);
+            residual_bias_layer_norm(&mut x, &tmp, &layer.bo, &layer.ln1, self.eps);
+            self.matmul(&x, &layer.w1, &mut mid, total, h, inter);
+            bias_gelu_rows(&mut mid, &layer.b1);
+            self.matmul(&mid, &layer.w2, &mut tmp, total, inter, h);
+            residual_bias_layer_norm(&mut x, &tmp, &layer.b2, &layer.ln2, self.eps);
+        }
+
+        offsets
+            .windows(2)
+            .map(|w| {
+                let (a, b) = (w[0], w[1]);
+                let mut pooled = vec![0f32; h];
+                for row in x[a * h..b * h].chunks_exact(h) {
+                    for (p, v) in pooled.iter_mut().zip(row) {
+                        *p += v;
+                    }
+                }
+                let n = (b - a).max(1) as f32;
+                pooled.iter_mut().for_each(|p| *p /= n);
+                let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                pooled.iter_mut().for_each(|p| *p /= norm);
+                pooled
+            })
+            .collect()
+    }
+
+    /// `c[m,n] = a[m,k] · b[k,n]`, all row-major.
+    fn matmul(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
+        debug_assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+        let par = self.parallelism(m * k * n);
+        // SAFETY: the slices hold at least m*k, k*n and m*n elements (checked above), and
+        // the strides describe dense row-major matrices inside them.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
+
+    fn parallelism(&self, macs: usize) -> gemm::Parallelism {
+        if self.threads > 1 && macs >= PARALLEL_MIN_MACS {
+            gemm::Parallelism::Rayon(self.threads)
+        } else {
+            gemm::Parallelism::None
+        }
+    }
+
+    /// Scaled dot-product attention per sequence and head, reading Q, K, V from the packed
+    /// `qkv` rows and writing each head's output into its columns of `ctx`.
+    fn attention(&self, qkv: &[f32], ctx: &mut [f32], offsets: &[usize]) {
+        let h = self.cfg.hidden_size;
+        let heads = self.cfg.num_attention_heads;
+        let d = h / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let work: Vec<(usize, usize, usize)> = offsets
+            .windows(2)
+            .flat_map(|w| (0..heads).map(move |hd| (w[0], w[1] - w[0], hd)))
+            .collect();
+        let ctx_ptr = SendPtr(ctx.as_mut_ptr());
+        let run = |&(start, len, hd): &(usize, usize, usize), scores: &mut Vec<f32>| {
+            scores.clear();
+            scores.resize(len * len, 0.0);
+            let q = qkv[start * 3 * h + hd * d..].as_ptr();
+            let k = qkv[start * 3 * h + h + hd * d..].as_ptr();
+            let v = qkv[start * 3 * h + 2 * h + hd * d..].as_ptr();
+            let row = (3 * h) as isize;
+            // SAFETY: q, k, v point into qkv at rows start..start+len with row stride 3h and
+            // d columns each, all within bounds; each (sequence, head) pair writes a disjoint
+            // block of ctx (its rows, its d columns), so concurrent writes never overlap.
+            unsafe {
+                // scores[len,len] = scale * Q[len,d] · Kᵀ[d,len]
+                gemm::gemm(
+                    len,
+                    len,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    len as isize,
+                    false,
+                    q,
+                    1,
+                    row,
+                    k,
+                    row,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for r in scores.chunks_exact_mut(len) {
+                softmax_in_place(r);
+            }
+            unsafe {
+                let out = ctx_ptr.get().add(start * h + hd * d);
+                // ctx[len,d] = P[len,len] · V[len,d]
+                gemm::gemm(
+                    len,
+                    d,
+                    len,
+                    out,
+                    1,
+                    h as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    len as isize,
+                    v,
+                    1,
+                    row,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        };
+        let total: usize = work.iter().map(|w| w.1 * w.1).sum();
+        if self.threads > 1 && total * d >= PARALLEL_MIN_MACS / 4 {
+            work.par_iter()
+                .for_each_init(Vec::new, |scores, w| run(w, scores));
+        } else {
+            let mut scores = Vec::new();
+            work.iter().for_each(|w| run(w, &mut scores));
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint regions of one buffer to parallel workers.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+fn flat(t: &Tensor, transpose: bool) -> Result<Vec<f32>, EmbedError> {
+    let t = t.to_dtype(DType::F32).map_err(model_err)?;
+    let t = if transpose {
+        t.t().map_err(model_err)?.contiguous().map_err(model_err)?
+    } else {
+        t
+    };
+    t.flatten_all()
+        .map_err(model_err)?
+        .to_vec1::<f32>()
+        .map_err(model_err)
+}
+
+fn model_err(e: candle_core::Error) -> EmbedError {
+    EmbedError::Model(e.to_string())
+}
+
+fn add_bias_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+fn bias_gelu_rows(x: &mut [f32], bias: &[f32]) {
+    const INV_SQRT2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            let t = *v + b;
+            *v = 0.5 * t * (1.0 + libm::erff(t * INV_SQRT2));
+        }
+    }
+}
+
+/// `x = LayerNorm(x + y + bias)`, row by row.
+fn residual_bias_layer_norm(x: &mut [f32], y: &[f32], bias: &[f32], ln: &LayerNorm, eps: f32) {
+    let h = bias.len();
+    for (xr, yr) in x.chunks_exact_mut(h).zip(y.chunks_exact(h)) {
+        for i in 0..h {
+            xr[i] += yr[i] + bias[i];
+        }
+        normalize_row(xr, ln, eps);
+    }
+}
+
+fn layer_norm_rows(x: &mut [f32], h: usize, ln: &LayerNorm, eps: f32) {
+    for row in x.chunks_exact_mut(h) {
+        normalize_row(row, ln, eps);
+    }
+}
+
+fn normalize_row(row: &mut [f32], ln: &LayerNorm, eps: f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, g), b) in row.iter_mut().zip(&ln.gamma).zip(&ln.beta) {
+        *v = (*v - mean) * inv * g + b;
+    }
+}
+
+fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}

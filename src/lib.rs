@@ -1,0 +1,17 @@
+//! Quartermaster: an LLM gateway. OpenAI-compatible chat in, tenants and keys checked,
+//! routed to a provider, streamed back as SSE, every request accounted for.
+//!
+//! Layout (one module per concept): `config` (typed settings), `api` (HTTP surface),
+//! `auth` (keys, tenants), `providers` (upstreams behind one trait), `store` (SQLite or
+//! PostgreSQL), `server` (building, serving, shutdown), `telemetry` (logs, metrics).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod embed;
+pub mod error;
+pub mod providers;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod types;

@@ -1,0 +1,106 @@
+//! The `quartermaster` command: parses the command line, starts telemetry, calls the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use quartermaster::config::Config;
+use quartermaster::server::{App, shutdown_signal};
+use quartermaster::store::Store;
+use quartermaster::{auth, telemetry};
+use secrecy::ExposeSecret;
+
+#[derive(Parser)]
+#[command(name = "quartermaster", version, about = "An LLM gateway")]
+struct Cli {
+    /// Config file (TOML). Without this flag `quartermaster.toml` is read if it exists.
+    #[arg(long, short, global = true, env = "QM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key for a tenant (created if new). The key is printed once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// List keys (never the secrets).
+    List,
+    /// Revoke a key by id or displayed prefix.
+    Revoke { id: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (path, required) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from("quartermaster.toml"), false),
+    };
+    let config = Config::load(&path, required)
+        .with_context(|| format!("loading config from {}", path.display()))?;
+    telemetry::init_logging(&config.log);
+
+    match cli.command {
+        Command::Serve => {
+            let addr = config.listen_addr();
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            let app = App::build(config).await?;
+            app.serve(listener, shutdown_signal()).await
+        }
+        Command::Keys { action } => {
+            let store = Store::connect(config.database.url.expose_secret(), 1).await?;
+            match action {
+                KeysAction::Create { tenant, name } => {
+                    let key = auth::create_key(&store, &tenant, &name).await?;
+                    eprintln!(
+                        "created key {} for tenant {} (shown once; store it now):",
+                        key.id, key.tenant.name
+                    );
+                    println!("{}", key.secret);
+                }
+                KeysAction::List => {
+                    println!(
+                        "{:<40} {:<20} {:<16} {:<14} status",
+                        "id", "tenant", "name", "prefix"
+                    );
+                    for k in store.list_keys().await? {
+                        let status = if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        println!(
+                            "{:<40} {:<20} {:<16} {:<14} {status}",
+                            k.id, k.tenant_name, k.name, k.key_prefix
+                        );
+                    }
+                }
+                KeysAction::Revoke { id } => {
+                    let id = store.revoke_key(&id).await?;
+                    println!("revoked {id}");
+                }
+            }
+            store.close().await;
+            Ok(())
+        }
+    }
+}

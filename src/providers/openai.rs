@@ -1,0 +1,169 @@
+//! Any OpenAI-compatible upstream (OpenAI, Groq, Together, vLLM, Ollama, ...) through
+//! async-openai's bring-your-own-types calls, so unknown fields pass through both ways.
+
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use futures::StreamExt;
+use secrecy::ExposeSecret;
+
+use super::{ChunkStream, Provider, ProviderError};
+use crate::config::ProviderConfig;
+use crate::types::{ChatChunk, ChatCompletion, ChatCompletionRequest, StreamOptions};
+
+pub struct OpenAiProvider {
+    name: String,
+    client: Client<OpenAIConfig>,
+    /// Longest wait for the next stream event.
+    idle_timeout: Duration,
+}
+
+impl OpenAiProvider {
+    pub fn new(name: &str, config: &ProviderConfig) -> anyhow::Result<Self> {
+        // One TLS crypto provider for the process (ring: builds without cmake).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let api_key = match (&config.api_key_env, &config.api_key) {
+            (Some(var), _) => std::env::var(var).unwrap_or_default(),
+            (None, Some(key)) => key.expose_secret().to_string(),
+            (None, None) => String::new(),
+        };
+        if api_key.is_empty() {
+            tracing::warn!(
+                provider = name,
+                "no API key configured for provider; sending requests without one"
+            );
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            // An idle-read timeout, not a total one: long streams are fine, silence is not.
+            // Streams are also watched per event (below), which fires first and is reported
+            // as a timeout; this one covers non-streamed answers.
+            .read_timeout(Duration::from_millis(config.read_timeout_ms + 1_000))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        let openai = OpenAIConfig::new()
+            .with_api_base(config.base_url.trim_end_matches('/'))
+            .with_api_key(api_key);
+        Ok(Self {
+            name: name.to_string(),
+            client: Client::with_config(openai).with_http_client(http),
+            idle_timeout: Duration::from_millis(config.read_timeout_ms),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn complete(
+        &self,
+        mut request: ChatCompletionRequest,
+    ) -> Result<ChatCompletion, ProviderError> {
+        request.stream = Some(false);
+        request.stream_options = None;
+        self.client
+            .chat()
+            .create_byot::<_, ChatCompletion>(request)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn stream(
+        &self,
+        mut request: ChatCompletionRequest,
+    ) -> Result<ChunkStream, ProviderError> {
+        request.stream = Some(true);
+        request
+            .stream_options
+            .get_or_insert_with(StreamOptions::default)
+            .include_usage = Some(true);
+        let mut upstream = self
+            .client
+            .chat()
+            .create_stream_byot::<_, ChatChunk>(request)
+            .await
+            .map_err(map_error)?;
+        let idle = self.idle_timeout;
+        Ok(Box::pin(async_stream::stream! {
+            loop {
+                match tokio::time::timeout(idle, upstream.next()).await {
+                    // An error event mid-stream (`data: {"error":{...}}`) parses as an empty
+                    // chunk with an `error` field; surface it as the failure it is.
+                    Ok(Some(Ok(chunk))) if chunk.extra.contains_key("error") => {
+                        yield Err(mid_stream_error(&chunk.extra["error"]));
+                        break;
+                    }
+                    Ok(Some(Ok(chunk))) => yield Ok(chunk),
+                    Ok(Some(Err(e))) => {
+                        yield Err(map_error(e));
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        yield Err(ProviderError::Timeout);
+                        break;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+fn mid_stream_error(error: &serde_json::Value) -> ProviderError {
+    let message = error
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or("upstream stream failed")
+        .to_string();
+    let code = error
+        .get("code")
+        .and_then(|c| c.as_str())
+        .map(str::to_string);
+    ProviderError::MidStream { message, code }
+}
+
+fn map_error(error: OpenAIError) -> ProviderError {
+    match error {
+        OpenAIError::ApiError(e) => ProviderError::Status {
+            status: e.status_code.as_u16(),
+            message: e.api_error.message,
+            code: e.api_error.code,
+            retry_after_secs: None,
+        },
+        OpenAIError::Reqwest(e) if e.is_timeout() => ProviderError::Timeout,
+        OpenAIError::Reqwest(e) => ProviderError::Connection(without_url(&e)),
+        OpenAIError::StreamError(e) => {
+            let text = e.to_string();
+            if text.contains("timed out") || text.contains("TimedOut") {
+                ProviderError::Timeout
+            } else {
+                ProviderError::Connection(text)
+            }
+        }
+        OpenAIError::JSONDeserialize(e, _) => ProviderError::Protocol(e.to_string()),
+        other => ProviderError::Protocol(other.to_string()),
+    }
+}
+
+/// reqwest errors name the URL; keep the message but not the upstream's address.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connect"
+    } else if e.is_body() {
+        "body"
+    } else {
+        "request"
+    };
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    format!("{kind} error: {detail}")
+}

@@ -1,0 +1,185 @@
+//! A mock OpenAI-compatible upstream on a real socket. It speaks the real wire format
+//! (SSE `data:` events in several chunks, a usage chunk, `[DONE]`) and misbehaves on demand,
+//! chosen by the requested model name:
+//!
+//! | model | behaviour |
+//! | --- | --- |
+//! | `mock-ok` | 4 content chunks 10 ms apart, `finish_reason: stop`, usage, `[DONE]` |
+//! | `mock-slow` | 200 chunks 50 ms apart (for disconnects and shutdown) |
+//! | `mock-fail-mid` | 2 chunks, then an error event, then the stream ends |
+//! | `mock-drop-mid` | 2 chunks, then the body ends with no finish and no `[DONE]` |
+//! | `mock-stall` | 1 chunk, then silence for a minute |
+//! | `mock-429`, `mock-500`, `mock-503` | that status with OpenAI's error body |
+//! | `mock-no-usage` | like `mock-ok` but never reports usage |
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+#[derive(Default)]
+pub struct MockStats {
+    pub calls: AtomicUsize,
+    /// Streams whose body was dropped before it was fully sent: the gateway hung up.
+    pub cancelled: AtomicUsize,
+    pub completed: AtomicUsize,
+    pub last_request: std::sync::Mutex<Option<Value>>,
+}
+
+pub struct MockUpstream {
+    pub url: String,
+    pub stats: Arc<MockStats>,
+}
+
+impl MockUpstream {
+    pub async fn start() -> Self {
+        let stats = Arc::new(MockStats::default());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(handle))
+            .with_state(stats.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, stats }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.stats.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn last_request(&self) -> Value {
+        self.stats
+            .last_request
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the mock saw a request")
+    }
+}
+
+const WORDS: [&str; 4] = ["Hello", " from", " the", " mock"];
+
+async fn handle(State(stats): State<Arc<MockStats>>, body: Bytes) -> Response {
+    stats.calls.fetch_add(1, Ordering::SeqCst);
+    let req: Value = serde_json::from_slice(&body).expect("the gateway sends JSON");
+    *stats.last_request.lock().unwrap() = Some(req.clone());
+    let model = req["model"].as_str().unwrap_or_default().to_string();
+    let stream = req["stream"].as_bool().unwrap_or(false);
+    let include_usage = req["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
+    if let Some(status) = model
+        .strip_prefix("mock-")
+        .and_then(|s| s.parse::<u16>().ok())
+    {
+        let body = json!({"error": {"message": format!("mock says {status}"), "type": "mock_error", "param": null, "code": format!("mock_{status}")}});
+        return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+    }
+    if !stream {
+        let mut out = json!({
+            "id": "chatcmpl-upstream", "object": "chat.completion", "created": 1700000000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": WORDS.concat()}, "finish_reason": "stop", "logprobs": null}],
+            "system_fingerprint": "fp_mock",
+        });
+        if model != "mock-no-usage" {
+            out["usage"] = json!({"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15});
+        }
+        return axum::Json(out).into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(4);
+    let guard = CompletionGuard {
+        stats: stats.clone(),
+        finished: false,
+    };
+    tokio::spawn(async move {
+        let mut guard = guard;
+        let send = |v: Value| Bytes::from(format!("data: {v}\n\n"));
+        let chunk = |i: usize, content: Option<&str>, finish: Option<&str>| {
+            let mut delta = json!({});
+            if i == 0 {
+                delta["role"] = json!("assistant");
+            }
+            if let Some(c) = content {
+                delta["content"] = json!(c);
+            }
+            let mut c = json!({"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1700000000 + i as i64,
+                "model": format!("{model}-2024"), "system_fingerprint": "fp_mock",
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+            if include_usage {
+                c["usage"] = Value::Null;
+            }
+            c
+        };
+        let (n, gap) = match model.as_str() {
+            "mock-slow" => (200, 50),
+            _ => (WORDS.len(), 10),
+        };
+        for i in 0..n {
+            if tx
+                .send(Ok(send(chunk(i, Some(WORDS[i % WORDS.len()]), None))))
+                .await
+                .is_err()
+            {
+                return; // the gateway hung up; `guard` records the cancellation
+            }
+            match model.as_str() {
+                "mock-fail-mid" if i == 1 => {
+                    let err = json!({"error": {"message": "mock failed mid-stream", "type": "server_error", "param": null, "code": "mock_mid"}});
+                    let _ = tx.send(Ok(send(err))).await;
+                    guard.finished = true;
+                    return;
+                }
+                "mock-drop-mid" if i == 1 => {
+                    guard.finished = true;
+                    return;
+                }
+                "mock-stall" => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(gap)).await;
+        }
+        let _ = tx.send(Ok(send(chunk(n, None, Some("stop"))))).await;
+        if include_usage && model != "mock-no-usage" {
+            let usage = json!({"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+                "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": n, "total_tokens": 11 + n}});
+            let _ = tx.send(Ok(send(usage))).await;
+        }
+        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+        guard.finished = true;
+    });
+    // The stream ends (or is dropped) with the channel; a dropped receiver shows up as a
+    // failed send above.
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap()
+}
+
+struct CompletionGuard {
+    stats: Arc<MockStats>,
+    finished: bool,
+}
+
+impl Drop for CompletionGuard {
+    fn drop(&mut self) {
+        let counter = if self.finished {
+            &self.stats.completed
+        } else {
+            &self.stats.cancelled
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,199 @@
+//! Test harness: a gateway on port 0 with its own SQLite file, a mock upstream, an API key,
+//! and helpers to read SSE streams.
+#![allow(dead_code)]
+
+pub mod mock_upstream;
+
+use std::path::{Path, PathBuf};
+
+use quartermaster::config::Config;
+use quartermaster::server::App;
+use quartermaster::store::Store;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use mock_upstream::MockUpstream;
+
+pub const MOCK_MODELS: &[&str] = &[
+    "mock-ok",
+    "mock-slow",
+    "mock-fail-mid",
+    "mock-drop-mid",
+    "mock-stall",
+    "mock-429",
+    "mock-500",
+    "mock-503",
+    "mock-no-usage",
+];
+
+pub struct TestApp {
+    pub url: String,
+    pub key: String,
+    pub db_url: String,
+    pub mock: MockUpstream,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The TOML for a gateway in front of `mock_url`, plus `extra` (which may override sections).
+pub fn config_text(mock_url: &str, db_url: &str, extra: &str) -> String {
+    let mut text = format!(
+        "[database]\nurl = \"{db_url}\"\n\n[providers.mock]\nkind = \"openai\"\nbase_url = \"{mock_url}\"\n\
+         api_key = \"sk-mock\"\nconnect_timeout_ms = 1000\nread_timeout_ms = 400\n\n"
+    );
+    for m in MOCK_MODELS {
+        text.push_str(&format!("[models.{m}]\nprovider = \"mock\"\n"));
+    }
+    text.push_str("[models.aliased]\nprovider = \"mock\"\nupstream_model = \"mock-ok\"\n");
+    text.push_str(extra);
+    if !extra.contains("[embeddings]") {
+        text.push_str("\n[embeddings]\nenabled = false\n");
+    }
+    if !extra.contains("[local]") {
+        text.push_str("\n[local]\nenabled = false\n");
+    }
+    text
+}
+
+pub fn parse_config(text: &str) -> Config {
+    Config::from_toml_and_env(text, Path::new("test.toml"), std::iter::empty())
+        .expect("test config parses")
+}
+
+pub struct Options {
+    /// Extra TOML appended to the config.
+    pub extra: String,
+    /// Database URL; a fresh SQLite file when `None`.
+    pub db_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            extra: "[rate_limit]\nenabled = false\n[server]\nshutdown_grace_secs = 2\n".into(),
+            db_url: None,
+        }
+    }
+}
+
+impl Options {
+    /// Only `extra`; the embedder stays off unless `extra` configures `[embeddings]`.
+    pub fn extra(extra: &str) -> Self {
+        Self {
+            extra: extra.into(),
+            db_url: None,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        let mock = MockUpstream::start().await;
+        let (dir, db_url) = match options.db_url {
+            Some(url) => (None, url),
+            None => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("qm.db").display());
+                (Some(dir), url)
+            }
+        };
+        let config = parse_config(&config_text(&mock.url, &db_url, &options.extra));
+        let app = App::build(config).await.expect("app builds");
+        let key = quartermaster::auth::create_key(&app.state.store, "tenant-a", "test")
+            .await
+            .unwrap()
+            .secret;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            url,
+            key,
+            db_url,
+            mock,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            handle: Some(handle),
+            _dir: dir,
+        }
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+    }
+
+    pub async fn chat(&self, body: Value) -> reqwest::Response {
+        self.post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Triggers graceful shutdown and waits for it (including the request log drain).
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().expect("clean shutdown");
+        }
+    }
+
+    /// Opens the gateway's store (for assertions after shutdown).
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.db_url, 1).await.unwrap()
+    }
+
+    pub fn db_path(&self) -> Option<PathBuf> {
+        self._dir.as_ref().map(|d| d.path().join("qm.db"))
+    }
+}
+
+pub fn chat_body(model: &str, stream: bool) -> Value {
+    serde_json::json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.trim_start())
+                .collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}
+
+/// Parsed JSON events of an SSE body, and whether it ended with `[DONE]`.
+pub fn sse_json(body: &str) -> (Vec<Value>, bool) {
+    let data = sse_data(body);
+    let done = data.last().is_some_and(|d| d == "[DONE]");
+    let events = data
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("SSE data is JSON"))
+        .collect();
+    (events, done)
+}
