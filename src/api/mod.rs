@@ -37,7 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(embeddings::embeddings));
     if config.rate_limit.enabled {
         let governor = GovernorConfigBuilder::default()
-            .per_millisecond((1000 / u64::from(config.rate_limit.requests_per_second)).max(1))
+            .per_nanosecond(1_000_000_000 / u64::from(config.rate_limit.requests_per_second))
             .burst_size(config.rate_limit.burst)
             .key_extractor(ApiKeyExtractor)
             .finish()

@@ -89,8 +89,6 @@ impl LocalModel {
         };
         let mut file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| fail(e.to_string()))?;
-        let tokenizer =
-            Tokenizer::from_gguf(&content).map_err(|e| fail(format!("tokenizer: {e}")))?;
         let meta_str = |key: &str| {
             content
                 .metadata
@@ -98,6 +96,12 @@ impl LocalModel {
                 .and_then(|v| v.to_string().ok())
                 .cloned()
         };
+        let mut tokenizer =
+            Tokenizer::from_gguf(&content).map_err(|e| fail(format!("tokenizer: {e}")))?;
+        fix_pre_tokenizer(
+            &mut tokenizer,
+            meta_str("tokenizer.ggml.pre").as_deref().unwrap_or("gpt2"),
+        );
         let meta_u32 = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
         let template_src = meta_str("tokenizer.chat_template")
             .ok_or_else(|| fail("no tokenizer.chat_template".into()))?;
@@ -178,12 +182,33 @@ impl LocalModel {
         .map_err(|e| invalid(format!("the chat template rejected these messages: {e}")))
     }
 
+    /// A handle on the weights with an empty KV cache (benchmarks drive it directly).
+    pub fn fresh_weights(&self) -> ModelWeights {
+        self.weights.clone()
+    }
+
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ProviderError> {
         let enc = self
             .tokenizer
             .encode(text, false)
             .map_err(|e| ProviderError::Protocol(format!("tokenizer: {e}")))?;
         Ok(enc.get_ids().to_vec())
+    }
+}
+
+/// candle's GGUF conversion knows the qwen2 and llama3 pre-tokenizers; others fall back to
+/// plain GPT-2 byte-level, which for SmolLM (llama.cpp's `smollm`, HF's
+/// `Digits(individual) + ByteLevel(no prefix space)`) adds a prefix space and merges digits.
+/// Checked against llama.cpp's token ids in tests/fixtures/smollm2_tokens.json.
+fn fix_pre_tokenizer(tokenizer: &mut Tokenizer, pre: &str) {
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::digits::Digits;
+    use tokenizers::pre_tokenizers::sequence::Sequence;
+    if pre == "smollm" {
+        tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+            Digits::new(true).into(),
+            ByteLevel::new(false, true, true).into(),
+        ])));
     }
 }
 
