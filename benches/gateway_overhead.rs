@@ -237,6 +237,7 @@ async fn closed_loop(
 }
 
 fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rate = env_u64("QM_BENCH_RATE", 1000);
     let secs = env_u64("QM_BENCH_SECS", 10);
     let soak = env_u64("QM_BENCH_SOAK_SECS", 0);

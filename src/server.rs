@@ -103,6 +103,13 @@ impl App {
         tracing::info!(addr = %listener.local_addr()?, store = state.store.backend(), models = state.models.iter().count(), "quartermaster listening");
 
         let signal = shutdown_token.clone();
+        // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm holds each
+        // one back until the client's delayed ACK (~40 ms per chunk).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, router).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!(
