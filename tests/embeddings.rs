@@ -98,13 +98,10 @@ fn missing_model_names_the_fetch_command() {
 }
 
 fn with_embeddings(extra: &str) -> Options {
-    Options {
-        extra: format!(
-            "[rate_limit]\nenabled = false\n[embeddings]\nmodel_dir = \"{}\"\n{extra}",
-            model_dir().display()
-        ),
-        ..Options::default()
-    }
+    Options::extra(&format!(
+        "[rate_limit]\nenabled = false\n[embeddings]\nmodel_dir = \"{}\"\n{extra}",
+        model_dir().display()
+    ))
 }
 
 #[tokio::test]
@@ -268,15 +265,7 @@ async fn concurrent_requests_share_batches_and_agree_with_solo() {
         .map(|x| x.as_f64().unwrap() as f32)
         .collect();
     assert!(cosine(&a, &b) > 0.99999);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("qm_embed_batch_inputs"),
         "batch sizes are measured"

@@ -208,10 +208,9 @@ async fn request_log_records_every_request_after_graceful_shutdown() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_open_streams_finish() {
-    let mut app = TestApp::spawn_with(Options {
-        extra: "[rate_limit]\nenabled = false\n[server]\nshutdown_grace_secs = 30\n".into(),
-        ..Options::default()
-    })
+    let mut app = TestApp::spawn_with(Options::extra(
+        "[rate_limit]\nenabled = false\n[server]\nshutdown_grace_secs = 30\n",
+    ))
     .await;
     let mut body = chat_body("mock-ok", true);
     body["stream_options"] = json!({"include_usage": true});
@@ -230,10 +229,9 @@ async fn graceful_shutdown_lets_open_streams_finish() {
 
 #[tokio::test]
 async fn shutdown_grace_expiry_ends_streams_cleanly() {
-    let mut app = TestApp::spawn_with(Options {
-        extra: "[rate_limit]\nenabled = false\n[server]\nshutdown_grace_secs = 0\n".into(),
-        ..Options::default()
-    })
+    let mut app = TestApp::spawn_with(Options::extra(
+        "[rate_limit]\nenabled = false\n[server]\nshutdown_grace_secs = 0\n",
+    ))
     .await;
     let resp = app.chat(chat_body("mock-slow", true)).await;
     let reader = tokio::spawn(async move { resp.text().await.unwrap() });
@@ -247,10 +245,9 @@ async fn shutdown_grace_expiry_ends_streams_cleanly() {
 
 #[tokio::test]
 async fn auth_rejects_missing_bad_and_revoked_keys() {
-    let mut app = TestApp::spawn_with(Options {
-        extra: "[rate_limit]\nenabled = false\n[auth]\nkey_cache_ttl_ms = 0\n".into(),
-        ..Options::default()
-    })
+    let mut app = TestApp::spawn_with(Options::extra(
+        "[rate_limit]\nenabled = false\n[auth]\nkey_cache_ttl_ms = 0\n",
+    ))
     .await;
     let url = format!("{}/v1/chat/completions", app.url);
     let cases = [
@@ -281,10 +278,9 @@ async fn auth_rejects_missing_bad_and_revoked_keys() {
 
 #[tokio::test]
 async fn rate_limit_per_key_returns_429_with_retry_after() {
-    let mut app = TestApp::spawn_with(Options {
-        extra: "[rate_limit]\nenabled = true\nrequests_per_second = 1\nburst = 2\n".into(),
-        ..Options::default()
-    })
+    let mut app = TestApp::spawn_with(Options::extra(
+        "[rate_limit]\nenabled = true\nrequests_per_second = 1\nburst = 2\n",
+    ))
     .await;
     let mut statuses = vec![];
     for _ in 0..4 {
@@ -356,15 +352,7 @@ async fn health_readiness_metrics_and_models() {
     assert_eq!(models["data"][0]["object"], "model");
     let _ = app.chat(chat_body("mock-ok", true)).await.text().await;
     let _ = app.chat(chat_body("mock-500", false)).await.text().await;
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     for name in [
         "qm_http_requests_total",
         "qm_http_request_duration_seconds_bucket",

@@ -156,13 +156,10 @@ fn same_seed_same_output_and_limits_hold() {
 }
 
 fn local_options(extra: &str) -> Options {
-    Options {
-        extra: format!(
-            "[rate_limit]\nenabled = false\n[local]\nenabled = true\ngguf_path = \"{}\"\ndefault_max_tokens = 24\n{extra}",
-            gguf().display()
-        ),
-        ..Options::default()
-    }
+    Options::extra(&format!(
+        "[rate_limit]\nenabled = false\n[local]\nenabled = true\ngguf_path = \"{}\"\ndefault_max_tokens = 24\n{extra}",
+        gguf().display()
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

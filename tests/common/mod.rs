@@ -140,6 +140,18 @@ impl TestApp {
             .bearer_auth(&self.key)
     }
 
+    /// The body of an unauthenticated GET (`/metrics`, `/healthz`, ...).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn chat(&self, body: Value) -> reqwest::Response {
         self.post("/v1/chat/completions")
             .json(&body)
