@@ -6,9 +6,12 @@
 //! sentence per line, QM_BENCH_BACKENDS=fused,candle). `scripts/embed_bench.sh` runs both
 //! peers in one go and prints the ratios.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
+use common::{init_threads, median};
 use quartermaster::embed::{Backend, EmbedModel};
 
 const QUERY: &str = "What is the best way to learn Rust quickly?"; // 12 tokens with [CLS]/[SEP]
@@ -34,21 +37,8 @@ fn sentences() -> Vec<String> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
-    let threads: usize = std::env::var("QM_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    // One pool for gemm and attention; the tokenizer's rayon use shares it.
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
+    let threads = init_threads();
     let backends = std::env::var("QM_BENCH_BACKENDS").unwrap_or_else(|_| "fused,candle".into());
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
     let sentences = sentences();

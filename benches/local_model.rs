@@ -6,19 +6,17 @@
 //! `cargo bench --bench local_model` (QM_BENCH_THREADS=2). `scripts/local_bench.sh` runs
 //! both and prints the ratios.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use common::{init_threads, median};
 use quartermaster::providers::local::LocalModel;
 use quartermaster::types::ChatCompletionRequest;
 
 const NEW_TOKENS: usize = 64;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn argmax(logits: &Tensor) -> u32 {
     logits
@@ -29,14 +27,7 @@ fn argmax(logits: &Tensor) -> u32 {
 }
 
 fn main() {
-    let threads: usize = std::env::var("QM_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
+    let threads = init_threads();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = LocalModel::load(
         &root.join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),

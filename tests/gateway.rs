@@ -323,15 +323,7 @@ async fn health_readiness_metrics_and_models() {
             .status(),
         200
     );
-    let ready: Value = app
-        .http
-        .get(format!("{}/readyz", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = serde_json::from_str(&app.get_text("/readyz").await).unwrap();
     assert_eq!(ready["status"], "ready");
     let models: Value = app
         .get("/v1/models")
