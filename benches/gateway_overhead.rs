@@ -7,7 +7,10 @@
 //! and the gateway's RSS is sampled throughout.
 //!
 //! `cargo bench --bench gateway_overhead` (env: QM_BENCH_RATE=1000, QM_BENCH_SECS=10,
-//! QM_BENCH_SOAK_SECS=0 for the memory soak at the same rate, e.g. 300).
+//! QM_BENCH_RUNS=3 runs per mode, median reported; QM_BENCH_SOAK_SECS=0 for the memory soak
+//! at the same rate, e.g. 300).
+
+mod common;
 
 use std::convert::Infallible;
 use std::process::{Child, Command, Stdio};
@@ -241,6 +244,7 @@ fn main() {
     let rate = env_u64("QM_BENCH_RATE", 1000);
     let secs = env_u64("QM_BENCH_SECS", 10);
     let soak = env_u64("QM_BENCH_SOAK_SECS", 0);
+    let runs = env_u64("QM_BENCH_RUNS", 3).max(1);
     // The mock and the load generator share one runtime with 1 worker: the gateway process
     // gets the rest of this 2-core machine.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -263,14 +267,34 @@ fn main() {
         println!("gateway overhead: open loop at {rate} req/s for {secs} s per run (loopback; mock + load generator on 1 thread)");
         println!("| mode | direct p50 ms | direct p99 ms | gateway p50 ms | gateway p99 ms | added p50 ms | added p99 ms | errors |");
         println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+        // Each mode runs `runs` times (direct, then gateway, alternating modes) and the
+        // median of the runs is reported with every run: one noisy run on a shared 2-core
+        // machine says little on its own.
+        let mut added: [Vec<(f64, f64)>; 2] = [vec![], vec![]];
+        for run in 0..runs {
+            for stream in [false, true] {
+                let (d, de) = open_loop(&client, &direct, "", stream, rate, secs).await;
+                let (g, ge) = open_loop(&client, &gw.url, &gw.key, stream, rate, secs).await;
+                let (a50, a99) = (pct(&g, 0.5) - pct(&d, 0.5), pct(&g, 0.99) - pct(&d, 0.99));
+                added[stream as usize].push((a50, a99));
+                println!(
+                    "| {} (run {}) | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+                    if stream { "stream" } else { "non-stream" },
+                    run + 1,
+                    pct(&d, 0.5), pct(&d, 0.99), pct(&g, 0.5), pct(&g, 0.99), a50, a99, de + ge
+                );
+            }
+        }
         for stream in [false, true] {
-            let (d, de) = open_loop(&client, &direct, "", stream, rate, secs).await;
-            let (g, ge) = open_loop(&client, &gw.url, &gw.key, stream, rate, secs).await;
+            let runs = &added[stream as usize];
+            let p50s: Vec<f64> = runs.iter().map(|r| r.0).collect();
+            let p99s: Vec<f64> = runs.iter().map(|r| r.1).collect();
             println!(
-                "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+                "median of {} runs, {}: added p50 {:.3} ms, added p99 {:.3} ms",
+                runs.len(),
                 if stream { "stream" } else { "non-stream" },
-                pct(&d, 0.5), pct(&d, 0.99), pct(&g, 0.5), pct(&g, 0.99),
-                pct(&g, 0.5) - pct(&d, 0.5), pct(&g, 0.99) - pct(&d, 0.99), de + ge
+                common::median(p50s),
+                common::median(p99s)
             );
         }
         for stream in [false, true] {
@@ -287,6 +311,16 @@ fn main() {
                 samples.push((rss_kib(pid), pct(&g, 0.99)));
             }
             println!("soak {soak} s at {rate} req/s, RSS KiB / p99 ms every {per} s: {samples:?}");
+            // Flat means: over the second half of the soak, RSS grows by less than 1 %.
+            let half = &samples[samples.len() / 2..];
+            if let (Some(first), Some(last)) = (half.first(), half.last()) {
+                let growth = (last.0 as f64 - first.0 as f64) / first.0 as f64 * 100.0;
+                let peak = samples.iter().map(|s| s.0).max().unwrap_or(0);
+                println!(
+                    "soak second half: RSS {} -> {} KiB ({growth:+.2} %), peak {peak} KiB",
+                    first.0, last.0
+                );
+            }
         }
     });
 }

@@ -18,6 +18,8 @@ pub const KEY_PREFIX: &str = "qm_";
 pub struct Principal {
     pub key_id: String,
     pub tenant: Tenant,
+    /// Past the dunning grace period: only `billing.limited_models` are served.
+    pub limited: bool,
 }
 
 /// A newly created key: the secret is shown once and never stored.
@@ -81,7 +83,11 @@ impl KeyVerifier {
             }
         }
         let found = self.store.find_active_key(&hash).await?;
-        let principal = found.map(|(key_id, tenant)| Principal { key_id, tenant });
+        let principal = found.map(|(key_id, tenant, status)| Principal {
+            key_id,
+            tenant,
+            limited: status == "limited",
+        });
         if let Some(p) = &principal {
             if !self.ttl.is_zero() {
                 let mut cache = self.cache.lock().expect("key cache lock");

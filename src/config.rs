@@ -28,6 +28,34 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Models the gateway serves, by the name clients send.
     pub models: BTreeMap<String, ModelConfig>,
+    /// The operator API under `/admin`.
+    pub admin: AdminConfig,
+    /// The durable job queue (webhook processing, dunning, metering, housekeeping).
+    pub jobs: crate::jobs::JobsConfig,
+    /// `Idempotency-Key` on the POST endpoints.
+    pub idempotency: crate::api::idempotency::IdempotencyConfig,
+    /// Stripe webhooks and usage metering.
+    pub stripe: crate::billing::StripeConfig,
+    /// Dunning and what a tenant past due may still use.
+    pub billing: crate::billing::BillingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The environment variable holding the admin key (sent as `Authorization: Bearer`).
+    pub api_key_env: Option<String>,
+    /// The key itself; prefer `api_key_env`. Without either the admin API answers 403.
+    pub api_key: Option<SecretString>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            api_key_env: Some("QM_ADMIN_KEY".into()),
+            api_key: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,6 +331,38 @@ impl Config {
                     &format!("providers.{name}.base_url"),
                     "must be an http:// or https:// URL",
                 ));
+            }
+        }
+        if self.jobs.concurrency == 0 || self.jobs.lease_ms < 100 {
+            return Err(invalid(
+                "jobs",
+                "concurrency must be greater than 0 and lease_ms at least 100",
+            ));
+        }
+        if self.stripe.meter_interval_secs == 0 {
+            return Err(invalid(
+                "stripe.meter_interval_secs",
+                "must be greater than 0",
+            ));
+        }
+        if !(self.stripe.api_base.starts_with("http://")
+            || self.stripe.api_base.starts_with("https://"))
+        {
+            return Err(invalid(
+                "stripe.api_base",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if let Some(models) = &self.billing.limited_models {
+            for m in models {
+                let known = self.models.contains_key(m)
+                    || (self.local.enabled && *m == self.local.model_name);
+                if !known {
+                    return Err(ConfigError::Invalid {
+                        path: "billing.limited_models".into(),
+                        message: format!("no model named `{m}`"),
+                    });
+                }
             }
         }
         if self.local.enabled && self.local.max_concurrent == 0 {

@@ -52,6 +52,19 @@ pub enum ApiError {
     UpstreamTimeout,
     #[error("upstream unavailable")]
     UpstreamUnavailable,
+    #[error("invalid webhook signature: {0}")]
+    InvalidSignature(String),
+    #[error("this Idempotency-Key was used with a different request; use a new key")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
+    IdempotencyKeyInUse,
+    /// The tenant is past its dunning grace period: only some models are served.
+    #[error("{0}")]
+    PaymentRequired(String),
+    #[error("missing or invalid admin key")]
+    AdminUnauthorized,
+    #[error("the admin API is disabled: set admin.api_key_env (or admin.api_key)")]
+    AdminDisabled,
     /// Anything else: logged with its cause, returned as a generic 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -150,6 +163,32 @@ impl ApiError {
                 "upstream_error",
                 "upstream_unavailable",
             ),
+            InvalidSignature(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_signature",
+            ),
+            IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_error",
+                "idempotency_key_reused",
+            ),
+            IdempotencyKeyInUse => (
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                "idempotency_key_in_use",
+            ),
+            PaymentRequired(_) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "billing_error",
+                "payment_required",
+            ),
+            AdminUnauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_admin_key",
+            ),
+            AdminDisabled => (StatusCode::FORBIDDEN, "permission_error", "admin_disabled"),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",

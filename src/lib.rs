@@ -7,11 +7,19 @@
 
 pub mod api;
 pub mod auth;
+pub mod billing;
 pub mod config;
 pub mod embed;
 pub mod error;
+pub mod jobs;
 pub mod providers;
 pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod types;
+
+/// Installs rustls' ring provider for every HTTP client in the process (reqwest is built
+/// without a default provider). Idempotent; called wherever a client is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

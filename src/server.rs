@@ -33,6 +33,11 @@ pub struct AppState {
     /// Cancelled when the shutdown grace period is over: open streams end with an error event.
     pub grace_over: CancellationToken,
     pub started_at: i64,
+    /// The durable job queue.
+    pub jobs: crate::jobs::JobQueue,
+    pub billing: Arc<crate::billing::Billing>,
+    /// SHA-256 of the admin key; `None` disables the admin API.
+    pub admin_key: Option<[u8; 32]>,
 }
 
 /// A built gateway, ready to serve.
@@ -65,7 +70,16 @@ impl App {
             config.request_log.channel_capacity,
             config.request_log.batch_size,
         );
+        let jobs = crate::jobs::JobQueue::new(store.clone(), config.jobs.clone());
+        let billing = Arc::new(crate::billing::Billing::new(
+            config.stripe.clone(),
+            config.billing.clone(),
+        ));
+        let admin_key = crate::api::admin_key_hash(&config);
         let state = AppState {
+            jobs,
+            billing,
+            admin_key,
             keys: KeyVerifier::new(
                 store.clone(),
                 Duration::from_millis(config.auth.key_cache_ttl_ms),
@@ -102,6 +116,7 @@ impl App {
         let (shutdown_token, grace_over) = (state.shutdown.clone(), state.grace_over.clone());
         tracing::info!(addr = %listener.local_addr()?, store = state.store.backend(), models = state.models.iter().count(), "quartermaster listening");
 
+        let workers = start_background(&state);
         let signal = shutdown_token.clone();
         // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm holds each
         // one back until the client's delayed ACK (~40 ms per chunk).
@@ -132,6 +147,13 @@ impl App {
             _ = watchdog => tracing::warn!("shutdown: connections still open after the grace period; closing"),
         }
 
+        // Jobs get the grace period to finish; a job cut off runs again after its lease.
+        if tokio::time::timeout(grace + Duration::from_secs(1), workers)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: background jobs did not stop in time");
+        }
         // Handlers that saw a disconnect may still be handing their record over.
         tokio::task::yield_now().await;
         let store = state.store.clone();
@@ -143,6 +165,72 @@ impl App {
         store.close().await;
         Ok(())
     }
+}
+
+/// Starts the job runner and the periodic scheduler; the returned future ends once both
+/// have stopped after shutdown.
+fn start_background(state: &Arc<AppState>) -> impl Future<Output = ()> + use<> {
+    use crate::billing::{self, EnforceJob, EventJob, HousekeepingJob, MeterJob, ReminderJob};
+    let shutdown = state.shutdown.clone();
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    if !state.config.jobs.enabled {
+        return futures::future::Either::Left(std::future::ready(()));
+    }
+    let queue = state.jobs.clone();
+    let store = state.store.clone();
+    let mut runner = crate::jobs::JobRunner::new(queue.clone());
+    runner.register(
+        billing::JOB_EVENT,
+        Arc::new(EventJob {
+            store: store.clone(),
+            queue: queue.clone(),
+            billing: state.billing.clone(),
+        }),
+    );
+    runner.register(
+        billing::JOB_REMIND,
+        Arc::new(ReminderJob {
+            store: store.clone(),
+        }),
+    );
+    runner.register(
+        billing::JOB_ENFORCE,
+        Arc::new(EnforceJob {
+            store: store.clone(),
+        }),
+    );
+    runner.register(
+        billing::JOB_METER,
+        Arc::new(MeterJob {
+            store: store.clone(),
+            billing: state.billing.clone(),
+        }),
+    );
+    runner.register(
+        billing::JOB_HOUSEKEEPING,
+        Arc::new(HousekeepingJob {
+            queue: queue.clone(),
+            idempotency_ttl_secs: state.config.idempotency.ttl_secs,
+        }),
+    );
+    let runner = runner.spawn(shutdown.clone(), grace);
+    let billing = state.billing.clone();
+    let scheduler = tokio::spawn(async move {
+        let tick = billing::schedule_tick(&billing);
+        loop {
+            if let Err(e) = billing::schedule_periodic(&queue, &billing).await {
+                tracing::warn!(error = %e, "scheduling periodic jobs failed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+    });
+    futures::future::Either::Right(async move {
+        let _ = scheduler.await;
+        let _ = runner.await;
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -42,6 +42,21 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            // Histogram samples queue in the recorder until a scrape or an upkeep drains them
+            // into buckets: without this, a gateway nobody scrapes grows by ~24 bytes per
+            // request. A plain thread, so it runs whichever runtime (or none) is current.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("qm-metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "could not start the metrics upkeep thread");
+            }
             handle
         })
         .clone()

@@ -61,6 +61,16 @@ pub async fn chat_completions(
         .get(&request.model)
         .cloned()
         .ok_or_else(|| ApiError::ModelNotFound(request.model.clone()))?;
+    if principal.limited
+        && !state
+            .billing
+            .allowed_when_limited(&route.name, route.provider.name())
+    {
+        return Err(ApiError::PaymentRequired(format!(
+            "tenant `{}` has an unpaid invoice past its grace period: model `{}` is unavailable until it is paid",
+            principal.tenant.name, route.name
+        )));
+    }
     let request_id = headers
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())

@@ -1,10 +1,14 @@
 //! The HTTP surface: routes, middleware (request ids, auth, rate limits, metrics, body
 //! limits) and the fallbacks that keep every error in OpenAI's shape.
 
+mod admin;
 mod chat;
 mod embeddings;
 pub mod extract;
+pub mod idempotency;
 mod ops;
+
+pub use admin::admin_key_hash;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,7 +38,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut v1 = Router::new()
         .route("/v1/models", get(chat::list_models))
         .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/embeddings", post(embeddings::embeddings));
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ));
     if config.rate_limit.enabled {
         let governor = GovernorConfigBuilder::default()
             .per_nanosecond(1_000_000_000 / u64::from(config.rate_limit.requests_per_second))
@@ -61,6 +69,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/webhooks/stripe", post(crate::billing::stripe_webhook))
+        .merge(admin::router(state.clone()))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -104,6 +114,7 @@ async fn authenticate(
                 id: "default".into(),
                 name: "default".into(),
             },
+            limited: false,
         }
     };
     req.extensions_mut().insert(principal);

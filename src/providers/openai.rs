@@ -23,7 +23,7 @@ pub struct OpenAiProvider {
 impl OpenAiProvider {
     pub fn new(name: &str, config: &ProviderConfig) -> anyhow::Result<Self> {
         // One TLS crypto provider for the process (ring: builds without cmake).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_crypto_provider();
         let api_key = match (&config.api_key_env, &config.api_key) {
             (Some(var), _) => std::env::var(var).unwrap_or_default(),
             (None, Some(key)) => key.expose_secret().to_string(),

@@ -88,7 +88,10 @@ impl Store {
                 // crash can lose the last commits.
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // 1 MiB page cache per pooled connection (SQLite's default is 2 MiB): bounds
+                // the store's memory at `max_connections` MiB however large the tables grow.
+                .pragma("cache_size", "-1024");
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .connect_with(options)
@@ -144,16 +147,17 @@ impl Store {
         Ok(())
     }
 
-    /// The active (not revoked) key with this hash, with its tenant.
+    /// The active (not revoked) key with this hash, with its tenant and the tenant's
+    /// billing status (`active`, `past_due`, `limited`).
     pub async fn find_active_key(
         &self,
         key_hash: &str,
-    ) -> Result<Option<(String, Tenant)>, StoreError> {
-        const SQL: &str = "SELECT k.id, t.id, t.name FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
+    ) -> Result<Option<(String, Tenant, String)>, StoreError> {
+        const SQL: &str = "SELECT k.id, t.id, t.name, t.billing_status FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
                            WHERE k.key_hash = $1 AND k.revoked_at IS NULL";
-        let row: Option<(String, String, String)> =
+        let row: Option<(String, String, String, String)> =
             on_pool!(self, p => sqlx::query_as(SQL).bind(key_hash).fetch_optional(p).await)?;
-        Ok(row.map(|(key_id, id, name)| (key_id, Tenant { id, name })))
+        Ok(row.map(|(key_id, id, name, status)| (key_id, Tenant { id, name }, status)))
     }
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {

@@ -101,8 +101,11 @@ async fn run_writer(store: Store, mut rx: mpsc::Receiver<RequestLogRecord>, batc
 
 async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), StoreError> {
     const SQL: &str = "INSERT INTO request_log (id, request_id, tenant_id, key_id, model, provider, stream, status, \
-        http_status, error_code, tokens_in, tokens_out, latency_ms, ttft_ms, created_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+        http_status, error_code, tokens_in, tokens_out, latency_ms, ttft_ms, created_at, logged_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+    // `logged_at` is when the row is written (one writer, so it only grows): usage metering
+    // reads by it, so a long stream that started in an earlier window is still counted.
+    let logged_at = super::now_ms();
     on_pool!(store, pool => {
         let mut tx = pool.begin().await?;
         for r in batch {
@@ -122,6 +125,7 @@ async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), S
                 .bind(r.latency_ms)
                 .bind(r.ttft_ms)
                 .bind(r.created_at)
+                .bind(logged_at)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -2,6 +2,7 @@
 //! and helpers to read SSE streams.
 #![allow(dead_code)]
 
+pub mod mock_stripe;
 pub mod mock_upstream;
 
 use std::path::{Path, PathBuf};
@@ -208,4 +209,28 @@ pub fn sse_json(body: &str) -> (Vec<Value>, bool) {
         .map(|d| serde_json::from_str(d).expect("SSE data is JSON"))
         .collect();
     (events, done)
+}
+
+/// A fresh database on the PostgreSQL at `QM_TEST_DATABASE_URL` (scripts/pg.sh starts one).
+/// `None` outside CI when the variable is unset; under CI its absence is a failure.
+pub async fn fresh_database() -> Option<String> {
+    use sqlx::Connection;
+    let Ok(url) = std::env::var("QM_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must set QM_TEST_DATABASE_URL (scripts/pg.sh start)"
+        );
+        eprintln!("SKIPPED postgres test: QM_TEST_DATABASE_URL is not set");
+        return None;
+    };
+    let name = format!("qm_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("connect to QM_TEST_DATABASE_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').expect("URL names a database");
+    Some(format!("{base}/{name}"))
 }

@@ -1,0 +1,167 @@
+//! The operator API under `/admin`, behind the admin key (`Authorization: Bearer`): the job
+//! queue (counts, listings, the dead-letter queue and re-driving it) and tenants' billing
+//! state.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::auth::bearer_token;
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::store::on_pool;
+
+pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/admin/jobs", get(list_jobs))
+        .route("/admin/jobs/stats", get(job_stats))
+        .route("/admin/jobs/dead", get(list_dead))
+        .route("/admin/jobs/dead/redrive", post(redrive_all))
+        .route("/admin/jobs/{id}", get(get_job))
+        .route("/admin/jobs/{id}/redrive", post(redrive_one))
+        .route("/admin/tenants", get(list_tenants))
+        .layer(middleware::from_fn_with_state(state, require_admin))
+}
+
+/// The SHA-256 of the configured admin key, if any.
+pub fn admin_key_hash(config: &crate::config::Config) -> Option<[u8; 32]> {
+    let key = config
+        .admin
+        .api_key
+        .as_ref()
+        .map(|k| secrecy::ExposeSecret::expose_secret(k).to_string())
+        .or_else(|| {
+            config
+                .admin
+                .api_key_env
+                .as_ref()
+                .and_then(|v| std::env::var(v).ok())
+        })
+        .filter(|k| !k.trim().is_empty())?;
+    Some(Sha256::digest(key.trim().as_bytes()).into())
+}
+
+async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.admin_key else {
+        return ApiError::AdminDisabled.into_response();
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    // Comparing digests: equal-length, and a timing difference says nothing about the key.
+    match given {
+        Some(token) if <[u8; 32]>::from(Sha256::digest(token.as_bytes())) == expected => {
+            next.run(req).await
+        }
+        _ => ApiError::AdminUnauthorized.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default = "default_status")]
+    status: String,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_status() -> String {
+    "dead".into()
+}
+fn default_limit() -> i64 {
+    100
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+async fn list_jobs(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if !matches!(q.status.as_str(), "queued" | "running" | "done" | "dead") {
+        return Err(ApiError::invalid(
+            "status must be one of queued, running, done, dead",
+            Some("status".to_string()),
+        ));
+    }
+    let jobs = state
+        .jobs
+        .list(&q.status, q.limit.clamp(1, 1000))
+        .await
+        .map_err(internal)?;
+    Ok(axum::Json(json!({"object": "list", "data": jobs})))
+}
+
+async fn list_dead(State(state): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
+    let jobs = state.jobs.list("dead", 1000).await.map_err(internal)?;
+    Ok(axum::Json(json!({"object": "list", "data": jobs})))
+}
+
+async fn job_stats(State(state): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
+    let counts = state.jobs.counts().await.map_err(internal)?;
+    Ok(axum::Json(json!({"counts": counts})))
+}
+
+async fn get_job(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    match state.jobs.get(&id).await.map_err(internal)? {
+        Some(job) => Ok(axum::Json(json!(job))),
+        None => Err(ApiError::NotFound(format!("no job `{id}`"))),
+    }
+}
+
+async fn redrive_one(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let n = state.jobs.redrive(Some(&id)).await.map_err(internal)?;
+    if n == 0 {
+        return Err(ApiError::NotFound(format!("no dead job `{id}`")));
+    }
+    Ok(axum::Json(json!({"redriven": n})))
+}
+
+async fn redrive_all(State(state): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
+    let n = state.jobs.redrive(None).await.map_err(internal)?;
+    Ok(axum::Json(json!({"redriven": n})))
+}
+
+async fn list_tenants(State(state): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        Option<i64>,
+        i64,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = on_pool!(&state.store, p => sqlx::query_as(
+        "SELECT id, name, plan, billing_status, past_due_since, credit_cents, stripe_customer_id, stripe_subscription_id \
+         FROM tenants ORDER BY name").fetch_all(p).await)
+    .map_err(internal)?;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, name, plan, status, since, credit, customer, sub)| {
+            json!({"id": id, "name": name, "plan": plan, "billing_status": status,
+                   "past_due_since": since, "credit_cents": credit,
+                   "stripe_customer_id": customer, "stripe_subscription_id": sub})
+        })
+        .collect();
+    Ok(axum::Json(json!({"object": "list", "data": data})))
+}
