@@ -38,6 +38,12 @@ pub struct Config {
     pub stripe: crate::billing::StripeConfig,
     /// Dunning and what a tenant past due may still use.
     pub billing: crate::billing::BillingConfig,
+    /// How `model: "auto"` is routed, retries, fallbacks and circuit breakers.
+    pub routing: crate::route::RoutingConfig,
+    /// Tiers by name: ordered models and a fallback tier.
+    pub tiers: BTreeMap<String, crate::route::TierConfig>,
+    /// Requests, tokens and spend per tenant and per key.
+    pub limits: crate::budget::LimitsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +73,9 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// How long in-flight requests may run after a shutdown signal before they are cut.
     pub shutdown_grace_secs: u64,
+    /// How often the config file is checked for changes (hot reload; SIGHUP reloads at
+    /// once); 0 = only on SIGHUP.
+    pub config_poll_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +85,7 @@ impl Default for ServerConfig {
             port: 8080,
             body_limit_bytes: 2 * 1024 * 1024,
             shutdown_grace_secs: 30,
+            config_poll_secs: 2,
         }
     }
 }
@@ -219,6 +229,12 @@ pub struct ModelConfig {
     /// The model name sent upstream; defaults to the name clients use.
     #[serde(default)]
     pub upstream_model: Option<String>,
+    /// Price in USD per million input (prompt) tokens.
+    #[serde(default)]
+    pub input_usd_per_mtok: f64,
+    /// Price in USD per million output (completion) tokens.
+    #[serde(default)]
+    pub output_usd_per_mtok: f64,
 }
 
 /// A configuration problem, with the path of the offending key.
@@ -365,6 +381,7 @@ impl Config {
                 }
             }
         }
+        self.validate_routing()?;
         if self.local.enabled && self.local.max_concurrent == 0 {
             return Err(invalid("local.max_concurrent", "must be greater than 0"));
         }
@@ -386,6 +403,81 @@ impl Config {
                         model.provider
                     ),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `name` is a model this config serves.
+    pub fn serves_model(&self, name: &str) -> bool {
+        self.models.contains_key(name) || (self.local.enabled && name == self.local.model_name)
+    }
+
+    fn validate_routing(&self) -> Result<(), ConfigError> {
+        let invalid = |path: String, message: String| ConfigError::Invalid { path, message };
+        for (name, tier) in &self.tiers {
+            if tier.models.is_empty() {
+                return Err(invalid(
+                    format!("tiers.{name}.models"),
+                    "must name at least one model".into(),
+                ));
+            }
+            for m in &tier.models {
+                if !self.serves_model(m) {
+                    return Err(invalid(
+                        format!("tiers.{name}.models"),
+                        format!("no model named `{m}` in [models] (nor the local model)"),
+                    ));
+                }
+            }
+            if let Some(f) = &tier.fallback {
+                if !self.tiers.contains_key(f) {
+                    return Err(invalid(
+                        format!("tiers.{name}.fallback"),
+                        format!("no tier named `{f}`"),
+                    ));
+                }
+            }
+        }
+        if !self.tiers.is_empty() {
+            let r = &self.routing;
+            let mut named = vec![
+                ("routing.easy_tier", &r.easy_tier),
+                ("routing.hard_tier", &r.hard_tier),
+                ("routing.default_tier", &r.default_tier),
+            ];
+            if let Some(t) = &r.tools_tier {
+                named.push(("routing.tools_tier", t));
+            }
+            for (path, tier) in named {
+                if !self.tiers.contains_key(tier) {
+                    return Err(invalid(
+                        path.into(),
+                        format!("no tier named `{tier}` in [tiers]"),
+                    ));
+                }
+            }
+        }
+        if !(0.0..=1.0).contains(&self.routing.threshold) {
+            return Err(invalid(
+                "routing.threshold".into(),
+                "must be between 0 and 1".into(),
+            ));
+        }
+        for alias in &self.routing.aliases {
+            if self.serves_model(alias) {
+                return Err(invalid(
+                    "routing.aliases".into(),
+                    format!("`{alias}` is also a model name"),
+                ));
+            }
+        }
+        for (name, m) in &self.models {
+            if m.input_usd_per_mtok < 0.0 || m.output_usd_per_mtok < 0.0 {
+                return Err(invalid(
+                    format!("models.{name}"),
+                    "prices cannot be negative".into(),
+                ));
             }
         }
         Ok(())

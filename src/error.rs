@@ -52,6 +52,14 @@ pub enum ApiError {
     UpstreamTimeout,
     #[error("upstream unavailable")]
     UpstreamUnavailable,
+    /// A per-tenant or per-key limit or budget (requests or tokens per minute, spend per
+    /// day or month).
+    #[error("{message}")]
+    LimitExceeded {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("invalid webhook signature: {0}")]
     InvalidSignature(String),
     #[error("this Idempotency-Key was used with a different request; use a new key")]
@@ -163,6 +171,7 @@ impl ApiError {
                 "upstream_error",
                 "upstream_unavailable",
             ),
+            LimitExceeded { code, .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code),
             InvalidSignature(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -239,6 +248,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::RateLimited { retry_after_secs }
+            | ApiError::LimitExceeded {
+                retry_after_secs, ..
+            }
             | ApiError::Overloaded {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),

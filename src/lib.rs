@@ -8,11 +8,13 @@
 pub mod api;
 pub mod auth;
 pub mod billing;
+pub mod budget;
 pub mod config;
 pub mod embed;
 pub mod error;
 pub mod jobs;
 pub mod providers;
+pub mod route;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -29,6 +29,29 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Evaluate a component offline.
+    Eval {
+        #[command(subcommand)]
+        what: EvalWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalWhat {
+    /// The router's classifier: trained on the examples, scored on a separate labeled set;
+    /// prints accuracy and the share sent to the strong tier per threshold.
+    Router {
+        #[arg(long, default_value = "prompts/router_examples.jsonl")]
+        examples: PathBuf,
+        #[arg(long, default_value = "tests/fixtures/router_eval.jsonl")]
+        eval: PathBuf,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0.2,0.3,0.4,0.5,0.6,0.7,0.8"
+        )]
+        thresholds: Vec<f32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -63,8 +86,60 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
-            let app = App::build(config).await?;
+            let mut app = App::build(config).await?;
+            if path.exists() {
+                app = app.with_config_path(&path);
+            }
             app.serve(listener, shutdown_signal()).await
+        }
+        Command::Eval {
+            what:
+                EvalWhat::Router {
+                    examples,
+                    eval,
+                    thresholds,
+                },
+        } => {
+            let e = &config.embeddings;
+            let model = quartermaster::embed::EmbedModel::load(
+                &e.model_dir,
+                e.backend,
+                e.threads,
+                e.max_seq_length,
+            )?;
+            let report = quartermaster::route::classifier::evaluate_files(
+                &model,
+                &examples,
+                &eval,
+                &thresholds,
+            )
+            .map_err(anyhow::Error::msg)?;
+            println!(
+                "router classifier: trained on {} examples ({}), evaluated on {} ({})",
+                report.train_examples,
+                examples.display(),
+                report.eval_examples,
+                eval.display()
+            );
+            println!(
+                "| threshold | accuracy | sent to strong | hard sent to cheap | easy sent to strong |"
+            );
+            println!("| --- | --- | --- | --- | --- |");
+            for r in &report.rows {
+                println!(
+                    "| {:.2} | {:.1} % | {:.1} % | {:.1} % | {:.1} % |",
+                    r.threshold,
+                    r.accuracy * 100.0,
+                    r.strong_share * 100.0,
+                    r.hard_to_cheap * 100.0,
+                    r.easy_to_strong * 100.0
+                );
+            }
+            println!(
+                "(the code/math rule would route {:.1} % of these prompts before the classifier is asked)",
+                report.rule_share * 100.0
+            );
+            Ok(())
         }
         Command::Keys { action } => {
             let store = Store::connect(config.database.url.expose_secret(), 1).await?;

@@ -3,6 +3,7 @@
 //! the request log, close the store).
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,12 +39,19 @@ pub struct AppState {
     pub billing: Arc<crate::billing::Billing>,
     /// SHA-256 of the admin key; `None` disables the admin API.
     pub admin_key: Option<[u8; 32]>,
+    /// Tiers, prices, thresholds, limits and the router's classifier: swapped whole on
+    /// reload.
+    pub live: arc_swap::ArcSwap<crate::route::Live>,
+    pub budgets: Arc<crate::budget::Budgets>,
+    pub breakers: crate::route::Breakers,
 }
 
 /// A built gateway, ready to serve.
 pub struct App {
     pub state: Arc<AppState>,
     log_task: JoinHandle<()>,
+    /// Watched for changes (and re-read on SIGHUP) when set.
+    config_path: Option<PathBuf>,
 }
 
 impl App {
@@ -76,7 +84,12 @@ impl App {
             config.billing.clone(),
         ));
         let admin_key = crate::api::admin_key_hash(&config);
+        let live = arc_swap::ArcSwap::from_pointee(crate::route::Live::from_config(&config));
+        let budgets = crate::budget::Budgets::new(store.clone());
         let state = AppState {
+            live,
+            budgets,
+            breakers: crate::route::Breakers::default(),
             jobs,
             billing,
             admin_key,
@@ -97,7 +110,15 @@ impl App {
         Ok(Self {
             state: Arc::new(state),
             log_task,
+            config_path: None,
         })
+    }
+
+    /// Hot-reloads tiers, prices, thresholds and limits from this file (on change and on
+    /// SIGHUP).
+    pub fn with_config_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_path = Some(path.into());
+        self
     }
 
     pub fn router(&self) -> axum::Router {
@@ -110,13 +131,21 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let App { state, log_task } = self;
+        let App {
+            state,
+            log_task,
+            config_path,
+        } = self;
         let router = crate::api::router(state.clone());
         let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
         let (shutdown_token, grace_over) = (state.shutdown.clone(), state.grace_over.clone());
         tracing::info!(addr = %listener.local_addr()?, store = state.store.backend(), models = state.models.iter().count(), "quartermaster listening");
 
         let workers = start_background(&state);
+        tokio::spawn(train_classifier(state.clone()));
+        if let Some(path) = config_path {
+            tokio::spawn(watch_config(state.clone(), path));
+        }
         let signal = shutdown_token.clone();
         // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm holds each
         // one back until the client's delayed ACK (~40 ms per chunk).
@@ -231,6 +260,153 @@ fn start_background(state: &Arc<AppState>) -> impl Future<Output = ()> + use<> {
         let _ = scheduler.await;
         let _ = runner.await;
     })
+}
+
+/// Trains the router's classifier from the examples file with the local embedder and
+/// installs it. Without the embedder, routing uses its rules and the default tier.
+async fn train_classifier(state: Arc<AppState>) {
+    let live = state.live.load_full();
+    if live.tiers.is_empty() {
+        return;
+    }
+    let path = PathBuf::from(&live.routing.examples_path);
+    match build_classifier(&state, &path).await {
+        Ok(classifier) => {
+            let stamp = crate::route::live::file_stamp(&path);
+            state.live.rcu(|current| {
+                let mut next = clone_live(current);
+                next.classifier = Some(classifier.clone());
+                next.trained_on = Some(stamp.clone());
+                next
+            });
+            tracing::info!(examples = %path.display(), "router classifier trained");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "router classifier unavailable; routing by rules and the default tier")
+        }
+    }
+}
+
+fn clone_live(l: &crate::route::Live) -> crate::route::Live {
+    crate::route::Live {
+        routing: l.routing.clone(),
+        tiers: l.tiers.clone(),
+        limits: l.limits.clone(),
+        prices: l.prices.clone(),
+        classifier: l.classifier.clone(),
+        trained_on: l.trained_on.clone(),
+    }
+}
+
+/// Embeds the labeled examples and fits the classifier.
+pub async fn build_classifier(
+    state: &AppState,
+    path: &std::path::Path,
+) -> Result<Arc<crate::route::Classifier>, String> {
+    let Some(embedder) = &state.embedder else {
+        return Err("embeddings are disabled".into());
+    };
+    let examples = crate::route::classifier::load_examples(path)?;
+    let mut features = Vec::with_capacity(examples.len());
+    for chunk in examples.chunks(32) {
+        let texts = chunk.iter().map(|e| e.prompt.clone()).collect();
+        let embedded = embedder.embed(texts).await.map_err(|e| e.to_string())?;
+        features.extend(embedded.into_iter().map(|e| e.vector));
+    }
+    let labels: Vec<bool> = examples
+        .iter()
+        .map(|e| e.is_hard().unwrap_or(false))
+        .collect();
+    let classifier =
+        tokio::task::spawn_blocking(move || crate::route::Classifier::train(&features, &labels))
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(Arc::new(classifier))
+}
+
+/// Re-reads the config file when it changes (polled) or on SIGHUP.
+async fn watch_config(state: Arc<AppState>, path: PathBuf) {
+    let poll = state.config.server.config_poll_secs;
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut last = crate::route::live::file_stamp(&path);
+    loop {
+        let hup_fired = async {
+            #[cfg(unix)]
+            if let Some(h) = hup.as_mut() {
+                h.recv().await;
+                return;
+            }
+            std::future::pending::<()>().await
+        };
+        let tick = async {
+            if poll == 0 {
+                std::future::pending::<()>().await
+            }
+            tokio::time::sleep(Duration::from_secs(poll)).await
+        };
+        let forced = tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = hup_fired => true,
+            _ = tick => false,
+        };
+        let now = crate::route::live::file_stamp(&path);
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        match reload(&state, &path).await {
+            Ok(()) => {
+                metrics::counter!("qm_config_reloads_total", "outcome" => "applied").increment(1);
+                tracing::info!(path = %path.display(), "config reloaded");
+            }
+            Err(e) => {
+                metrics::counter!("qm_config_reloads_total", "outcome" => "rejected").increment(1);
+                tracing::error!(path = %path.display(), error = %e, "config reload rejected; keeping the running config");
+            }
+        }
+    }
+}
+
+/// Loads and validates the file, then swaps in its tiers, routing, prices and limits in one
+/// step. Providers, models, the listener and the store need a restart (a warning says so).
+pub async fn reload(state: &AppState, path: &std::path::Path) -> Result<(), String> {
+    let config = Config::load(path, true).map_err(|e| e.to_string())?;
+    for (tier, t) in &config.tiers {
+        for m in &t.models {
+            if state.models.get(m).is_none() {
+                return Err(format!(
+                    "tiers.{tier}: model `{m}` is not served by the running gateway (new models need a restart)"
+                ));
+            }
+        }
+    }
+    let running: Vec<&String> = state.config.models.keys().collect();
+    let wanted: Vec<&String> = config.models.keys().collect();
+    if running != wanted || state.config.providers.len() != config.providers.len() {
+        tracing::warn!("[models] / [providers] changed: those changes apply after a restart");
+    }
+    let mut next = crate::route::Live::from_config(&config);
+    let current = state.live.load_full();
+    let examples = PathBuf::from(&next.routing.examples_path);
+    let stamp = crate::route::live::file_stamp(&examples);
+    if current.trained_on.as_ref() == Some(&stamp) {
+        next.classifier = current.classifier.clone();
+        next.trained_on = current.trained_on.clone();
+    } else if !next.tiers.is_empty() {
+        match build_classifier(state, &examples).await {
+            Ok(c) => {
+                next.classifier = Some(c);
+                next.trained_on = Some(stamp);
+            }
+            Err(e) if state.embedder.is_none() => {
+                tracing::debug!(error = %e, "no classifier (embeddings disabled)")
+            }
+            Err(e) => return Err(format!("routing.examples_path: {e}")),
+        }
+    }
+    state.live.store(Arc::new(next));
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

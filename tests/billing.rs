@@ -42,6 +42,7 @@ async fn spawn_on(stripe: &MockStripe, db_url: Option<String>) -> TestApp {
     TestApp::spawn_with(Options {
         extra: extra(&stripe.url, ""),
         db_url,
+        config_file: false,
     })
     .await
 }

@@ -13,6 +13,7 @@ async fn gateway_on_postgres_keys_chat_and_request_log() {
     let mut app = TestApp::spawn_with(Options {
         db_url: Some(db_url),
         extra: "[rate_limit]\nenabled = false\n[auth]\nkey_cache_ttl_ms = 0\n".into(),
+        config_file: false,
     })
     .await;
     let resp = app.chat(chat_body("mock-ok", true)).await;

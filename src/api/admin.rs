@@ -28,6 +28,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/admin/jobs/{id}", get(get_job))
         .route("/admin/jobs/{id}/redrive", post(redrive_one))
         .route("/admin/tenants", get(list_tenants))
+        .route("/admin/usage", get(usage))
+        .route("/admin/routing", get(routing))
         .layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -164,4 +166,86 @@ async fn list_tenants(State(state): State<Arc<AppState>>) -> Result<axum::Json<V
         })
         .collect();
     Ok(axum::Json(json!({"object": "list", "data": data})))
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    /// `tenant`, `key` or `model`.
+    #[serde(default = "default_by")]
+    by: String,
+    /// Only requests at or after this time (ms since the epoch); default: all.
+    #[serde(default)]
+    since_ms: i64,
+}
+
+fn default_by() -> String {
+    "tenant".into()
+}
+
+/// Requests, tokens, spend, cache hits and savings, grouped by tenant, key or model.
+async fn usage(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<UsageQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let column = match q.by.as_str() {
+        "tenant" => "tenant_id",
+        "key" => "key_id",
+        "model" => "model",
+        _ => {
+            return Err(ApiError::invalid(
+                "by must be one of tenant, key, model",
+                Some("by".to_string()),
+            ));
+        }
+    };
+    let sql = format!(
+        "SELECT COALESCE({column}, '-'), COUNT(*), \
+                CAST(COALESCE(SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT), CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT), \
+                CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION), \
+                CAST(COALESCE(SUM(CASE WHEN status = 'cache_hit' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                CAST(COALESCE(SUM(saved_usd), 0) AS DOUBLE PRECISION) \
+         FROM request_log WHERE created_at >= $1 GROUP BY {column} ORDER BY 1"
+    );
+    type Row = (String, i64, i64, i64, i64, f64, i64, f64);
+    let rows: Vec<Row> =
+        on_pool!(&state.store, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+        .bind(q.since_ms).fetch_all(p).await)
+        .map_err(internal)?;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|(group, requests, ok, tin, tout, cost, hits, saved)| {
+            json!({q.by.clone(): group, "requests": requests, "succeeded": ok, "tokens_in": tin,
+                   "tokens_out": tout, "spend_usd": cost, "cache_hits": hits, "savings_usd": saved})
+        })
+        .collect();
+    Ok(axum::Json(
+        json!({"object": "list", "by": q.by, "data": data}),
+    ))
+}
+
+/// How many requests each routing decision (tier, reason) sent where.
+async fn routing(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<UsageQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    type Row = (Option<String>, Option<String>, String, i64);
+    let rows: Vec<Row> = on_pool!(&state.store, p => sqlx::query_as(
+        "SELECT route_tier, route_reason, model, COUNT(*) FROM request_log WHERE created_at >= $1 \
+         GROUP BY route_tier, route_reason, model ORDER BY 1, 2, 3")
+        .bind(q.since_ms).fetch_all(p).await)
+    .map_err(internal)?;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|(tier, reason, model, n)| {
+            json!({"tier": tier, "reason": reason, "model": model, "requests": n})
+        })
+        .collect();
+    let live = state.live.load();
+    Ok(axum::Json(json!({
+        "object": "list",
+        "data": data,
+        "classifier_ready": live.classifier.is_some(),
+        "threshold": live.routing.threshold,
+    })))
 }

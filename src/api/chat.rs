@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
@@ -18,6 +18,7 @@ use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::providers::{ModelRoute, ProviderError};
+use crate::route::{Decision, MODEL_HEADER, ROUTE_HEADER, TIER_HEADER};
 use crate::server::AppState;
 use crate::store::{RequestLogRecord, RequestLogWriter, now_ms};
 use crate::types::{
@@ -56,34 +57,69 @@ pub async fn chat_completions(
     request
         .validate()
         .map_err(|(message, param)| ApiError::invalid(message, Some(param)))?;
-    let route = state
+    let live = state.live.load_full();
+    let decision = route_request(&state, &live, &request, &headers).await?;
+    let mut routes: Vec<ModelRoute> = decision
         .models
-        .get(&request.model)
-        .cloned()
-        .ok_or_else(|| ApiError::ModelNotFound(request.model.clone()))?;
-    if principal.limited
-        && !state
-            .billing
-            .allowed_when_limited(&route.name, route.provider.name())
-    {
-        return Err(ApiError::PaymentRequired(format!(
-            "tenant `{}` has an unpaid invoice past its grace period: model `{}` is unavailable until it is paid",
-            principal.tenant.name, route.name
-        )));
+        .iter()
+        .filter_map(|m| state.models.get(m).cloned())
+        .collect();
+    if routes.is_empty() {
+        return Err(ApiError::ModelNotFound(request.model.clone()));
     }
+    if principal.limited {
+        routes.retain(|r| {
+            state
+                .billing
+                .allowed_when_limited(&r.name, r.provider.name())
+        });
+        if routes.is_empty() {
+            return Err(ApiError::PaymentRequired(format!(
+                "tenant `{}` has an unpaid invoice past its grace period: model `{}` is unavailable until it is paid",
+                principal.tenant.name, request.model
+            )));
+        }
+    }
+    // Budgets: reserve the worst case (prompt + max_tokens at the priciest candidate).
+    let prompt_estimate = request.estimate_prompt_tokens();
+    let max_out = u64::from(
+        request
+            .max_tokens
+            .or(request.max_completion_tokens)
+            .unwrap_or(DEFAULT_RESERVED_OUTPUT_TOKENS),
+    );
+    let worst_usd = routes
+        .iter()
+        .map(|r| {
+            let (pi, po) = live.price(&r.name);
+            crate::budget::cost_usd(prompt_estimate, max_out, pi, po)
+        })
+        .fold(0.0, f64::max);
+    let scopes = crate::budget::Budgets::scopes(
+        &live.limits,
+        &principal.tenant.id,
+        &principal.tenant.name,
+        &principal.key_id,
+    );
+    let reservation = state
+        .budgets
+        .admit(&scopes, prompt_estimate + max_out, worst_usd)
+        .await?;
     let request_id = headers
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    metrics::counter!("qm_route_decisions_total", "tier" => decision.tier.clone().unwrap_or_else(|| "none".into()), "reason" => decision.reason)
+        .increment(1);
     let ledger = Ledger {
         writer: state.request_log.clone(),
         record: RequestLogRecord {
             request_id,
             tenant_id: Some(principal.tenant.id.clone()),
             key_id: Some(principal.key_id.clone()),
-            model: route.name.clone(),
-            provider: Some(route.provider.name().to_string()),
+            model: routes[0].name.clone(),
+            provider: Some(routes[0].provider.name().to_string()),
             stream: request.is_stream(),
             status: "ok",
             http_status: 200,
@@ -93,27 +129,188 @@ pub async fn chat_completions(
             latency_ms: 0.0,
             ttft_ms: None,
             created_at: now_ms(),
+            cost_usd: 0.0,
+            saved_usd: 0.0,
+            route_tier: decision.tier.clone(),
+            route_reason: Some(decision.reason),
         },
         started,
         done: false,
+        reservation,
+        price: (0.0, 0.0),
     };
-    if request.is_stream() {
-        stream_completion(state, route, request, ledger).await
+    let attempts = Attempts {
+        state: state.clone(),
+        live: live.clone(),
+        routes,
+        started,
+    };
+    let mut response = if request.is_stream() {
+        stream_completion(state, attempts, request, ledger).await?
     } else {
-        complete(route, request, ledger).await
+        complete(attempts, request, ledger).await?
+    };
+    if let Ok(v) = HeaderValue::from_str(&decision.header_value()) {
+        response.headers_mut().insert(ROUTE_HEADER, v);
+    }
+    Ok(response)
+}
+
+/// Output tokens reserved against budgets when the request sets no `max_tokens`.
+const DEFAULT_RESERVED_OUTPUT_TOKENS: u32 = 1024;
+
+/// The routing decision: an explicit model, or (for an alias) rules, then the classifier.
+async fn route_request(
+    state: &AppState,
+    live: &crate::route::Live,
+    request: &ChatCompletionRequest,
+    headers: &HeaderMap,
+) -> Result<Decision, ApiError> {
+    if !live.is_alias(&request.model) {
+        return Ok(Decision {
+            tier: None,
+            reason: "explicit",
+            p_hard: None,
+            models: vec![request.model.clone()],
+        });
+    }
+    if live.tiers.is_empty() {
+        // No tiers configured: the alias means the built-in local model.
+        let local = &state.config.local;
+        if !local.enabled {
+            return Err(ApiError::ModelNotFound(request.model.clone()));
+        }
+        return Ok(Decision {
+            tier: None,
+            reason: "no_tiers",
+            p_hard: None,
+            models: vec![local.model_name.clone()],
+        });
+    }
+    let hint = headers.get(TIER_HEADER).and_then(|v| v.to_str().ok());
+    let decide = |p| {
+        crate::route::decide(&live.routing, &live.tiers, request, hint, p)
+            .map_err(|m| ApiError::invalid(m, Some(TIER_HEADER.to_string())))
+    };
+    let first = decide(None)?;
+    if first.reason != "default" {
+        return Ok(first);
+    }
+    let (Some(classifier), Some(embedder)) = (&live.classifier, &state.embedder) else {
+        return Ok(first);
+    };
+    let text = crate::route::classifier_input(request);
+    match embedder.embed(vec![text]).await {
+        Ok(mut e) if !e.is_empty() => {
+            let p = classifier.p_hard(&e.remove(0).vector);
+            decide(Some(p))
+        }
+        Ok(_) => Ok(first),
+        Err(e) => {
+            tracing::warn!(error = %e, "router: embedding failed; default tier");
+            Ok(first)
+        }
+    }
+}
+
+/// The models a request may try, in order, under the routing policy.
+struct Attempts {
+    state: Arc<AppState>,
+    live: Arc<crate::route::Live>,
+    routes: Vec<ModelRoute>,
+    started: Instant,
+}
+
+fn retryable(e: &ProviderError) -> bool {
+    match e {
+        ProviderError::Status { status, .. } => *status == 429 || *status >= 500,
+        ProviderError::Timeout | ProviderError::Connection(_) | ProviderError::Protocol(_) => true,
+        ProviderError::MidStream { .. } => true,
+    }
+}
+
+impl Attempts {
+    /// Calls `call` on each model in turn: retries (timeouts, 5xx, 429) with jittered
+    /// backoff within the request's retry budget, skips models whose circuit is open, fails
+    /// over to the next model. A 4xx other than 429 is the request's fault: returned at once.
+    async fn run<T, F, Fut>(&self, mut call: F) -> Result<(T, ModelRoute), ApiError>
+    where
+        F: FnMut(ModelRoute) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let cfg = &self.live.routing;
+        let budget = Duration::from_millis(cfg.retry_budget_ms);
+        let open_for = Duration::from_secs(cfg.breaker_open_secs);
+        let breakers = &self.state.breakers;
+        let mut last: Option<ApiError> = None;
+        for route in &self.routes {
+            if !breakers.allow(&route.name) {
+                metrics::counter!("qm_route_skipped_total", "model" => route.name.clone(), "why" => "circuit_open").increment(1);
+                last.get_or_insert(ApiError::UpstreamUnavailable);
+                continue;
+            }
+            for attempt in 0..=cfg.max_retries_per_target {
+                match call(route.clone()).await {
+                    Ok(v) => {
+                        breakers.success(&route.name);
+                        return Ok((v, route.clone()));
+                    }
+                    Err(e) => {
+                        let api = provider_error(route, &e);
+                        if !retryable(&e) {
+                            breakers.success(&route.name); // it answered: the upstream is up
+                            return Err(api);
+                        }
+                        breakers.failure(&route.name, cfg.breaker_failures, open_for);
+                        last = Some(api);
+                        if attempt == cfg.max_retries_per_target || !breakers.allow(&route.name) {
+                            break;
+                        }
+                        let wait = crate::route::backoff(cfg, attempt + 1);
+                        // Honour the upstream's Retry-After only when it fits the budget.
+                        let wait = match &e {
+                            ProviderError::Status {
+                                retry_after_secs: Some(s),
+                                ..
+                            } => wait.max(Duration::from_secs(*s)),
+                            _ => wait,
+                        };
+                        if self.started.elapsed() + wait >= budget {
+                            break;
+                        }
+                        metrics::counter!("qm_upstream_retries_total", "model" => route.name.clone()).increment(1);
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                if self.started.elapsed() >= budget {
+                    break;
+                }
+            }
+            if self.started.elapsed() >= budget {
+                break;
+            }
+        }
+        Err(last.unwrap_or(ApiError::UpstreamUnavailable))
     }
 }
 
 async fn complete(
-    route: ModelRoute,
+    attempts: Attempts,
     request: ChatCompletionRequest,
     mut ledger: Ledger,
 ) -> Result<Response, ApiError> {
     let prompt_estimate = request.estimate_prompt_tokens();
-    let mut upstream_request = request;
-    let client_model = std::mem::replace(&mut upstream_request.model, route.upstream_model.clone());
-    match route.provider.complete(upstream_request).await {
-        Ok(mut completion) => {
+    let client_model = request.model.clone();
+    let result = attempts
+        .run(|route| {
+            let mut upstream_request = request.clone();
+            upstream_request.model = route.upstream_model.clone();
+            async move { route.provider.complete(upstream_request).await }
+        })
+        .await;
+    match result {
+        Ok((mut completion, route)) => {
+            ledger.use_route(&route, attempts.live.price(&route.name));
             completion.id = new_completion_id();
             if completion.created == 0 {
                 completion.created = unix_now();
@@ -134,35 +331,59 @@ async fn complete(
                 }
             });
             ledger.finish_ok(usage).await;
-            Ok(axum::Json(completion).into_response())
+            let mut response = axum::Json(completion).into_response();
+            set_model_header(&mut response, &route.name);
+            Ok(response)
         }
-        Err(e) => {
-            let api = provider_error(&route, &e);
+        Err(api) => {
             ledger.finish_err(&api).await;
             Err(api)
         }
     }
 }
 
+fn set_model_header(response: &mut Response, model: &str) {
+    if let Ok(v) = HeaderValue::from_str(model) {
+        response.headers_mut().insert(MODEL_HEADER, v);
+    }
+}
+
 async fn stream_completion(
     state: Arc<AppState>,
-    route: ModelRoute,
+    attempts: Attempts,
     request: ChatCompletionRequest,
     mut ledger: Ledger,
 ) -> Result<Response, ApiError> {
     let include_usage = request.include_usage();
     let prompt_estimate = request.estimate_prompt_tokens();
-    let mut upstream_request = request;
-    let client_model = std::mem::replace(&mut upstream_request.model, route.upstream_model.clone());
-    // Errors before the first byte are ordinary HTTP errors; after it they are SSE events.
-    let mut upstream = match route.provider.stream(upstream_request).await {
-        Ok(s) => s,
-        Err(e) => {
-            let api = provider_error(&route, &e);
+    let client_model = request.model.clone();
+    // Until the first chunk arrives nothing has reached the client, so a failure is still
+    // retried or failed over; after it, failures are SSE error events.
+    let result = attempts
+        .run(|route| {
+            let mut upstream_request = request.clone();
+            upstream_request.model = route.upstream_model.clone();
+            async move {
+                let mut s = route.provider.stream(upstream_request).await?;
+                match s.next().await {
+                    Some(Ok(first)) => Ok((first, s)),
+                    Some(Err(e)) => Err(e),
+                    None => Err(ProviderError::Connection(
+                        "the upstream closed the stream before the first chunk".into(),
+                    )),
+                }
+            }
+        })
+        .await;
+    let ((first, mut upstream), route) = match result {
+        Ok(v) => v,
+        Err(api) => {
             ledger.finish_err(&api).await;
             return Err(api);
         }
     };
+    ledger.use_route(&route, attempts.live.price(&route.name));
+    let answered_by = route.name.clone();
     let id = new_completion_id();
     let created = unix_now();
     let grace_over = state.grace_over.clone();
@@ -176,16 +397,21 @@ async fn stream_completion(
         let mut finished = false;
         let mut completion_chars = 0usize;
         let mut model = client_model;
+        let mut pending = Some(Ok(first));
         loop {
-            let item = tokio::select! {
-                biased;
-                _ = grace_over.cancelled() => {
-                    let err = ApiError::Overloaded { message: "the server is shutting down".into(), retry_after_secs: 1 };
-                    ledger.finish_err(&err).await;
-                    yield Ok::<Event, Infallible>(error_event(&err));
-                    return;
+            let item = if let Some(item) = pending.take() {
+                Some(item)
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = grace_over.cancelled() => {
+                        let err = ApiError::Overloaded { message: "the server is shutting down".into(), retry_after_secs: 1 };
+                        ledger.finish_err(&err).await;
+                        yield Ok::<Event, Infallible>(error_event(&err));
+                        return;
+                    }
+                    item = upstream.next() => item,
                 }
-                item = upstream.next() => item,
             };
             let Some(item) = item else { break };
             match item {
@@ -242,7 +468,9 @@ async fn stream_completion(
         ledger.finish_ok(usage).await;
         yield Ok(Event::default().data("[DONE]"));
     };
-    Ok(sse(events))
+    let mut response = sse(events);
+    set_model_header(&mut response, &answered_by);
+    Ok(response)
 }
 
 fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
@@ -307,9 +535,19 @@ struct Ledger {
     record: RequestLogRecord,
     started: Instant,
     done: bool,
+    /// Budget reservation: settled with the real cost, or released.
+    reservation: Option<crate::budget::Reservation>,
+    /// (input, output) USD per million tokens of the model that answered.
+    price: (f64, f64),
 }
 
 impl Ledger {
+    fn use_route(&mut self, route: &ModelRoute, price: (f64, f64)) {
+        self.record.model = route.name.clone();
+        self.record.provider = Some(route.provider.name().to_string());
+        self.price = price;
+    }
+
     fn first_token(&mut self) {
         if self.record.ttft_ms.is_none() {
             let ttft = self.started.elapsed();
@@ -340,6 +578,21 @@ impl Ledger {
     async fn finish_ok(&mut self, usage: Usage) {
         self.record.tokens_in = usage.prompt_tokens;
         self.record.tokens_out = usage.completion_tokens;
+        let cost = crate::budget::cost_usd(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            self.price.0,
+            self.price.1,
+        );
+        self.record.cost_usd = cost;
+        if let Some(r) = self.reservation.take() {
+            r.settle(
+                usage
+                    .total_tokens
+                    .max(usage.prompt_tokens + usage.completion_tokens),
+                cost,
+            );
+        }
         let record = self.close("ok");
         self.writer.send(record).await;
     }

@@ -48,7 +48,11 @@ impl OpenAiProvider {
             .with_api_key(api_key);
         Ok(Self {
             name: name.to_string(),
-            client: Client::with_config(openai).with_http_client(http),
+            // async-openai retries 429 and 5xx by default; the gateway's router owns retries
+            // (budgeted, jittered, with failover and circuit breakers), so none here.
+            client: Client::with_config(openai)
+                .with_http_client(http.clone())
+                .with_http_service(async_openai::middleware::ReqwestService::new(http)),
             idle_timeout: Duration::from_millis(config.read_timeout_ms),
         })
     }

@@ -25,6 +25,12 @@ pub struct RequestLogRecord {
     pub latency_ms: f64,
     pub ttft_ms: Option<f64>,
     pub created_at: i64,
+    /// What the request cost at the configured prices.
+    pub cost_usd: f64,
+    /// What a cache hit saved (0 otherwise).
+    pub saved_usd: f64,
+    pub route_tier: Option<String>,
+    pub route_reason: Option<&'static str>,
 }
 
 /// The sending side; cheap to clone.
@@ -101,8 +107,8 @@ async fn run_writer(store: Store, mut rx: mpsc::Receiver<RequestLogRecord>, batc
 
 async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), StoreError> {
     const SQL: &str = "INSERT INTO request_log (id, request_id, tenant_id, key_id, model, provider, stream, status, \
-        http_status, error_code, tokens_in, tokens_out, latency_ms, ttft_ms, created_at, logged_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+        http_status, error_code, tokens_in, tokens_out, latency_ms, ttft_ms, created_at, logged_at, cost_usd, saved_usd, route_tier, route_reason) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
     // `logged_at` is when the row is written (one writer, so it only grows): usage metering
     // reads by it, so a long stream that started in an earlier window is still counted.
     let logged_at = super::now_ms();
@@ -126,6 +132,10 @@ async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), S
                 .bind(r.ttft_ms)
                 .bind(r.created_at)
                 .bind(logged_at)
+                .bind(r.cost_usd)
+                .bind(r.saved_usd)
+                .bind(&r.route_tier)
+                .bind(r.route_reason)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -11,6 +11,8 @@
 //! | `mock-stall` | 1 chunk, then silence for a minute |
 //! | `mock-429`, `mock-500`, `mock-503` | that status with OpenAI's error body |
 //! | `mock-no-usage` | like `mock-ok` but never reports usage |
+//! | `mock-hang` | no answer at all for a minute (a timeout before the first byte) |
+//! | `mock-NNN` | any other status NNN |
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -33,6 +35,7 @@ pub struct MockStats {
     pub cancelled: AtomicUsize,
     pub completed: AtomicUsize,
     pub last_request: std::sync::Mutex<Option<Value>>,
+    pub by_model: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 pub struct MockUpstream {
@@ -50,6 +53,17 @@ impl MockUpstream {
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { url, stats }
+    }
+
+    /// Requests the mock received for `model`.
+    pub fn calls_for(&self, model: &str) -> usize {
+        self.stats
+            .by_model
+            .lock()
+            .unwrap()
+            .get(model)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn calls(&self) -> usize {
@@ -73,6 +87,15 @@ async fn handle(State(stats): State<Arc<MockStats>>, body: Bytes) -> Response {
     let req: Value = serde_json::from_slice(&body).expect("the gateway sends JSON");
     *stats.last_request.lock().unwrap() = Some(req.clone());
     let model = req["model"].as_str().unwrap_or_default().to_string();
+    *stats
+        .by_model
+        .lock()
+        .unwrap()
+        .entry(model.clone())
+        .or_default() += 1;
+    if model == "mock-hang" {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     let stream = req["stream"].as_bool().unwrap_or(false);
     let include_usage = req["stream_options"]["include_usage"]
         .as_bool()

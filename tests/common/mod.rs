@@ -36,6 +36,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Where the config is written when `Options::config_file` is set.
+    pub config_path: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -69,6 +71,8 @@ pub struct Options {
     pub extra: String,
     /// Database URL; a fresh SQLite file when `None`.
     pub db_url: Option<String>,
+    /// Write the config to a file the gateway watches (hot reload).
+    pub config_file: bool,
 }
 
 impl Default for Options {
@@ -76,6 +80,7 @@ impl Default for Options {
         Self {
             extra: "[rate_limit]\nenabled = false\n[server]\nshutdown_grace_secs = 2\n".into(),
             db_url: None,
+            config_file: false,
         }
     }
 }
@@ -86,6 +91,7 @@ impl Options {
         Self {
             extra: extra.into(),
             db_url: None,
+            config_file: false,
         }
     }
 }
@@ -97,16 +103,19 @@ impl TestApp {
 
     pub async fn spawn_with(options: Options) -> Self {
         let mock = MockUpstream::start().await;
-        let (dir, db_url) = match options.db_url {
-            Some(url) => (None, url),
-            None => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}", dir.path().join("qm.db").display());
-                (Some(dir), url)
-            }
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = match options.db_url {
+            Some(url) => url,
+            None => format!("sqlite://{}", dir.path().join("qm.db").display()),
         };
-        let config = parse_config(&config_text(&mock.url, &db_url, &options.extra));
-        let app = App::build(config).await.expect("app builds");
+        let text = config_text(&mock.url, &db_url, &options.extra);
+        let config = parse_config(&text);
+        let mut app = App::build(config).await.expect("app builds");
+        let config_path = dir.path().join("qm.toml");
+        if options.config_file {
+            std::fs::write(&config_path, &text).unwrap();
+            app = app.with_config_path(&config_path);
+        }
         let key = quartermaster::auth::create_key(&app.state.store, "tenant-a", "test")
             .await
             .unwrap()
@@ -125,7 +134,8 @@ impl TestApp {
             http: reqwest::Client::new(),
             shutdown: Some(tx),
             handle: Some(handle),
-            _dir: dir,
+            config_path,
+            _dir: Some(dir),
         }
     }
 
@@ -177,7 +187,7 @@ impl TestApp {
     }
 
     pub fn db_path(&self) -> Option<PathBuf> {
-        self._dir.as_ref().map(|d| d.path().join("qm.db"))
+        self.db_url.strip_prefix("sqlite://").map(PathBuf::from)
     }
 }
 

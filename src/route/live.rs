@@ -1,0 +1,60 @@
+//! The hot-reloadable part of the configuration: tiers, routing thresholds, prices, limits,
+//! and the trained classifier. Requests read one snapshot (`ArcSwap`), so a reload is
+//! atomic: a request sees the old settings or the new ones, never a mix.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{Classifier, RoutingConfig, TierConfig};
+use crate::budget::LimitsConfig;
+use crate::config::Config;
+
+pub struct Live {
+    pub routing: RoutingConfig,
+    pub tiers: BTreeMap<String, TierConfig>,
+    pub limits: LimitsConfig,
+    /// Per-million-token prices (input, output) by model name.
+    pub prices: HashMap<String, (f64, f64)>,
+    pub classifier: Option<Arc<Classifier>>,
+    /// The examples file the classifier was trained on, with its mtime and length.
+    pub trained_on: Option<(PathBuf, Option<SystemTime>, u64)>,
+}
+
+impl Live {
+    pub fn from_config(config: &Config) -> Self {
+        let prices = config
+            .models
+            .iter()
+            .map(|(name, m)| (name.clone(), (m.input_usd_per_mtok, m.output_usd_per_mtok)))
+            .collect();
+        Self {
+            routing: config.routing.clone(),
+            tiers: config.tiers.clone(),
+            limits: config.limits.clone(),
+            prices,
+            classifier: None,
+            trained_on: None,
+        }
+    }
+
+    /// (input, output) USD per million tokens; unpriced models (the local one) cost 0.
+    pub fn price(&self, model: &str) -> (f64, f64) {
+        self.prices.get(model).copied().unwrap_or((0.0, 0.0))
+    }
+
+    pub fn is_alias(&self, model: &str) -> bool {
+        self.routing.aliases.iter().any(|a| a == model)
+    }
+}
+
+/// The identity of the examples file now (to know whether a reload must retrain).
+pub fn file_stamp(path: &Path) -> (PathBuf, Option<SystemTime>, u64) {
+    let meta = std::fs::metadata(path).ok();
+    (
+        path.to_path_buf(),
+        meta.as_ref().and_then(|m| m.modified().ok()),
+        meta.map_or(0, |m| m.len()),
+    )
+}
