@@ -248,52 +248,57 @@ impl Budgets {
             let to_next_minute = secs(60_000 - now.rem_euclid(60_000));
             let to_next_day = secs((day + 1) * 86_400_000 - now);
             let to_next_month = secs(month_start_day(month + 1) * 86_400_000 - now);
-            if let Some(max) = l.requests_per_minute {
-                if s.requests >= max {
-                    return Err(limit(
-                        "requests_per_minute_exceeded",
-                        format!(
-                            "{} is over its limit of {max} requests per minute",
-                            scope.label
+            // (limit, in use, code, seconds until it resets): the first one reached refuses.
+            let checks = [
+                (
+                    l.requests_per_minute.map(|m| m as f64),
+                    s.requests as f64,
+                    "requests_per_minute_exceeded",
+                    to_next_minute,
+                ),
+                (
+                    l.tokens_per_minute.map(|m| m as f64),
+                    (s.tokens + s.reserved_tokens) as f64,
+                    "tokens_per_minute_exceeded",
+                    to_next_minute,
+                ),
+                (
+                    l.usd_per_day,
+                    s.day_usd + s.reserved_usd,
+                    "daily_budget_exceeded",
+                    to_next_day,
+                ),
+                (
+                    l.usd_per_month,
+                    s.month_usd + s.reserved_usd,
+                    "monthly_budget_exceeded",
+                    to_next_month,
+                ),
+            ];
+            for (max, used, code, retry_after) in checks {
+                if let Some(max) = max.filter(|max| used >= *max) {
+                    let who = &scope.label;
+                    let message = match code {
+                        "requests_per_minute_exceeded" => {
+                            format!("{who} is over its limit of {max} requests per minute")
+                        }
+                        "tokens_per_minute_exceeded" => {
+                            format!("{who} is over its limit of {max} tokens per minute")
+                        }
+                        "daily_budget_exceeded" => format!(
+                            "{who} has spent ${:.4} of its ${max:.2} daily budget; it resets at 00:00 UTC",
+                            s.day_usd
                         ),
-                        to_next_minute,
-                    ));
-                }
-            }
-            if let Some(max) = l.tokens_per_minute {
-                if s.tokens + s.reserved_tokens >= max {
-                    return Err(limit(
-                        "tokens_per_minute_exceeded",
-                        format!(
-                            "{} is over its limit of {max} tokens per minute",
-                            scope.label
+                        _ => format!(
+                            "{who} has spent ${:.4} of its ${max:.2} monthly budget; it resets on the 1st (UTC)",
+                            s.month_usd
                         ),
-                        to_next_minute,
-                    ));
-                }
-            }
-            if let Some(max) = l.usd_per_day {
-                if s.day_usd + s.reserved_usd >= max {
-                    return Err(limit(
-                        "daily_budget_exceeded",
-                        format!(
-                            "{} has spent ${:.4} of its ${max:.2} daily budget; it resets at 00:00 UTC",
-                            scope.label, s.day_usd
-                        ),
-                        to_next_day,
-                    ));
-                }
-            }
-            if let Some(max) = l.usd_per_month {
-                if s.month_usd + s.reserved_usd >= max {
-                    return Err(limit(
-                        "monthly_budget_exceeded",
-                        format!(
-                            "{} has spent ${:.4} of its ${max:.2} monthly budget; it resets on the 1st (UTC)",
-                            scope.label, s.month_usd
-                        ),
-                        to_next_month,
-                    ));
+                    };
+                    return Err(ApiError::LimitExceeded {
+                        code,
+                        message,
+                        retry_after_secs: retry_after,
+                    });
                 }
             }
         }
@@ -330,14 +335,6 @@ impl Budgets {
                 s.month_usd += usd;
             }
         }
-    }
-}
-
-fn limit(code: &'static str, message: String, retry_after_secs: u64) -> ApiError {
-    ApiError::LimitExceeded {
-        code,
-        message,
-        retry_after_secs,
     }
 }
 

@@ -371,9 +371,7 @@ impl Config {
         }
         if let Some(models) = &self.billing.limited_models {
             for m in models {
-                let known = self.models.contains_key(m)
-                    || (self.local.enabled && *m == self.local.model_name);
-                if !known {
+                if !self.serves_model(m) {
                     return Err(ConfigError::Invalid {
                         path: "billing.limited_models".into(),
                         message: format!("no model named `{m}`"),

@@ -274,7 +274,7 @@ async fn train_classifier(state: Arc<AppState>) {
         Ok(classifier) => {
             let stamp = crate::route::live::file_stamp(&path);
             state.live.rcu(|current| {
-                let mut next = clone_live(current);
+                let mut next = crate::route::Live::clone(current);
                 next.classifier = Some(classifier.clone());
                 next.trained_on = Some(stamp.clone());
                 next
@@ -284,17 +284,6 @@ async fn train_classifier(state: Arc<AppState>) {
         Err(e) => {
             tracing::warn!(error = %e, "router classifier unavailable; routing by rules and the default tier")
         }
-    }
-}
-
-fn clone_live(l: &crate::route::Live) -> crate::route::Live {
-    crate::route::Live {
-        routing: l.routing.clone(),
-        tiers: l.tiers.clone(),
-        limits: l.limits.clone(),
-        prices: l.prices.clone(),
-        classifier: l.classifier.clone(),
-        trained_on: l.trained_on.clone(),
     }
 }
 

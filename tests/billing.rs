@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::mock_stripe::{self, MockStripe};
-use common::{Options, TestApp, chat_body};
+use common::{Options, TestApp, chat_body, wait_for};
 use quartermaster::billing::signature::sign;
 use quartermaster::store::{Store, on_pool};
 use serde_json::{Value, json};
@@ -30,7 +30,7 @@ fn extra(stripe_url: &str, more: &str) -> String {
          [stripe]\nwebhook_secrets = [\"{SECRET_OLD}\", \"{SECRET_NEW}\"]\nwebhook_secrets_env = \"QM_TEST_UNSET_VAR\"\n\
          api_base = \"{stripe_url}\"\nsecret_key = \"sk_test_mock\"\nmeter_interval_secs = 1\nmeter_settle_secs = 0\n\
          [jobs]\npoll_interval_ms = 50\nbackoff_base_ms = 20\nbackoff_max_ms = 100\nmax_attempts = 3\nlease_ms = 1000\n\
-         [billing]\ngrace_period_secs = 1\nreminder_offsets_secs = [0]\nlimited_models = [\"mock-no-usage\"]\n{more}"
+         [billing]\ngrace_period_secs = 2\nreminder_offsets_secs = [0]\nlimited_models = [\"mock-no-usage\"]\n{more}"
     )
 }
 
@@ -80,20 +80,12 @@ async fn count(store: &Store, sql: &'static str) -> i64 {
     on_pool!(store, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await).unwrap()
 }
 
-/// Polls `check` every 50 ms for up to `secs`.
-async fn wait_for<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
+/// Waits until the tenant's `column` reads `expected`.
+async fn wait_tenant(store: &Store, name: &str, column: &str, expected: &str) {
+    wait_for(10, &format!("{name}.{column} = {expected}"), || async {
+        tenant_field(store, name, column).await.as_deref() == Some(expected)
+    })
+    .await;
 }
 
 async fn tenant_field(store: &Store, name: &str, column: &str) -> Option<String> {
@@ -248,16 +240,7 @@ async fn fifty_duplicates(db_url: Option<String>) {
         1
     );
     // Visible to operators.
-    let tenants: Value = app
-        .http
-        .get(format!("{}/admin/tenants", app.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tenants = app.get_json_as("/admin/tenants", ADMIN).await;
     let t = tenants["data"]
         .as_array()
         .unwrap()
@@ -281,10 +264,7 @@ async fn dunning_limits_after_grace_and_payment_restores() {
                "subscription": "sub_a", "metadata": {"plan": "team"}}),
     );
     assert_eq!(deliver(&app, &sub).await.status(), 200);
-    wait_for(10, "plan team", || async {
-        tenant_field(&store, "tenant-a", "plan").await.as_deref() == Some("team")
-    })
-    .await;
+    wait_tenant(&store, "tenant-a", "plan", "team").await;
     assert_eq!(app.chat(chat_body("mock-ok", false)).await.status(), 200);
 
     let failed = event(
@@ -293,20 +273,9 @@ async fn dunning_limits_after_grace_and_payment_restores() {
         json!({"customer": "cus_a", "id": "in_1"}),
     );
     assert_eq!(deliver(&app, &failed).await.status(), 200);
-    wait_for(10, "past due", || async {
-        tenant_field(&store, "tenant-a", "billing_status")
-            .await
-            .as_deref()
-            == Some("past_due")
-    })
-    .await;
-    // Still served during the grace period (1 s here)...
-    let resp = app.chat(chat_body("mock-ok", false)).await;
-    assert!(
-        resp.status() == 200 || resp.status() == 402,
-        "{}",
-        resp.status()
-    );
+    wait_tenant(&store, "tenant-a", "billing_status", "past_due").await;
+    // Still served during the grace period (2 s here)...
+    assert_eq!(app.chat(chat_body("mock-ok", false)).await.status(), 200);
     // ...a reminder goes to the outbox, then the tenant is limited.
     wait_for(10, "reminder", || async {
         count(
@@ -317,13 +286,7 @@ async fn dunning_limits_after_grace_and_payment_restores() {
             == 1
     })
     .await;
-    wait_for(10, "limited", || async {
-        tenant_field(&store, "tenant-a", "billing_status")
-            .await
-            .as_deref()
-            == Some("limited")
-    })
-    .await;
+    wait_tenant(&store, "tenant-a", "billing_status", "limited").await;
     let resp = app.chat(chat_body("mock-ok", false)).await;
     assert_eq!(resp.status(), 402);
     let err: Value = resp.json().await.unwrap();
@@ -341,13 +304,7 @@ async fn dunning_limits_after_grace_and_payment_restores() {
         json!({"customer": "cus_a", "id": "in_1"}),
     );
     assert_eq!(deliver(&app, &paid).await.status(), 200);
-    wait_for(10, "active again", || async {
-        tenant_field(&store, "tenant-a", "billing_status")
-            .await
-            .as_deref()
-            == Some("active")
-    })
-    .await;
+    wait_tenant(&store, "tenant-a", "billing_status", "active").await;
     assert_eq!(app.chat(chat_body("mock-ok", false)).await.status(), 200);
 
     // Plan changes from subscription events; deletion returns to free.
@@ -358,20 +315,14 @@ async fn dunning_limits_after_grace_and_payment_restores() {
                "items": {"data": [{"price": {"id": "price_1", "lookup_key": "enterprise"}}]}}),
     );
     assert_eq!(deliver(&app, &updated).await.status(), 200);
-    wait_for(10, "plan enterprise", || async {
-        tenant_field(&store, "tenant-a", "plan").await.as_deref() == Some("enterprise")
-    })
-    .await;
+    wait_tenant(&store, "tenant-a", "plan", "enterprise").await;
     let deleted = event(
         "evt_sub_deleted",
         "customer.subscription.deleted",
         json!({"id": "sub_a", "customer": "cus_a", "status": "canceled"}),
     );
     assert_eq!(deliver(&app, &deleted).await.status(), 200);
-    wait_for(10, "plan free", || async {
-        tenant_field(&store, "tenant-a", "plan").await.as_deref() == Some("free")
-    })
-    .await;
+    wait_tenant(&store, "tenant-a", "plan", "free").await;
 
     // Unhandled types: acknowledged, stored as ignored, no job.
     let other = event("evt_other", "customer.created", json!({"id": "cus_z"}));
@@ -454,26 +405,13 @@ async fn failing_jobs_go_to_the_dead_letter_queue_and_can_be_redriven() {
     let store = app.store().await;
     link_customer(&store, "tenant-a", "cus_dlq").await;
     assert_eq!(app.chat(chat_body("mock-ok", false)).await.status(), 200);
-    let admin = |path: &str| {
-        app.http
-            .get(format!("{}{path}", app.url))
-            .bearer_auth(ADMIN)
-    };
     // 3 attempts with backoff, then dead.
-    let mut dead = Value::Null;
-    for _ in 0..200 {
-        dead = admin("/admin/jobs/dead")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if dead["data"].as_array().is_some_and(|d| !d.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(10, "a dead letter", || async {
+        let dead = app.get_json_as("/admin/jobs/dead", ADMIN).await;
+        dead["data"].as_array().is_some_and(|d| !d.is_empty())
+    })
+    .await;
+    let dead = app.get_json_as("/admin/jobs/dead", ADMIN).await;
     let job = &dead["data"][0];
     assert_eq!(job["kind"], "stripe.meter_usage", "{dead}");
     assert_eq!(job["attempts"], 3);
@@ -498,33 +436,24 @@ async fn failing_jobs_go_to_the_dead_letter_queue_and_can_be_redriven() {
     stripe.set_mode(mock_stripe::OK);
     let id = job["id"].as_str().unwrap().to_string();
     let resp = app
-        .http
-        .post(format!("{}/admin/jobs/{id}/redrive", app.url))
-        .bearer_auth(ADMIN)
+        .post_as(&format!("/admin/jobs/{id}/redrive"), ADMIN)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     wait_for(10, "redriven job done", || async {
-        let j: Value = admin(&format!("/admin/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        j["status"] == "done"
+        app.get_json_as(&format!("/admin/jobs/{id}"), ADMIN).await["status"] == "done"
     })
     .await;
     assert!(!stripe.events().is_empty());
     let resp = app
-        .http
-        .post(format!("{}/admin/jobs/nope/redrive", app.url))
-        .bearer_auth(ADMIN)
+        .post_as("/admin/jobs/nope/redrive", ADMIN)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+    let store = app.store().await;
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM stripe_events").await, 0);
     app.shutdown().await;
 }
 
@@ -589,23 +518,17 @@ async fn idempotency_keys_replay_reject_and_release() {
     );
     // The client hangs up mid-stream: the key is released and a retry runs.
     drop(running);
-    let mut released = false;
-    for _ in 0..100 {
-        let store = app.store().await;
-        if scalar(
+    let store = app.store().await;
+    wait_for(5, "an abandoned stream releases its key", || async {
+        scalar(
             &store,
             "SELECT state FROM idempotency_keys WHERE idem_key = $1",
             "k3",
         )
         .await
         .is_none()
-        {
-            released = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(released, "an abandoned stream releases its key");
+    })
+    .await;
 
     // Failures are not stored: the retry reaches the upstream again.
     let mut seen = vec![app.mock.calls()];
@@ -640,9 +563,7 @@ async fn idempotency_keys_replay_reject_and_release() {
         .unwrap()
         .secret;
     let b = app
-        .http
-        .post(format!("{}/v1/chat/completions", app.url))
-        .bearer_auth(&other_key)
+        .post_as("/v1/chat/completions", &other_key)
         .header("Idempotency-Key", "k1")
         .json(&chat_body("mock-no-usage", false))
         .send()
@@ -661,9 +582,7 @@ async fn idempotency_keys_replay_reject_and_release() {
 async fn admin_api_is_disabled_without_a_key() {
     let mut app = TestApp::spawn().await;
     let resp = app
-        .http
-        .get(format!("{}/admin/jobs/dead", app.url))
-        .bearer_auth("anything")
+        .get_as("/admin/jobs/dead", "anything")
         .send()
         .await
         .unwrap();
@@ -679,5 +598,7 @@ async fn admin_api_is_disabled_without_a_key() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+    let store = app.store().await;
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM stripe_events").await, 0);
     app.shutdown().await;
 }

@@ -300,13 +300,7 @@ async fn rate_limit_per_key_returns_429_with_retry_after() {
         .await
         .unwrap()
         .secret;
-    let resp = app
-        .http
-        .get(format!("{}/v1/models", app.url))
-        .bearer_auth(other)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get_as("/v1/models", &other).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     app.shutdown().await;
 }

@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::MockUpstream;
+use common::{MockUpstream, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_limits_without_a_restart() {
@@ -40,12 +40,14 @@ async fn sighup_reloads_limits_without_a_restart() {
         .output()
         .unwrap();
     let key = String::from_utf8(key.stdout).unwrap().trim().to_string();
-    let mut child = Command::new(bin)
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop(
+        Command::new(bin)
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
     let chat = || {
@@ -54,15 +56,10 @@ async fn sighup_reloads_limits_without_a_restart() {
             .json(&common::chat_body("mock-ok", false))
             .send()
     };
-    let mut up = false;
-    for _ in 0..100 {
-        if chat().await.is_ok_and(|r| r.status() == 200) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "gateway did not start");
+    wait_for(10, "the gateway to start", || async {
+        chat().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     std::fs::write(
         &config,
         format!("{base}[limits.tenant_default]\nrequests_per_minute = 1\n"),
@@ -77,19 +74,22 @@ async fn sighup_reloads_limits_without_a_restart() {
         );
     }
     let sent = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args(["-HUP", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
-    let mut limited = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if chat().await.unwrap().status() == 429 {
-            limited = true;
-            break;
-        }
+    wait_for(5, "SIGHUP to apply the new limit", || async {
+        chat().await.unwrap().status() == 429
+    })
+    .await;
+}
+
+/// The server process dies with the test, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(limited, "SIGHUP applied the new limit");
 }

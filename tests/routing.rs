@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Options, TestApp, chat_body};
+use common::{Options, TestApp, chat_body, wait_for};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "adm_routing";
@@ -49,18 +49,6 @@ fn header(resp: &reqwest::Response, name: &str) -> String {
         .get(name)
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default()
-}
-
-async fn admin_get(app: &TestApp, path: &str) -> Value {
-    app.http
-        .get(format!("{}{path}", app.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,37 +236,25 @@ async fn daily_budget_holds_under_concurrency_and_survives_a_restart() {
     let mut opts = priced_options(limits);
     opts.db_url = Some(db_url);
     let mut again = TestApp::spawn_with(opts).await;
-    if spent >= 2.0 {
-        let resp = again
+    let send = || async {
+        again
             .post("/v1/chat/completions")
             .json(&body)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    };
+    if spent >= 2.0 {
+        let resp = send().await;
         assert_eq!(resp.status(), 429);
         assert!(header(&resp, "retry-after").parse::<u64>().unwrap() <= 86_400);
     } else {
         // One more fits, then the day's budget is gone.
-        assert_eq!(
-            again
-                .post("/v1/chat/completions")
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        let resp = again
-            .post("/v1/chat/completions")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 429);
+        assert_eq!(send().await.status(), 200);
+        assert_eq!(send().await.status(), 429);
     }
     // The operator view agrees.
-    let usage = admin_get(&again, "/admin/usage?by=model").await;
+    let usage = again.get_json_as("/admin/usage?by=model", ADMIN).await;
     let row = usage["data"]
         .as_array()
         .unwrap()
@@ -308,15 +284,10 @@ async fn hot_reload_applies_valid_changes_and_keeps_the_config_on_errors() {
         format!("{text}\n[limits.tenant_default]\nrequests_per_minute = 1\n"),
     )
     .unwrap();
-    let mut limited = false;
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if app.chat(chat_body("mock-ok", false)).await.status() == 429 {
-            limited = true;
-            break;
-        }
-    }
-    assert!(limited, "the new limit applied");
+    wait_for(6, "the new limit applied", || async {
+        app.chat(chat_body("mock-ok", false)).await.status() == 429
+    })
+    .await;
     // A broken file is rejected; the running config (with the limit) stays.
     std::fs::write(
         &app.config_path,
@@ -339,16 +310,10 @@ async fn hot_reload_applies_valid_changes_and_keeps_the_config_on_errors() {
         ),
     )
     .unwrap();
-    let mut switched = false;
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let resp = auto(&app, None, false).await;
-        if header(&resp, "x-quartermaster-model") == "mock-no-usage" {
-            switched = true;
-            break;
-        }
-    }
-    assert!(switched, "the new tiers applied");
+    wait_for(6, "the new tiers applied", || async {
+        header(&auto(&app, None, false).await, "x-quartermaster-model") == "mock-no-usage"
+    })
+    .await;
     app.shutdown().await;
 }
 
@@ -363,15 +328,10 @@ async fn classifier_routes_easy_and_hard_prompts_and_operators_see_it() {
         &embed,
     ))
     .await;
-    let mut ready = false;
-    for _ in 0..200 {
-        if admin_get(&app, "/admin/routing").await["classifier_ready"] == true {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the classifier trains at start");
+    wait_for(10, "the classifier trains at start", || async {
+        app.get_json_as("/admin/routing", ADMIN).await["classifier_ready"] == true
+    })
+    .await;
     let ask = |text: &str| {
         app.post("/v1/chat/completions")
             .json(&json!({"model": "auto", "messages": [{"role": "user", "content": text}]}))
@@ -426,7 +386,7 @@ async fn classifier_routes_easy_and_hard_prompts_and_operators_see_it() {
         )
     })
     .await;
-    let routing = admin_get(&again, "/admin/routing").await;
+    let routing = again.get_json_as("/admin/routing", ADMIN).await;
     let count = |tier: &str, reason: &str| -> i64 {
         routing["data"]
             .as_array()
@@ -440,15 +400,13 @@ async fn classifier_routes_easy_and_hard_prompts_and_operators_see_it() {
     assert_eq!(count("strong", "classifier"), 1, "{routing}");
     assert_eq!(count("strong", "code_math"), 1, "{routing}");
     assert_eq!(count("strong", "tools"), 1, "{routing}");
-    let by_tenant = admin_get(&again, "/admin/usage?by=tenant").await;
+    let by_tenant = again.get_json_as("/admin/usage?by=tenant", ADMIN).await;
     assert!(
         by_tenant["data"][0]["requests"].as_i64().unwrap() >= 4,
         "{by_tenant}"
     );
     let bad = again
-        .http
-        .get(format!("{}/admin/usage?by=planet", again.url))
-        .bearer_auth(ADMIN)
+        .get_as("/admin/usage?by=planet", ADMIN)
         .send()
         .await
         .unwrap();

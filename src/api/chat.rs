@@ -88,23 +88,27 @@ pub async fn chat_completions(
             .or(request.max_completion_tokens)
             .unwrap_or(DEFAULT_RESERVED_OUTPUT_TOKENS),
     );
-    let worst_usd = routes
-        .iter()
-        .map(|r| {
-            let (pi, po) = live.price(&r.name);
-            crate::budget::cost_usd(prompt_estimate, max_out, pi, po)
-        })
-        .fold(0.0, f64::max);
     let scopes = crate::budget::Budgets::scopes(
         &live.limits,
         &principal.tenant.id,
         &principal.tenant.name,
         &principal.key_id,
     );
-    let reservation = state
-        .budgets
-        .admit(&scopes, prompt_estimate + max_out, worst_usd)
-        .await?;
+    let reservation = if scopes.is_empty() {
+        None
+    } else {
+        let worst_usd = routes
+            .iter()
+            .map(|r| {
+                let (pi, po) = live.price(&r.name);
+                crate::budget::cost_usd(prompt_estimate, max_out, pi, po)
+            })
+            .fold(0.0, f64::max);
+        state
+            .budgets
+            .admit(&scopes, prompt_estimate + max_out, worst_usd)
+            .await?
+    };
     let request_id = headers
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -146,9 +150,9 @@ pub async fn chat_completions(
         started,
     };
     let mut response = if request.is_stream() {
-        stream_completion(state, attempts, request, ledger).await?
+        stream_completion(state, attempts, request, prompt_estimate, ledger).await?
     } else {
-        complete(attempts, request, ledger).await?
+        complete(attempts, request, prompt_estimate, ledger).await?
     };
     if let Ok(v) = HeaderValue::from_str(&decision.header_value()) {
         response.headers_mut().insert(ROUTE_HEADER, v);
@@ -243,51 +247,50 @@ impl Attempts {
         let open_for = Duration::from_secs(cfg.breaker_open_secs);
         let breakers = &self.state.breakers;
         let mut last: Option<ApiError> = None;
-        for route in &self.routes {
+        let spent = |extra: Duration| self.started.elapsed() + extra >= budget;
+        'targets: for route in &self.routes {
             if !breakers.allow(&route.name) {
                 metrics::counter!("qm_route_skipped_total", "model" => route.name.clone(), "why" => "circuit_open").increment(1);
                 last.get_or_insert(ApiError::UpstreamUnavailable);
                 continue;
             }
             for attempt in 0..=cfg.max_retries_per_target {
-                match call(route.clone()).await {
+                let e = match call(route.clone()).await {
                     Ok(v) => {
                         breakers.success(&route.name);
                         return Ok((v, route.clone()));
                     }
-                    Err(e) => {
-                        let api = provider_error(route, &e);
-                        if !retryable(&e) {
-                            breakers.success(&route.name); // it answered: the upstream is up
-                            return Err(api);
-                        }
-                        breakers.failure(&route.name, cfg.breaker_failures, open_for);
-                        last = Some(api);
-                        if attempt == cfg.max_retries_per_target || !breakers.allow(&route.name) {
-                            break;
-                        }
-                        let wait = crate::route::backoff(cfg, attempt + 1);
-                        // Honour the upstream's Retry-After only when it fits the budget.
-                        let wait = match &e {
-                            ProviderError::Status {
-                                retry_after_secs: Some(s),
-                                ..
-                            } => wait.max(Duration::from_secs(*s)),
-                            _ => wait,
-                        };
-                        if self.started.elapsed() + wait >= budget {
-                            break;
-                        }
-                        metrics::counter!("qm_upstream_retries_total", "model" => route.name.clone()).increment(1);
-                        tokio::time::sleep(wait).await;
-                    }
+                    Err(e) => e,
+                };
+                let api = provider_error(route, &e);
+                if !retryable(&e) {
+                    breakers.success(&route.name); // it answered: the upstream is up
+                    return Err(api);
                 }
-                if self.started.elapsed() >= budget {
-                    break;
+                let opened = breakers.failure(&route.name, cfg.breaker_failures, open_for);
+                last = Some(api);
+                if spent(Duration::ZERO) {
+                    break 'targets;
                 }
-            }
-            if self.started.elapsed() >= budget {
-                break;
+                if attempt == cfg.max_retries_per_target || opened || breakers.is_open(&route.name)
+                {
+                    break; // next model
+                }
+                // Honour the upstream's Retry-After when it is longer than our backoff.
+                let mut wait = crate::route::backoff(cfg, attempt + 1);
+                if let ProviderError::Status {
+                    retry_after_secs: Some(s),
+                    ..
+                } = &e
+                {
+                    wait = wait.max(Duration::from_secs(*s));
+                }
+                if spent(wait) {
+                    break; // no time to wait here: try the next model
+                }
+                metrics::counter!("qm_upstream_retries_total", "model" => route.name.clone())
+                    .increment(1);
+                tokio::time::sleep(wait).await;
             }
         }
         Err(last.unwrap_or(ApiError::UpstreamUnavailable))
@@ -297,9 +300,9 @@ impl Attempts {
 async fn complete(
     attempts: Attempts,
     request: ChatCompletionRequest,
+    prompt_estimate: u64,
     mut ledger: Ledger,
 ) -> Result<Response, ApiError> {
-    let prompt_estimate = request.estimate_prompt_tokens();
     let client_model = request.model.clone();
     let result = attempts
         .run(|route| {
@@ -352,10 +355,10 @@ async fn stream_completion(
     state: Arc<AppState>,
     attempts: Attempts,
     request: ChatCompletionRequest,
+    prompt_estimate: u64,
     mut ledger: Ledger,
 ) -> Result<Response, ApiError> {
     let include_usage = request.include_usage();
-    let prompt_estimate = request.estimate_prompt_tokens();
     let client_model = request.model.clone();
     // Until the first chunk arrives nothing has reached the client, so a failure is still
     // retried or failed over; after it, failures are SSE error events.

@@ -14,7 +14,7 @@ pub struct ApiJson<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
             // Clients that send no content type are tolerated; a wrong one is not.
@@ -22,23 +22,40 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 return Err(ApiError::UnsupportedMediaType);
             }
         }
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map(|l| l.0)
-            .unwrap_or(usize::MAX);
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::BodyTooLarge { limit }
-            } else {
-                ApiError::invalid(
-                    format!("could not read request body: {}", rejection.body_text()),
-                    None,
-                )
-            }
-        })?;
+        let bytes = read_bytes(req).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// The raw body (for signatures computed over exact bytes), with the same limit and
+/// rejections as [`ApiJson`].
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        read_bytes(req).await.map(RawBody)
+    }
+}
+
+/// Reads the whole body within the configured limit; an oversized body is the API's 413.
+pub async fn read_bytes(req: Request) -> Result<Bytes, ApiError> {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map(|l| l.0)
+        .unwrap_or(usize::MAX);
+    Bytes::from_request(req, &()).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge { limit }
+        } else {
+            ApiError::invalid(
+                format!("could not read request body: {}", rejection.body_text()),
+                None,
+            )
+        }
+    })
 }
 
 /// The configured body limit, attached to requests so rejections can state it.

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::server::AppState;
 use crate::store::{Store, StoreError, now_ms, on_pool};
 
-use super::extract::BodyLimit;
+use super::extract::read_bytes;
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
@@ -66,14 +66,14 @@ async fn begin(
     ttl_ms: i64,
 ) -> Result<Begin, StoreError> {
     let now = now_ms();
-    // An expired key is free again.
-    on_pool!(store, p => sqlx::query(
-        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2 AND created_at < $3")
-        .bind(tenant).bind(key).bind(now - ttl_ms).execute(p).await.map(|_| ()))?;
+    // New, or expired (then taken over as new): one statement either way.
     let inserted = on_pool!(store, p => sqlx::query(
         "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, state, created_at) VALUES ($1, $2, $3, 'pending', $4) \
-         ON CONFLICT (tenant_id, idem_key) DO NOTHING")
-        .bind(tenant).bind(key).bind(hash).bind(now).execute(p).await.map(|r| r.rows_affected() == 1))?;
+         ON CONFLICT (tenant_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash, state = 'pending', \
+         status_code = NULL, content_type = NULL, body = NULL, created_at = excluded.created_at \
+         WHERE idempotency_keys.created_at < $5")
+        .bind(tenant).bind(key).bind(hash).bind(now).bind(now - ttl_ms)
+        .execute(p).await.map(|r| r.rows_affected() == 1))?;
     if inserted {
         return Ok(Begin::Run);
     }
@@ -136,6 +136,16 @@ struct ReleaseGuard {
     armed: bool,
 }
 
+impl ReleaseGuard {
+    /// Releases the key before the client sees the failure, so its retry really runs.
+    async fn release_now(&mut self) {
+        self.armed = false;
+        if let Err(e) = release(&self.store, &self.tenant, &self.key).await {
+            tracing::warn!(error = %e, "could not release an idempotency key");
+        }
+    }
+}
+
 impl Drop for ReleaseGuard {
     fn drop(&mut self) {
         if !self.armed {
@@ -190,15 +200,10 @@ pub async fn idempotency(State(state): State<Arc<AppState>>, req: Request, next:
     else {
         return ApiError::Internal("idempotency before authentication".into()).into_response();
     };
-    let limit = req
-        .extensions()
-        .get::<BodyLimit>()
-        .map(|l| l.0)
-        .unwrap_or(state.config.server.body_limit_bytes);
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match read_bytes(Request::from_parts(parts.clone(), body)).await {
         Ok(b) => b,
-        Err(_) => return ApiError::BodyTooLarge { limit }.into_response(),
+        Err(e) => return e.into_response(),
     };
     let mut hasher = Sha256::new();
     hasher.update(parts.method.as_str().as_bytes());
@@ -242,11 +247,7 @@ pub async fn idempotency(State(state): State<Arc<AppState>>, req: Request, next:
         .await;
     let status = response.status();
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        // Released before the client sees the failure, so its retry really runs.
-        guard.armed = false;
-        if let Err(e) = release(&store, &tenant, &key).await {
-            tracing::warn!(error = %e, "could not release an idempotency key");
-        }
+        guard.release_now().await;
         return response;
     }
     let content_type = response
@@ -273,10 +274,7 @@ pub async fn idempotency(State(state): State<Arc<AppState>>, req: Request, next:
                     // retry: release the key before the client sees the error.
                     if is_sse && !failed_stream && has_error_event(&bytes) {
                         failed_stream = true;
-                        guard.armed = false;
-                        if let Err(e) = release(&store, &tenant, &key).await {
-                            tracing::warn!(error = %e, "could not release an idempotency key");
-                        }
+                        guard.release_now().await;
                     }
                     copy.extend_from_slice(&bytes);
                     yield Ok::<_, axum::Error>(bytes);

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::api::extract::RawBody;
 use crate::error::ApiError;
 use crate::jobs::{JobError, JobHandler, JobQueue, JobRow, NewJob, enqueue_job};
 use crate::server::AppState;
@@ -172,14 +172,9 @@ impl Billing {
 /// `POST /webhooks/stripe`: verify, store (unique on event id), enqueue, then 200.
 pub async fn stripe_webhook(
     State(state): State<Arc<AppState>>,
-    req: axum::extract::Request,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let limit = state.config.server.body_limit_bytes;
-    let (parts, body) = req.into_parts();
-    let headers: HeaderMap = parts.headers;
-    let body: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::BodyTooLarge { limit })?;
     let billing = &state.billing;
     if !billing.webhooks_enabled() {
         return Err(ApiError::NotFound(
@@ -361,8 +356,7 @@ impl Plan {
 #[async_trait]
 impl JobHandler for EventJob {
     async fn run(&self, job: &JobRow) -> Result<(), JobError> {
-        let r: EventRef = serde_json::from_str(&job.payload)
-            .map_err(|e| JobError::Permanent(format!("bad payload: {e}")))?;
+        let r: EventRef = job.parse_payload()?;
         let row: Option<(String, String, Option<i64>)> = on_pool!(&self.store, p => sqlx::query_as(
             "SELECT type, payload, processed_at FROM stripe_events WHERE id = $1")
             .bind(&r.event_id).fetch_optional(p).await)?;
@@ -617,8 +611,7 @@ pub struct ReminderJob {
 #[async_trait]
 impl JobHandler for ReminderJob {
     async fn run(&self, job: &JobRow) -> Result<(), JobError> {
-        let r: DunningRef = serde_json::from_str(&job.payload)
-            .map_err(|e| JobError::Permanent(format!("bad payload: {e}")))?;
+        let r: DunningRef = job.parse_payload()?;
         let row: Option<(String, String, Option<i64>)> = on_pool!(&self.store, p => sqlx::query_as(
             "SELECT name, billing_status, past_due_since FROM tenants WHERE id = $1")
             .bind(&r.tenant_id).fetch_optional(p).await)?;
@@ -653,8 +646,7 @@ pub struct EnforceJob {
 #[async_trait]
 impl JobHandler for EnforceJob {
     async fn run(&self, job: &JobRow) -> Result<(), JobError> {
-        let r: DunningRef = serde_json::from_str(&job.payload)
-            .map_err(|e| JobError::Permanent(format!("bad payload: {e}")))?;
+        let r: DunningRef = job.parse_payload()?;
         let n = on_pool!(&self.store, p => sqlx::query(
             "UPDATE tenants SET billing_status = 'limited' WHERE id = $1 AND billing_status = 'past_due' AND past_due_since = $2")
             .bind(&r.tenant_id).bind(r.since).execute(p).await.map(|r| r.rows_affected()))?;
@@ -679,8 +671,7 @@ struct MeterRef {
 #[async_trait]
 impl JobHandler for MeterJob {
     async fn run(&self, job: &JobRow) -> Result<(), JobError> {
-        let r: MeterRef = serde_json::from_str(&job.payload)
-            .map_err(|e| JobError::Permanent(format!("bad payload: {e}")))?;
+        let r: MeterRef = job.parse_payload()?;
         let Some(key) = &self.billing.secret_key else {
             return Err(JobError::Permanent(
                 "no Stripe secret key configured".into(),

@@ -63,13 +63,22 @@ pub fn parse_header(header: &str) -> Result<SignatureHeader<'_>, SignatureError>
     Ok(SignatureHeader { timestamp, v1 })
 }
 
-/// The hex `v1` signature of `payload` at `timestamp` (what Stripe sends; tests use it).
-pub fn sign(payload: &[u8], secret: &str, timestamp: i64) -> String {
+/// The MAC over `"{timestamp}.{payload}"`, keyed with the whole secret string.
+fn signed_payload_mac(payload: &[u8], secret: &str, timestamp: i64) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(payload);
-    hex::encode(mac.finalize().into_bytes())
+    mac
+}
+
+/// The hex `v1` signature of `payload` at `timestamp` (what Stripe sends; tests use it).
+pub fn sign(payload: &[u8], secret: &str, timestamp: i64) -> String {
+    hex::encode(
+        signed_payload_mac(payload, secret, timestamp)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 /// Verifies `header` for `payload` against any of `secrets` at time `now` (unix seconds).
@@ -88,10 +97,7 @@ pub fn verify(
         .ok_or(SignatureError::MissingHeader)?;
     let parsed = parse_header(header)?;
     let matched = secrets.iter().any(|secret| {
-        let mut base = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
-        base.update(parsed.timestamp.to_string().as_bytes());
-        base.update(b".");
-        base.update(payload);
+        let base = signed_payload_mac(payload, secret, parsed.timestamp);
         parsed
             .v1
             .iter()

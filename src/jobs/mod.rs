@@ -149,6 +149,14 @@ pub struct JobRow {
     pub updated_at: i64,
 }
 
+impl JobRow {
+    /// The payload as `T`; a payload that does not parse will never run: a permanent error.
+    pub fn parse_payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, JobError> {
+        serde_json::from_str(&self.payload)
+            .map_err(|e| JobError::Permanent(format!("bad payload for `{}`: {e}", self.kind)))
+    }
+}
+
 const COLUMNS: &str = "id, kind, payload, status, attempts, max_attempts, run_at, last_error, dedupe_key, created_at, updated_at";
 
 /// Why a job failed.
@@ -226,38 +234,24 @@ impl JobQueue {
     pub async fn claim(&self, n: usize) -> Result<Vec<JobRow>, StoreError> {
         let now = now_ms();
         let until = now + self.config.lease_ms as i64;
-        let rows: Vec<JobRow> = match &self.store {
-            Store::Postgres(p) => {
-                let sql = format!(
-                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $1, locked_until = $2, updated_at = $3 \
-                     WHERE id IN (SELECT id FROM jobs WHERE (status = 'queued' AND run_at <= $3) OR (status = 'running' AND locked_until < $3) \
-                                  ORDER BY run_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                     RETURNING {COLUMNS}"
-                );
-                sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(&*self.worker_id)
-                    .bind(until)
-                    .bind(now)
-                    .bind(n as i64)
-                    .fetch_all(p)
-                    .await?
-            }
-            Store::Sqlite(p) => {
-                let sql = format!(
-                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $1, locked_until = $2, updated_at = $3 \
-                     WHERE id IN (SELECT id FROM jobs WHERE (status = 'queued' AND run_at <= $3) OR (status = 'running' AND locked_until < $3) \
-                                  ORDER BY run_at LIMIT $4) \
-                     RETURNING {COLUMNS}"
-                );
-                sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(&*self.worker_id)
-                    .bind(until)
-                    .bind(now)
-                    .bind(n as i64)
-                    .fetch_all(p)
-                    .await?
-            }
+        // Replicas on PostgreSQL skip rows another worker is claiming; SQLite has one writer.
+        let lock = match &self.store {
+            Store::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            Store::Sqlite(_) => "",
         };
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $1, locked_until = $2, updated_at = $3 \
+             WHERE id IN (SELECT id FROM jobs WHERE (status = 'queued' AND run_at <= $3) OR (status = 'running' AND locked_until < $3) \
+                          ORDER BY run_at LIMIT $4{lock}) \
+             RETURNING {COLUMNS}"
+        );
+        let rows: Vec<JobRow> = on_pool!(&self.store, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(&*self.worker_id)
+            .bind(until)
+            .bind(now)
+            .bind(n as i64)
+            .fetch_all(p)
+            .await)?;
         Ok(rows)
     }
 
@@ -449,13 +443,11 @@ async fn execute(queue: &JobQueue, handlers: &HashMap<String, Arc<dyn JobHandler
             "no handler for job kind `{}`",
             job.kind
         ))),
-        Some(handler) if job.attempts > job.max_attempts => {
-            let _ = handler;
-            Err(JobError::Permanent(format!(
-                "lease lapsed on the last of {} attempts (the process died while running it)",
-                job.max_attempts
-            )))
-        }
+        // Claimed once more than allowed: the process died while running its last attempt.
+        Some(_) if job.attempts > job.max_attempts => Err(JobError::Permanent(format!(
+            "lease lapsed on the last of {} attempts (the process died while running it)",
+            job.max_attempts
+        ))),
         Some(handler) => {
             // Renew the lease while the handler runs.
             let renew_every = Duration::from_millis((queue.config.lease_ms / 3).max(10));

@@ -11,6 +11,7 @@ use super::{Classifier, RoutingConfig, TierConfig};
 use crate::budget::LimitsConfig;
 use crate::config::Config;
 
+#[derive(Clone)]
 pub struct Live {
     pub routing: RoutingConfig,
     pub tiers: BTreeMap<String, TierConfig>,

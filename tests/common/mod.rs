@@ -145,6 +145,31 @@ impl TestApp {
             .bearer_auth(&self.key)
     }
 
+    /// A GET with another bearer token (an admin key, another tenant's key).
+    pub fn get_as(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+    }
+
+    /// A POST with another bearer token.
+    pub fn post_as(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+    }
+
+    /// The JSON body of a GET with `token`.
+    pub async fn get_json_as(&self, path: &str, token: &str) -> Value {
+        self.get_as(path, token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .get(format!("{}{path}", self.url))
@@ -243,4 +268,20 @@ pub async fn fresh_database() -> Option<String> {
         .unwrap();
     let (base, _) = url.rsplit_once('/').expect("URL names a database");
     Some(format!("{base}/{name}"))
+}
+
+/// Polls `check` every 50 ms until it holds; fails the test after `secs`.
+pub async fn wait_for<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }
