@@ -394,4 +394,59 @@ mod tests {
         let spent = budgets.scopes.lock().unwrap()["tenant:t1"].day_usd;
         assert!((spent - 0.4).abs() < 1e-9, "{spent}");
     }
+
+    #[tokio::test]
+    async fn tokens_per_minute_and_monthly_budget_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("b.db").display());
+        let budgets = Budgets::new(Store::connect(&url, 2).await.unwrap());
+        let mut config = LimitsConfig::default();
+        config.keys.insert(
+            "k1".into(),
+            Limits {
+                tokens_per_minute: Some(100),
+                usd_per_month: Some(10.0),
+                ..Default::default()
+            },
+        );
+        // Only that key has limits.
+        assert!(Budgets::scopes(&config, "t1", "acme", "k2").is_empty());
+        let scopes = Budgets::scopes(&config, "t1", "acme", "k1");
+        assert_eq!(scopes.len(), 1);
+        // Admitted while under the limit, reserved tokens counting as used.
+        let held = budgets.admit(&scopes, 60, 0.0).await.unwrap().unwrap();
+        budgets
+            .admit(&scopes, 50, 0.0)
+            .await
+            .unwrap()
+            .unwrap()
+            .settle(40, 0.0);
+        drop(held); // released: 40 used
+        budgets
+            .admit(&scopes, 10, 0.0)
+            .await
+            .unwrap()
+            .unwrap()
+            .settle(60, 0.0);
+        let err = budgets.admit(&scopes, 1, 0.0).await.err().unwrap();
+        assert_eq!(err.code(), "tokens_per_minute_exceeded");
+        assert_eq!(err.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        // The month's spend: a new minute frees the tokens, not the money.
+        budgets
+            .scopes
+            .lock()
+            .unwrap()
+            .get_mut("key:k1")
+            .unwrap()
+            .minute -= 1;
+        budgets
+            .admit(&scopes, 1, 10.0)
+            .await
+            .unwrap()
+            .unwrap()
+            .settle(1, 10.0);
+        let err = budgets.admit(&scopes, 1, 0.1).await.err().unwrap();
+        assert_eq!(err.code(), "monthly_budget_exceeded");
+        assert!(err.to_string().contains("monthly budget"), "{err}");
+    }
 }
