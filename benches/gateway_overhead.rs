@@ -77,7 +77,7 @@ fn start_gateway(mock_url: &str) -> Gateway {
         &config,
         format!(
             "[server]\nport = 0\n[log]\nlevel = \"warn,quartermaster::server=info\"\nformat = \"json\"\n\
-             [database]\nurl = \"{db}\"\n[rate_limit]\nenabled = false\n\
+             [database]\nurl = \"{db}\"\n[rate_limit]\nenabled = false\n[cache]\nenabled = false\n\
              [providers.mock]\nkind = \"openai\"\nbase_url = \"{mock_url}\"\n[models.m]\nprovider = \"mock\"\n"
         ),
     )

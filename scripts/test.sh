@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 eval "$(scripts/pg.sh start)"
 trap 'scripts/pg.sh stop >/dev/null 2>&1 || true' EXIT
 export QM_TEST_DATABASE_URL="$DATABASE_URL"
+# A one-off build gains nothing from incremental artefacts; they cost gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo test --locked "$@"

@@ -44,6 +44,8 @@ pub struct Config {
     pub tiers: BTreeMap<String, crate::route::TierConfig>,
     /// Requests, tokens and spend per tenant and per key.
     pub limits: crate::budget::LimitsConfig,
+    /// The exact + semantic response cache.
+    pub cache: crate::cache::CacheConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -380,6 +382,7 @@ impl Config {
             }
         }
         self.validate_routing()?;
+        self.cache.validate().map_err(|m| invalid("cache", &m))?;
         if self.local.enabled && self.local.max_concurrent == 0 {
             return Err(invalid("local.max_concurrent", "must be greater than 0"));
         }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod billing;
 pub mod budget;
+pub mod cache;
 pub mod config;
 pub mod embed;
 pub mod error;

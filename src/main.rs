@@ -52,6 +52,30 @@ enum EvalWhat {
         )]
         thresholds: Vec<f32>,
     },
+    /// The semantic cache: caches every text1, asks every text2; prints precision, recall
+    /// and false-hit rate with and without the verification stage, the curve over
+    /// thresholds, and a threshold tuned on half the pairs and tested on the other half.
+    Cache(CacheEvalArgs),
+}
+
+#[derive(clap::Args)]
+struct CacheEvalArgs {
+    /// Labeled pairs: text1<TAB>text2<TAB>label (1 = same meaning); repeat for several files.
+    #[arg(long, required = true)]
+    pairs: Vec<PathBuf>,
+    /// The threshold to report (default: the configured `cache.threshold`).
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// False-hit rate the tuned threshold must stay under.
+    #[arg(long, default_value_t = 0.01)]
+    max_false_hit_rate: f64,
+    /// Thresholds of the precision/recall curve.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.80,0.85,0.88,0.90,0.92,0.94,0.96,0.98"
+    )]
+    curve: Vec<f32>,
 }
 
 #[derive(Subcommand)]
@@ -92,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
             }
             app.serve(listener, shutdown_signal()).await
         }
+        Command::Eval {
+            what: EvalWhat::Cache(args),
+        } => eval_cache(&config, args),
         Command::Eval {
             what:
                 EvalWhat::Router {
@@ -178,4 +205,84 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn eval_cache(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
+    use quartermaster::cache::eval::{Evaluation, Score, read_pairs};
+    use quartermaster::cache::verify::Check;
+    let e = &config.embeddings;
+    let model = quartermaster::embed::EmbedModel::load(
+        &e.model_dir,
+        e.backend,
+        e.threads,
+        e.max_seq_length,
+    )?;
+    let threshold = args.threshold.unwrap_or(config.cache.threshold);
+    let row = |label: &str, s: &Score| {
+        println!(
+            "| {label} | {:.3} | {:.1} % | {:.1} % | {:.2} % | {} |",
+            s.threshold,
+            s.precision() * 100.0,
+            s.recall() * 100.0,
+            s.false_hit_rate() * 100.0,
+            s.hits
+        );
+    };
+    let header = || {
+        println!("| | threshold | precision | recall | false-hit rate | hits |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+    };
+    for path in &args.pairs {
+        let pairs = read_pairs(path).map_err(anyhow::Error::msg)?;
+        let eval =
+            Evaluation::run(&model, &pairs, config.cache.candidates).map_err(anyhow::Error::msg)?;
+        let positives = pairs.iter().filter(|p| p.duplicate).count();
+        println!(
+            "\n## {}: {} pairs ({} duplicates), {} cached entries, embedded in {:.1} s",
+            path.display(),
+            eval.pairs,
+            positives,
+            eval.entries,
+            eval.embed_secs
+        );
+        let all = |_: usize| true;
+        let none: &[Check] = &[];
+        println!("\nAt the configured threshold:\n");
+        header();
+        row("similarity only", &eval.score(threshold, none, all));
+        row("+ verification", &eval.score(threshold, &Check::ALL, all));
+        println!("\nWhat each check gains (verification without it):\n");
+        println!("| without | precision | recall | false-hit rate |");
+        println!("| --- | --- | --- | --- |");
+        for skip in Check::ALL {
+            let checks: Vec<Check> = Check::ALL.iter().copied().filter(|c| *c != skip).collect();
+            let s = eval.score(threshold, &checks, all);
+            println!(
+                "| {} | {:.1} % | {:.1} % | {:.2} % |",
+                skip.as_str(),
+                s.precision() * 100.0,
+                s.recall() * 100.0,
+                s.false_hit_rate() * 100.0
+            );
+        }
+        println!("\nPrecision/recall curve:\n");
+        header();
+        for &t in &args.curve {
+            row("similarity only", &eval.score(t, none, all));
+            row("+ verification", &eval.score(t, &Check::ALL, all));
+        }
+        // Tuned on even-numbered pairs, reported on the odd ones it never saw.
+        let tune = |i: usize| i % 2 == 0;
+        let test = |i: usize| i % 2 == 1;
+        println!(
+            "\nThreshold tuned on half the pairs for a false-hit rate <= {:.1} %, scored on the other half:\n",
+            args.max_false_hit_rate * 100.0
+        );
+        header();
+        let t0 = eval.tune(args.max_false_hit_rate, none, tune);
+        row("similarity only", &eval.score(t0, none, test));
+        let t1 = eval.tune(args.max_false_hit_rate, &Check::ALL, tune);
+        row("+ verification", &eval.score(t1, &Check::ALL, test));
+    }
+    Ok(())
 }

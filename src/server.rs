@@ -44,6 +44,8 @@ pub struct AppState {
     pub live: arc_swap::ArcSwap<crate::route::Live>,
     pub budgets: Arc<crate::budget::Budgets>,
     pub breakers: crate::route::Breakers,
+    /// The response cache; `None` when disabled in config.
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 /// A built gateway, ready to serve.
@@ -86,7 +88,18 @@ impl App {
         let admin_key = crate::api::admin_key_hash(&config);
         let live = arc_swap::ArcSwap::from_pointee(crate::route::Live::from_config(&config));
         let budgets = crate::budget::Budgets::new(store.clone());
+        let cache = if config.cache.enabled {
+            if config.cache.semantic && embedder.is_none() {
+                tracing::warn!("cache: embeddings are disabled, so the cache is exact-only");
+            }
+            Some(Arc::new(
+                crate::cache::Cache::new(config.cache.clone(), store.clone()).await?,
+            ))
+        } else {
+            None
+        };
         let state = AppState {
+            cache,
             live,
             budgets,
             breakers: crate::route::Breakers::default(),
@@ -142,6 +155,9 @@ impl App {
         tracing::info!(addr = %listener.local_addr()?, store = state.store.backend(), models = state.models.iter().count(), "quartermaster listening");
 
         let workers = start_background(&state);
+        if let Some(cache) = &state.cache {
+            tokio::spawn(cache.clone().run_upkeep(state.shutdown.clone()));
+        }
         tokio::spawn(train_classifier(state.clone()));
         if let Some(path) = config_path {
             tokio::spawn(watch_config(state.clone(), path));

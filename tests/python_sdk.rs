@@ -75,3 +75,26 @@ async fn official_stripe_signatures_are_accepted_exactly_when_stripe_accepts_the
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_client_parses_cache_replays() {
+    let mut app = TestApp::spawn_with(common::Options::extra(
+        "[rate_limit]\nenabled = false\n[cache]\nenabled = true\n",
+    ))
+    .await;
+    if let Some(stdout) = run_script(
+        "openai_cache_e2e.py",
+        &[("QM_BASE_URL", &app.url), ("QM_API_KEY", &app.key)],
+    )
+    .await
+    {
+        // Live answers: the first, any polled before the write landed, and the no-read.
+        let polled: usize = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("polled_misses="))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("the script reports its polls");
+        assert_eq!(app.mock.calls_for("mock-ok"), 2 + polled);
+    }
+    app.shutdown().await;
+}

@@ -20,7 +20,7 @@ async fn sighup_reloads_limits_without_a_restart() {
         .port();
     let base = format!(
         "[server]\nport = {port}\nconfig_poll_secs = 0\n[database]\nurl = \"{db}\"\n\
-         [embeddings]\nenabled = false\n[local]\nenabled = false\n[rate_limit]\nenabled = false\n\
+         [embeddings]\nenabled = false\n[local]\nenabled = false\n[rate_limit]\nenabled = false\n[cache]\nenabled = false\n\
          [providers.mock]\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"sk\"\n\
          [models.mock-ok]\nprovider = \"mock\"\n",
         mock.url

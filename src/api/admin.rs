@@ -30,6 +30,11 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/admin/tenants", get(list_tenants))
         .route("/admin/usage", get(usage))
         .route("/admin/routing", get(routing))
+        .route("/admin/cache", get(super::cache::admin_stats))
+        .route(
+            "/admin/cache/invalidate",
+            post(super::cache::admin_invalidate),
+        )
         .layer(middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -16,13 +16,15 @@ use serde_json::json;
 use super::REQUEST_ID;
 use super::extract::ApiJson;
 use crate::auth::Principal;
+use crate::cache::{Cache, CacheKeys, Controls, Hit, NewEntry, StoredAnswer};
 use crate::error::ApiError;
 use crate::providers::{ModelRoute, ProviderError};
 use crate::route::{Decision, MODEL_HEADER, ROUTE_HEADER, TIER_HEADER};
 use crate::server::AppState;
 use crate::store::{RequestLogRecord, RequestLogWriter, now_ms};
 use crate::types::{
-    ChatChunk, ChatCompletionRequest, ModelObject, Usage, new_completion_id, unix_now,
+    ChatChunk, ChatCompletion, ChatCompletionRequest, ChunkChoice, CompletionChoice, Delta,
+    ModelObject, Usage, new_completion_id, unix_now,
 };
 
 pub async fn list_models(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -58,7 +60,26 @@ pub async fn chat_completions(
         .validate()
         .map_err(|(message, param)| ApiError::invalid(message, Some(param)))?;
     let live = state.live.load_full();
-    let decision = route_request(&state, &live, &request, &headers).await?;
+    if !live.is_alias(&request.model) && state.models.get(&request.model).is_none() {
+        return Err(ApiError::ModelNotFound(request.model.clone()));
+    }
+    let request_id = headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    // The cache first: a hit skips routing, budgets and the upstream.
+    let mut plan = CachePlan::new(&state, &principal, &headers, &request)?;
+    if let Some(p) = plan.as_mut() {
+        if let Some(hit) = p.lookup(&state).await {
+            return Ok(serve_hit(
+                &state, &principal, &request, hit, request_id, started,
+            ));
+        }
+    }
+    let query_vector = plan.as_ref().and_then(|p| p.vector.clone());
+    let decision =
+        route_request(&state, &live, &request, &headers, query_vector.as_deref()).await?;
     let mut routes: Vec<ModelRoute> = decision
         .models
         .iter()
@@ -109,11 +130,6 @@ pub async fn chat_completions(
             .admit(&scopes, prompt_estimate + max_out, worst_usd)
             .await?
     };
-    let request_id = headers
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
     metrics::counter!("qm_route_decisions_total", "tier" => decision.tier.clone().unwrap_or_else(|| "none".into()), "reason" => decision.reason)
         .increment(1);
     let ledger = Ledger {
@@ -149,15 +165,280 @@ pub async fn chat_completions(
         routes,
         started,
     };
+    let cache_status = match &plan {
+        Some(p) if p.looked_up => "miss",
+        _ => "bypass",
+    };
+    let writer = plan.and_then(|p| p.writer(&state));
     let mut response = if request.is_stream() {
-        stream_completion(state, attempts, request, prompt_estimate, ledger).await?
+        stream_completion(state, attempts, request, prompt_estimate, ledger, writer).await?
     } else {
-        complete(attempts, request, prompt_estimate, ledger).await?
+        complete(attempts, request, prompt_estimate, ledger, writer).await?
     };
     if let Ok(v) = HeaderValue::from_str(&decision.header_value()) {
         response.headers_mut().insert(ROUTE_HEADER, v);
     }
+    response.headers_mut().insert(
+        crate::cache::CACHE_HEADER,
+        HeaderValue::from_static(cache_status),
+    );
     Ok(response)
+}
+
+/// The cache's part in one request: its keys and the client's controls.
+struct CachePlan {
+    cache: Arc<Cache>,
+    tenant: String,
+    keys: CacheKeys,
+    controls: Controls,
+    /// The embedded query, once computed (reused by the router and the write).
+    vector: Option<Vec<f32>>,
+    looked_up: bool,
+}
+
+impl CachePlan {
+    /// `None` when the cache is off, the client turned it off, or the request cannot be
+    /// cached. A malformed cache header is a 400 even then.
+    fn new(
+        state: &AppState,
+        principal: &Principal,
+        headers: &HeaderMap,
+        request: &ChatCompletionRequest,
+    ) -> Result<Option<Self>, ApiError> {
+        let Some(cache) = &state.cache else {
+            return Ok(None);
+        };
+        let controls = Controls::from_headers(headers, &cache.config)?;
+        if !controls.read && !controls.write {
+            metrics::counter!("qm_cache_lookups_total", "result" => "bypass").increment(1);
+            return Ok(None);
+        }
+        let keys = match crate::cache::cache_keys(&principal.tenant.id, request) {
+            Ok(k) => k,
+            Err(why) => {
+                metrics::counter!("qm_cache_lookups_total", "result" => "not_cacheable", "why" => why.as_str())
+                    .increment(1);
+                return Ok(None);
+            }
+        };
+        Ok(Some(Self {
+            cache: cache.clone(),
+            tenant: principal.tenant.id.clone(),
+            keys,
+            controls,
+            vector: None,
+            looked_up: false,
+        }))
+    }
+
+    fn semantic(&self, state: &AppState) -> bool {
+        self.cache.config.semantic && state.embedder.is_some()
+    }
+
+    /// Exact, then semantic. A failing store or embedder is a miss, never an error.
+    async fn lookup(&mut self, state: &AppState) -> Option<Hit> {
+        if !self.controls.read {
+            metrics::counter!("qm_cache_lookups_total", "result" => "bypass").increment(1);
+            return None;
+        }
+        self.looked_up = true;
+        match self.cache.lookup_exact(&self.tenant, &self.keys).await {
+            Ok(Some(hit)) => return Some(self.counted(hit)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cache lookup failed; treating as a miss"),
+        }
+        if self.semantic(state) {
+            let embedder = state.embedder.as_ref()?;
+            match embedder.embed(vec![self.keys.query.clone()]).await {
+                Ok(mut e) if !e.is_empty() => self.vector = Some(e.remove(0).vector),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cache: embedding failed; no semantic lookup"),
+            }
+            if let Some(v) = &self.vector {
+                match self
+                    .cache
+                    .lookup_semantic(&self.tenant, &self.keys, v, self.controls.threshold)
+                    .await
+                {
+                    Ok(Some(hit)) => return Some(self.counted(hit)),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cache lookup failed; treating as a miss"),
+                }
+            }
+        }
+        metrics::counter!("qm_cache_lookups_total", "result" => "miss").increment(1);
+        None
+    }
+
+    fn counted(&self, hit: Hit) -> Hit {
+        metrics::counter!("qm_cache_lookups_total", "result" => "hit", "kind" => hit.kind.as_str())
+            .increment(1);
+        metrics::counter!("qm_cache_saved_usd_total").increment((hit.cost_usd * 1e6) as u64);
+        self.cache.touch(hit.entry_id.clone());
+        hit
+    }
+
+    /// What the answer path needs to store the answer, if the client allows writing.
+    fn writer(self, state: &AppState) -> Option<CacheWriter> {
+        if !self.controls.write {
+            return None;
+        }
+        let embedder = if self.semantic(state) && self.vector.is_none() {
+            state.embedder.clone()
+        } else {
+            None
+        };
+        Some(CacheWriter {
+            cache: self.cache,
+            tenant: self.tenant,
+            keys: self.keys,
+            vector: self.vector,
+            embedder,
+            ttl_secs: self.controls.ttl_secs,
+            tags: self.controls.tags,
+        })
+    }
+}
+
+/// Stores a finished answer in the background (the client never waits for it).
+struct CacheWriter {
+    cache: Arc<Cache>,
+    tenant: String,
+    keys: CacheKeys,
+    vector: Option<Vec<f32>>,
+    /// Set when the query still has to be embedded (the lookup was skipped).
+    embedder: Option<crate::embed::EmbedService>,
+    ttl_secs: u64,
+    tags: Vec<String>,
+}
+
+impl CacheWriter {
+    fn store(self, answer: StoredAnswer, cost_usd: f64) {
+        tokio::spawn(async move {
+            let mut vector = self.vector;
+            if let (None, Some(e)) = (&vector, &self.embedder) {
+                vector = e
+                    .embed(vec![self.keys.query.clone()])
+                    .await
+                    .ok()
+                    .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0).vector));
+            }
+            let entry = NewEntry {
+                tenant: self.tenant,
+                keys: self.keys,
+                vector,
+                answer,
+                cost_usd,
+                ttl_secs: self.ttl_secs,
+                tags: self.tags,
+            };
+            if let Err(e) = self.cache.insert(entry).await {
+                tracing::warn!(error = %e, "cache write failed");
+            }
+        });
+    }
+}
+
+/// Answers from the cache: the same wire format as a live answer, streamed or not. The
+/// request costs nothing and is logged as a cache hit with what it saved.
+fn serve_hit(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    request: &ChatCompletionRequest,
+    hit: Hit,
+    request_id: String,
+    started: Instant,
+) -> Response {
+    let mut ledger = Ledger {
+        writer: state.request_log.clone(),
+        record: RequestLogRecord {
+            request_id,
+            tenant_id: Some(principal.tenant.id.clone()),
+            key_id: Some(principal.key_id.clone()),
+            model: hit.answer.model.clone(),
+            provider: Some("cache".into()),
+            stream: request.is_stream(),
+            status: "cache_hit",
+            http_status: 200,
+            error_code: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            latency_ms: 0.0,
+            ttft_ms: None,
+            created_at: now_ms(),
+            cost_usd: 0.0,
+            saved_usd: hit.cost_usd,
+            route_tier: None,
+            route_reason: Some(match hit.kind {
+                crate::cache::HitKind::Exact => "cache_exact",
+                crate::cache::HitKind::Semantic => "cache_semantic",
+            }),
+        },
+        started,
+        done: false,
+        reservation: None,
+        price: (0.0, 0.0),
+    };
+    let id = new_completion_id();
+    let created = unix_now();
+    let mut response = if request.is_stream() {
+        let include_usage = request.include_usage();
+        let chunk_chars = state
+            .cache
+            .as_ref()
+            .map_or(24, |c| c.config.replay_chunk_chars);
+        let answer = hit.answer.clone();
+        let events = async_stream::stream! {
+            let mut ledger = ledger;
+            let chunk = |delta: Delta, finish: Option<String>| ChatChunk {
+                id: id.clone(),
+                object: "chat.completion.chunk".into(),
+                created,
+                model: answer.model.clone(),
+                choices: vec![ChunkChoice { index: 0, delta, finish_reason: finish, extra: Default::default() }],
+                usage: None,
+                extra: Default::default(),
+            };
+            ledger.first_token();
+            let role = Delta { role: Some("assistant".into()), content: Some(String::new()), extra: Default::default() };
+            yield Ok::<Event, Infallible>(Event::default().data(to_json(&chunk(role, None))));
+            for piece in crate::cache::replay_pieces(&answer.content, chunk_chars) {
+                let delta = Delta { role: None, content: Some(piece.to_string()), extra: Default::default() };
+                yield Ok(Event::default().data(to_json(&chunk(delta, None))));
+            }
+            yield Ok(Event::default().data(to_json(&chunk(Delta::default(), Some(answer.finish_reason.clone())))));
+            if include_usage {
+                let mut last = chunk(Delta::default(), None);
+                last.choices.clear();
+                last.usage = Some(answer.usage);
+                yield Ok(Event::default().data(to_json(&last)));
+            }
+            ledger.finish_cache_hit().await;
+            yield Ok(Event::default().data("[DONE]"));
+        };
+        sse(events)
+    } else {
+        let completion = ChatCompletion {
+            id,
+            object: "chat.completion".into(),
+            created,
+            model: hit.answer.model.clone(),
+            choices: vec![CompletionChoice {
+                index: 0,
+                message: hit.answer.message(),
+                finish_reason: Some(hit.answer.finish_reason.clone()),
+                extra: Default::default(),
+            }],
+            usage: Some(hit.answer.usage),
+            extra: Default::default(),
+        };
+        let ledger_task = async move { ledger.finish_cache_hit().await };
+        tokio::spawn(ledger_task);
+        axum::Json(completion).into_response()
+    };
+    hit.set_headers(response.headers_mut());
+    set_model_header(&mut response, &hit.answer.model);
+    response
 }
 
 /// Output tokens reserved against budgets when the request sets no `max_tokens`.
@@ -169,6 +450,7 @@ async fn route_request(
     live: &crate::route::Live,
     request: &ChatCompletionRequest,
     headers: &HeaderMap,
+    query_vector: Option<&[f32]>,
 ) -> Result<Decision, ApiError> {
     if !live.is_alias(&request.model) {
         return Ok(Decision {
@@ -203,6 +485,10 @@ async fn route_request(
     let (Some(classifier), Some(embedder)) = (&live.classifier, &state.embedder) else {
         return Ok(first);
     };
+    // The cache embedded the last user message already: the classifier reads the same.
+    if let Some(v) = query_vector {
+        return decide(Some(classifier.p_hard(v)));
+    }
     let text = crate::route::classifier_input(request);
     match embedder.embed(vec![text]).await {
         Ok(mut e) if !e.is_empty() => {
@@ -302,6 +588,7 @@ async fn complete(
     request: ChatCompletionRequest,
     prompt_estimate: u64,
     mut ledger: Ledger,
+    cache: Option<CacheWriter>,
 ) -> Result<Response, ApiError> {
     let client_model = request.model.clone();
     let result = attempts
@@ -334,6 +621,24 @@ async fn complete(
                 }
             });
             ledger.finish_ok(usage).await;
+            if let (Some(writer), [choice]) = (cache, completion.choices.as_slice()) {
+                if StoredAnswer::cacheable(choice.finish_reason.as_deref(), &choice.message) {
+                    let mut message_extra = choice.message.as_object().cloned().unwrap_or_default();
+                    let content = message_extra
+                        .remove("content")
+                        .and_then(|c| c.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    message_extra.remove("role");
+                    let answer = StoredAnswer {
+                        model: completion.model.clone(),
+                        content,
+                        finish_reason: choice.finish_reason.clone().unwrap_or_default(),
+                        usage,
+                        message_extra,
+                    };
+                    writer.store(answer, ledger.record.cost_usd);
+                }
+            }
             let mut response = axum::Json(completion).into_response();
             set_model_header(&mut response, &route.name);
             Ok(response)
@@ -357,6 +662,7 @@ async fn stream_completion(
     request: ChatCompletionRequest,
     prompt_estimate: u64,
     mut ledger: Ledger,
+    cache: Option<CacheWriter>,
 ) -> Result<Response, ApiError> {
     let include_usage = request.include_usage();
     let client_model = request.model.clone();
@@ -400,6 +706,10 @@ async fn stream_completion(
         let mut finished = false;
         let mut completion_chars = 0usize;
         let mut model = client_model;
+        // The answer assembled for the cache; abandoned if anything but text arrives.
+        let mut cache = cache;
+        let mut content = String::new();
+        let mut finish_reason: Option<String> = None;
         let mut pending = Some(Ok(first));
         loop {
             let item = if let Some(item) = pending.take() {
@@ -431,6 +741,18 @@ async fn stream_completion(
                     for choice in &chunk.choices {
                         completion_chars += choice.delta.content.as_ref().map_or(0, |c| c.len());
                         finished |= choice.finish_reason.is_some();
+                        if cache.is_some() {
+                            let text_only = choice.index == 0
+                                && choice.delta.extra.values().all(serde_json::Value::is_null);
+                            if text_only {
+                                content.push_str(choice.delta.content.as_deref().unwrap_or(""));
+                                if choice.finish_reason.is_some() {
+                                    finish_reason.clone_from(&choice.finish_reason);
+                                }
+                            } else {
+                                cache = None;
+                            }
+                        }
                     }
                     ledger.first_token();
                     chunk.id = id.clone();
@@ -469,6 +791,18 @@ async fn stream_completion(
             yield Ok(Event::default().data(to_json(&chunk)));
         }
         ledger.finish_ok(usage).await;
+        if let Some(writer) = cache {
+            if matches!(finish_reason.as_deref(), Some("stop") | Some("length")) {
+                let answer = StoredAnswer {
+                    model: model.clone(),
+                    content,
+                    finish_reason: finish_reason.unwrap_or_default(),
+                    usage,
+                    message_extra: Default::default(),
+                };
+                writer.store(answer, ledger.record.cost_usd);
+            }
+        }
         yield Ok(Event::default().data("[DONE]"));
     };
     let mut response = sse(events);
@@ -597,6 +931,11 @@ impl Ledger {
             );
         }
         let record = self.close("ok");
+        self.writer.send(record).await;
+    }
+
+    async fn finish_cache_hit(&mut self) {
+        let record = self.close("cache_hit");
         self.writer.send(record).await;
     }
 

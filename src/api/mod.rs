@@ -2,6 +2,7 @@
 //! limits) and the fallbacks that keep every error in OpenAI's shape.
 
 mod admin;
+mod cache;
 mod chat;
 mod embeddings;
 pub mod extract;
@@ -39,6 +40,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(chat::list_models))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route(
+            "/v1/cache/entries/{id}",
+            get(cache::get_entry).delete(cache::delete_entry),
+        )
+        .route("/v1/cache/invalidate", post(cache::invalidate))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,

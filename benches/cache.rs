@@ -1,0 +1,385 @@
+//! The semantic cache's speed and size.
+//!
+//! 1. The vector index (in process): hnsw_rs graphs of N unit vectors in 384 dimensions
+//!    (clustered, as sentence embeddings are), queried with near-duplicates of stored
+//!    entries: search p50/p99, recall@1 against an exact scan of the same vectors (the peer,
+//!    timed in the same run), build rate, and resident memory per entry.
+//! 2. End to end: the release binary with the cache on its embedded defaults (SQLite store,
+//!    MiniLM embedder, HNSW), a local mock upstream; the time from request to the last byte
+//!    of a full SSE replay, for exact hits and for semantic hits (which embed the query).
+//!
+//! `cargo bench --bench cache` (env: QM_BENCH_HNSW_SIZES=100000[,1000000],
+//! QM_BENCH_QUERIES=1000, QM_BENCH_HITS=300).
+
+mod common;
+
+use std::convert::Infallible;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::routing::post;
+use quartermaster::cache::{HnswIndex, HnswParams};
+use rayon::prelude::*;
+use serde_json::{Value, json};
+
+const DIM: usize = 384;
+
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// xorshift64*: deterministic, fast, good enough for synthetic data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Approximately standard normal (sum of 4 uniforms, scaled).
+    fn gauss(&mut self) -> f32 {
+        let s: f64 = (0..4)
+            .map(|_| (self.next() >> 11) as f64 / (1u64 << 53) as f64)
+            .sum();
+        ((s - 2.0) * (3.0f64).sqrt()) as f32
+    }
+}
+
+fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+}
+
+/// `n` vectors around `n / 50` cluster centres (topics), each a centre plus noise.
+fn dataset(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng(seed);
+    let clusters = (n / 50).max(1);
+    let centres: Vec<Vec<f32>> = (0..clusters)
+        .map(|_| {
+            let mut c: Vec<f32> = (0..DIM).map(|_| rng.gauss()).collect();
+            normalise(&mut c);
+            c
+        })
+        .collect();
+    (0..n)
+        .map(|_| {
+            let c = &centres[(rng.next() % clusters as u64) as usize];
+            let mut v: Vec<f32> = c.iter().map(|x| x + 0.06 * rng.gauss()).collect();
+            normalise(&mut v);
+            v
+        })
+        .collect()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn bench_index(n: usize, queries: usize) {
+    let me = std::process::id();
+    let data = dataset(n, 0x5EED ^ n as u64);
+    let items: Vec<(String, String, Vec<f32>)> = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("ce_{i:032x}"), "fp".to_string(), v.clone()))
+        .collect();
+    // Everything the index copies in is counted; the input (already resident) is not.
+    let before = rss_kib(me);
+    let index = HnswIndex::new(HnswParams::default(), n);
+    let t = Instant::now();
+    index.load_tenant("bench", items);
+    let build = t.elapsed().as_secs_f64();
+    let after = rss_kib(me);
+    // Queries: stored entries with a little noise (a paraphrase lands near its original).
+    let mut rng = Rng(42);
+    let qs: Vec<Vec<f32>> = (0..queries)
+        .map(|_| {
+            let src = &data[(rng.next() % n as u64) as usize];
+            let mut q: Vec<f32> = src.iter().map(|x| x + 0.02 * rng.gauss()).collect();
+            normalise(&mut q);
+            q
+        })
+        .collect();
+    let mut lat = Vec::with_capacity(queries);
+    let mut found = Vec::with_capacity(queries);
+    for q in &qs {
+        let t = Instant::now();
+        let r = index.search_sync("bench", "fp", q, 1);
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        found.push(r.first().map(|c| c.entry_id.clone()));
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // The peer: an exact scan over the same vectors (one thread, like a search).
+    let mut exact_lat = Vec::with_capacity(queries.min(200));
+    let exact: Vec<usize> = qs
+        .par_iter()
+        .map(|q| {
+            (0..n)
+                .max_by(|&a, &b| dot(q, &data[a]).partial_cmp(&dot(q, &data[b])).unwrap())
+                .unwrap()
+        })
+        .collect();
+    for q in qs.iter().take(200) {
+        let t = Instant::now();
+        let best = (0..n)
+            .max_by(|&a, &b| dot(q, &data[a]).partial_cmp(&dot(q, &data[b])).unwrap())
+            .unwrap();
+        std::hint::black_box(best);
+        exact_lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    exact_lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let hits = found
+        .iter()
+        .zip(&exact)
+        .filter(|(f, e)| f.as_deref() == Some(format!("ce_{:032x}", e).as_str()))
+        .count();
+    let bytes_per_entry = (after.saturating_sub(before) as f64 * 1024.0) / n as f64;
+    println!(
+        "| {n} | {:.3} ms | {:.3} ms | {:.2} ms | {:.1}× | {:.2} % | {:.0} /s | {:.0} B |",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        pct(&exact_lat, 0.5),
+        pct(&exact_lat, 0.5) / pct(&lat, 0.5),
+        hits as f64 * 100.0 / queries as f64,
+        n as f64 / build,
+        bytes_per_entry
+    );
+}
+
+async fn mock(body: Bytes) -> axum::response::Response {
+    let req: Value = serde_json::from_slice(&body).unwrap();
+    let words = ["Paris", " is", " the", " capital", " of", " France", "."];
+    let mut out = String::new();
+    for (i, w) in words.iter().enumerate() {
+        let c = json!({"id":"x","object":"chat.completion.chunk","created":1,"model":"m",
+            "choices":[{"index":0,"delta":{"content":w},"finish_reason": if i == words.len() - 1 {json!("stop")} else {Value::Null}}]});
+        out.push_str(&format!("data: {c}\n\n"));
+    }
+    out.push_str("data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":7,\"total_tokens\":16}}\n\ndata: [DONE]\n\n");
+    assert!(
+        req["stream"].as_bool().unwrap_or(false),
+        "the bench streams"
+    );
+    let stream = futures::stream::iter([Ok::<_, Infallible>(Bytes::from(out))]);
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+struct Gateway {
+    child: Child,
+    url: String,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_gateway(mock_url: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nport = 0\n[log]\nlevel = \"warn,quartermaster::server=info\"\nformat = \"json\"\n\
+             [database]\nurl = \"{db}\"\n[rate_limit]\nenabled = false\n\
+             [providers.mock]\nkind = \"openai\"\nbase_url = \"{mock_url}\"\n[models.m]\nprovider = \"mock\"\n"
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_quartermaster");
+    let out = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .args(["keys", "create", "--tenant", "bench"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("gateway output").unwrap();
+        if line.contains("quartermaster listening") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            break format!("http://{}", v["addr"].as_str().unwrap());
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Gateway {
+        child,
+        url,
+        key,
+        _dir: dir,
+    }
+}
+
+async fn timed_stream(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    text: &str,
+    headers: &[(&str, &str)],
+) -> (f64, String) {
+    let body = json!({"model":"m","stream":true,"messages":[{"role":"user","content":text}]});
+    let t = Instant::now();
+    let mut req = client
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(&gw.key)
+        .json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r
+        .headers()
+        .get("x-quartermaster-cache")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    (t.elapsed().as_secs_f64() * 1e3, status)
+}
+
+async fn bench_hits(n: usize) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            Router::new().route("/v1/chat/completions", post(mock)),
+        )
+        .await
+        .unwrap()
+    });
+    let gw = start_gateway(&mock_url);
+    let client = reqwest::Client::new();
+    let question = "What is the capital of France?";
+    let (_, status) = timed_stream(&client, &gw, question, &[]).await;
+    assert_eq!(status, "miss");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let paraphrases = [
+        "What's the capital of France?",
+        "what is the capital city of France?",
+        "Which city is the capital of France?",
+        "What is France's capital?",
+        "Tell me the capital of France.",
+    ];
+    let mut rows = Vec::new();
+    for (label, semantic) in [("exact hit", false), ("semantic hit", true)] {
+        let mut lat = Vec::with_capacity(n);
+        for i in 0..n + 20 {
+            let text = if semantic {
+                paraphrases[i % paraphrases.len()]
+            } else {
+                question
+            };
+            let (ms, status) = timed_stream(
+                &client,
+                &gw,
+                text,
+                &[
+                    ("x-quartermaster-cache", "no-write"),
+                    ("x-quartermaster-cache-threshold", "0.80"),
+                ],
+            )
+            .await;
+            assert_eq!(status, "hit", "{label}: {text}");
+            if i >= 20 {
+                lat.push(ms); // the first 20 warm up connections and caches
+            }
+        }
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        rows.push((label, pct(&lat, 0.5), pct(&lat, 0.99)));
+    }
+    // The peer: the same question answered live (cache off for the request) by a mock
+    // upstream that answers at once.
+    let mut live = Vec::with_capacity(n);
+    for i in 0..n + 20 {
+        let (ms, status) =
+            timed_stream(&client, &gw, question, &[("x-quartermaster-cache", "off")]).await;
+        assert_eq!(status, "bypass");
+        if i >= 20 {
+            live.push(ms);
+        }
+    }
+    live.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rows.push((
+        "live answer, zero-latency mock upstream",
+        pct(&live, 0.5),
+        pct(&live, 0.99),
+    ));
+    println!("\n| request in, full SSE out ({n} sequential requests) | p50 | p99 |");
+    println!("| --- | --- | --- |");
+    for (label, p50, p99) in rows {
+        println!("| {label} | {p50:.2} ms | {p99:.2} ms |");
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    common::init_threads();
+    let sizes = env_list("QM_BENCH_HNSW_SIZES", "100000");
+    let queries = env_usize("QM_BENCH_QUERIES", 1000);
+    println!(
+        "HNSW (m = {}, ef_construction = {}, ef_search = {}), {DIM} dimensions, {queries} near-duplicate queries, top-1:\n",
+        HnswParams::default().m,
+        HnswParams::default().ef_construction,
+        HnswParams::default().ef_search
+    );
+    println!(
+        "| entries | HNSW p50 | HNSW p99 | exact scan p50 | speed-up | recall@1 vs exact | build | memory per entry |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for n in sizes {
+        bench_index(n, queries);
+    }
+    bench_hits(env_usize("QM_BENCH_HITS", 300)).await;
+}

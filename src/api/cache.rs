@@ -1,0 +1,169 @@
+//! Cache invalidation: a tenant manages its own entries under `/v1/cache`; the operator can
+//! invalidate any tenant's (or every tenant's, by tag) under `/admin/cache`.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::ApiJson;
+use crate::auth::Principal;
+use crate::cache::Cache;
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::store::on_pool;
+
+fn cache(state: &AppState) -> Result<&Arc<Cache>, ApiError> {
+    state.cache.as_ref().ok_or_else(|| {
+        ApiError::NotFound("the response cache is disabled ([cache] enabled = false)".into())
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+pub async fn get_entry(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    match cache(&state)?
+        .entry_info(&principal.tenant.id, &id)
+        .await
+        .map_err(internal)?
+    {
+        Some(info) => Ok(axum::Json(json!(info))),
+        None => Err(ApiError::NotFound(format!("no cache entry `{id}`"))),
+    }
+}
+
+pub async fn delete_entry(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if cache(&state)?
+        .invalidate_entry(&principal.tenant.id, &id)
+        .await
+        .map_err(internal)?
+    {
+        Ok(axum::Json(
+            json!({"id": id, "object": "cache.entry", "deleted": true}),
+        ))
+    } else {
+        Err(ApiError::NotFound(format!("no cache entry `{id}`")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidateRequest {
+    /// Entries carrying any of these tags.
+    #[serde(default)]
+    tags: Vec<String>,
+    /// Every entry of the tenant.
+    #[serde(default)]
+    all: bool,
+    /// Admin only: the tenant, by name or id. Without it, tags apply to every tenant.
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+impl InvalidateRequest {
+    fn check(&self) -> Result<(), ApiError> {
+        if self.all == !self.tags.is_empty() {
+            return Err(ApiError::invalid(
+                "give either `tags` (a non-empty list) or `all: true`",
+                None,
+            ));
+        }
+        if self.tags.iter().any(|t| t.is_empty() || t.len() > 128) {
+            return Err(ApiError::invalid(
+                "tags must be 1 to 128 characters",
+                Some("tags".to_string()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `POST /v1/cache/invalidate`: the caller's own tenant.
+pub async fn invalidate(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(body): ApiJson<InvalidateRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    body.check()?;
+    if body.tenant.is_some() {
+        return Err(ApiError::invalid(
+            "`tenant` is only accepted on /admin/cache/invalidate",
+            Some("tenant".to_string()),
+        ));
+    }
+    let cache = cache(&state)?;
+    let tenant = principal.tenant.id.as_str();
+    let deleted = if body.all {
+        cache.invalidate_tenant(tenant).await
+    } else {
+        cache.invalidate_tags(Some(tenant), &body.tags).await
+    }
+    .map_err(internal)?;
+    Ok(axum::Json(
+        json!({"object": "cache.invalidation", "deleted": deleted}),
+    ))
+}
+
+/// `POST /admin/cache/invalidate`: any tenant, or (by tag) all of them.
+pub async fn admin_invalidate(
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<InvalidateRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    body.check()?;
+    let cache = cache(&state)?;
+    let tenant_id = match &body.tenant {
+        None => None,
+        Some(t) => {
+            let id: Option<String> = on_pool!(&state.store, p => sqlx::query_scalar(
+                "SELECT id FROM tenants WHERE id = $1 OR name = $1")
+                .bind(t).fetch_optional(p).await)
+            .map_err(internal)?;
+            // Unauthenticated gateways cache under the tenant id "default", which has no row.
+            Some(id.unwrap_or_else(|| t.clone()))
+        }
+    };
+    let deleted = match (&tenant_id, body.all) {
+        (Some(t), true) => cache.invalidate_tenant(t).await,
+        (None, true) => {
+            return Err(ApiError::invalid(
+                "`all: true` needs a `tenant`",
+                Some("tenant".to_string()),
+            ));
+        }
+        (t, false) => cache.invalidate_tags(t.as_deref(), &body.tags).await,
+    }
+    .map_err(internal)?;
+    Ok(axum::Json(
+        json!({"object": "cache.invalidation", "deleted": deleted}),
+    ))
+}
+
+/// `GET /admin/cache`: entries per tenant and the index's state.
+pub async fn admin_stats(
+    State(state): State<Arc<AppState>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let cache = cache(&state)?;
+    let counts = cache.counts().await.map_err(internal)?;
+    let (live, tombstones) = cache.index_stats();
+    Ok(axum::Json(json!({
+        "object": "cache.stats",
+        "index": cache.index_name(),
+        "index_loaded": cache.is_loaded(),
+        "indexed_entries": live,
+        "tombstones": tombstones,
+        "threshold": cache.config.threshold,
+        "tenants": counts.into_iter().map(|(t, n)| json!({"tenant_id": t, "entries": n})).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,562 @@
+//! The semantic cache's vector index behind one trait: hnsw_rs in process (the default), or
+//! Qdrant shared by every replica (`qdrant.rs`). Entries are found by (tenant, parameter
+//! fingerprint, vector); the store stays the source of truth for everything else.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hnsw_rs::prelude::{Distance, Hnsw};
+use parking_lot::RwLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("vector index: {0}")]
+    Backend(String),
+}
+
+/// A candidate from the index: the entry id and its cosine similarity to the query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub entry_id: String,
+    pub similarity: f32,
+}
+
+/// What every index backend does. Vectors are L2-normalised, so dot product = cosine.
+#[async_trait::async_trait]
+pub trait VectorIndex: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn insert(
+        &self,
+        tenant: &str,
+        entry_id: &str,
+        fingerprint: &str,
+        vector: &[f32],
+    ) -> Result<(), IndexError>;
+    /// The `k` nearest entries of `tenant` with this fingerprint, best first.
+    async fn search(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+        vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<Candidate>, IndexError>;
+    async fn remove(&self, tenant: &str, entry_ids: &[String]) -> Result<(), IndexError>;
+    async fn remove_tenant(&self, tenant: &str) -> Result<(), IndexError>;
+    /// Whether the index must be refilled from the store at start (in-process indexes).
+    fn needs_load(&self) -> bool;
+    /// Live entries held, over all tenants (an estimate for remote indexes).
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// HNSW graph parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct HnswParams {
+    /// Links per node (hnsw_rs' `max_nb_connection`).
+    pub m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    /// Rebuild a tenant's graph when this share of its nodes are tombstones.
+    pub rebuild_dead_fraction: f64,
+    /// ... and at least this many.
+    pub rebuild_min_dead: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+            rebuild_dead_fraction: 0.25,
+            rebuild_min_dead: 64,
+        }
+    }
+}
+
+/// Cosine distance for unit vectors: `1 - a·b`, clamped at 0. (hnsw_rs' own `DistDot`
+/// asserts `a·b <= 1`, which rounding breaks for a vector and its exact duplicate: a
+/// repeated query would panic.) Eight accumulators let the loop vectorize.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnitCosine;
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+impl Distance<f32> for UnitCosine {
+    fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
+        (1.0 - dot(va, vb)).max(0.0)
+    }
+}
+
+/// Cheap, stable 64-bit digest of a fingerprint string (filtering compares these).
+fn fp64(fingerprint: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in fingerprint.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+struct Slot {
+    entry: Arc<str>,
+    fp: u64,
+    dead: bool,
+}
+
+#[derive(Default)]
+struct Slots {
+    slots: Vec<Slot>,
+    by_entry: HashMap<Arc<str>, usize>,
+    dead: usize,
+    /// While a rebuild runs: entries inserted meanwhile, replayed into the new graph.
+    pending: Option<Vec<(Arc<str>, u64, Vec<f32>)>>,
+    /// Replaced by a rebuilt graph: writers must go to the new one.
+    retired: bool,
+}
+
+/// One tenant's graph. hnsw_rs cannot delete: removed entries become tombstones (filtered
+/// out of every search) until the graph is rebuilt without them.
+pub struct Graph {
+    hnsw: Hnsw<'static, f32, UnitCosine>,
+    slots: RwLock<Slots>,
+}
+
+impl Graph {
+    fn new(params: &HnswParams, capacity: usize) -> Self {
+        Self {
+            hnsw: Hnsw::new(
+                params.m,
+                capacity.max(1024),
+                16,
+                params.ef_construction,
+                UnitCosine,
+            ),
+            slots: RwLock::new(Slots::default()),
+        }
+    }
+
+    /// Inserts unless this graph was retired by a rebuild (then returns false).
+    fn insert(&self, entry: Arc<str>, fp: u64, vector: &[f32]) -> bool {
+        let id = {
+            let mut s = self.slots.write();
+            if s.retired {
+                return false;
+            }
+            if let Some(&old) = s.by_entry.get(&entry) {
+                if !s.slots[old].dead {
+                    return true; // already indexed
+                }
+            }
+            if let Some(p) = s.pending.as_mut() {
+                p.push((entry.clone(), fp, vector.to_vec()));
+            }
+            let id = s.slots.len();
+            s.slots.push(Slot {
+                entry: entry.clone(),
+                fp,
+                dead: false,
+            });
+            s.by_entry.insert(entry, id);
+            id
+        };
+        // The slot exists before the point: a search can never see an id without a slot.
+        self.hnsw.insert_slice((vector, id));
+        true
+    }
+
+    fn search(&self, fp: u64, vector: &[f32], k: usize, ef: usize) -> Vec<Candidate> {
+        let s = self.slots.read();
+        let filter = |id: &usize| s.slots.get(*id).is_some_and(|x| !x.dead && x.fp == fp);
+        self.hnsw
+            .search_filter(vector, k, ef.max(k), Some(&filter))
+            .into_iter()
+            .filter_map(|n| {
+                let slot = s.slots.get(n.d_id)?;
+                (!slot.dead && slot.fp == fp).then(|| Candidate {
+                    entry_id: slot.entry.to_string(),
+                    similarity: 1.0 - n.distance,
+                })
+            })
+            .collect()
+    }
+
+    /// Tombstones `entries`; `None` if this graph was retired by a rebuild.
+    fn remove(&self, entries: &[String]) -> Option<usize> {
+        let mut s = self.slots.write();
+        if s.retired {
+            return None;
+        }
+        let mut removed = 0;
+        for e in entries {
+            if let Some(&i) = s.by_entry.get(e.as_str()) {
+                if !s.slots[i].dead {
+                    s.slots[i].dead = true;
+                    s.dead += 1;
+                    removed += 1;
+                }
+            }
+        }
+        Some(removed)
+    }
+
+    fn live(&self) -> usize {
+        let s = self.slots.read();
+        s.slots.len() - s.dead
+    }
+
+    fn wants_rebuild(&self, params: &HnswParams) -> bool {
+        let s = self.slots.read();
+        s.pending.is_none()
+            && s.dead >= params.rebuild_min_dead
+            && s.dead as f64 >= params.rebuild_dead_fraction * s.slots.len() as f64
+    }
+}
+
+/// hnsw_rs graphs, one per tenant: a tenant's search never walks another tenant's nodes.
+pub struct HnswIndex {
+    params: HnswParams,
+    capacity_hint: usize,
+    tenants: RwLock<HashMap<String, Arc<Graph>>>,
+}
+
+impl HnswIndex {
+    pub fn new(params: HnswParams, capacity_hint: usize) -> Self {
+        Self {
+            params,
+            capacity_hint,
+            tenants: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn graph(&self, tenant: &str) -> Option<Arc<Graph>> {
+        self.tenants.read().get(tenant).cloned()
+    }
+
+    fn graph_or_new(&self, tenant: &str) -> Arc<Graph> {
+        if let Some(g) = self.graph(tenant) {
+            return g;
+        }
+        self.tenants
+            .write()
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(Graph::new(&self.params, self.capacity_hint)))
+            .clone()
+    }
+
+    /// Synchronous insert (bulk loads and benchmarks).
+    pub fn insert_sync(&self, tenant: &str, entry_id: &str, fingerprint: &str, vector: &[f32]) {
+        let entry: Arc<str> = Arc::from(entry_id);
+        // A rebuild may retire the graph between the lookup and the insert: go again.
+        while !self
+            .graph_or_new(tenant)
+            .insert(entry.clone(), fp64(fingerprint), vector)
+        {}
+    }
+
+    fn remove_sync(&self, tenant: &str, entry_ids: &[String]) {
+        while let Some(g) = self.graph(tenant) {
+            if g.remove(entry_ids).is_some() {
+                break;
+            }
+        }
+    }
+
+    /// Bulk load for one tenant, inserting in parallel (start-up, benchmarks).
+    pub fn load_tenant(&self, tenant: &str, items: Vec<(String, String, Vec<f32>)>) {
+        loop {
+            let graph = self.graph_or_new(tenant);
+            let mut batch: Vec<(&[f32], usize)> = Vec::with_capacity(items.len());
+            {
+                let mut s = graph.slots.write();
+                if s.retired {
+                    continue;
+                }
+                for (entry, fingerprint, vector) in &items {
+                    let entry: Arc<str> = Arc::from(entry.as_str());
+                    if s.by_entry.contains_key(&entry) {
+                        continue;
+                    }
+                    let fp = fp64(fingerprint);
+                    if let Some(p) = s.pending.as_mut() {
+                        p.push((entry.clone(), fp, vector.clone()));
+                    }
+                    let id = s.slots.len();
+                    s.slots.push(Slot {
+                        entry: entry.clone(),
+                        fp,
+                        dead: false,
+                    });
+                    s.by_entry.insert(entry, id);
+                    batch.push((vector.as_slice(), id));
+                }
+            }
+            graph.hnsw.parallel_insert_slice(&batch);
+            return;
+        }
+    }
+
+    /// Synchronous search (benchmarks, evaluation).
+    pub fn search_sync(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+        vector: &[f32],
+        k: usize,
+    ) -> Vec<Candidate> {
+        match self.graph(tenant) {
+            Some(g) => g.search(fp64(fingerprint), vector, k, self.params.ef_search),
+            None => Vec::new(),
+        }
+    }
+
+    /// Tenants whose graphs are due a rebuild.
+    pub fn tenants_to_rebuild(&self) -> Vec<String> {
+        self.tenants
+            .read()
+            .iter()
+            .filter(|(_, g)| g.wants_rebuild(&self.params))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Rebuilds `tenant`'s graph without its tombstones. Runs on a blocking thread while
+    /// searches and inserts go on against the old graph; entries inserted or removed
+    /// meanwhile are carried over before the new graph replaces it.
+    pub fn rebuild(&self, tenant: &str) -> usize {
+        let Some(old) = self.graph(tenant) else {
+            return 0;
+        };
+        let snapshot: Vec<(usize, Arc<str>, u64)> = {
+            let mut s = old.slots.write();
+            if s.pending.is_some() {
+                return 0; // one rebuild at a time
+            }
+            s.pending = Some(Vec::new());
+            s.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| !x.dead)
+                .map(|(i, x)| (i, x.entry.clone(), x.fp))
+                .collect()
+        };
+        // Vectors of the live nodes, read out of the old graph.
+        let mut vectors: HashMap<usize, Vec<f32>> = HashMap::with_capacity(snapshot.len());
+        for point in old.hnsw.get_point_indexation() {
+            vectors.insert(point.get_origin_id(), point.get_v().to_vec());
+        }
+        let fresh = Graph::new(&self.params, snapshot.len().max(self.capacity_hint));
+        let mut batch: Vec<(&[f32], usize)> = Vec::with_capacity(snapshot.len());
+        {
+            let mut s = fresh.slots.write();
+            for (old_id, entry, fp) in &snapshot {
+                let Some(v) = vectors.get(old_id) else {
+                    continue;
+                };
+                let id = s.slots.len();
+                s.slots.push(Slot {
+                    entry: entry.clone(),
+                    fp: *fp,
+                    dead: false,
+                });
+                s.by_entry.insert(entry.clone(), id);
+                batch.push((v.as_slice(), id));
+            }
+        }
+        fresh.hnsw.parallel_insert_slice(&batch);
+        // Swap under the tenants lock so no insert lands in the old graph after this point.
+        let mut tenants = self.tenants.write();
+        let mut s = old.slots.write();
+        s.retired = true;
+        let pending = s.pending.take().unwrap_or_default();
+        for (entry, fp, v) in pending {
+            fresh.insert(entry, fp, &v);
+        }
+        // Removals that happened during the rebuild.
+        let dead: Vec<String> = s
+            .slots
+            .iter()
+            .filter(|x| x.dead)
+            .map(|x| x.entry.to_string())
+            .collect();
+        drop(s);
+        fresh.remove(&dead);
+        let live = fresh.live();
+        tenants.insert(tenant.to_string(), Arc::new(fresh));
+        live
+    }
+
+    pub fn params(&self) -> &HnswParams {
+        &self.params
+    }
+
+    /// Tombstoned nodes over all graphs.
+    pub fn dead(&self) -> usize {
+        self.tenants
+            .read()
+            .values()
+            .map(|g| g.slots.read().dead)
+            .sum()
+    }
+}
+
+#[async_trait::async_trait]
+impl VectorIndex for HnswIndex {
+    fn name(&self) -> &'static str {
+        "hnsw"
+    }
+
+    async fn insert(
+        &self,
+        tenant: &str,
+        entry_id: &str,
+        fingerprint: &str,
+        vector: &[f32],
+    ) -> Result<(), IndexError> {
+        self.insert_sync(tenant, entry_id, fingerprint, vector);
+        Ok(())
+    }
+
+    async fn search(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+        vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<Candidate>, IndexError> {
+        Ok(self.search_sync(tenant, fingerprint, vector, k))
+    }
+
+    async fn remove(&self, tenant: &str, entry_ids: &[String]) -> Result<(), IndexError> {
+        self.remove_sync(tenant, entry_ids);
+        Ok(())
+    }
+
+    async fn remove_tenant(&self, tenant: &str) -> Result<(), IndexError> {
+        self.tenants.write().remove(tenant);
+        Ok(())
+    }
+
+    fn needs_load(&self) -> bool {
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.tenants.read().values().map(|g| g.live()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(seed: u64, dim: usize) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut v: Vec<f32> = (0..dim)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|a| *a /= n);
+        v
+    }
+
+    #[test]
+    fn tenants_and_fingerprints_are_isolated() {
+        let idx = HnswIndex::new(HnswParams::default(), 100);
+        let v = unit(1, 32);
+        idx.insert_sync("a", "e1", "fp", &v);
+        idx.insert_sync("a", "e2", "other-fp", &v);
+        assert_eq!(idx.search_sync("a", "fp", &v, 5).len(), 1);
+        assert_eq!(idx.search_sync("a", "fp", &v, 5)[0].entry_id, "e1");
+        assert!((idx.search_sync("a", "fp", &v, 5)[0].similarity - 1.0).abs() < 1e-5);
+        assert!(idx.search_sync("b", "fp", &v, 5).is_empty());
+    }
+
+    #[test]
+    fn tombstones_hide_entries_and_rebuild_drops_them() {
+        let params = HnswParams {
+            rebuild_min_dead: 10,
+            ..HnswParams::default()
+        };
+        let idx = HnswIndex::new(params, 100);
+        let items: Vec<_> = (0..200)
+            .map(|i| (format!("e{i}"), "fp".to_string(), unit(i, 32)))
+            .collect();
+        idx.load_tenant("t", items.clone());
+        assert_eq!(idx.len(), 200);
+        let removed: Vec<String> = (0..100).map(|i| format!("e{i}")).collect();
+        futures::executor::block_on(idx.remove("t", &removed)).unwrap();
+        assert_eq!(idx.len(), 100);
+        assert!(
+            idx.search_sync("t", "fp", &unit(5, 32), 3)
+                .iter()
+                .all(|c| c.entry_id != "e5")
+        );
+        assert_eq!(idx.tenants_to_rebuild(), vec!["t".to_string()]);
+        assert_eq!(idx.rebuild("t"), 100);
+        assert_eq!(idx.dead(), 0);
+        // Every live entry is still found as its own nearest neighbour.
+        for (id, _, v) in &items[100..] {
+            assert_eq!(&idx.search_sync("t", "fp", v, 1)[0].entry_id, id);
+        }
+        assert!(idx.tenants_to_rebuild().is_empty());
+    }
+
+    #[test]
+    fn inserts_and_removals_during_a_rebuild_are_kept() {
+        let idx = Arc::new(HnswIndex::new(
+            HnswParams {
+                rebuild_min_dead: 1,
+                ..HnswParams::default()
+            },
+            100,
+        ));
+        let items: Vec<_> = (0..2000)
+            .map(|i| (format!("e{i}"), "fp".to_string(), unit(i, 64)))
+            .collect();
+        idx.load_tenant("t", items);
+        futures::executor::block_on(idx.remove("t", &["e0".to_string()])).unwrap();
+        let writer = {
+            let idx = idx.clone();
+            std::thread::spawn(move || {
+                for i in 5000..5200u64 {
+                    idx.insert_sync("t", &format!("e{i}"), "fp", &unit(i, 64));
+                }
+                futures::executor::block_on(idx.remove("t", &["e1".to_string()])).unwrap();
+            })
+        };
+        idx.rebuild("t");
+        writer.join().unwrap();
+        // Whatever the interleaving: e1 is gone, all 200 new entries are searchable.
+        assert!(
+            idx.search_sync("t", "fp", &unit(1, 64), 1)
+                .iter()
+                .all(|c| c.entry_id != "e1")
+        );
+        for i in 5000..5200u64 {
+            assert_eq!(
+                idx.search_sync("t", "fp", &unit(i, 64), 1)[0].entry_id,
+                format!("e{i}")
+            );
+        }
+        assert_eq!(idx.len(), 2000 - 2 + 200);
+    }
+}

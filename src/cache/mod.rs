@@ -1,0 +1,855 @@
+//! The response cache: an exact cache keyed by the canonical request, then a semantic cache
+//! (the last user message embedded, searched in a per-tenant HNSW graph or in Qdrant) whose
+//! candidates must pass the similarity threshold, have the same parameter fingerprint, and
+//! survive the verification stage (`verify`). Entries live in the store (the source of
+//! truth, checksummed); the vector index is rebuilt from it at start.
+
+pub mod eval;
+pub mod index;
+pub mod key;
+pub mod qdrant;
+pub mod verify;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::types::Usage;
+pub use index::{Candidate, HnswIndex, HnswParams, VectorIndex};
+pub use key::{CacheKeys, NotCacheable, cache_keys};
+pub use verify::Check;
+
+/// Request header: `on` (default), `off`, `no-read`, `no-write`, `refresh`.
+pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache");
+/// Request header: seconds the stored answer lives.
+pub const TTL_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache-ttl");
+/// Request header: the similarity a semantic hit needs, 0..=1.
+pub const THRESHOLD_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache-threshold");
+/// Request header: comma-separated tags for the stored answer (invalidation by tag).
+pub const TAGS_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache-tags");
+/// Response headers.
+pub const KIND_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache-kind");
+pub const SIMILARITY_HEADER: HeaderName =
+    HeaderName::from_static("x-quartermaster-cache-similarity");
+pub const ENTRY_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache-entry");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexBackend {
+    #[default]
+    Hnsw,
+    Qdrant,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Look up by meaning as well as exactly (needs the local embedder).
+    pub semantic: bool,
+    /// Cosine similarity a semantic candidate needs (from `quartermaster eval cache`).
+    pub threshold: f32,
+    /// Run the verification stage on semantic candidates.
+    pub verify: bool,
+    /// Nearest candidates considered per lookup.
+    pub candidates: usize,
+    pub default_ttl_secs: u64,
+    /// Upper bound for `x-quartermaster-cache-ttl`.
+    pub max_ttl_secs: u64,
+    /// Least recently used entries beyond this are evicted, per tenant.
+    pub max_entries_per_tenant: u64,
+    /// How often expired and surplus entries are removed and graphs rebuilt.
+    pub sweep_interval_secs: u64,
+    /// Characters per content chunk when a hit is replayed as a stream.
+    pub replay_chunk_chars: usize,
+    pub backend: IndexBackend,
+    pub hnsw: HnswConfig,
+    pub qdrant: qdrant::QdrantConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            semantic: true,
+            threshold: DEFAULT_THRESHOLD,
+            verify: true,
+            candidates: 5,
+            default_ttl_secs: 24 * 3600,
+            max_ttl_secs: 30 * 24 * 3600,
+            max_entries_per_tenant: 100_000,
+            sweep_interval_secs: 30,
+            replay_chunk_chars: 24,
+            backend: IndexBackend::Hnsw,
+            hnsw: HnswConfig::default(),
+            qdrant: qdrant::QdrantConfig::default(),
+        }
+    }
+}
+
+/// The default threshold, chosen on the development pairs (see README: "Semantic cache").
+pub const DEFAULT_THRESHOLD: f32 = 0.92;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HnswConfig {
+    pub m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    pub rebuild_dead_fraction: f64,
+}
+
+impl Default for HnswConfig {
+    fn default() -> Self {
+        let p = HnswParams::default();
+        Self {
+            m: p.m,
+            ef_construction: p.ef_construction,
+            ef_search: p.ef_search,
+            rebuild_dead_fraction: p.rebuild_dead_fraction,
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err("cache.threshold must be between 0 and 1".into());
+        }
+        if self.candidates == 0 || self.candidates > 100 {
+            return Err("cache.candidates must be between 1 and 100".into());
+        }
+        if self.default_ttl_secs == 0 || self.default_ttl_secs > self.max_ttl_secs {
+            return Err("cache.default_ttl_secs must be between 1 and max_ttl_secs".into());
+        }
+        if self.max_entries_per_tenant == 0 || self.sweep_interval_secs == 0 {
+            return Err("cache.max_entries_per_tenant and sweep_interval_secs must be > 0".into());
+        }
+        if self.replay_chunk_chars == 0 {
+            return Err("cache.replay_chunk_chars must be > 0".into());
+        }
+        if self.hnsw.m < 2 || self.hnsw.m > 255 || self.hnsw.ef_search == 0 {
+            return Err("cache.hnsw.m must be 2..=255 and ef_search > 0".into());
+        }
+        if self.backend == IndexBackend::Qdrant && self.qdrant.url.is_empty() {
+            return Err("cache.qdrant.url is required when cache.backend = \"qdrant\"".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the client asked of the cache for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Controls {
+    pub read: bool,
+    pub write: bool,
+    pub ttl_secs: u64,
+    pub threshold: f32,
+    pub tags: Vec<String>,
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
+            ApiError::invalid(
+                format!("header {name} is not valid text"),
+                Some(name.to_string()),
+            )
+        }),
+    }
+}
+
+impl Controls {
+    /// Reads the request headers; a malformed value is a 400, never silently ignored.
+    pub fn from_headers(headers: &HeaderMap, config: &CacheConfig) -> Result<Self, ApiError> {
+        let bad = |name: &HeaderName, why: &str| {
+            ApiError::invalid(format!("header {name}: {why}"), Some(name.to_string()))
+        };
+        let (read, write) = match header_str(headers, &CACHE_HEADER)?
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("on") | Some("") => (true, true),
+            Some("off") => (false, false),
+            Some("no-read") => (false, true),
+            Some("no-write") => (true, false),
+            Some("refresh") => (false, true),
+            Some(_) => {
+                return Err(bad(
+                    &CACHE_HEADER,
+                    "must be one of on, off, no-read, no-write, refresh",
+                ));
+            }
+        };
+        let ttl_secs = match header_str(headers, &TTL_HEADER)? {
+            None => config.default_ttl_secs,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n >= 1 && n <= config.max_ttl_secs => n,
+                _ => {
+                    return Err(bad(
+                        &TTL_HEADER,
+                        &format!(
+                            "must be whole seconds between 1 and {}",
+                            config.max_ttl_secs
+                        ),
+                    ));
+                }
+            },
+        };
+        let threshold = match header_str(headers, &THRESHOLD_HEADER)? {
+            None => config.threshold,
+            Some(v) => match v.parse::<f32>() {
+                Ok(t) if (0.0..=1.0).contains(&t) => t,
+                _ => return Err(bad(&THRESHOLD_HEADER, "must be a number between 0 and 1")),
+            },
+        };
+        let tags = match header_str(headers, &TAGS_HEADER)? {
+            None => Vec::new(),
+            Some(v) => parse_tags(v).map_err(|why| bad(&TAGS_HEADER, &why))?,
+        };
+        Ok(Self {
+            read,
+            write,
+            ttl_secs,
+            threshold,
+            tags,
+        })
+    }
+}
+
+/// Tags: comma-separated, each 1..=128 characters, at most 32.
+pub fn parse_tags(v: &str) -> Result<Vec<String>, String> {
+    let mut tags: Vec<String> = Vec::new();
+    for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if t.len() > 128 {
+            return Err("a tag is longer than 128 characters".into());
+        }
+        if !tags.iter().any(|x| x == t) {
+            tags.push(t.to_string());
+        }
+    }
+    if tags.len() > 32 {
+        return Err("at most 32 tags".into());
+    }
+    Ok(tags)
+}
+
+/// A stored answer: one assistant message with plain text content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredAnswer {
+    pub model: String,
+    pub content: String,
+    pub finish_reason: String,
+    pub usage: Usage,
+    /// The message's other fields as the upstream sent them (`refusal`, `annotations`...).
+    #[serde(default)]
+    pub message_extra: serde_json::Map<String, Value>,
+}
+
+impl StoredAnswer {
+    /// Only complete answers are stored: `stop` or `length`, text content, no tool calls.
+    pub fn cacheable(finish_reason: Option<&str>, message: &Value) -> bool {
+        let complete = matches!(finish_reason, Some("stop") | Some("length"));
+        let text = message.get("content").is_some_and(Value::is_string);
+        let tools = ["tool_calls", "function_call", "audio"]
+            .iter()
+            .any(|k| message.get(*k).is_some_and(|v| !v.is_null()));
+        complete && text && !tools
+    }
+
+    pub fn message(&self) -> Value {
+        let mut m = self.message_extra.clone();
+        m.insert("role".into(), Value::String("assistant".into()));
+        m.insert("content".into(), Value::String(self.content.clone()));
+        Value::Object(m)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitKind {
+    Exact,
+    Semantic,
+}
+
+impl HitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HitKind::Exact => "exact",
+            HitKind::Semantic => "semantic",
+        }
+    }
+}
+
+/// A cache hit, ready to be served.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub entry_id: String,
+    pub kind: HitKind,
+    pub similarity: f32,
+    pub answer: StoredAnswer,
+    /// What the answer cost when it was generated: saved by serving it again.
+    pub cost_usd: f64,
+}
+
+impl Hit {
+    pub fn set_headers(&self, headers: &mut HeaderMap) {
+        headers.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
+        headers.insert(KIND_HEADER, HeaderValue::from_static(self.kind.as_str()));
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.4}", self.similarity)) {
+            headers.insert(SIMILARITY_HEADER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.entry_id) {
+            headers.insert(ENTRY_HEADER, v);
+        }
+    }
+}
+
+/// An entry's metadata (`GET /v1/cache/entries/{id}`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryInfo {
+    pub id: String,
+    pub object: &'static str,
+    pub model: String,
+    pub query: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub hits: i64,
+    pub tags: Vec<String>,
+}
+
+fn checksum(response: &str) -> String {
+    hex::encode(Sha256::digest(response.as_bytes()))
+}
+
+fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn bytes_vector(b: &[u8]) -> Option<Vec<f32>> {
+    if b.len() % 4 != 0 {
+        return None;
+    }
+    Some(
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
+/// A new answer for the cache.
+pub struct NewEntry {
+    pub tenant: String,
+    pub keys: CacheKeys,
+    pub vector: Option<Vec<f32>>,
+    pub answer: StoredAnswer,
+    pub cost_usd: f64,
+    pub ttl_secs: u64,
+    pub tags: Vec<String>,
+}
+
+/// The cache: the store's rows plus a vector index over their queries.
+pub struct Cache {
+    pub config: CacheConfig,
+    store: Store,
+    index: Arc<dyn VectorIndex>,
+    /// Set when the backend is the in-process HNSW (rebuilds, stats).
+    hnsw: Option<Arc<HnswIndex>>,
+    /// The in-process index has been refilled from the store.
+    loaded: AtomicBool,
+    checks: Vec<Check>,
+}
+
+type EntryRow = (String, String, String, String, f64, i64);
+
+impl Cache {
+    pub async fn new(config: CacheConfig, store: Store) -> anyhow::Result<Self> {
+        let (index, hnsw): (Arc<dyn VectorIndex>, Option<Arc<HnswIndex>>) = match config.backend {
+            IndexBackend::Hnsw => {
+                let h = &config.hnsw;
+                let params = HnswParams {
+                    m: h.m,
+                    ef_construction: h.ef_construction,
+                    ef_search: h.ef_search,
+                    rebuild_dead_fraction: h.rebuild_dead_fraction,
+                    ..HnswParams::default()
+                };
+                let idx = Arc::new(HnswIndex::new(params, 4096));
+                (idx.clone(), Some(idx))
+            }
+            IndexBackend::Qdrant => (
+                Arc::new(qdrant::QdrantIndex::connect(&config.qdrant).await?),
+                None,
+            ),
+        };
+        let checks = if config.verify {
+            Check::ALL.to_vec()
+        } else {
+            Vec::new()
+        };
+        let loaded = AtomicBool::new(!index.needs_load());
+        Ok(Self {
+            config,
+            store,
+            index,
+            hnsw,
+            loaded,
+            checks,
+        })
+    }
+
+    pub fn index_name(&self) -> &'static str {
+        self.index.name()
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Refills the in-process index from the store (at start; lookups meanwhile only
+    /// miss semantically, exact hits work at once). Returns the entries loaded.
+    pub async fn load_index(&self) -> Result<usize, StoreError> {
+        if !self.index.needs_load() {
+            return Ok(0);
+        }
+        let Some(hnsw) = self.hnsw.clone() else {
+            return Ok(0);
+        };
+        let mut after = String::new();
+        let mut total = 0usize;
+        loop {
+            const SQL: &str = "SELECT id, tenant_id, fingerprint, embedding FROM cache_entries \
+                               WHERE id > $1 AND expires_at > $2 AND embedding IS NOT NULL ORDER BY id LIMIT 5000";
+            let rows: Vec<(String, String, String, Vec<u8>)> = on_pool!(&self.store, p => sqlx::query_as(SQL)
+                .bind(&after).bind(now_ms()).fetch_all(p).await)?;
+            let Some(last) = rows.last() else { break };
+            after = last.0.clone();
+            total += rows.len();
+            let mut by_tenant: std::collections::HashMap<String, Vec<(String, String, Vec<f32>)>> =
+                Default::default();
+            for (id, tenant, fp, bytes) in rows {
+                if let Some(v) = bytes_vector(&bytes) {
+                    by_tenant.entry(tenant).or_default().push((id, fp, v));
+                }
+            }
+            let hnsw = hnsw.clone();
+            tokio::task::spawn_blocking(move || {
+                for (tenant, items) in by_tenant {
+                    hnsw.load_tenant(&tenant, items);
+                }
+            })
+            .await
+            .map_err(|e| StoreError::Conflict(format!("index load: {e}")))?;
+        }
+        self.loaded.store(true, Ordering::Release);
+        metrics::gauge!("qm_cache_index_entries").set(self.index.len() as f64);
+        Ok(total)
+    }
+
+    /// Reads one entry's answer, checking it is whole: a row whose checksum or JSON does not
+    /// hold is deleted and treated as absent.
+    async fn answer_of(
+        &self,
+        tenant: &str,
+        row: EntryRow,
+    ) -> Result<Option<(String, StoredAnswer, f64, String)>, StoreError> {
+        let (id, response, sum, query, cost, _expires) = row;
+        if checksum(&response) == sum {
+            if let Ok(answer) = serde_json::from_str::<StoredAnswer>(&response) {
+                return Ok(Some((id, answer, cost, query)));
+            }
+        }
+        tracing::error!(entry = %id, "cache entry failed its checksum; deleting it");
+        metrics::counter!("qm_cache_corrupt_total").increment(1);
+        self.delete_ids(tenant, &[id]).await?;
+        Ok(None)
+    }
+
+    /// The exact lookup: same tenant, same canonical request.
+    pub async fn lookup_exact(
+        &self,
+        tenant: &str,
+        keys: &CacheKeys,
+    ) -> Result<Option<Hit>, StoreError> {
+        const SQL: &str = "SELECT id, response, checksum, query_text, cost_usd, expires_at FROM cache_entries \
+                           WHERE tenant_id = $1 AND exact_key = $2 AND expires_at > $3";
+        let row: Option<EntryRow> = on_pool!(&self.store, p => sqlx::query_as(SQL)
+            .bind(tenant).bind(&keys.exact).bind(now_ms()).fetch_optional(p).await)?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(self
+            .answer_of(tenant, row)
+            .await?
+            .map(|(entry_id, answer, cost_usd, _)| Hit {
+                entry_id,
+                kind: HitKind::Exact,
+                similarity: 1.0,
+                answer,
+                cost_usd,
+            }))
+    }
+
+    /// The semantic lookup: nearest entries of this tenant with the same fingerprint, above
+    /// the threshold, that pass verification. Best first; the first that holds is the hit.
+    pub async fn lookup_semantic(
+        &self,
+        tenant: &str,
+        keys: &CacheKeys,
+        vector: &[f32],
+        threshold: f32,
+    ) -> Result<Option<Hit>, StoreError> {
+        let candidates = match self
+            .index
+            .search(tenant, &keys.fingerprint, vector, self.config.candidates)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache index search failed; treating as a miss");
+                metrics::counter!("qm_cache_index_errors_total").increment(1);
+                return Ok(None);
+            }
+        };
+        for c in candidates.into_iter().filter(|c| c.similarity >= threshold) {
+            const SQL: &str = "SELECT id, response, checksum, query_text, cost_usd, expires_at FROM cache_entries \
+                               WHERE tenant_id = $1 AND id = $2 AND fingerprint = $3 AND expires_at > $4";
+            let row: Option<EntryRow> = on_pool!(&self.store, p => sqlx::query_as(SQL)
+                .bind(tenant).bind(&c.entry_id).bind(&keys.fingerprint).bind(now_ms()).fetch_optional(p).await)?;
+            let Some(row) = row else { continue };
+            let Some((entry_id, answer, cost_usd, cached_query)) =
+                self.answer_of(tenant, row).await?
+            else {
+                continue;
+            };
+            if let Err(check) = verify::verify(&keys.query, &cached_query, &self.checks) {
+                metrics::counter!("qm_cache_verify_rejections_total", "check" => check.as_str())
+                    .increment(1);
+                tracing::debug!(entry = %entry_id, check = check.as_str(), similarity = c.similarity, "semantic candidate vetoed");
+                continue;
+            }
+            return Ok(Some(Hit {
+                entry_id,
+                kind: HitKind::Semantic,
+                similarity: c.similarity,
+                answer,
+                cost_usd,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Counts a hit on the entry (for LRU eviction), off the request's path.
+    pub fn touch(self: &Arc<Self>, entry_id: String) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let r = on_pool!(&store, p => sqlx::query("UPDATE cache_entries SET hits = hits + 1, last_hit_at = $1 WHERE id = $2")
+                .bind(now_ms()).bind(&entry_id).execute(p).await.map(|_| ()));
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "cache hit count not updated");
+            }
+        });
+    }
+
+    /// Stores an answer, replacing any entry with the same exact key, in one transaction
+    /// (row and tags); then indexes it. Returns the new entry's id.
+    pub async fn insert(&self, entry: NewEntry) -> Result<String, StoreError> {
+        let id = format!("ce_{}", uuid::Uuid::now_v7().simple());
+        let response = serde_json::to_string(&entry.answer).expect("answers serialize");
+        let sum = checksum(&response);
+        let now = now_ms();
+        let expires = now + (entry.ttl_secs as i64) * 1000;
+        let embedding = entry.vector.as_deref().map(vector_bytes);
+        let replaced: Vec<String> = on_pool!(&self.store, p => {
+            let mut tx = p.begin().await?;
+            let replaced: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM cache_entries WHERE tenant_id = $1 AND exact_key = $2 RETURNING id")
+                .bind(&entry.tenant).bind(&entry.keys.exact).fetch_all(&mut *tx).await?;
+            sqlx::query("INSERT INTO cache_entries (id, tenant_id, exact_key, fingerprint, query_text, embedding, model, response, checksum, cost_usd, created_at, expires_at, last_hit_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11)")
+                .bind(&id).bind(&entry.tenant).bind(&entry.keys.exact).bind(&entry.keys.fingerprint)
+                .bind(&entry.keys.query).bind(&embedding).bind(&entry.answer.model).bind(&response)
+                .bind(&sum).bind(entry.cost_usd).bind(now).bind(expires)
+                .execute(&mut *tx).await?;
+            for tag in &entry.tags {
+                sqlx::query("INSERT INTO cache_entry_tags (entry_id, tenant_id, tag) VALUES ($1, $2, $3)")
+                    .bind(&id).bind(&entry.tenant).bind(tag).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(replaced)
+        })?;
+        if !replaced.is_empty() {
+            self.unindex(&entry.tenant, &replaced).await;
+        }
+        if let Some(v) = &entry.vector {
+            if let Err(e) = self
+                .index
+                .insert(&entry.tenant, &id, &entry.keys.fingerprint, v)
+                .await
+            {
+                // The row is stored: exact hits work; it is indexed again at the next load.
+                tracing::warn!(error = %e, "cache entry stored but not indexed");
+                metrics::counter!("qm_cache_index_errors_total").increment(1);
+            }
+        }
+        metrics::counter!("qm_cache_writes_total").increment(1);
+        Ok(id)
+    }
+
+    async fn unindex(&self, tenant: &str, ids: &[String]) {
+        if let Err(e) = self.index.remove(tenant, ids).await {
+            // The rows are gone, so a stale index entry can never be served (every
+            // candidate is read back from the store); it only costs a wasted lookup.
+            tracing::warn!(error = %e, "cache index removal failed");
+        }
+    }
+
+    async fn delete_ids(&self, tenant: &str, ids: &[String]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for id in ids {
+            n += on_pool!(&self.store, p => sqlx::query("DELETE FROM cache_entries WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        }
+        self.unindex(tenant, ids).await;
+        Ok(n)
+    }
+
+    /// Deletes one entry of `tenant`; false if it has no such entry.
+    pub async fn invalidate_entry(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let n = self.delete_ids(tenant, &[id.to_string()]).await?;
+        metrics::counter!("qm_cache_invalidations_total", "by" => "id").increment(n);
+        Ok(n > 0)
+    }
+
+    /// Deletes every entry of `tenant`.
+    pub async fn invalidate_tenant(&self, tenant: &str) -> Result<u64, StoreError> {
+        let n = on_pool!(&self.store, p => sqlx::query("DELETE FROM cache_entries WHERE tenant_id = $1")
+            .bind(tenant).execute(p).await.map(|r| r.rows_affected()))?;
+        if let Err(e) = self.index.remove_tenant(tenant).await {
+            tracing::warn!(error = %e, "cache index tenant removal failed");
+        }
+        metrics::counter!("qm_cache_invalidations_total", "by" => "tenant").increment(n);
+        Ok(n)
+    }
+
+    /// Deletes the entries of `tenant` (every tenant when `None`) carrying any of `tags`.
+    pub async fn invalidate_tags(
+        &self,
+        tenant: Option<&str>,
+        tags: &[String],
+    ) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for tag in tags {
+            let rows: Vec<(String, String)> = match tenant {
+                Some(t) => on_pool!(&self.store, p => sqlx::query_as(
+                    "DELETE FROM cache_entries WHERE id IN (SELECT entry_id FROM cache_entry_tags WHERE tenant_id = $1 AND tag = $2) RETURNING id, tenant_id")
+                    .bind(t).bind(tag).fetch_all(p).await)?,
+                None => on_pool!(&self.store, p => sqlx::query_as(
+                    "DELETE FROM cache_entries WHERE id IN (SELECT entry_id FROM cache_entry_tags WHERE tag = $1) RETURNING id, tenant_id")
+                    .bind(tag).fetch_all(p).await)?,
+            };
+            total += rows.len() as u64;
+            self.unindex_rows(rows).await;
+        }
+        metrics::counter!("qm_cache_invalidations_total", "by" => "tag").increment(total);
+        Ok(total)
+    }
+
+    async fn unindex_rows(&self, rows: Vec<(String, String)>) {
+        let mut by_tenant: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for (id, tenant) in rows {
+            by_tenant.entry(tenant).or_default().push(id);
+        }
+        for (tenant, ids) in by_tenant {
+            self.unindex(&tenant, &ids).await;
+        }
+    }
+
+    pub async fn entry_info(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<EntryInfo>, StoreError> {
+        let row: Option<(String, String, String, i64, i64, i64)> = on_pool!(&self.store, p => sqlx::query_as(
+            "SELECT id, model, query_text, created_at, expires_at, hits FROM cache_entries WHERE tenant_id = $1 AND id = $2 AND expires_at > $3")
+            .bind(tenant).bind(id).bind(now_ms()).fetch_optional(p).await)?;
+        let Some((id, model, query, created_at, expires_at, hits)) = row else {
+            return Ok(None);
+        };
+        let tags: Vec<String> = on_pool!(&self.store, p => sqlx::query_scalar(
+            "SELECT tag FROM cache_entry_tags WHERE entry_id = $1 ORDER BY tag")
+            .bind(&id).fetch_all(p).await)?;
+        Ok(Some(EntryInfo {
+            id,
+            object: "cache.entry",
+            model,
+            query,
+            created_at,
+            expires_at,
+            hits,
+            tags,
+        }))
+    }
+
+    /// Entries per tenant (admin view).
+    pub async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(on_pool!(&self.store, p => sqlx::query_as(
+            "SELECT tenant_id, COUNT(*) FROM cache_entries GROUP BY tenant_id ORDER BY tenant_id")
+            .fetch_all(p).await)?)
+    }
+
+    pub fn index_stats(&self) -> (usize, usize) {
+        let live = self.index.len();
+        let dead = self.hnsw.as_ref().map_or(0, |h| h.dead());
+        (live, dead)
+    }
+
+    /// Removes expired entries and the least recently used beyond each tenant's maximum,
+    /// then rebuilds graphs that hold too many tombstones (on a blocking thread: lookups
+    /// go on against the old graph). Returns entries removed.
+    pub async fn sweep(&self) -> Result<u64, StoreError> {
+        let expired: Vec<(String, String)> = on_pool!(&self.store, p => sqlx::query_as(
+            "DELETE FROM cache_entries WHERE expires_at <= $1 RETURNING id, tenant_id")
+            .bind(now_ms()).fetch_all(p).await)?;
+        let mut removed = expired.len() as u64;
+        metrics::counter!("qm_cache_evictions_total", "why" => "expired").increment(removed);
+        self.unindex_rows(expired).await;
+        let max = self.config.max_entries_per_tenant as i64;
+        let over: Vec<(String, i64)> = on_pool!(&self.store, p => sqlx::query_as(
+            "SELECT tenant_id, COUNT(*) FROM cache_entries GROUP BY tenant_id HAVING COUNT(*) > $1")
+            .bind(max).fetch_all(p).await)?;
+        for (tenant, count) in over {
+            let surplus = count - max;
+            let evicted: Vec<(String, String)> = on_pool!(&self.store, p => sqlx::query_as(
+                "DELETE FROM cache_entries WHERE id IN (SELECT id FROM cache_entries WHERE tenant_id = $1 ORDER BY last_hit_at, id LIMIT $2) RETURNING id, tenant_id")
+                .bind(&tenant).bind(surplus).fetch_all(p).await)?;
+            removed += evicted.len() as u64;
+            metrics::counter!("qm_cache_evictions_total", "why" => "capacity")
+                .increment(evicted.len() as u64);
+            self.unindex_rows(evicted).await;
+        }
+        if let Some(hnsw) = &self.hnsw {
+            for tenant in hnsw.tenants_to_rebuild() {
+                let h = hnsw.clone();
+                let started = std::time::Instant::now();
+                let live = tokio::task::spawn_blocking(move || h.rebuild(&tenant))
+                    .await
+                    .unwrap_or(0);
+                metrics::counter!("qm_cache_rebuilds_total").increment(1);
+                tracing::info!(
+                    live,
+                    ms = started.elapsed().as_millis() as u64,
+                    "cache graph rebuilt without tombstones"
+                );
+            }
+        }
+        metrics::gauge!("qm_cache_index_entries").set(self.index.len() as f64);
+        Ok(removed)
+    }
+
+    /// Runs `load_index` once, then `sweep` every interval until `shutdown`.
+    pub async fn run_upkeep(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        match self.load_index().await {
+            Ok(n) if n > 0 => tracing::info!(entries = n, "cache index loaded from the store"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cache index load failed; semantic lookups will miss")
+            }
+        }
+        let every = Duration::from_secs(self.config.sweep_interval_secs);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.sweep().await {
+                tracing::warn!(error = %e, "cache sweep failed");
+            }
+        }
+    }
+}
+
+/// Splits an answer into stream chunks of about `size` characters, at word boundaries.
+pub fn replay_pieces(content: &str, size: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut last_break = 0;
+    for (i, ch) in content.char_indices() {
+        if ch.is_whitespace() {
+            last_break = i;
+        }
+        if i - start >= size && last_break > start {
+            out.push(&content[start..last_break]);
+            start = last_break;
+        }
+    }
+    if start < content.len() {
+        out.push(&content[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_pieces_cover_the_text_exactly() {
+        let text = "The quick brown fox jumps over the lazy dog. Ünïcødé words too, and a verylongwordwithoutanybreaksatallinside end.";
+        for size in [1, 5, 24, 1000] {
+            let pieces = replay_pieces(text, size);
+            assert_eq!(pieces.concat(), text);
+            if size == 5 {
+                assert!(pieces.len() > 10);
+            }
+        }
+        assert!(replay_pieces("", 10).is_empty());
+    }
+
+    #[test]
+    fn controls_parse_and_reject() {
+        let cfg = CacheConfig::default();
+        let mut h = HeaderMap::new();
+        let c = Controls::from_headers(&h, &cfg).unwrap();
+        assert!(c.read && c.write);
+        assert_eq!(c.ttl_secs, cfg.default_ttl_secs);
+        h.insert(CACHE_HEADER, HeaderValue::from_static("refresh"));
+        h.insert(TTL_HEADER, HeaderValue::from_static("60"));
+        h.insert(THRESHOLD_HEADER, HeaderValue::from_static("0.97"));
+        h.insert(TAGS_HEADER, HeaderValue::from_static("doc:1, doc:2,doc:1"));
+        let c = Controls::from_headers(&h, &cfg).unwrap();
+        assert_eq!((c.read, c.write, c.ttl_secs), (false, true, 60));
+        assert_eq!(c.tags, vec!["doc:1", "doc:2"]);
+        for (name, bad) in [
+            (CACHE_HEADER, "sometimes"),
+            (TTL_HEADER, "0"),
+            (TTL_HEADER, "abc"),
+            (THRESHOLD_HEADER, "1.5"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static(bad));
+            let e = Controls::from_headers(&h, &cfg).unwrap_err();
+            assert_eq!(
+                e.status(),
+                axum::http::StatusCode::BAD_REQUEST,
+                "{name}: {bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_complete_text_answers_are_cacheable() {
+        let text = serde_json::json!({"role": "assistant", "content": "hi"});
+        let tools = serde_json::json!({"role": "assistant", "content": null, "tool_calls": [{}]});
+        assert!(StoredAnswer::cacheable(Some("stop"), &text));
+        assert!(StoredAnswer::cacheable(Some("length"), &text));
+        assert!(!StoredAnswer::cacheable(Some("content_filter"), &text));
+        assert!(!StoredAnswer::cacheable(None, &text));
+        assert!(!StoredAnswer::cacheable(Some("tool_calls"), &tools));
+    }
+}
