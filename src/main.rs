@@ -76,6 +76,9 @@ struct CacheEvalArgs {
         default_value = "0.80,0.85,0.88,0.90,0.92,0.94,0.96,0.98"
     )]
     curve: Vec<f32>,
+    /// Also fit the learned verifier on every pair and print its weights and settings.
+    #[arg(long)]
+    fit: bool,
 }
 
 #[derive(Subcommand)]
@@ -208,8 +211,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn eval_cache(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
-    use quartermaster::cache::eval::{Evaluation, Score, read_pairs};
-    use quartermaster::cache::verify::Check;
+    use quartermaster::cache::eval::{Acceptance, Evaluation, Score, read_pairs, tune_threshold};
+    use quartermaster::cache::verify::{Check, LearnedVerifier};
     let e = &config.embeddings;
     let model = quartermaster::embed::EmbedModel::load(
         &e.model_dir,
@@ -217,26 +220,38 @@ fn eval_cache(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
         e.threads,
         e.max_seq_length,
     )?;
-    let threshold = args.threshold.unwrap_or(config.cache.threshold);
+    let c = &config.cache;
+    let threshold = args.threshold.unwrap_or(c.threshold);
+    let shipped = quartermaster::cache::DEFAULT_VERIFIER;
     let row = |label: &str, s: &Score| {
         println!(
-            "| {label} | {:.3} | {:.1} % | {:.1} % | {:.2} % | {} |",
+            "| {label} | {:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {} |",
             s.threshold,
             s.precision() * 100.0,
             s.recall() * 100.0,
             s.false_hit_rate() * 100.0,
-            s.hits
+            s.hits,
+            s.unjudged
         );
     };
     let header = || {
-        println!("| | threshold | precision | recall | false-hit rate | hits |");
-        println!("| --- | --- | --- | --- | --- | --- |");
+        println!(
+            "| | threshold | precision | recall | false-hit rate | hits | unjudged false hits |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
     };
+    let mut evals = Vec::new();
     for path in &args.pairs {
         let pairs = read_pairs(path).map_err(anyhow::Error::msg)?;
-        let eval =
-            Evaluation::run(&model, &pairs, config.cache.candidates).map_err(anyhow::Error::msg)?;
+        let eval = Evaluation::run(&model, &pairs, c.candidates).map_err(anyhow::Error::msg)?;
         let positives = pairs.iter().filter(|p| p.duplicate).count();
+        evals.push((path.clone(), positives, eval));
+    }
+    let all = |_: usize| true;
+    let tune_half = |i: usize| i % 2 == 0;
+    let test_half = |i: usize| i % 2 == 1;
+    let none: &[Check] = &[];
+    for (path, positives, eval) in &evals {
         println!(
             "\n## {}: {} pairs ({} duplicates), {} cached entries, embedded in {:.1} s",
             path.display(),
@@ -245,13 +260,22 @@ fn eval_cache(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
             eval.entries,
             eval.embed_secs
         );
-        let all = |_: usize| true;
-        let none: &[Check] = &[];
-        println!("\nAt the configured threshold:\n");
+        println!(
+            "\nAt the configured settings (similarity threshold {threshold}, learned verifier p >= {}):\n",
+            c.min_probability
+        );
         header();
         row("similarity only", &eval.score(threshold, none, all));
-        row("+ verification", &eval.score(threshold, &Check::ALL, all));
-        println!("\nWhat each check gains (verification without it):\n");
+        row("+ rule checks", &eval.score(threshold, &Check::ALL, all));
+        row(
+            "+ rule checks + learned verifier",
+            &eval.score_with(
+                threshold,
+                Acceptance::Learned(&shipped, c.min_probability),
+                all,
+            ),
+        );
+        println!("\nWhat each rule check gains (rule checks without it):\n");
         println!("| without | precision | recall | false-hit rate |");
         println!("| --- | --- | --- | --- |");
         for skip in Check::ALL {
@@ -265,24 +289,78 @@ fn eval_cache(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
                 s.false_hit_rate() * 100.0
             );
         }
-        println!("\nPrecision/recall curve:\n");
+        println!("\nPrecision/recall curve over the similarity threshold:\n");
         header();
         for &t in &args.curve {
             row("similarity only", &eval.score(t, none, all));
-            row("+ verification", &eval.score(t, &Check::ALL, all));
+            row("+ rule checks", &eval.score(t, &Check::ALL, all));
+            row(
+                "+ rule checks + learned verifier",
+                &eval.score_with(t, Acceptance::Learned(&shipped, c.min_probability), all),
+            );
         }
-        // Tuned on even-numbered pairs, reported on the odd ones it never saw.
-        let tune = |i: usize| i % 2 == 0;
-        let test = |i: usize| i % 2 == 1;
-        println!(
-            "\nThreshold tuned on half the pairs for a false-hit rate <= {:.1} %, scored on the other half:\n",
-            args.max_false_hit_rate * 100.0
-        );
+    }
+
+    // Unseen data: everything below is tuned (and the verifier fitted) on the even-numbered
+    // pairs of every file together, and scored on the odd-numbered pairs it never saw.
+    let combined = |f: &dyn Fn(&Evaluation) -> Score| {
+        evals
+            .iter()
+            .fold(Score::default(), |acc, (_, _, e)| acc.add(&f(e)))
+    };
+    let max = args.max_false_hit_rate;
+    let t_sim = tune_threshold(max, |t| combined(&|e| e.score(t, none, tune_half)));
+    let t_rules = tune_threshold(max, |t| combined(&|e| e.score(t, &Check::ALL, tune_half)));
+    let fit_on = |select: &dyn Fn(usize) -> bool| {
+        let samples: Vec<_> = evals
+            .iter()
+            .flat_map(|(_, _, e)| e.samples(LEARNED_FLOOR, select))
+            .collect();
+        LearnedVerifier::fit(&samples)
+    };
+    let half_model = fit_on(&tune_half);
+    // The learned verifier's two knobs: the similarity floor and the probability.
+    let best_learned = |v: &LearnedVerifier, select: &dyn Fn(usize) -> bool| {
+        let mut best = (0.0f64, 1.0f32, 1.0f32);
+        for floor in [0.70f32, 0.75, 0.80, 0.85, 0.90] {
+            let p = tune_threshold(max, |q| {
+                combined(&|e| e.score_with(floor, Acceptance::Learned(v, q), select))
+            });
+            let recall =
+                combined(&|e| e.score_with(floor, Acceptance::Learned(v, p), select)).recall();
+            if recall > best.0 {
+                best = (recall, floor, p);
+            }
+        }
+        (best.1, best.2)
+    };
+    let (floor, p) = best_learned(&half_model, &tune_half);
+    println!(
+        "\n## Unseen pairs: tuned for a false-hit rate <= {:.1} % on the even-numbered pairs of all files, scored on the odd-numbered ones\n",
+        max * 100.0
+    );
+    for (path, _, eval) in &evals {
+        println!("\n{}:\n", path.display());
         header();
-        let t0 = eval.tune(args.max_false_hit_rate, none, tune);
-        row("similarity only", &eval.score(t0, none, test));
-        let t1 = eval.tune(args.max_false_hit_rate, &Check::ALL, tune);
-        row("+ verification", &eval.score(t1, &Check::ALL, test));
+        row("similarity only", &eval.score(t_sim, none, test_half));
+        row(
+            "+ rule checks",
+            &eval.score(t_rules, &Check::ALL, test_half),
+        );
+        row(
+            &format!("+ rule checks + learned verifier (p >= {p:.2})"),
+            &eval.score_with(floor, Acceptance::Learned(&half_model, p), test_half),
+        );
+    }
+    if args.fit {
+        let full = fit_on(&all);
+        let (floor, p) = best_learned(&full, &all);
+        println!(
+            "\nFitted on every pair (for src/cache/mod.rs): threshold = {floor}, min_probability = {p:.2}\n{full:?}"
+        );
     }
     Ok(())
 }
+
+/// Candidates below this similarity are never served, whatever the learned verifier says.
+const LEARNED_FLOOR: f32 = 0.70;

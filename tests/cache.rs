@@ -634,3 +634,40 @@ async fn entries_survive_a_restart_and_corrupt_rows_are_never_served() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_learned_verifier_accepts_near_duplicates_and_rejects_loose_matches() {
+    let mut app = TestApp::spawn_with(cache_options(
+        "verifier = \"learned\"\nthreshold = 0.70\n",
+        None,
+    ))
+    .await;
+    send(
+        &app,
+        &ask("mock-ok", "How do I sort a list in Python?", false),
+        &[],
+    )
+    .await;
+    wait_entries(&app, 1).await;
+    let near = send(
+        &app,
+        &ask("mock-ok", "how do I sort a list in Python ?", false),
+        &[],
+    )
+    .await;
+    assert_eq!(header(&near, "x-quartermaster-cache"), "hit");
+    assert_eq!(header(&near, "x-quartermaster-cache-kind"), "semantic");
+    let loose = send(
+        &app,
+        &ask("mock-ok", "How do I sort a dictionary in Python?", false),
+        &[("x-quartermaster-cache", "no-write")],
+    )
+    .await;
+    assert_eq!(header(&loose, "x-quartermaster-cache"), "miss");
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("qm_cache_verify_rejections_total{check=\"learned\"}"),
+        "{metrics}"
+    );
+    app.shutdown().await;
+}

@@ -1,13 +1,14 @@
 //! `quartermaster eval cache --pairs FILE.tsv`: every text1 goes into one cache (a real
-//! HNSW index, the gateway's embedder and verification stage), every text2 is asked, and a
-//! hit counts as correct only when it returns the same pair's text1 and the pair is labeled
-//! a duplicate. Everything else answered from the cache is a false hit.
+//! HNSW index, the gateway's embedder and verification stage), every text2 is asked. A hit
+//! is right when the entry's text is the query's own text or a pair in the file labels the
+//! two duplicates; it is a false hit when a pair labels them different, and also (counted
+//! apart as "unjudged") when no label links them: a cache cannot assume those are right.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use super::index::{HnswIndex, HnswParams};
-use super::verify::{self, Check};
+use super::verify::{self, Check, FEATURES, LearnedVerifier};
 use crate::embed::EmbedModel;
 
 /// One labeled pair.
@@ -59,12 +60,55 @@ pub fn read_pairs(path: &Path) -> Result<Vec<Pair>, String> {
     Ok(out)
 }
 
-/// A query's candidates: (text1 id, similarity, passes verification / the check that vetoed).
+/// Whether serving cached entry `e` for a query is right, as far as the labels tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judgement {
+    /// The same text (after whitespace normalisation), or a pair labeled duplicate.
+    Right,
+    /// A pair labeled not duplicate.
+    Wrong,
+    /// No label links the two: counted as wrong (a cache cannot assume it is right).
+    Unjudged,
+}
+
+/// One candidate entry for a query.
+struct Cand {
+    similarity: f32,
+    verdict: Result<(), Check>,
+    judgement: Judgement,
+    features: [f32; FEATURES],
+}
+
+/// A query's candidates, best first.
 struct Asked {
     pair: usize,
-    own: usize,
     duplicate: bool,
-    candidates: Vec<(usize, f32, Result<(), Check>)>,
+    candidates: Vec<Cand>,
+}
+
+/// How a candidate above the similarity threshold is accepted.
+#[derive(Debug, Clone, Copy)]
+pub enum Acceptance<'a> {
+    /// Similarity alone.
+    Similarity,
+    /// The given rule checks must pass.
+    Rules(&'a [Check]),
+    /// Every rule check must pass and the learned probability reach `min_probability`.
+    Learned(&'a LearnedVerifier, f32),
+}
+
+impl Acceptance<'_> {
+    fn accepts(&self, c: &Cand) -> bool {
+        let rules = |checks: &[Check]| match c.verdict {
+            Ok(()) => true,
+            Err(check) => !checks.contains(&check),
+        };
+        match self {
+            Acceptance::Similarity => true,
+            Acceptance::Rules(checks) => rules(checks),
+            Acceptance::Learned(v, p) => rules(&Check::ALL) && v.probability(&c.features) >= *p,
+        }
+    }
 }
 
 /// Scores at one threshold.
@@ -76,6 +120,10 @@ pub struct Score {
     pub hits: usize,
     pub correct: usize,
     pub false_hits: usize,
+    /// False hits on entries no label links to the query (included in `false_hits`).
+    pub unjudged: usize,
+    /// Duplicate-labeled queries answered with a right entry.
+    pub recalled: usize,
 }
 
 impl Score {
@@ -90,7 +138,7 @@ impl Score {
         if self.positives == 0 {
             0.0
         } else {
-            self.correct as f64 / self.positives as f64
+            self.recalled as f64 / self.positives as f64
         }
     }
     /// False hits per query asked.
@@ -133,25 +181,42 @@ impl Evaluation {
             .map(|(i, e)| (i.to_string(), "fp".to_string(), e.vector))
             .collect();
         index.load_tenant("eval", items);
+        // Every label in the file, both ways round, on normalised text.
+        let norm = super::key::normalise;
+        let mut labels: HashMap<(String, String), bool> = HashMap::new();
+        for p in pairs {
+            let (a, b) = (norm(&p.text1), norm(&p.text2));
+            labels.insert((a.clone(), b.clone()), p.duplicate);
+            labels.insert((b, a), p.duplicate);
+        }
         let mut asked = Vec::with_capacity(pairs.len());
         for (i, (p, e)) in pairs.iter().zip(e2).enumerate() {
+            let query = norm(&p.text2);
             let candidates = index
                 .search_sync("eval", "fp", &e.vector, k)
                 .into_iter()
                 .map(|c| {
                     let id: usize = c.entry_id.parse().expect("numeric ids");
-                    let cached = super::key::normalise(texts1[id]);
-                    let query = super::key::normalise(&p.text2);
-                    (
-                        id,
-                        c.similarity,
-                        verify::verify(&query, &cached, &Check::ALL),
-                    )
+                    let cached = norm(texts1[id]);
+                    let judgement = if cached == query {
+                        Judgement::Right
+                    } else {
+                        match labels.get(&(query.clone(), cached.clone())) {
+                            Some(true) => Judgement::Right,
+                            Some(false) => Judgement::Wrong,
+                            None => Judgement::Unjudged,
+                        }
+                    };
+                    Cand {
+                        similarity: c.similarity,
+                        verdict: verify::verify(&query, &cached, &Check::ALL),
+                        judgement,
+                        features: verify::features(&query, &cached, c.similarity),
+                    }
                 })
                 .collect();
             asked.push(Asked {
                 pair: i,
-                own: ids[p.text1.as_str()],
                 duplicate: p.duplicate,
                 candidates,
             });
@@ -166,6 +231,32 @@ impl Evaluation {
 
     /// Scores at `threshold` over the pairs `select` keeps, with the given checks.
     pub fn score(&self, threshold: f32, checks: &[Check], select: impl Fn(usize) -> bool) -> Score {
+        self.score_with(threshold, Acceptance::Rules(checks), select)
+    }
+
+    /// Training samples for the learned verifier: every candidate at or above `floor` of
+    /// the selected queries, labeled right or not.
+    pub fn samples(
+        &self,
+        floor: f32,
+        select: impl Fn(usize) -> bool,
+    ) -> Vec<([f32; FEATURES], bool)> {
+        self.asked
+            .iter()
+            .filter(|a| select(a.pair))
+            .flat_map(|a| a.candidates.iter())
+            .filter(|c| c.similarity >= floor)
+            .map(|c| (c.features, c.judgement == Judgement::Right))
+            .collect()
+    }
+
+    /// Scores at `threshold` with any acceptance rule.
+    pub fn score_with(
+        &self,
+        threshold: f32,
+        accept: Acceptance<'_>,
+        select: impl Fn(usize) -> bool,
+    ) -> Score {
         let mut s = Score {
             threshold,
             ..Score::default()
@@ -175,19 +266,24 @@ impl Evaluation {
             if a.duplicate {
                 s.positives += 1;
             }
-            let hit = a.candidates.iter().find(|(_, sim, verdict)| {
-                *sim >= threshold
-                    && match verdict {
-                        Ok(()) => true,
-                        Err(c) => !checks.contains(c),
-                    }
-            });
-            if let Some((id, _, _)) = hit {
+            let hit = a
+                .candidates
+                .iter()
+                .find(|c| c.similarity >= threshold && accept.accepts(c));
+            if let Some(Cand { judgement, .. }) = hit {
                 s.hits += 1;
-                if *id == a.own && a.duplicate {
-                    s.correct += 1;
-                } else {
-                    s.false_hits += 1;
+                match judgement {
+                    Judgement::Right => {
+                        s.correct += 1;
+                        if a.duplicate {
+                            s.recalled += 1;
+                        }
+                    }
+                    Judgement::Wrong => s.false_hits += 1,
+                    Judgement::Unjudged => {
+                        s.false_hits += 1;
+                        s.unjudged += 1;
+                    }
                 }
             }
         }
@@ -202,15 +298,35 @@ impl Evaluation {
         checks: &[Check],
         select: impl Fn(usize) -> bool + Copy,
     ) -> f32 {
-        let mut best = 1.0f32;
-        let mut t = 1.0f32;
-        while t >= 0.5 {
-            if self.score(t, checks, select).false_hit_rate() > max_fhr {
-                break;
-            }
-            best = t;
-            t -= 0.005;
-        }
-        (best * 1000.0).round() / 1000.0
+        tune_threshold(max_fhr, |t| self.score(t, checks, select))
     }
+}
+
+impl Score {
+    /// Two scores' counts together (several files).
+    pub fn add(mut self, o: &Score) -> Score {
+        self.queries += o.queries;
+        self.positives += o.positives;
+        self.hits += o.hits;
+        self.correct += o.correct;
+        self.false_hits += o.false_hits;
+        self.unjudged += o.unjudged;
+        self.recalled += o.recalled;
+        self
+    }
+}
+
+/// The lowest threshold in 1.0, 0.995, ... 0.5 such that it and every threshold above it
+/// keep `score(t)`'s false-hit rate at most `max_fhr`.
+pub fn tune_threshold(max_fhr: f64, score: impl Fn(f32) -> Score) -> f32 {
+    let mut best = 1.0f32;
+    let mut t = 1.0f32;
+    while t >= 0.5 {
+        if score(t).false_hit_rate() > max_fhr {
+            break;
+        }
+        best = t;
+        t -= 0.005;
+    }
+    (best * 1000.0).round() / 1000.0
 }

@@ -56,8 +56,11 @@ pub struct CacheConfig {
     pub semantic: bool,
     /// Cosine similarity a semantic candidate needs (from `quartermaster eval cache`).
     pub threshold: f32,
-    /// Run the verification stage on semantic candidates.
-    pub verify: bool,
+    /// The verification stage for semantic candidates: `learned` (rule checks, then the
+    /// learned verifier's probability), `rules` (rule checks only) or `none`.
+    pub verifier: VerifierMode,
+    /// The learned verifier's acceptance probability.
+    pub min_probability: f32,
     /// Nearest candidates considered per lookup.
     pub candidates: usize,
     pub default_ttl_secs: u64,
@@ -80,7 +83,8 @@ impl Default for CacheConfig {
             enabled: true,
             semantic: true,
             threshold: DEFAULT_THRESHOLD,
-            verify: true,
+            verifier: VerifierMode::Rules,
+            min_probability: DEFAULT_MIN_PROBABILITY,
             candidates: 5,
             default_ttl_secs: 24 * 3600,
             max_ttl_secs: 30 * 24 * 3600,
@@ -94,8 +98,40 @@ impl Default for CacheConfig {
     }
 }
 
-/// The default threshold, chosen on the development pairs (see README: "Semantic cache").
-pub const DEFAULT_THRESHOLD: f32 = 0.92;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifierMode {
+    Learned,
+    #[default]
+    Rules,
+    None,
+}
+
+/// The defaults, chosen on the development pairs by `quartermaster eval cache --fit` (see
+/// README: "Semantic cache").
+/// With the rule checks (the default verifier): the lowest similarity keeping the false-hit
+/// rate at most 1 % on the tuning half of the development pairs.
+pub const DEFAULT_THRESHOLD: f32 = 0.965;
+/// With `verifier = "learned"`, use `threshold = 0.70` and this probability.
+pub const DEFAULT_MIN_PROBABILITY: f32 = 0.71;
+/// Learned verifier weights, fitted by `quartermaster eval cache --fit` on the development
+/// pairs (order: see `verify::features`).
+pub const DEFAULT_VERIFIER: verify::LearnedVerifier = verify::LearnedVerifier {
+    weights: [
+        6.547_084,
+        3.461_952,
+        -0.057_357_74,
+        -0.076_338_96,
+        -0.495_568_7,
+        -0.287_422_5,
+        -0.059_873_436,
+        -1.211_162,
+        -0.541_645_6,
+        0.050_568_29,
+        -0.254_710_35,
+    ],
+    bias: -8.115_519,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -120,6 +156,9 @@ impl Default for HnswConfig {
 
 impl CacheConfig {
     pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.min_probability) {
+            return Err("cache.min_probability must be between 0 and 1".into());
+        }
         if !(0.0..=1.0).contains(&self.threshold) {
             return Err("cache.threshold must be between 0 and 1".into());
         }
@@ -365,6 +404,7 @@ pub struct Cache {
     /// The in-process index has been refilled from the store.
     loaded: AtomicBool,
     checks: Vec<Check>,
+    learned: Option<verify::LearnedVerifier>,
 }
 
 type EntryRow = (String, String, String, String, f64, i64);
@@ -389,11 +429,11 @@ impl Cache {
                 None,
             ),
         };
-        let checks = if config.verify {
-            Check::ALL.to_vec()
-        } else {
-            Vec::new()
+        let checks = match config.verifier {
+            VerifierMode::None => Vec::new(),
+            VerifierMode::Rules | VerifierMode::Learned => Check::ALL.to_vec(),
         };
+        let learned = (config.verifier == VerifierMode::Learned).then_some(DEFAULT_VERIFIER);
         let loaded = AtomicBool::new(!index.needs_load());
         Ok(Self {
             config,
@@ -402,6 +442,7 @@ impl Cache {
             hnsw,
             loaded,
             checks,
+            learned,
         })
     }
 
@@ -532,6 +573,15 @@ impl Cache {
                     .increment(1);
                 tracing::debug!(entry = %entry_id, check = check.as_str(), similarity = c.similarity, "semantic candidate vetoed");
                 continue;
+            }
+            if let Some(v) = &self.learned {
+                let p = v.probability(&verify::features(&keys.query, &cached_query, c.similarity));
+                if p < self.config.min_probability {
+                    metrics::counter!("qm_cache_verify_rejections_total", "check" => "learned")
+                        .increment(1);
+                    tracing::debug!(entry = %entry_id, p, similarity = c.similarity, "semantic candidate vetoed by the learned verifier");
+                    continue;
+                }
             }
             return Ok(Some(Hit {
                 entry_id,
