@@ -9,20 +9,22 @@
 //!    of a full SSE replay, for exact hits and for semantic hits (which embed the query).
 //!
 //! `cargo bench --bench cache` (env: QM_BENCH_HNSW_SIZES=100000[,1000000],
-//! QM_BENCH_QUERIES=1000, QM_BENCH_HITS=300).
+//! QM_BENCH_QUERIES=1000, QM_BENCH_HITS=300, QM_BENCH_EF_CONSTRUCTION=200).
 
 mod common;
 
 use std::convert::Infallible;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::routing::post;
+use quartermaster::cache::index::dot;
 use quartermaster::cache::{HnswIndex, HnswParams};
 use rayon::prelude::*;
 use serde_json::{Value, json};
+
+use common::{Gateway, pct, rss_kib, start_gateway};
 
 const DIM: usize = 384;
 
@@ -96,22 +98,15 @@ fn dataset(n: usize, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
-        })
-        .unwrap_or(0)
+fn params() -> HnswParams {
+    HnswParams {
+        ef_construction: env_usize(
+            "QM_BENCH_EF_CONSTRUCTION",
+            HnswParams::default().ef_construction,
+        ),
+        ..HnswParams::default()
+    }
 }
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-use quartermaster::cache::index::dot;
 
 fn bench_index(n: usize, queries: usize) {
     let me = std::process::id();
@@ -123,7 +118,7 @@ fn bench_index(n: usize, queries: usize) {
         .collect();
     // Everything the index copies in is counted; the input (already resident) is not.
     let before = rss_kib(me);
-    let index = HnswIndex::new(HnswParams::default(), n);
+    let index = HnswIndex::new(params(), n);
     let t = Instant::now();
     index.load_tenant("bench", items);
     let build = t.elapsed().as_secs_f64();
@@ -208,71 +203,6 @@ async fn mock(body: Bytes) -> axum::response::Response {
         .unwrap()
 }
 
-struct Gateway {
-    child: Child,
-    url: String,
-    key: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_gateway(mock_url: &str) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let config = dir.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nport = 0\n[log]\nlevel = \"warn,quartermaster::server=info\"\nformat = \"json\"\n\
-             [database]\nurl = \"{db}\"\n[rate_limit]\nenabled = false\n\
-             [providers.mock]\nkind = \"openai\"\nbase_url = \"{mock_url}\"\n[models.m]\nprovider = \"mock\"\n"
-        ),
-    )
-    .unwrap();
-    let bin = env!("CARGO_BIN_EXE_quartermaster");
-    let out = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["keys", "create", "--tenant", "bench"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("gateway output").unwrap();
-        if line.contains("quartermaster listening") {
-            let v: Value = serde_json::from_str(&line).unwrap();
-            break format!("http://{}", v["addr"].as_str().unwrap());
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Gateway {
-        child,
-        url,
-        key,
-        _dir: dir,
-    }
-}
-
 async fn timed_stream(
     client: &reqwest::Client,
     gw: &Gateway,
@@ -310,7 +240,7 @@ async fn bench_hits(n: usize) {
         .await
         .unwrap()
     });
-    let gw = start_gateway(&mock_url);
+    let gw = start_gateway(&mock_url, "");
     let client = reqwest::Client::new();
     let question = "What is the capital of France?";
     let (_, status) = timed_stream(&client, &gw, question, &[]).await;
@@ -382,9 +312,9 @@ async fn main() {
     let queries = env_usize("QM_BENCH_QUERIES", 1000);
     println!(
         "HNSW (m = {}, ef_construction = {}, ef_search = {}), {DIM} dimensions, {queries} paraphrase-like queries, top-1:\n",
-        HnswParams::default().m,
-        HnswParams::default().ef_construction,
-        HnswParams::default().ef_search
+        params().m,
+        params().ef_construction,
+        params().ef_search
     );
     println!(
         "| entries | HNSW p50 | HNSW p99 | exact scan p50 | speed-up | recall@1 vs exact | build | memory per entry |"

@@ -13,7 +13,6 @@
 mod common;
 
 use std::convert::Infallible;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,8 @@ use axum::body::{Body, Bytes};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use serde_json::{Value, json};
+
+use common::{Gateway, pct, rss_kib, start_gateway};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -51,91 +52,6 @@ async fn mock(body: Bytes) -> axum::response::Response {
             "usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}))
         .into_response()
     }
-}
-
-struct Gateway {
-    child: Child,
-    url: String,
-    key: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_gateway(mock_url: &str) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let config = dir.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nport = 0\n[log]\nlevel = \"warn,quartermaster::server=info\"\nformat = \"json\"\n\
-             [database]\nurl = \"{db}\"\n[rate_limit]\nenabled = false\n[cache]\nenabled = false\n\
-             [providers.mock]\nkind = \"openai\"\nbase_url = \"{mock_url}\"\n[models.m]\nprovider = \"mock\"\n"
-        ),
-    )
-    .unwrap();
-    let bin = env!("CARGO_BIN_EXE_quartermaster");
-    let out = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["keys", "create", "--tenant", "bench"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("gateway output").unwrap();
-        if line.contains("quartermaster listening") {
-            let v: Value = serde_json::from_str(&line).unwrap();
-            break format!("http://{}", v["addr"].as_str().unwrap());
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Gateway {
-        child,
-        url,
-        key,
-        _dir: dir,
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
-        })
-        .unwrap_or(0)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Open loop: one request every 1/rate seconds for `secs`, each timed to the last byte.
@@ -256,7 +172,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mock_url = format!("http://{}/v1", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, Router::new().route("/v1/chat/completions", post(mock))).await.unwrap() });
-        let gw = start_gateway(&mock_url);
+        let gw = start_gateway(&mock_url, "[cache]\nenabled = false\n");
         let pid = gw.child.id();
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
         let direct = mock_url.trim_end_matches("/v1").to_string();

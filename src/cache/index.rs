@@ -133,6 +133,10 @@ struct Slots {
 pub struct Graph {
     hnsw: Hnsw<'static, f32, UnitCosine>,
     slots: RwLock<Slots>,
+    /// Held (shared) around every insert into `hnsw`, and exclusively while a rebuild reads
+    /// the vectors out. hnsw_rs' point iterator takes its read lock twice; with an insert
+    /// queued for the write lock in between, parking_lot's fair lock would deadlock.
+    insert_gate: RwLock<()>,
 }
 
 impl Graph {
@@ -146,6 +150,7 @@ impl Graph {
                 UnitCosine,
             ),
             slots: RwLock::new(Slots::default()),
+            insert_gate: RwLock::new(()),
         }
     }
 
@@ -174,6 +179,7 @@ impl Graph {
             id
         };
         // The slot exists before the point: a search can never see an id without a slot.
+        let _gate = self.insert_gate.read();
         self.hnsw.insert_slice((vector, id));
         true
     }
@@ -304,6 +310,7 @@ impl HnswIndex {
                     batch.push((vector.as_slice(), id));
                 }
             }
+            let _gate = graph.insert_gate.read();
             graph.hnsw.parallel_insert_slice(&batch);
             return;
         }
@@ -355,8 +362,12 @@ impl HnswIndex {
         };
         // Vectors of the live nodes, read out of the old graph.
         let mut vectors: HashMap<usize, Vec<f32>> = HashMap::with_capacity(snapshot.len());
-        for point in old.hnsw.get_point_indexation() {
-            vectors.insert(point.get_origin_id(), point.get_v().to_vec());
+        {
+            // Inserts wait (searches do not) while the vectors are copied out.
+            let _gate = old.insert_gate.write();
+            for point in old.hnsw.get_point_indexation() {
+                vectors.insert(point.get_origin_id(), point.get_v().to_vec());
+            }
         }
         let fresh = Graph::new(&self.params, snapshot.len().max(self.capacity_hint));
         let mut batch: Vec<(&[f32], usize)> = Vec::with_capacity(snapshot.len());

@@ -110,8 +110,9 @@ pub enum VerifierMode {
 /// The defaults, chosen on the development pairs by `quartermaster eval cache --fit` (see
 /// README: "Semantic cache").
 /// With the rule checks (the default verifier): the lowest similarity keeping the false-hit
-/// rate at most 1 % on the tuning half of the development pairs.
-pub const DEFAULT_THRESHOLD: f32 = 0.965;
+/// rate at most 0.8 % on the tuning half of the development pairs (a margin under the 1 %
+/// goal: tuned for 1 %, the held-out half landed at 1.04-1.32 %).
+pub const DEFAULT_THRESHOLD: f32 = 0.97;
 /// With `verifier = "learned"`, use `threshold = 0.70` and this probability.
 pub const DEFAULT_MIN_PROBABILITY: f32 = 0.71;
 /// Learned verifier weights, fitted by `quartermaster eval cache --fit` on the development
