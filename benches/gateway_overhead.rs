@@ -22,7 +22,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use common::{Gateway, pct, rss_kib, start_gateway};
+use common::{pct, rss_kib, start_gateway};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
