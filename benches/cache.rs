@@ -24,7 +24,7 @@ use quartermaster::cache::{HnswIndex, HnswParams};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use common::{Gateway, pct, rss_kib, start_gateway};
+use common::{Gateway, env_or, pct, rss_kib, start_gateway};
 
 const DIM: usize = 384;
 
@@ -34,13 +34,6 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect()
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// xorshift64*: deterministic, fast, good enough for synthetic data.
@@ -100,7 +93,7 @@ fn dataset(n: usize, seed: u64) -> Vec<Vec<f32>> {
 
 fn params() -> HnswParams {
     HnswParams {
-        ef_construction: env_usize(
+        ef_construction: env_or(
             "QM_BENCH_EF_CONSTRUCTION",
             HnswParams::default().ef_construction,
         ),
@@ -309,7 +302,7 @@ async fn main() {
     quartermaster::install_crypto_provider();
     common::init_threads();
     let sizes = env_list("QM_BENCH_HNSW_SIZES", "100000");
-    let queries = env_usize("QM_BENCH_QUERIES", 1000);
+    let queries = env_or::<usize>("QM_BENCH_QUERIES", 1000);
     println!(
         "HNSW (m = {}, ef_construction = {}, ef_search = {}), {DIM} dimensions, {queries} paraphrase-like queries, top-1:\n",
         params().m,
@@ -323,5 +316,5 @@ async fn main() {
     for n in sizes {
         bench_index(n, queries);
     }
-    bench_hits(env_usize("QM_BENCH_HITS", 300)).await;
+    bench_hits(env_or::<usize>("QM_BENCH_HITS", 300)).await;
 }

@@ -22,14 +22,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use common::{pct, rss_kib, start_gateway};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{env_or, pct, rss_kib, start_gateway};
 
 async fn mock(body: Bytes) -> axum::response::Response {
     let req: Value = serde_json::from_slice(&body).unwrap();
@@ -157,10 +150,10 @@ async fn closed_loop(
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rate = env_u64("QM_BENCH_RATE", 1000);
-    let secs = env_u64("QM_BENCH_SECS", 10);
-    let soak = env_u64("QM_BENCH_SOAK_SECS", 0);
-    let runs = env_u64("QM_BENCH_RUNS", 3).max(1);
+    let rate = env_or::<u64>("QM_BENCH_RATE", 1000);
+    let secs = env_or::<u64>("QM_BENCH_SECS", 10);
+    let soak = env_or::<u64>("QM_BENCH_SOAK_SECS", 0);
+    let runs = env_or::<u64>("QM_BENCH_RUNS", 3).max(1);
     // The mock and the load generator share one runtime with 1 worker: the gateway process
     // gets the rest of this 2-core machine.
     let rt = tokio::runtime::Builder::new_multi_thread()

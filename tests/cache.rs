@@ -285,9 +285,7 @@ async fn tenants_never_see_each_others_entries() {
         .unwrap();
     assert_eq!(r.status(), 404);
     let r = app
-        .http
-        .delete(format!("{}/v1/cache/entries/{entry}", app.url))
-        .bearer_auth(&other_key)
+        .delete_as(&format!("/v1/cache/entries/{entry}"), &other_key)
         .send()
         .await
         .unwrap();
@@ -320,37 +318,43 @@ async fn header_controls() {
     .await;
     assert_eq!(r.status(), 200);
     wait_entries(&app, 1).await;
-    // no-read: goes upstream though an entry exists.
-    let r = send(&app, &body, &[("x-quartermaster-cache", "no-read")]).await;
-    assert_eq!(header(&r, "x-quartermaster-cache"), "bypass");
-    // off: neither.
+    // off: neither read nor written.
     let r = send(&app, &body, &[("x-quartermaster-cache", "off")]).await;
     assert_eq!(header(&r, "x-quartermaster-cache"), "bypass");
     let hit = send(&app, &body, &[]).await;
     assert_eq!(header(&hit, "x-quartermaster-cache"), "hit");
     let first_entry = header(&hit, "x-quartermaster-cache-entry").to_string();
-    let info: Value = app
-        .get(&format!("/v1/cache/entries/{first_entry}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = app
+        .get_json_as(&format!("/v1/cache/entries/{first_entry}"), &app.key)
+        .await;
     assert_eq!(info["tags"], json!(["doc:primes", "faq"]));
     assert_eq!(info["query"], "List three prime numbers.");
-    // refresh: skips the read, replaces the entry.
-    let r = send(&app, &body, &[("x-quartermaster-cache", "refresh")]).await;
-    assert_eq!(header(&r, "x-quartermaster-cache"), "bypass");
+    // no-read and refresh both go upstream though an entry exists, and store the new answer
+    // in its place.
     let store = app.store().await;
-    wait_for(10, "the refreshed entry", || async {
-        let ids: Vec<String> = quartermaster::store::on_pool!(&store, p => sqlx::query_scalar("SELECT id FROM cache_entries").fetch_all(p).await).unwrap();
-        ids.len() == 1 && ids[0] != first_entry
-    })
-    .await;
-    // The refreshed entry has the default TTL; the old one's tags went with it.
+    let mut previous = first_entry;
+    for mode in ["no-read", "refresh"] {
+        let r = send(&app, &body, &[("x-quartermaster-cache", mode)]).await;
+        assert_eq!(header(&r, "x-quartermaster-cache"), "bypass", "{mode}");
+        let ids = || async {
+            let ids: Vec<String> = quartermaster::store::on_pool!(&store, p => sqlx::query_scalar("SELECT id FROM cache_entries").fetch_all(p).await).unwrap();
+            ids
+        };
+        wait_for(10, "the replacing entry", || async {
+            let ids = ids().await;
+            ids.len() == 1 && ids[0] != previous
+        })
+        .await;
+        let replaced = ids().await.remove(0);
+        previous = replaced;
+    }
+    // The replacement has no tags (the old entry's went with it) and is what hits now.
     let hit = send(&app, &body, &[]).await;
-    assert_ne!(header(&hit, "x-quartermaster-cache-entry"), first_entry);
+    assert_eq!(header(&hit, "x-quartermaster-cache-entry"), previous);
+    let info = app
+        .get_json_as(&format!("/v1/cache/entries/{previous}"), &app.key)
+        .await;
+    assert_eq!(info["tags"], json!([]));
     // Malformed controls are errors in the API's shape.
     for (name, value) in [
         ("x-quartermaster-cache", "maybe"),
@@ -449,15 +453,13 @@ async fn invalidation_by_id_tag_tenant_and_admin() {
     assert!(hit(1).await && hit(2).await && hit(3).await && hit(4).await);
 
     // By tag: entries 1 and 2 carry doc:a.
-    let r: Value = app
-        .post("/v1/cache/invalidate")
-        .json(&json!({"tags": ["doc:a"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = app
+        .post_json_as(
+            "/v1/cache/invalidate",
+            &app.key,
+            &json!({"tags": ["doc:a"]}),
+        )
+        .await;
     assert_eq!(r["deleted"], 2);
     assert!(!hit(1).await && !hit(2).await && hit(3).await);
     wait_entries(&app, 4).await; // 1 and 2 were answered again and stored again
@@ -465,18 +467,14 @@ async fn invalidation_by_id_tag_tenant_and_admin() {
     // By id.
     let entry = header(&send(&app, &q(3), &[]).await, "x-quartermaster-cache-entry").to_string();
     let r = app
-        .http
-        .delete(format!("{}/v1/cache/entries/{entry}", app.url))
-        .bearer_auth(&app.key)
+        .delete_as(&format!("/v1/cache/entries/{entry}"), &app.key)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(!hit(3).await);
     let r = app
-        .http
-        .delete(format!("{}/v1/cache/entries/{entry}", app.url))
-        .bearer_auth(&app.key)
+        .delete_as(&format!("/v1/cache/entries/{entry}"), &app.key)
         .send()
         .await
         .unwrap();
@@ -502,28 +500,22 @@ async fn invalidation_by_id_tag_tenant_and_admin() {
         assert_eq!(r.status(), 400, "{bad}");
     }
     // The operator: by tag across tenants, then a whole tenant.
-    let r: Value = app
-        .post_as("/admin/cache/invalidate", admin)
-        .json(&json!({"tags": ["doc:b"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = app
+        .post_json_as(
+            "/admin/cache/invalidate",
+            admin,
+            &json!({"tags": ["doc:b"]}),
+        )
+        .await;
     assert_eq!(r["deleted"], 1);
     assert!(!hit(5).await);
+    wait_entries(&app, 5).await; // 5 was answered again and stored again
     let stats = app.get_json_as("/admin/cache", admin).await;
     assert_eq!(stats["index"], "hnsw");
-    let r: Value = app
-        .post_as("/admin/cache/invalidate", admin)
-        .json(&json!({"tenant": "tenant-a", "all": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = json!({"tenant": "tenant-a", "all": true});
+    let r = app
+        .post_json_as("/admin/cache/invalidate", admin, &all)
+        .await;
     assert_eq!(r["deleted"], 5, "1, 2, 3, 4 and 5 again");
     assert!(!hit(4).await);
     app.shutdown().await;

@@ -132,33 +132,18 @@ pub async fn chat_completions(
     };
     metrics::counter!("qm_route_decisions_total", "tier" => decision.tier.clone().unwrap_or_else(|| "none".into()), "reason" => decision.reason)
         .increment(1);
-    let ledger = Ledger {
-        writer: state.request_log.clone(),
-        record: RequestLogRecord {
-            request_id,
-            tenant_id: Some(principal.tenant.id.clone()),
-            key_id: Some(principal.key_id.clone()),
-            model: routes[0].name.clone(),
-            provider: Some(routes[0].provider.name().to_string()),
-            stream: request.is_stream(),
-            status: "ok",
-            http_status: 200,
-            error_code: None,
-            tokens_in: 0,
-            tokens_out: 0,
-            latency_ms: 0.0,
-            ttft_ms: None,
-            created_at: now_ms(),
-            cost_usd: 0.0,
-            saved_usd: 0.0,
-            route_tier: decision.tier.clone(),
-            route_reason: Some(decision.reason),
-        },
+    let mut ledger = Ledger::open(
+        &state,
+        &principal,
+        &request,
+        request_id,
+        &routes[0].name,
+        routes[0].provider.name(),
         started,
-        done: false,
-        reservation,
-        price: (0.0, 0.0),
-    };
+    );
+    ledger.record.route_tier = decision.tier.clone();
+    ledger.record.route_reason = Some(decision.reason);
+    ledger.reservation = reservation;
     let attempts = Attempts {
         state: state.clone(),
         live: live.clone(),
@@ -349,36 +334,20 @@ fn serve_hit(
     request_id: String,
     started: Instant,
 ) -> Response {
-    let mut ledger = Ledger {
-        writer: state.request_log.clone(),
-        record: RequestLogRecord {
-            request_id,
-            tenant_id: Some(principal.tenant.id.clone()),
-            key_id: Some(principal.key_id.clone()),
-            model: hit.answer.model.clone(),
-            provider: Some("cache".into()),
-            stream: request.is_stream(),
-            status: "cache_hit",
-            http_status: 200,
-            error_code: None,
-            tokens_in: 0,
-            tokens_out: 0,
-            latency_ms: 0.0,
-            ttft_ms: None,
-            created_at: now_ms(),
-            cost_usd: 0.0,
-            saved_usd: hit.cost_usd,
-            route_tier: None,
-            route_reason: Some(match hit.kind {
-                crate::cache::HitKind::Exact => "cache_exact",
-                crate::cache::HitKind::Semantic => "cache_semantic",
-            }),
-        },
+    let mut ledger = Ledger::open(
+        state,
+        principal,
+        request,
+        request_id,
+        &hit.answer.model,
+        "cache",
         started,
-        done: false,
-        reservation: None,
-        price: (0.0, 0.0),
-    };
+    );
+    ledger.record.saved_usd = hit.cost_usd;
+    ledger.record.route_reason = Some(match hit.kind {
+        crate::cache::HitKind::Exact => "cache_exact",
+        crate::cache::HitKind::Semantic => "cache_semantic",
+    });
     let id = new_completion_id();
     let created = unix_now();
     let mut response = if request.is_stream() {
@@ -879,6 +848,46 @@ struct Ledger {
 }
 
 impl Ledger {
+    /// A ledger for a request answered by `model` of `provider` (until `use_route` says
+    /// otherwise): no reservation, no route, nothing spent or saved yet.
+    fn open(
+        state: &AppState,
+        principal: &Principal,
+        request: &ChatCompletionRequest,
+        request_id: String,
+        model: &str,
+        provider: &str,
+        started: Instant,
+    ) -> Self {
+        Ledger {
+            writer: state.request_log.clone(),
+            record: RequestLogRecord {
+                request_id,
+                tenant_id: Some(principal.tenant.id.clone()),
+                key_id: Some(principal.key_id.clone()),
+                model: model.to_string(),
+                provider: Some(provider.to_string()),
+                stream: request.is_stream(),
+                status: "ok",
+                http_status: 200,
+                error_code: None,
+                tokens_in: 0,
+                tokens_out: 0,
+                latency_ms: 0.0,
+                ttft_ms: None,
+                created_at: now_ms(),
+                cost_usd: 0.0,
+                saved_usd: 0.0,
+                route_tier: None,
+                route_reason: None,
+            },
+            started,
+            done: false,
+            reservation: None,
+            price: (0.0, 0.0),
+        }
+    }
+
     fn use_route(&mut self, route: &ModelRoute, price: (f64, f64)) {
         self.record.model = route.name.clone();
         self.record.provider = Some(route.provider.name().to_string());

@@ -289,17 +289,6 @@ impl Evaluation {
         }
         s
     }
-
-    /// The lowest threshold (most recall) such that it and every threshold above it keep
-    /// the false-hit rate at most `max_fhr` on the selected pairs (steps of 0.005).
-    pub fn tune(
-        &self,
-        max_fhr: f64,
-        checks: &[Check],
-        select: impl Fn(usize) -> bool + Copy,
-    ) -> f32 {
-        tune_threshold(max_fhr, |t| self.score(t, checks, select))
-    }
 }
 
 impl Score {

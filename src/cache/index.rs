@@ -51,8 +51,9 @@ pub trait VectorIndex: Send + Sync {
     }
 }
 
-/// HNSW graph parameters.
-#[derive(Debug, Clone, Copy)]
+/// HNSW graph parameters (`[cache.hnsw]`).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct HnswParams {
     /// Links per node (hnsw_rs' `max_nb_connection`).
     pub m: usize,
@@ -128,6 +129,31 @@ struct Slots {
     retired: bool,
 }
 
+impl Slots {
+    /// A slot for `entry` unless it is already live (then `None`); recorded for a running
+    /// rebuild so the new graph gets it too.
+    fn push(&mut self, entry: Arc<str>, fp: u64, vector: &[f32]) -> Option<usize> {
+        if self
+            .by_entry
+            .get(&entry)
+            .is_some_and(|&i| !self.slots[i].dead)
+        {
+            return None;
+        }
+        if let Some(p) = self.pending.as_mut() {
+            p.push((entry.clone(), fp, vector.to_vec()));
+        }
+        let id = self.slots.len();
+        self.slots.push(Slot {
+            entry: entry.clone(),
+            fp,
+            dead: false,
+        });
+        self.by_entry.insert(entry, id);
+        Some(id)
+    }
+}
+
 /// One tenant's graph. hnsw_rs cannot delete: removed entries become tombstones (filtered
 /// out of every search) until the graph is rebuilt without them.
 pub struct Graph {
@@ -161,22 +187,10 @@ impl Graph {
             if s.retired {
                 return false;
             }
-            if let Some(&old) = s.by_entry.get(&entry) {
-                if !s.slots[old].dead {
-                    return true; // already indexed
-                }
+            match s.push(entry, fp, vector) {
+                Some(id) => id,
+                None => return true, // already indexed
             }
-            if let Some(p) = s.pending.as_mut() {
-                p.push((entry.clone(), fp, vector.to_vec()));
-            }
-            let id = s.slots.len();
-            s.slots.push(Slot {
-                entry: entry.clone(),
-                fp,
-                dead: false,
-            });
-            s.by_entry.insert(entry, id);
-            id
         };
         // The slot exists before the point: a search can never see an id without a slot.
         let _gate = self.insert_gate.read();
@@ -292,22 +306,9 @@ impl HnswIndex {
                     continue;
                 }
                 for (entry, fingerprint, vector) in &items {
-                    let entry: Arc<str> = Arc::from(entry.as_str());
-                    if s.by_entry.contains_key(&entry) {
-                        continue;
+                    if let Some(id) = s.push(Arc::from(entry.as_str()), fp64(fingerprint), vector) {
+                        batch.push((vector.as_slice(), id));
                     }
-                    let fp = fp64(fingerprint);
-                    if let Some(p) = s.pending.as_mut() {
-                        p.push((entry.clone(), fp, vector.clone()));
-                    }
-                    let id = s.slots.len();
-                    s.slots.push(Slot {
-                        entry: entry.clone(),
-                        fp,
-                        dead: false,
-                    });
-                    s.by_entry.insert(entry, id);
-                    batch.push((vector.as_slice(), id));
                 }
             }
             let _gate = graph.insert_gate.read();
@@ -374,17 +375,11 @@ impl HnswIndex {
         {
             let mut s = fresh.slots.write();
             for (old_id, entry, fp) in &snapshot {
-                let Some(v) = vectors.get(old_id) else {
-                    continue;
-                };
-                let id = s.slots.len();
-                s.slots.push(Slot {
-                    entry: entry.clone(),
-                    fp: *fp,
-                    dead: false,
-                });
-                s.by_entry.insert(entry.clone(), id);
-                batch.push((v.as_slice(), id));
+                if let Some(v) = vectors.get(old_id) {
+                    if let Some(id) = s.push(entry.clone(), *fp, v) {
+                        batch.push((v.as_slice(), id));
+                    }
+                }
             }
         }
         fresh.hnsw.parallel_insert_slice(&batch);
@@ -408,10 +403,6 @@ impl HnswIndex {
         let live = fresh.live();
         tenants.insert(tenant.to_string(), Arc::new(fresh));
         live
-    }
-
-    pub fn params(&self) -> &HnswParams {
-        &self.params
     }
 
     /// Tombstoned nodes over all graphs.

@@ -73,7 +73,7 @@ pub struct CacheConfig {
     /// Characters per content chunk when a hit is replayed as a stream.
     pub replay_chunk_chars: usize,
     pub backend: IndexBackend,
-    pub hnsw: HnswConfig,
+    pub hnsw: HnswParams,
     pub qdrant: qdrant::QdrantConfig,
 }
 
@@ -92,7 +92,7 @@ impl Default for CacheConfig {
             sweep_interval_secs: 30,
             replay_chunk_chars: 24,
             backend: IndexBackend::Hnsw,
-            hnsw: HnswConfig::default(),
+            hnsw: HnswParams::default(),
             qdrant: qdrant::QdrantConfig::default(),
         }
     }
@@ -133,27 +133,6 @@ pub const DEFAULT_VERIFIER: verify::LearnedVerifier = verify::LearnedVerifier {
     ],
     bias: -8.115_519,
 };
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HnswConfig {
-    pub m: usize,
-    pub ef_construction: usize,
-    pub ef_search: usize,
-    pub rebuild_dead_fraction: f64,
-}
-
-impl Default for HnswConfig {
-    fn default() -> Self {
-        let p = HnswParams::default();
-        Self {
-            m: p.m,
-            ef_construction: p.ef_construction,
-            ef_search: p.ef_search,
-            rebuild_dead_fraction: p.rebuild_dead_fraction,
-        }
-    }
-}
 
 impl CacheConfig {
     pub fn validate(&self) -> Result<(), String> {
@@ -414,15 +393,7 @@ impl Cache {
     pub async fn new(config: CacheConfig, store: Store) -> anyhow::Result<Self> {
         let (index, hnsw): (Arc<dyn VectorIndex>, Option<Arc<HnswIndex>>) = match config.backend {
             IndexBackend::Hnsw => {
-                let h = &config.hnsw;
-                let params = HnswParams {
-                    m: h.m,
-                    ef_construction: h.ef_construction,
-                    ef_search: h.ef_search,
-                    rebuild_dead_fraction: h.rebuild_dead_fraction,
-                    ..HnswParams::default()
-                };
-                let idx = Arc::new(HnswIndex::new(params, 4096));
+                let idx = Arc::new(HnswIndex::new(config.hnsw, 4096));
                 (idx.clone(), Some(idx))
             }
             IndexBackend::Qdrant => (

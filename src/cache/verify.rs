@@ -119,7 +119,6 @@ const ANTONYMS: &[(&str, &str)] = &[
     ("accept", "reject"),
     ("allow", "deny"),
     ("include", "exclude"),
-    ("import", "export"),
     ("input", "output"),
     ("sender", "receiver"),
     ("client", "server"),

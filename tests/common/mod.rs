@@ -175,6 +175,25 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A DELETE with `token`.
+    pub fn delete_as(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http
+            .delete(format!("{}{path}", self.url))
+            .bearer_auth(token)
+    }
+
+    /// The JSON answer to a POST of `body` with `token`.
+    pub async fn post_json_as(&self, path: &str, token: &str, body: &Value) -> Value {
+        self.post_as(path, token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .get(format!("{}{path}", self.url))
