@@ -46,6 +46,8 @@ pub struct Config {
     pub limits: crate::budget::LimitsConfig,
     /// The exact + semantic response cache.
     pub cache: crate::cache::CacheConfig,
+    /// Documents, retrieval and grounded chat.
+    pub rag: crate::rag::RagConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -383,6 +385,7 @@ impl Config {
         }
         self.validate_routing()?;
         self.cache.validate().map_err(|m| invalid("cache", &m))?;
+        self.rag.validate().map_err(|m| invalid("rag", &m))?;
         if self.local.enabled && self.local.max_concurrent == 0 {
             return Err(invalid("local.max_concurrent", "must be greater than 0"));
         }

@@ -25,6 +25,13 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     #[error("unsupported media type: expected application/json")]
     UnsupportedMediaType,
+    /// A document that cannot be ingested (unsupported type, corrupt, empty, too large).
+    #[error("{message}")]
+    Document {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
     #[error("missing API key")]
     MissingApiKey,
     #[error("invalid API key")]
@@ -129,6 +136,11 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "invalid_request_error",
                 "unsupported_media_type",
+            ),
+            Document { status, code, .. } => (
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                "invalid_request_error",
+                code,
             ),
             MissingApiKey => (
                 StatusCode::UNAUTHORIZED,
@@ -280,5 +292,33 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+impl From<crate::rag::RagError> for ApiError {
+    fn from(e: crate::rag::RagError) -> Self {
+        use crate::rag::{ExtractError, RagError};
+        let doc = |status: u16, code: &'static str, message: String| ApiError::Document {
+            status,
+            code,
+            message,
+        };
+        match e {
+            RagError::Invalid(m) => ApiError::invalid(m, None),
+            RagError::Extract(x) => match x {
+                ExtractError::Unsupported(_) => doc(415, "unsupported_file_type", x.to_string()),
+                ExtractError::CorruptPdf(_) => doc(422, "corrupt_document", x.to_string()),
+                ExtractError::NotUtf8 => doc(422, "invalid_encoding", x.to_string()),
+                ExtractError::Empty => doc(422, "empty_document", x.to_string()),
+                ExtractError::BadLine { .. } => doc(422, "invalid_document", x.to_string()),
+            },
+            RagError::Embed(crate::embed::EmbedError::Overloaded) => ApiError::Overloaded {
+                message: "the embedding queue is full".into(),
+                retry_after_secs: 1,
+            },
+            RagError::Embed(x) => ApiError::Internal(format!("embedding: {x}")),
+            RagError::Store(x) => ApiError::Internal(format!("retrieval store: {x}")),
+            RagError::Template(x) => ApiError::Internal(format!("grounding template: {x}")),
+        }
     }
 }

@@ -15,6 +15,7 @@ pub mod embed;
 pub mod error;
 pub mod jobs;
 pub mod providers;
+pub mod rag;
 pub mod route;
 pub mod server;
 pub mod store;

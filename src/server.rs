@@ -46,6 +46,8 @@ pub struct AppState {
     pub breakers: crate::route::Breakers,
     /// The response cache; `None` when disabled in config.
     pub cache: Option<Arc<crate::cache::Cache>>,
+    /// Documents and retrieval; `None` when disabled in config (or with no embedder).
+    pub rag: Option<Arc<crate::rag::Rag>>,
 }
 
 /// A built gateway, ready to serve.
@@ -98,7 +100,25 @@ impl App {
         } else {
             None
         };
+        let rag = match (&embedder, config.rag.enabled) {
+            (Some(e), true) => Some(Arc::new(
+                crate::rag::Rag::open(
+                    config.rag.clone(),
+                    &store,
+                    e.clone(),
+                    &config.embeddings,
+                    cache.clone(),
+                )
+                .await?,
+            )),
+            (None, true) => {
+                tracing::warn!("rag: embeddings are disabled, so documents and retrieval are off");
+                None
+            }
+            _ => None,
+        };
         let state = AppState {
+            rag,
             cache,
             live,
             budgets,

@@ -53,12 +53,13 @@ pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<ChatCompletionRequest>,
+    ApiJson(mut request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     request
         .validate()
         .map_err(|(message, param)| ApiError::invalid(message, Some(param)))?;
+    let grounding = Grounding::requested(&state, &headers, &mut request)?;
     let live = state.live.load_full();
     if !live.is_alias(&request.model) && state.models.get(&request.model).is_none() {
         return Err(ApiError::ModelNotFound(request.model.clone()));
@@ -68,8 +69,12 @@ pub async fn chat_completions(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    // The cache first: a hit skips routing, budgets and the upstream.
-    let mut plan = CachePlan::new(&state, &principal, &headers, &request)?;
+    // The cache first: a hit skips retrieval, routing, budgets and the upstream. A grounded
+    // request is its own cache key space (its answer depends on the documents).
+    let mut plan = match &grounding {
+        Some(g) => CachePlan::new(&state, &principal, &headers, &g.keyed(&request))?,
+        None => CachePlan::new(&state, &principal, &headers, &request)?,
+    };
     if let Some(p) = plan.as_mut() {
         if let Some(hit) = p.lookup(&state).await {
             return Ok(serve_hit(
@@ -78,6 +83,13 @@ pub async fn chat_completions(
         }
     }
     let query_vector = plan.as_ref().and_then(|p| p.vector.clone());
+    let citations = match grounding {
+        Some(g) => Some(
+            g.apply(&principal.tenant.id, &mut request, query_vector.clone())
+                .await?,
+        ),
+        None => None,
+    };
     let decision =
         route_request(&state, &live, &request, &headers, query_vector.as_deref()).await?;
     let mut routes: Vec<ModelRoute> = decision
@@ -154,12 +166,31 @@ pub async fn chat_completions(
         Some(p) if p.looked_up => "miss",
         _ => "bypass",
     };
-    let writer = plan.and_then(|p| p.writer(&state));
+    let mut writer = plan.and_then(|p| p.writer(&state));
+    if let (Some(w), Some(c)) = (writer.as_mut(), &citations) {
+        w.ground(c);
+    }
+    let grounded_chunks = citations.as_ref().map(|c| c.chunks.len());
+    let citations = citations.map(|c| c.json);
     let mut response = if request.is_stream() {
-        stream_completion(state, attempts, request, prompt_estimate, ledger, writer).await?
+        stream_completion(
+            state,
+            attempts,
+            request,
+            prompt_estimate,
+            ledger,
+            writer,
+            citations,
+        )
+        .await?
     } else {
-        complete(attempts, request, prompt_estimate, ledger, writer).await?
+        complete(attempts, request, prompt_estimate, ledger, writer, citations).await?
     };
+    if let Some(n) = grounded_chunks {
+        response
+            .headers_mut()
+            .insert(GROUNDED_HEADER, HeaderValue::from(n));
+    }
     if let Ok(v) = HeaderValue::from_str(&decision.header_value()) {
         response.headers_mut().insert(ROUTE_HEADER, v);
     }
@@ -281,6 +312,7 @@ impl CachePlan {
             embedder,
             ttl_secs: self.controls.ttl_secs,
             tags: self.controls.tags,
+            citations: None,
         })
     }
 }
@@ -295,10 +327,24 @@ struct CacheWriter {
     embedder: Option<crate::embed::EmbedService>,
     ttl_secs: u64,
     tags: Vec<String>,
+    citations: Option<serde_json::Value>,
 }
 
 impl CacheWriter {
-    fn store(self, answer: StoredAnswer, cost_usd: f64) {
+    /// A grounded answer keeps its citations and is tagged with every cited document, so
+    /// re-ingesting or deleting one of them removes it.
+    fn ground(&mut self, grounded: &Citations) {
+        self.citations = Some(grounded.json.clone());
+        for doc in &grounded.documents {
+            let tag = crate::rag::doc_tag(doc);
+            if !self.tags.contains(&tag) {
+                self.tags.push(tag);
+            }
+        }
+    }
+
+    fn store(self, mut answer: StoredAnswer, cost_usd: f64) {
+        answer.citations = self.citations;
         tokio::spawn(async move {
             let mut vector = self.vector;
             if let (None, Some(e)) = (&vector, &self.embedder) {
@@ -357,6 +403,7 @@ fn serve_hit(
             .as_ref()
             .map_or(24, |c| c.config.replay_chunk_chars);
         let answer = hit.answer.clone();
+        let citations = hit.answer.citations.clone();
         let events = async_stream::stream! {
             let mut ledger = ledger;
             let chunk = |delta: Delta, finish: Option<String>| ChatChunk {
@@ -370,7 +417,11 @@ fn serve_hit(
             };
             ledger.first_token();
             let role = Delta { role: Some("assistant".into()), content: Some(String::new()), extra: Default::default() };
-            yield Ok::<Event, Infallible>(Event::default().data(to_json(&chunk(role, None))));
+            let mut first = chunk(role, None);
+            if let Some(c) = citations {
+                first.extra.insert("citations".into(), c);
+            }
+            yield Ok::<Event, Infallible>(Event::default().data(to_json(&first)));
             for piece in crate::cache::replay_pieces(&answer.content, chunk_chars) {
                 let delta = Delta { role: None, content: Some(piece.to_string()), extra: Default::default() };
                 yield Ok(Event::default().data(to_json(&chunk(delta, None))));
@@ -399,7 +450,12 @@ fn serve_hit(
                 extra: Default::default(),
             }],
             usage: Some(hit.answer.usage),
-            extra: Default::default(),
+            extra: hit
+                .answer
+                .citations
+                .clone()
+                .map(|c| [("citations".to_string(), c)].into_iter().collect())
+                .unwrap_or_default(),
         };
         let ledger_task = async move { ledger.finish_cache_hit().await };
         tokio::spawn(ledger_task);
@@ -558,6 +614,7 @@ async fn complete(
     prompt_estimate: u64,
     mut ledger: Ledger,
     cache: Option<CacheWriter>,
+    citations: Option<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let client_model = request.model.clone();
     let result = attempts
@@ -604,9 +661,13 @@ async fn complete(
                         finish_reason: choice.finish_reason.clone().unwrap_or_default(),
                         usage,
                         message_extra,
+                        citations: None,
                     };
                     writer.store(answer, ledger.record.cost_usd);
                 }
+            }
+            if let Some(c) = citations {
+                completion.extra.insert("citations".into(), c);
             }
             let mut response = axum::Json(completion).into_response();
             set_model_header(&mut response, &route.name);
@@ -632,6 +693,7 @@ async fn stream_completion(
     prompt_estimate: u64,
     mut ledger: Ledger,
     cache: Option<CacheWriter>,
+    citations: Option<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let include_usage = request.include_usage();
     let client_model = request.model.clone();
@@ -680,6 +742,8 @@ async fn stream_completion(
         let mut content = String::new();
         let mut finish_reason: Option<String> = None;
         let mut pending = Some(Ok(first));
+        // Citations ride on the first chunk the client sees.
+        let mut citations = citations;
         loop {
             let item = if let Some(item) = pending.take() {
                 Some(item)
@@ -727,6 +791,9 @@ async fn stream_completion(
                     chunk.id = id.clone();
                     chunk.created = created;
                     chunk.model = model.clone();
+                    if let Some(c) = citations.take() {
+                        chunk.extra.insert("citations".into(), c);
+                    }
                     yield Ok(Event::default().data(to_json(&chunk)));
                 }
                 Err(e) => {
@@ -768,6 +835,7 @@ async fn stream_completion(
                     finish_reason: finish_reason.unwrap_or_default(),
                     usage,
                     message_extra: Default::default(),
+                    citations: None,
                 };
                 writer.store(answer, ledger.record.cost_usd);
             }
@@ -965,5 +1033,146 @@ impl Drop for Ledger {
             tracing::info!(request_id = %record.request_id, "client disconnected before the response finished");
             self.writer.send_detached(record);
         }
+    }
+}
+
+/// Response header: how many retrieved chunks a grounded answer was given.
+pub const GROUNDED_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-quartermaster-grounded");
+/// Request header turning grounding on (`on`) or off (`off`) whatever the model name.
+pub const RAG_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-quartermaster-rag");
+/// Request header: chunks to retrieve for a grounded request (default
+/// `rag.grounding.top_k`).
+pub const RAG_TOP_K_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-quartermaster-rag-top-k");
+
+/// A request that asked for grounding: by the model prefix (`rag/...`) or the header.
+struct Grounding {
+    rag: Arc<crate::rag::Rag>,
+    query: String,
+    top_k: usize,
+}
+
+/// What grounding put into the prompt.
+struct Citations {
+    json: serde_json::Value,
+    documents: Vec<String>,
+    chunks: Vec<String>,
+}
+
+impl Grounding {
+    /// Strips the model prefix; `None` when the request is not grounded.
+    fn requested(
+        state: &AppState,
+        headers: &HeaderMap,
+        request: &mut ChatCompletionRequest,
+    ) -> Result<Option<Self>, ApiError> {
+        let header = match headers.get(RAG_HEADER).map(|v| v.to_str().unwrap_or("")) {
+            None => None,
+            Some(v) if v.eq_ignore_ascii_case("on") || v == "1" || v.eq_ignore_ascii_case("true") => {
+                Some(true)
+            }
+            Some(v)
+                if v.eq_ignore_ascii_case("off") || v == "0" || v.eq_ignore_ascii_case("false") =>
+            {
+                Some(false)
+            }
+            Some(v) => {
+                return Err(ApiError::invalid(
+                    format!("{RAG_HEADER} must be `on` or `off`, not `{v}`"),
+                    Some(RAG_HEADER.to_string()),
+                ));
+            }
+        };
+        let prefix = state
+            .rag
+            .as_ref()
+            .map(|r| r.config.grounding.model_prefix.clone())
+            .unwrap_or_else(|| crate::rag::GroundingConfig::default().model_prefix);
+        let by_model = match request.model.strip_prefix(prefix.as_str()) {
+            Some(rest) if !rest.is_empty() => {
+                request.model = rest.to_string();
+                true
+            }
+            _ => false,
+        };
+        if !header.unwrap_or(by_model) {
+            return Ok(None);
+        }
+        let Some(rag) = state.rag.clone() else {
+            return Err(ApiError::invalid(
+                "grounding was requested but retrieval is disabled on this gateway",
+                Some("model".to_string()),
+            ));
+        };
+        let top_k = match headers.get(RAG_TOP_K_HEADER) {
+            None => rag.config.grounding.top_k,
+            Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()) {
+                Some(k) if (1..=rag.config.retrieval.max_top_k).contains(&k) => k,
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!(
+                            "{RAG_TOP_K_HEADER} must be a number from 1 to {}",
+                            rag.config.retrieval.max_top_k
+                        ),
+                        Some(RAG_TOP_K_HEADER.to_string()),
+                    ));
+                }
+            },
+        };
+        let Some(query) = crate::rag::last_user_text(request) else {
+            return Err(ApiError::invalid(
+                "a grounded request needs a user message with text to retrieve for",
+                Some("messages".to_string()),
+            ));
+        };
+        Ok(Some(Self { rag, query, top_k }))
+    }
+
+    /// The request as the cache keys it: marked as grounded (with its retrieval settings).
+    fn keyed(&self, request: &ChatCompletionRequest) -> ChatCompletionRequest {
+        let mut keyed = request.clone();
+        keyed.extra.insert(
+            "quartermaster_grounding".into(),
+            json!({ "top_k": self.top_k, "mode": self.rag.config.retrieval.mode }),
+        );
+        keyed
+    }
+
+    /// Retrieves and puts the context into the request.
+    async fn apply(
+        self,
+        tenant: &str,
+        request: &mut ChatCompletionRequest,
+        vector: Option<Vec<f32>>,
+    ) -> Result<Citations, ApiError> {
+        let hits = self
+            .rag
+            .retrieve(
+                tenant,
+                &crate::rag::Query {
+                    text: self.query,
+                    top_k: self.top_k,
+                    filter: Default::default(),
+                    mode: self.rag.config.retrieval.mode,
+                },
+                vector,
+            )
+            .await?;
+        let json = self.rag.ground(request, &hits)?;
+        let placed = json.as_array().map_or(0, Vec::len);
+        let mut documents: Vec<String> = Vec::new();
+        for h in hits.iter().take(placed) {
+            if !documents.contains(&h.chunk.document_id) {
+                documents.push(h.chunk.document_id.clone());
+            }
+        }
+        metrics::counter!("qm_rag_grounded_requests_total").increment(1);
+        Ok(Citations {
+            json,
+            documents,
+            chunks: hits.into_iter().take(placed).map(|h| h.chunk.chunk_id).collect(),
+        })
     }
 }

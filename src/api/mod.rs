@@ -4,6 +4,7 @@
 mod admin;
 mod cache;
 mod chat;
+mod documents;
 mod embeddings;
 pub mod extract;
 pub mod idempotency;
@@ -45,6 +46,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(cache::get_entry).delete(cache::delete_entry),
         )
         .route("/v1/cache/invalidate", post(cache::invalidate))
+        .route("/v1/documents", get(documents::list))
+        .route(
+            "/v1/documents",
+            post(documents::create).layer(DefaultBodyLimit::max(config.rag.max_upload_bytes)),
+        )
+        .route(
+            "/v1/documents/{id}",
+            get(documents::get).delete(documents::delete),
+        )
+        .route("/v1/retrieve", post(documents::retrieve))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,

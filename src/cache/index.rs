@@ -199,14 +199,26 @@ impl Graph {
     }
 
     fn search(&self, fp: u64, vector: &[f32], k: usize, ef: usize) -> Vec<Candidate> {
+        self.search_where(vector, k, ef, &|slot: &Slot| slot.fp == fp)
+    }
+
+    /// The `k` nearest live nodes that `keep` accepts (checked during the walk, so a
+    /// selective filter still fills `k`).
+    fn search_where(
+        &self,
+        vector: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(&Slot) -> bool,
+    ) -> Vec<Candidate> {
         let s = self.slots.read();
-        let filter = |id: &usize| s.slots.get(*id).is_some_and(|x| !x.dead && x.fp == fp);
+        let accept = |id: &usize| s.slots.get(*id).is_some_and(|x| !x.dead && keep(x));
         self.hnsw
-            .search_filter(vector, k, ef.max(k), Some(&filter))
+            .search_filter(vector, k, ef.max(k), Some(&accept))
             .into_iter()
             .filter_map(|n| {
                 let slot = s.slots.get(n.d_id)?;
-                (!slot.dead && slot.fp == fp).then(|| Candidate {
+                (!slot.dead && keep(slot)).then(|| Candidate {
                     entry_id: slot.entry.to_string(),
                     similarity: 1.0 - n.distance,
                 })
@@ -329,6 +341,32 @@ impl HnswIndex {
             Some(g) => g.search(fp64(fingerprint), vector, k, self.params.ef_search),
             None => Vec::new(),
         }
+    }
+
+    /// Nearest entries of `tenant` whatever their fingerprint, filtered by entry id (the
+    /// retrieval store's metadata filters); `ef` overrides the configured `ef_search`.
+    pub fn search_entries(
+        &self,
+        tenant: &str,
+        vector: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Vec<Candidate> {
+        match self.graph(tenant) {
+            Some(g) => g.search_where(
+                vector,
+                k,
+                ef.unwrap_or(self.params.ef_search),
+                &|slot: &Slot| keep(&slot.entry),
+            ),
+            None => Vec::new(),
+        }
+    }
+
+    /// Removes entries of one tenant (tombstones; see [`Graph`]).
+    pub fn remove_entries(&self, tenant: &str, entry_ids: &[String]) {
+        self.remove_sync(tenant, entry_ids);
     }
 
     /// Tenants whose graphs are due a rebuild.

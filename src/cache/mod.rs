@@ -271,6 +271,9 @@ pub struct StoredAnswer {
     /// The message's other fields as the upstream sent them (`refusal`, `annotations`...).
     #[serde(default)]
     pub message_extra: serde_json::Map<String, Value>,
+    /// A grounded answer's citations (returned with every hit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citations: Option<Value>,
 }
 
 impl StoredAnswer {
