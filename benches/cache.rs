@@ -24,70 +24,13 @@ use quartermaster::cache::{HnswIndex, HnswParams};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use common::{Gateway, env_or, pct, rss_kib, start_gateway};
-
-const DIM: usize = 384;
+use common::{DIM, Gateway, Rng, dataset, env_or, normalise, pct, rss_kib, start_gateway};
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
         .unwrap_or_else(|_| default.into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
-        .collect()
-}
-
-/// xorshift64*: deterministic, fast, good enough for synthetic data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Approximately standard normal (sum of 4 uniforms, scaled).
-    fn gauss(&mut self) -> f32 {
-        let s: f64 = (0..4)
-            .map(|_| (self.next() >> 11) as f64 / (1u64 << 53) as f64)
-            .sum();
-        ((s - 2.0) * (3.0f64).sqrt()) as f32
-    }
-}
-
-fn normalise(v: &mut [f32]) {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x /= n);
-}
-
-/// Synthetic embeddings with the structure of real ones: `n / 100` topics (random unit
-/// centres, mutually near-orthogonal as unrelated sentences are), and each entry its topic's
-/// centre plus a variation drawn from a shared 32-dimensional subspace (same-topic cosine
-/// about 0.6-0.7). Uniformly random 384-d vectors would be an unrealistically hard case for
-/// any graph index (no neighbourhood structure at all).
-fn dataset(n: usize, seed: u64) -> Vec<Vec<f32>> {
-    const LATENT: usize = 32;
-    let mut rng = Rng(seed);
-    let unit = |rng: &mut Rng, dim: usize| {
-        let mut v: Vec<f32> = (0..dim).map(|_| rng.gauss()).collect();
-        normalise(&mut v);
-        v
-    };
-    let topics = (n / 100).max(1);
-    let centres: Vec<Vec<f32>> = (0..topics).map(|_| unit(&mut rng, DIM)).collect();
-    let basis: Vec<Vec<f32>> = (0..LATENT).map(|_| unit(&mut rng, DIM)).collect();
-    (0..n)
-        .map(|_| {
-            let c = &centres[(rng.next() % topics as u64) as usize];
-            let z = unit(&mut rng, LATENT);
-            let mut w: Vec<f32> = (0..DIM)
-                .map(|d| z.iter().zip(&basis).map(|(zi, b)| zi * b[d]).sum())
-                .collect();
-            normalise(&mut w);
-            let mut v: Vec<f32> = c.iter().zip(&w).map(|(a, b)| a + 0.7 * b).collect();
-            normalise(&mut v);
-            v
-        })
         .collect()
 }
 

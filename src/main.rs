@@ -94,6 +94,10 @@ struct RetrievalEvalArgs {
     /// Modes to compare.
     #[arg(long, value_delimiter = ',', default_value = "vector,text,hybrid")]
     modes: Vec<String>,
+    /// Hybrid only: full-text RRF weights to compare (the vector ranking's weight is 1).
+    /// Empty: the configured weights.
+    #[arg(long, value_delimiter = ',')]
+    text_weights: Vec<f32>,
     /// The store to evaluate: `embedded` (a throwaway SQLite file) or a PostgreSQL URL
     /// with pgvector (documents go to a throwaway tenant, deleted afterwards).
     #[arg(long, default_value = "embedded")]
@@ -606,7 +610,7 @@ async fn eval_retrieval(mut config: Config, args: RetrievalEvalArgs) -> anyhow::
     let rag = open_rag(&config, &store).await?;
     let tenant = format!("eval_{}", uuid::Uuid::new_v4().simple());
     let bar = progress_bar(docs.len(), args.json);
-    let report = eval::evaluate(&rag, &tenant, docs, queries, &qrels, &modes, |_, _| bar.inc(1)).await;
+    let report = eval::evaluate(&rag, &tenant, docs, queries, &qrels, &modes, &args.text_weights, |_, _| bar.inc(1)).await;
     bar.finish_and_clear();
     if !embedded {
         // The throwaway tenant's documents (chunks go with them).
@@ -628,11 +632,15 @@ async fn eval_retrieval(mut config: Config, args: RetrievalEvalArgs) -> anyhow::
         report.documents_per_sec, report.chunks_per_sec
     );
     println!("{} judged queries", report.queries);
-    println!("{:<8} {:>8} {:>10} {:>8} {:>9}", "mode", "nDCG@10", "recall@10", "MRR@10", "p50 ms");
+    println!("{:<14} {:>8} {:>10} {:>8} {:>9}", "mode", "nDCG@10", "recall@10", "MRR@10", "p50 ms");
     for m in &report.modes {
+        let name = match m.text_weight {
+            Some(w) => format!("hybrid t={w}"),
+            None => m.mode.as_str().to_string(),
+        };
         println!(
-            "{:<8} {:>8.4} {:>10.4} {:>8.4} {:>9.2}",
-            m.mode.as_str(), m.ndcg_at_10, m.recall_at_10, m.mrr_at_10, m.p50_ms
+            "{:<14} {:>8.4} {:>10.4} {:>8.4} {:>9.2}",
+            name, m.ndcg_at_10, m.recall_at_10, m.mrr_at_10, m.p50_ms
         );
     }
     Ok(())

@@ -78,9 +78,13 @@ async fn official_stripe_signatures_are_accepted_exactly_when_stripe_accepts_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_client_parses_cache_replays() {
-    let mut app = TestApp::spawn_with(common::Options::extra(
-        "[rate_limit]\nenabled = false\n[cache]\nenabled = true\n",
-    ))
+    // The embedder is on so the script can also ground a chat on an ingested document.
+    let mut app = TestApp::spawn_with(common::Options::extra(&format!(
+        "[rate_limit]\nenabled = false\n[cache]\nenabled = true\n[embeddings]\nmodel_dir = \"{}\"\n",
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/all-MiniLM-L6-v2")
+            .display()
+    )))
     .await;
     if let Some(stdout) = run_script(
         "openai_cache_e2e.py",
@@ -88,13 +92,14 @@ async fn official_openai_client_parses_cache_replays() {
     )
     .await
     {
-        // Live answers: the first, any polled before the write landed, and the no-read.
+        // Live answers: the first, any polled before the write landed, the no-read, and
+        // the two grounded ones.
         let polled: usize = stdout
             .lines()
             .find_map(|l| l.strip_prefix("polled_misses="))
             .and_then(|n| n.trim().parse().ok())
             .expect("the script reports its polls");
-        assert_eq!(app.mock.calls_for("mock-ok"), 2 + polled);
+        assert_eq!(app.mock.calls_for("mock-ok"), 4 + polled);
     }
     app.shutdown().await;
 }

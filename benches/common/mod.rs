@@ -117,3 +117,102 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Dimensions of the synthetic embeddings (all-MiniLM-L6-v2's).
+pub const DIM: usize = 384;
+
+/// xorshift64*: deterministic, fast, good enough for synthetic data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Approximately standard normal (sum of 4 uniforms, scaled).
+    pub fn gauss(&mut self) -> f32 {
+        let s: f64 = (0..4)
+            .map(|_| (self.next() >> 11) as f64 / (1u64 << 53) as f64)
+            .sum();
+        ((s - 2.0) * (3.0f64).sqrt()) as f32
+    }
+
+    /// A random unit vector, uniform in direction.
+    pub fn unit(&mut self, dim: usize) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..dim).map(|_| self.gauss()).collect();
+        normalise(&mut v);
+        v
+    }
+}
+
+pub fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+}
+
+/// Dimensions of the subspace that same-topic variation is drawn from.
+const LATENT: usize = 32;
+
+/// The structure of synthetic embeddings shaped like real ones: random unit topic centres
+/// (mutually near-orthogonal, as unrelated sentences are), and per point its topic's centre
+/// plus a variation drawn from a shared 32-dimensional subspace (same-topic cosine about
+/// 0.6-0.7). Uniformly random 384-d vectors would be an unrealistically hard case for any
+/// graph index (no neighbourhood structure at all).
+pub struct Topics {
+    pub centres: Vec<Vec<f32>>,
+    basis: Vec<Vec<f32>>,
+}
+
+impl Topics {
+    pub fn new(rng: &mut Rng, topics: usize) -> Self {
+        let centres: Vec<Vec<f32>> = (0..topics.max(1)).map(|_| rng.unit(DIM)).collect();
+        let basis: Vec<Vec<f32>> = (0..LATENT).map(|_| rng.unit(DIM)).collect();
+        Self { centres, basis }
+    }
+
+    /// A topic drawn uniformly.
+    pub fn pick(&self, rng: &mut Rng) -> usize {
+        (rng.next() % self.centres.len() as u64) as usize
+    }
+
+    /// A new point of topic `t`: its centre plus 0.7 × a unit variation from the shared
+    /// subspace, normalised.
+    pub fn point(&self, rng: &mut Rng, t: usize) -> Vec<f32> {
+        let z = rng.unit(LATENT);
+        let mut w: Vec<f32> = (0..DIM)
+            .map(|d| z.iter().zip(&self.basis).map(|(zi, b)| zi * b[d]).sum())
+            .collect();
+        normalise(&mut w);
+        let mut v: Vec<f32> = self.centres[t]
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| a + 0.7 * b)
+            .collect();
+        normalise(&mut v);
+        v
+    }
+}
+
+/// `n` synthetic embeddings over `n / 100` topics (see [`Topics`]), each with its topic,
+/// and the topics themselves (to draw new points from).
+pub fn topic_dataset(n: usize, seed: u64) -> (Topics, Vec<(usize, Vec<f32>)>) {
+    let mut rng = Rng(seed);
+    let topics = Topics::new(&mut rng, n / 100);
+    let data = (0..n)
+        .map(|_| {
+            let t = topics.pick(&mut rng);
+            (t, topics.point(&mut rng, t))
+        })
+        .collect();
+    (topics, data)
+}
+
+/// `n` synthetic embeddings (see [`Topics`]).
+pub fn dataset(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let (_, data) = topic_dataset(n, seed);
+    data.into_iter().map(|(_, v)| v).collect()
+}

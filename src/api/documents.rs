@@ -56,6 +56,29 @@ fn item_error(id: Option<&str>, source: Option<&str>, e: ApiError) -> Value {
     })
 }
 
+/// [`documents_of`] on a blocking thread (PDF parsing is CPU work).
+async fn extract_off_runtime(
+    format: Format,
+    bytes: Vec<u8>,
+    id: Option<String>,
+    title: Option<String>,
+    source: Option<String>,
+    metadata: Metadata,
+    max_bytes: usize,
+) -> Vec<Result<IngestDoc, (Option<String>, ApiError)>> {
+    let fallback_id = id.clone();
+    tokio::task::spawn_blocking(move || {
+        documents_of(format, &bytes, id, title, source, &metadata, max_bytes)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        vec![Err((
+            fallback_id,
+            ApiError::Internal(format!("document extraction failed: {e}")),
+        ))]
+    })
+}
+
 /// The documents of one uploaded file or JSON item, or why there are none.
 fn documents_of(
     format: Format,
@@ -66,9 +89,11 @@ fn documents_of(
     metadata: &Metadata,
     max_bytes: usize,
 ) -> Vec<Result<IngestDoc, (Option<String>, ApiError)>> {
+    // A failure is reported under the document's id, else its file name.
+    let label = id.clone().or_else(|| source.clone());
     if bytes.len() > max_bytes {
         return vec![Err((
-            id,
+            label,
             ApiError::Document {
                 status: 413,
                 code: "document_too_large",
@@ -104,7 +129,7 @@ fn documents_of(
                     metadata: meta,
                 })
             }
-            Err(e) => Err((id.clone(), RagError::from(e).into())),
+            Err(e) => Err((label.clone(), RagError::from(e).into())),
         })
         .collect()
 }
@@ -192,15 +217,18 @@ pub async fn create(
             let format = Format::from_path(std::path::Path::new(&file_name))
                 .or_else(|| mime.as_deref().and_then(Format::from_name));
             match format {
-                Some(f) => items.extend(documents_of(
-                    f,
-                    &data,
-                    id.clone(),
-                    None,
-                    Some(file_name),
-                    &metadata,
-                    max,
-                )),
+                Some(f) => items.extend(
+                    extract_off_runtime(
+                        f,
+                        data,
+                        id.clone(),
+                        None,
+                        Some(file_name),
+                        metadata.clone(),
+                        max,
+                    )
+                    .await,
+                ),
                 None => items.push(Err((
                     Some(file_name.clone()),
                     RagError::from(ExtractError::Unsupported(file_name)).into(),
@@ -240,7 +268,9 @@ pub async fn create(
                     let id = d.id.clone().or_else(|| {
                         (f != Format::Jsonl).then(|| format!("doc_{}", &crate::rag::content_id(&b)))
                     });
-                    items.extend(documents_of(f, &b, id, d.title, None, &d.metadata, max));
+                    items.extend(
+                        extract_off_runtime(f, b, id, d.title, None, d.metadata, max).await,
+                    );
                 }
                 (Err(e), _) | (_, Err(e)) => items.push(Err((d.id, e))),
             }

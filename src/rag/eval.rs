@@ -133,10 +133,13 @@ pub fn metrics_at_10(ranked: &[String], rels: &HashMap<String, i64>) -> (f64, f6
 #[derive(Debug, Clone, Serialize)]
 pub struct ModeReport {
     pub mode: Mode,
+    /// Hybrid only: the full-text ranking's RRF weight (the vector ranking's is 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_weight: Option<f32>,
     pub ndcg_at_10: f64,
     pub recall_at_10: f64,
     pub mrr_at_10: f64,
-    /// Median retrieval latency per query (ms).
+    /// Median retrieval latency per query (ms), the query's embedding excluded.
     pub p50_ms: f64,
 }
 
@@ -161,6 +164,7 @@ pub async fn evaluate(
     queries: Vec<(String, String)>,
     qrels: &HashMap<String, HashMap<String, i64>>,
     modes: &[Mode],
+    text_weights: &[f32],
     progress: impl FnMut(&str, &Result<IngestOutcome, RagError>),
 ) -> anyhow::Result<EvalReport> {
     let started = Instant::now();
@@ -181,15 +185,31 @@ pub async fn evaluate(
         .iter()
         .filter(|(id, _)| qrels.get(id).is_some_and(|r| r.values().any(|&s| s > 0)))
         .collect();
-    let mut reports = Vec::new();
+    // Query vectors once: every mode and weight ranks the same embeddings.
+    let texts: Vec<String> = judged.iter().map(|(_, t)| t.clone()).collect();
+    let vectors = rag.embed(texts).await?;
+    let mut runs: Vec<(Mode, Option<f32>)> = Vec::new();
     for &mode in modes {
+        if mode == Mode::Hybrid && !text_weights.is_empty() {
+            runs.extend(text_weights.iter().map(|&w| (mode, Some(w))));
+        } else {
+            runs.push((mode, None));
+        }
+    }
+    let mut reports = Vec::new();
+    for (mode, text_weight) in runs {
+        let mut settings = rag.config.retrieval.clone();
+        if let Some(w) = text_weight {
+            settings.vector_weight = 1.0;
+            settings.text_weight = w;
+        }
         let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
         let mut latencies = Vec::with_capacity(judged.len());
-        for (id, text) in &judged {
+        for ((id, text), vector) in judged.iter().zip(&vectors) {
             let t = Instant::now();
             // Several chunks may come from one document: ask for more, keep 10 documents.
             let hits = rag
-                .retrieve(
+                .retrieve_with(
                     tenant,
                     &Query {
                         text: text.clone(),
@@ -197,7 +217,8 @@ pub async fn evaluate(
                         filter: Filter::default(),
                         mode,
                     },
-                    None,
+                    Some(vector.clone()),
+                    &settings,
                 )
                 .await?;
             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -216,6 +237,7 @@ pub async fn evaluate(
         latencies.sort_by(f64::total_cmp);
         reports.push(ModeReport {
             mode,
+            text_weight,
             ndcg_at_10: ndcg / q,
             recall_at_10: recall / q,
             mrr_at_10: mrr / q,

@@ -66,5 +66,28 @@ raw = client.chat.completions.with_raw_response.create(
 )
 check(raw.headers.get("x-quartermaster-cache") == "bypass", "no-read bypasses")
 
+# Grounded chat: a document ingested over HTTP, then asked about with the `rag/` model
+# prefix. The citations are an extra top-level field the client keeps (model_extra).
+import json
+import urllib.request
+
+doc = json.dumps({"id": "handbook", "title": "Acme handbook", "text": "Refunds are issued within 14 days."}).encode()
+req = urllib.request.Request(
+    os.environ["QM_BASE_URL"] + "/v1/documents",
+    data=doc,
+    headers={"Authorization": "Bearer " + os.environ["QM_API_KEY"], "Content-Type": "application/json"},
+)
+with urllib.request.urlopen(req) as r:
+    check(json.load(r)["data"][0]["status"] in ("created", "unchanged"), "document ingested")
+question = [{"role": "user", "content": "How quickly are refunds issued?"}]
+resp = client.chat.completions.create(model="rag/mock-ok", messages=question)
+citations = (resp.model_extra or {}).get("citations")
+check(citations and citations[0]["document_id"] == "handbook", f"citations: {citations}")
+chunks = list(client.chat.completions.create(model="rag/mock-ok", messages=question, stream=True,
+                                             extra_headers={"x-quartermaster-cache": "off"}))
+first = (chunks[0].model_extra or {}).get("citations")
+check(first and first[0]["chunk_id"] == "handbook#0", f"streamed citations: {first}")
+check(all(not (c.model_extra or {}).get("citations") for c in chunks[1:]), "citations once")
+
 print(f"polled_misses={polled_misses}")
 print(f"{checks} passed, 0 failed")
