@@ -502,14 +502,24 @@ async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
     for path in collect_files(&args.paths) {
         let name = path.display().to_string();
         let Some(format) = Format::from_path(&path) else {
-            failures.push((name, quartermaster::rag::ExtractError::Unsupported(
-                path.extension().and_then(|e| e.to_str()).unwrap_or("(none)").to_string(),
-            ).to_string()));
+            failures.push((
+                name,
+                quartermaster::rag::ExtractError::Unsupported(
+                    path.extension()
+                        .and_then(|e| e.to_str())
+                        .unwrap_or("(none)")
+                        .to_string(),
+                )
+                .to_string(),
+            ));
             continue;
         };
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if size as usize > max {
-            failures.push((name, format!("the file is {size} bytes; the limit is {max} (rag.max_document_bytes)")));
+            failures.push((
+                name,
+                format!("the file is {size} bytes; the limit is {max} (rag.max_document_bytes)"),
+            ));
             continue;
         }
         let bytes = match std::fs::read(&path) {
@@ -535,7 +545,9 @@ async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
                         metadata: meta,
                     });
                 }
-                Err(e) if format == Format::Jsonl => failures.push((format!("{name} (document {})", i + 1), e.to_string())),
+                Err(e) if format == Format::Jsonl => {
+                    failures.push((format!("{name} (document {})", i + 1), e.to_string()))
+                }
                 Err(e) => failures.push((name.clone(), e.to_string())),
             }
         }
@@ -543,16 +555,17 @@ async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
     let bar = progress_bar(docs.len(), args.quiet);
     let (mut chunks, mut embedded, mut unchanged) = (0usize, 0usize, 0usize);
     let started = std::time::Instant::now();
-    let results = quartermaster::rag::eval::ingest_many(&rag, &tenant, docs, args.concurrency, |_, r| {
-        if let Ok(o) = r {
-            chunks += o.chunks;
-            embedded += o.embedded;
-            unchanged += usize::from(o.status == quartermaster::rag::IngestStatus::Unchanged);
-        }
-        bar.inc(1);
-        bar.set_message(format!("{chunks} chunks, {embedded} embedded"));
-    })
-    .await;
+    let results =
+        quartermaster::rag::eval::ingest_many(&rag, &tenant, docs, args.concurrency, |_, r| {
+            if let Ok(o) = r {
+                chunks += o.chunks;
+                embedded += o.embedded;
+                unchanged += usize::from(o.status == quartermaster::rag::IngestStatus::Unchanged);
+            }
+            bar.inc(1);
+            bar.set_message(format!("{chunks} chunks, {embedded} embedded"));
+        })
+        .await;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     for (id, r) in &results {
@@ -573,7 +586,11 @@ async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
     if failures.is_empty() {
         Ok(())
     } else {
-        anyhow::bail!("{} of {} documents or files failed", failures.len(), failures.len() + ok)
+        anyhow::bail!(
+            "{} of {} documents or files failed",
+            failures.len(),
+            failures.len() + ok
+        )
     }
 }
 
@@ -590,7 +607,9 @@ async fn eval_retrieval(mut config: Config, args: RetrievalEvalArgs) -> anyhow::
             "vector" => Ok(Mode::Vector),
             "text" => Ok(Mode::Text),
             "hybrid" => Ok(Mode::Hybrid),
-            other => Err(anyhow::anyhow!("unknown mode `{other}` (vector, text, hybrid)")),
+            other => Err(anyhow::anyhow!(
+                "unknown mode `{other}` (vector, text, hybrid)"
+            )),
         })
         .collect::<Result<_, _>>()?;
     let (docs, bad) = eval::read_beir_corpus(&args.corpus)?;
@@ -610,11 +629,27 @@ async fn eval_retrieval(mut config: Config, args: RetrievalEvalArgs) -> anyhow::
     let rag = open_rag(&config, &store).await?;
     let tenant = format!("eval_{}", uuid::Uuid::new_v4().simple());
     let bar = progress_bar(docs.len(), args.json);
-    let report = eval::evaluate(&rag, &tenant, docs, queries, &qrels, &modes, &args.text_weights, |_, _| bar.inc(1)).await;
+    let report = eval::evaluate(
+        &rag,
+        &tenant,
+        docs,
+        queries,
+        &qrels,
+        &modes,
+        &args.text_weights,
+        |_, _| bar.inc(1),
+    )
+    .await;
     bar.finish_and_clear();
     if !embedded {
         // The throwaway tenant's documents (chunks go with them).
-        let ids: Vec<String> = rag.store().list(&tenant, 1_000_000, None).await?.into_iter().map(|d| d.id).collect();
+        let ids: Vec<String> = rag
+            .store()
+            .list(&tenant, 1_000_000, None)
+            .await?
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
         for id in ids {
             rag.store().delete(&tenant, &id).await?;
         }
@@ -628,11 +663,19 @@ async fn eval_retrieval(mut config: Config, args: RetrievalEvalArgs) -> anyhow::
     }
     println!(
         "store {}: {} documents ({} failed), {} chunks ingested in {:.1} s: {:.1} documents/s, {:.1} chunks/s",
-        report.store, report.documents, report.failed_documents, report.chunks, report.ingest_secs,
-        report.documents_per_sec, report.chunks_per_sec
+        report.store,
+        report.documents,
+        report.failed_documents,
+        report.chunks,
+        report.ingest_secs,
+        report.documents_per_sec,
+        report.chunks_per_sec
     );
     println!("{} judged queries", report.queries);
-    println!("{:<14} {:>8} {:>10} {:>8} {:>9}", "mode", "nDCG@10", "recall@10", "MRR@10", "p50 ms");
+    println!(
+        "{:<14} {:>8} {:>10} {:>8} {:>9}",
+        "mode", "nDCG@10", "recall@10", "MRR@10", "p50 ms"
+    );
     for m in &report.modes {
         let name = match m.text_weight {
             Some(w) => format!("hybrid t={w}"),

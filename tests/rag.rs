@@ -11,7 +11,9 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rag").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/rag")
+        .join(name)
 }
 
 fn model_dir() -> PathBuf {
@@ -45,7 +47,12 @@ async fn upload(app: &TestApp, token: &str, form: Form) -> (u16, Value) {
 }
 
 async fn retrieve(app: &TestApp, token: &str, body: Value) -> Value {
-    let r = app.post_as("/v1/retrieve", token).json(&body).send().await.unwrap();
+    let r = app
+        .post_as("/v1/retrieve", token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }
@@ -92,11 +99,25 @@ async fn documents_scenario(db_url: Option<String>, expect_store: &str) {
         .unwrap()
         .iter()
         .filter(|i| i["status"] == "failed")
-        .map(|i| (i["id"].as_str().unwrap(), i["error"]["code"].as_str().unwrap()))
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap(),
+                i["error"]["code"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert!(errors.contains(&("corrupt.pdf", "corrupt_document")), "{errors:?}");
-    assert!(errors.contains(&("empty.txt", "empty_document")), "{errors:?}");
-    assert!(errors.contains(&("data.xyz", "unsupported_file_type")), "{errors:?}");
+    assert!(
+        errors.contains(&("corrupt.pdf", "corrupt_document")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&("empty.txt", "empty_document")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&("data.xyz", "unsupported_file_type")),
+        "{errors:?}"
+    );
     let handbook = item(&body, "handbook.md");
     assert_eq!(handbook["status"], "created");
     let chunks = handbook["chunks"].as_u64().unwrap();
@@ -116,16 +137,28 @@ async fn documents_scenario(db_url: Option<String>, expect_store: &str) {
         let top = &r["data"][0];
         let doc = top["document_id"].as_str().unwrap();
         assert!(doc == "handbook.md" || doc == "faq.html", "{mode}: {r}");
-        assert!(top["text"].as_str().unwrap().contains("14 days"), "{mode}: {top}");
+        assert!(
+            top["text"].as_str().unwrap().contains("14 days"),
+            "{mode}: {top}"
+        );
         assert!(top["score"].as_f64().unwrap() > 0.0);
         assert_eq!(top["metadata"]["source"], "upload-test");
     }
     // Text from the PDF and the HTML page is retrievable.
-    let r = retrieve(&app, &key, json!({"query": "when does the launch window open"})).await;
+    let r = retrieve(
+        &app,
+        &key,
+        json!({"query": "when does the launch window open"}),
+    )
+    .await;
     assert_eq!(docs_of(&r)[0], "sample.pdf", "{r}");
     let r = retrieve(&app, &key, json!({"query": "<script>", "mode": "text"})).await;
     assert!(
-        r["data"].as_array().unwrap().iter().all(|h| !h["text"].as_str().unwrap().contains("<script")),
+        r["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| !h["text"].as_str().unwrap().contains("<script")),
         "markup is not indexed: {r}"
     );
 
@@ -134,7 +167,9 @@ async fn documents_scenario(db_url: Option<String>, expect_store: &str) {
     let (_, again) = upload(
         &app,
         &key,
-        Form::new().part("file", file_part("handbook.md")).text("metadata", meta),
+        Form::new()
+            .part("file", file_part("handbook.md"))
+            .text("metadata", meta),
     )
     .await;
     let again = item(&again, "handbook.md");
@@ -149,7 +184,10 @@ async fn documents_scenario(db_url: Option<String>, expect_store: &str) {
         &app,
         &key,
         Form::new()
-            .part("file", Part::bytes(changed.into_bytes()).file_name("handbook.md"))
+            .part(
+                "file",
+                Part::bytes(changed.into_bytes()).file_name("handbook.md"),
+            )
             .text("metadata", meta),
     )
     .await;
@@ -173,7 +211,10 @@ async fn documents_scenario(db_url: Option<String>, expect_store: &str) {
         .map(|h| h["text"].as_str().unwrap())
         .collect();
     assert!(handbook_text.iter().any(|t| t.contains("21 days")), "{r}");
-    assert!(!handbook_text.iter().any(|t| t.contains("14 days")), "old chunk gone: {r}");
+    assert!(
+        !handbook_text.iter().any(|t| t.contains("14 days")),
+        "old chunk gone: {r}"
+    );
 
     // JSON documents with metadata; a filter keeps to them.
     let r = app
@@ -203,9 +244,17 @@ async fn documents_scenario(db_url: Option<String>, expect_store: &str) {
         .secret;
     let r = retrieve(&app, &other, json!({"query": "refund", "top_k": 10})).await;
     assert_eq!(r["data"], json!([]), "{r}");
-    let r = app.get_as("/v1/documents/handbook.md", &other).send().await.unwrap();
+    let r = app
+        .get_as("/v1/documents/handbook.md", &other)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = app.delete_as("/v1/documents/handbook.md", &other).send().await.unwrap();
+    let r = app
+        .delete_as("/v1/documents/handbook.md", &other)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     // Listing and one document.
@@ -213,20 +262,43 @@ async fn documents_scenario(db_url: Option<String>, expect_store: &str) {
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
     assert_eq!(list["has_more"], true);
     let rest = app
-        .get_json_as(&format!("/v1/documents?after={}", list["data"][1]["id"].as_str().unwrap()), &key)
+        .get_json_as(
+            &format!(
+                "/v1/documents?after={}",
+                list["data"][1]["id"].as_str().unwrap()
+            ),
+            &key,
+        )
         .await;
-    assert_eq!(rest["data"].as_array().unwrap().len(), 4, "6 documents in all: {rest}");
+    assert_eq!(
+        rest["data"].as_array().unwrap().len(),
+        4,
+        "6 documents in all: {rest}"
+    );
     let doc = app.get_json_as("/v1/documents/handbook.md", &key).await;
     assert_eq!(doc["chunk_count"].as_u64().unwrap(), chunks);
     assert_eq!(doc["format"], "markdown");
     assert_eq!(doc["title"], "Acme Rockets Employee Handbook");
 
     // Deleted: gone from retrieval, and a second delete is a 404.
-    let r = app.delete_as("/v1/documents/handbook.md", &key).send().await.unwrap();
+    let r = app
+        .delete_as("/v1/documents/handbook.md", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = retrieve(&app, &key, json!({"query": "refund issued days", "top_k": 10})).await;
+    let r = retrieve(
+        &app,
+        &key,
+        json!({"query": "refund issued days", "top_k": 10}),
+    )
+    .await;
     assert!(!docs_of(&r).contains(&"handbook.md".to_string()), "{r}");
-    let r = app.delete_as("/v1/documents/handbook.md", &key).send().await.unwrap();
+    let r = app
+        .delete_as("/v1/documents/handbook.md", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
@@ -251,13 +323,23 @@ async fn embedded_store_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("rag.db").display());
     let mut app = TestApp::spawn_with(rag_options("", Some(db.clone()))).await;
-    let (status, _) = upload(&app, &app.key.clone(), Form::new().part("file", file_part("handbook.md"))).await;
+    let (status, _) = upload(
+        &app,
+        &app.key.clone(),
+        Form::new().part("file", file_part("handbook.md")),
+    )
+    .await;
     assert_eq!(status, 200);
     app.shutdown().await;
     let app = TestApp::spawn_with(rag_options("", Some(db))).await;
     // A key of the same tenant (the harness makes a new key each start).
     for mode in ["vector", "text"] {
-        let r = retrieve(&app, &app.key, json!({"query": "PagerDuty escalation", "mode": mode})).await;
+        let r = retrieve(
+            &app,
+            &app.key,
+            json!({"query": "PagerDuty escalation", "mode": mode}),
+        )
+        .await;
         assert_eq!(docs_of(&r)[0], "handbook.md", "{mode}: {r}");
     }
 }
@@ -266,7 +348,10 @@ async fn ingest_handbook(app: &TestApp, text: &str) -> Value {
     let (status, body) = upload(
         app,
         &app.key,
-        Form::new().part("file", Part::bytes(text.as_bytes().to_vec()).file_name("handbook.md")),
+        Form::new().part(
+            "file",
+            Part::bytes(text.as_bytes().to_vec()).file_name("handbook.md"),
+        ),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -281,7 +366,12 @@ async fn grounded_chat_cites_and_invalidation_follows_the_documents() {
     let app = TestApp::spawn_with(rag_options("[cache]\nenabled = true\n", None)).await;
     let handbook = std::fs::read_to_string(fixture("handbook.md")).unwrap();
     ingest_handbook(&app, &handbook).await;
-    upload(&app, &app.key, Form::new().part("file", file_part("faq.html"))).await;
+    upload(
+        &app,
+        &app.key,
+        Form::new().part("file", file_part("faq.html")),
+    )
+    .await;
     let question = "How long does it take for a refund to be issued?";
     let body = json!({"model": "rag/mock-ok", "messages": [
         {"role": "system", "content": "You are the Acme help desk."},
@@ -290,14 +380,23 @@ async fn grounded_chat_cites_and_invalidation_follows_the_documents() {
     let r = app.chat(body.clone()).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-quartermaster-cache"], "miss");
-    let grounded: usize = r.headers()["x-quartermaster-grounded"].to_str().unwrap().parse().unwrap();
+    let grounded: usize = r.headers()["x-quartermaster-grounded"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(grounded >= 1);
     let answer: Value = r.json().await.unwrap();
     let citations = answer["citations"].as_array().expect("citations");
     assert_eq!(citations.len(), grounded);
     assert_eq!(citations[0]["index"], 1);
     assert_eq!(citations[0]["document_id"], "handbook.md", "{answer}");
-    assert!(citations[0]["chunk_id"].as_str().unwrap().starts_with("handbook.md#"));
+    assert!(
+        citations[0]["chunk_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("handbook.md#")
+    );
     // What the upstream got: the client's system message first, then the context.
     let sent = app.mock.last_request();
     assert_eq!(sent["model"], "mock-ok", "the prefix is stripped");
@@ -306,9 +405,15 @@ async fn grounded_chat_cites_and_invalidation_follows_the_documents() {
     assert_eq!(messages[0]["content"], "You are the Acme help desk.");
     let context = messages[1]["content"].as_str().unwrap();
     assert_eq!(messages[1]["role"], "system");
-    assert!(context.contains("<instructions>") && context.contains("<context>"), "{context}");
+    assert!(
+        context.contains("<instructions>") && context.contains("<context>"),
+        "{context}"
+    );
     assert!(context.contains("issued within 14 days"), "{context}");
-    assert!(context.contains(r#"<source id="1" document="handbook.md""#), "{context}");
+    assert!(
+        context.contains(r#"<source id="1" document="handbook.md""#),
+        "{context}"
+    );
     assert_eq!(messages[2]["content"], question);
 
     // Streamed (header opt-in instead of the prefix): citations on the first chunk.
@@ -327,7 +432,12 @@ async fn grounded_chat_cites_and_invalidation_follows_the_documents() {
     assert_eq!(r.headers()["x-quartermaster-grounded"], "2");
     let (events, done) = sse_json(&r.text().await.unwrap());
     assert!(done);
-    assert_eq!(events[0]["citations"].as_array().unwrap().len(), 2, "{:?}", events[0]);
+    assert_eq!(
+        events[0]["citations"].as_array().unwrap().len(),
+        2,
+        "{:?}",
+        events[0]
+    );
     assert!(events[1..].iter().all(|e| e.get("citations").is_none()));
 
     // The non-streamed answer was cached with its citations.
@@ -353,13 +463,21 @@ async fn grounded_chat_cites_and_invalidation_follows_the_documents() {
     let same = ingest_handbook(&app, &handbook).await;
     assert_eq!(same["cache_invalidated"], 0);
     let changed = ingest_handbook(&app, &handbook.replace("14 days", "21 days")).await;
-    assert!(changed["cache_invalidated"].as_u64().unwrap() >= 2, "{changed}");
+    assert!(
+        changed["cache_invalidated"].as_u64().unwrap() >= 2,
+        "{changed}"
+    );
     let calls = app.mock.calls();
     let r = app.chat(body.clone()).await;
     assert_eq!(r.headers()["x-quartermaster-cache"], "miss");
     let _: Value = r.json().await.unwrap();
     assert_eq!(app.mock.calls(), calls + 1);
-    assert!(app.mock.last_request()["messages"][1]["content"].as_str().unwrap().contains("21 days"));
+    assert!(
+        app.mock.last_request()["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("21 days")
+    );
 }
 
 /// Every bad input is a clear error in the API's shape.
@@ -372,23 +490,52 @@ async fn bad_documents_and_queries_are_clear_errors() {
     .await;
     let code_of = |v: &Value| v["error"]["code"].as_str().unwrap_or_default().to_string();
     let post_raw = |ct: &'static str, body: Vec<u8>| {
-        app.post("/v1/documents").header("content-type", ct).body(body).send()
+        app.post("/v1/documents")
+            .header("content-type", ct)
+            .body(body)
+            .send()
     };
-    let r = post_raw("application/json", b"{\"text\": ".to_vec()).await.unwrap();
+    let r = post_raw("application/json", b"{\"text\": ".to_vec())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(code_of(&r.json().await.unwrap()), "invalid_json");
     let r = post_raw("text/csv", b"a,b".to_vec()).await.unwrap();
     assert_eq!(r.status(), 415);
     let cases = [
-        (json!({"id": "x", "text": "a", "content_base64": "YQ=="}), 400, "invalid_request"),
+        (
+            json!({"id": "x", "text": "a", "content_base64": "YQ=="}),
+            400,
+            "invalid_request",
+        ),
         (json!({"id": "x"}), 400, "invalid_request"),
         (json!({"id": "x", "text": "   "}), 422, "empty_document"),
-        (json!({"id": "x", "text": "hello", "format": "docx"}), 415, "unsupported_file_type"),
-        (json!({"id": "x", "content_base64": "%%%", "format": "pdf"}), 400, "invalid_request"),
-        (json!({"id": "x", "content_base64": "JVBERi0xLjQKZ2FyYmFnZQ==", "format": "pdf"}), 422, "corrupt_document"),
-        (json!({"id": "x", "text": "a".repeat(3000)}), 413, "document_too_large"),
+        (
+            json!({"id": "x", "text": "hello", "format": "docx"}),
+            415,
+            "unsupported_file_type",
+        ),
+        (
+            json!({"id": "x", "content_base64": "%%%", "format": "pdf"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"id": "x", "content_base64": "JVBERi0xLjQKZ2FyYmFnZQ==", "format": "pdf"}),
+            422,
+            "corrupt_document",
+        ),
+        (
+            json!({"id": "x", "text": "a".repeat(3000)}),
+            413,
+            "document_too_large",
+        ),
         (json!({"id": "", "text": "hello"}), 400, "invalid_request"),
-        (json!({"id": "x", "text": "hello", "colour": "red"}), 400, "invalid_request"),
+        (
+            json!({"id": "x", "text": "hello", "colour": "red"}),
+            400,
+            "invalid_request",
+        ),
         (json!({"documents": []}), 400, "invalid_request"),
     ];
     for (body, status, code) in cases {
@@ -410,23 +557,53 @@ async fn bad_documents_and_queries_are_clear_errors() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!((v["ingested"].as_u64(), v["failed"].as_u64()), (Some(1), Some(2)), "{v}");
+    assert_eq!(
+        (v["ingested"].as_u64(), v["failed"].as_u64()),
+        (Some(1), Some(2)),
+        "{v}"
+    );
     assert_eq!(item(&v, "huge")["error"]["code"], "document_too_large");
     // A BEIR file with one broken line: the others are ingested.
-    let (status, v) = upload(&app, &app.key, Form::new().part("file", file_part("bad.jsonl"))).await;
+    let (status, v) = upload(
+        &app,
+        &app.key,
+        Form::new().part("file", file_part("bad.jsonl")),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!((v["ingested"].as_u64(), v["failed"].as_u64()), (Some(2), Some(1)), "{v}");
+    assert_eq!(
+        (v["ingested"].as_u64(), v["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{v}"
+    );
     // An upload over the body limit.
-    let big = Form::new().part("file", Part::bytes(vec![b'a'; 200_000]).file_name("big.txt"));
+    let big = Form::new().part(
+        "file",
+        Part::bytes(vec![b'a'; 200_000]).file_name("big.txt"),
+    );
     let (status, v) = upload(&app, &app.key, big).await;
     assert_eq!(status, 413, "{v}");
     assert_eq!(code_of(&v), "request_too_large");
     // Multipart without files, with an unknown field.
     let (status, v) = upload(&app, &app.key, Form::new().text("metadata", "{}")).await;
     assert_eq!((status, code_of(&v).as_str()), (400, "invalid_request"));
-    let (status, _) = upload(&app, &app.key, Form::new().text("colour", "red").part("file", file_part("notes.txt"))).await;
+    let (status, _) = upload(
+        &app,
+        &app.key,
+        Form::new()
+            .text("colour", "red")
+            .part("file", file_part("notes.txt")),
+    )
+    .await;
     assert_eq!(status, 400);
-    let (status, _) = upload(&app, &app.key, Form::new().text("metadata", "[1]").part("file", file_part("notes.txt"))).await;
+    let (status, _) = upload(
+        &app,
+        &app.key,
+        Form::new()
+            .text("metadata", "[1]")
+            .part("file", file_part("notes.txt")),
+    )
+    .await;
     assert_eq!(status, 400);
 
     // Retrieval.
@@ -440,7 +617,14 @@ async fn bad_documents_and_queries_are_clear_errors() {
         let r = app.post("/v1/retrieve").json(&body).send().await.unwrap();
         assert_eq!(r.status(), 400, "{body}");
         let v: Value = r.json().await.unwrap();
-        assert!(v["error"]["param"].as_str().unwrap_or_default().contains(param) || v["error"]["message"].as_str().unwrap().contains(param), "{body}: {v}");
+        assert!(
+            v["error"]["param"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(param)
+                || v["error"]["message"].as_str().unwrap().contains(param),
+            "{body}: {v}"
+        );
     }
     // Grounded chat without a user message, and a malformed opt-in header.
     let r = app
@@ -456,7 +640,9 @@ async fn bad_documents_and_queries_are_clear_errors() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let r = app
-        .chat(json!({"model": "rag/no-such-model", "messages": [{"role": "user", "content": "hi"}]}))
+        .chat(
+            json!({"model": "rag/no-such-model", "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .await;
     assert_eq!(r.status(), 404);
 }

@@ -52,16 +52,37 @@ async fn ingest_reports_each_bad_file_and_ingests_the_rest() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "failures make the exit status non-zero");
+    assert!(
+        !out.status.success(),
+        "failures make the exit status non-zero"
+    );
     // handbook.md, faq.html, notes.txt, sample.pdf, 5 corpus.jsonl lines, 2 good bad.jsonl lines.
-    assert!(stdout.contains("ingested 11 documents (0 unchanged) into the embedded store"), "{stdout}");
-    for bad in ["corrupt.pdf", "empty.txt", "data.xyz", "bad.jsonl (document 2)"] {
-        assert!(stderr.contains(&format!("error: {}", fixtures().join(bad).display())) || stderr.contains(bad), "{bad}: {stderr}");
+    assert!(
+        stdout.contains("ingested 11 documents (0 unchanged) into the embedded store"),
+        "{stdout}"
+    );
+    for bad in [
+        "corrupt.pdf",
+        "empty.txt",
+        "data.xyz",
+        "bad.jsonl (document 2)",
+    ] {
+        assert!(
+            stderr.contains(&format!("error: {}", fixtures().join(bad).display()))
+                || stderr.contains(bad),
+            "{bad}: {stderr}"
+        );
     }
-    assert!(stderr.contains("4 of 15 documents or files failed"), "{stderr}");
+    assert!(
+        stderr.contains("4 of 15 documents or files failed"),
+        "{stderr}"
+    );
     let docs = tenant_docs(&db, "acme").await;
     assert_eq!(docs.len(), 11, "{docs:?}");
-    assert!(docs.iter().all(|(_, n, rows)| n == rows && *n > 0), "{docs:?}");
+    assert!(
+        docs.iter().all(|(_, n, rows)| n == rows && *n > 0),
+        "{docs:?}"
+    );
     assert!(docs.iter().any(|(id, _, _)| id.ends_with("handbook.md")));
 
     // Again: nothing changed, nothing embedded.
@@ -70,9 +91,16 @@ async fn ingest_reports_each_bad_file_and_ingests_the_rest() {
         .arg(fixtures().join("handbook.md"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ingested 1 documents (1 unchanged)") && stdout.contains("0 embedded"), "{stdout}");
+    assert!(
+        stdout.contains("ingested 1 documents (1 unchanged)") && stdout.contains("0 embedded"),
+        "{stdout}"
+    );
 }
 
 /// A document of `paragraphs` paragraphs (several chunks each).
@@ -119,22 +147,43 @@ async fn killed_mid_batch_every_document_is_whole() {
             break;
         }
         assert!(Instant::now() < deadline, "ingestion did not progress");
-        assert!(child.try_wait().unwrap().is_none(), "ingestion ended before the kill");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ingestion ended before the kill"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let docs = tenant_docs(&db, "default").await;
-    assert!(docs.len() >= 8 && docs.len() < 120, "killed mid-batch: {}", docs.len());
+    assert!(
+        docs.len() >= 8 && docs.len() < 120,
+        "killed mid-batch: {}",
+        docs.len()
+    );
     for (id, n, rows) in &docs {
         assert_eq!(n, rows, "{id} is half-written");
         assert!(*n >= 6, "{id}: every section is at least one chunk");
     }
     // A second run finishes the batch; what was whole is left alone.
-    let out = qm(&db).args(["ingest", "--quiet"]).arg(&corpus).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = qm(&db)
+        .args(["ingest", "--quiet"])
+        .arg(&corpus)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("ingested 120 documents ({} unchanged)", docs.len())), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "ingested 120 documents ({} unchanged)",
+            docs.len()
+        )),
+        "{stdout}"
+    );
     let all = tenant_docs(&db, "default").await;
     assert_eq!(all.len(), 120);
     assert!(all.iter().all(|(_, n, rows)| n == rows));

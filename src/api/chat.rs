@@ -184,7 +184,15 @@ pub async fn chat_completions(
         )
         .await?
     } else {
-        complete(attempts, request, prompt_estimate, ledger, writer, citations).await?
+        complete(
+            attempts,
+            request,
+            prompt_estimate,
+            ledger,
+            writer,
+            citations,
+        )
+        .await?
     };
     if let Some(n) = grounded_chunks {
         response
@@ -1070,7 +1078,9 @@ impl Grounding {
     ) -> Result<Option<Self>, ApiError> {
         let header = match headers.get(RAG_HEADER).map(|v| v.to_str().unwrap_or("")) {
             None => None,
-            Some(v) if v.eq_ignore_ascii_case("on") || v == "1" || v.eq_ignore_ascii_case("true") => {
+            Some(v)
+                if v.eq_ignore_ascii_case("on") || v == "1" || v.eq_ignore_ascii_case("true") =>
+            {
                 Some(true)
             }
             Some(v)
@@ -1172,7 +1182,11 @@ impl Grounding {
         Ok(Citations {
             json,
             documents,
-            chunks: hits.into_iter().take(placed).map(|h| h.chunk.chunk_id).collect(),
+            chunks: hits
+                .into_iter()
+                .take(placed)
+                .map(|h| h.chunk.chunk_id)
+                .collect(),
         })
     }
 }

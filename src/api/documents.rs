@@ -155,9 +155,9 @@ pub async fn create(
     let mut items: Vec<Result<IngestDoc, (Option<String>, ApiError)>> = Vec::new();
     if content_type.starts_with("multipart/form-data") {
         let limit = rag.config.max_upload_bytes;
-        let mut form = Multipart::from_request(req, &state)
-            .await
-            .map_err(|e| ApiError::invalid(format!("invalid multipart body: {}", e.body_text()), None))?;
+        let mut form = Multipart::from_request(req, &state).await.map_err(|e| {
+            ApiError::invalid(format!("invalid multipart body: {}", e.body_text()), None)
+        })?;
         let mut metadata = Metadata::new();
         let mut id: Option<String> = None;
         let mut files: Vec<(String, Option<String>, Vec<u8>)> = Vec::new();
@@ -169,7 +169,10 @@ pub async fn create(
                     return Err(ApiError::BodyTooLarge { limit });
                 }
                 Err(e) => {
-                    return Err(ApiError::invalid(format!("invalid multipart body: {}", e.body_text()), None));
+                    return Err(ApiError::invalid(
+                        format!("invalid multipart body: {}", e.body_text()),
+                        None,
+                    ));
                 }
             };
             let name = field.name().unwrap_or_default().to_string();
@@ -198,7 +201,9 @@ pub async fn create(
                 ("id", None) => id = Some(String::from_utf8_lossy(&data).trim().to_string()),
                 (other, None) => {
                     return Err(ApiError::invalid(
-                        format!("unknown form field `{other}` (expected file parts, `metadata` or `id`)"),
+                        format!(
+                            "unknown form field `{other}` (expected file parts, `metadata` or `id`)"
+                        ),
                         Some(other.to_string()),
                     ));
                 }
@@ -242,7 +247,10 @@ pub async fn create(
             JsonBody::One(d) => vec![d],
         };
         if docs.is_empty() {
-            return Err(ApiError::invalid("`documents` is empty", Some("documents".to_string())));
+            return Err(ApiError::invalid(
+                "`documents` is empty",
+                Some("documents".to_string()),
+            ));
         }
         for (i, d) in docs.into_iter().enumerate() {
             let declared = d.format.as_deref().map(|f| (f, Format::from_name(f)));
@@ -250,7 +258,12 @@ pub async fn create(
                 (Some(t), None) => Ok(t.into_bytes()),
                 (None, Some(b)) => base64::engine::general_purpose::STANDARD
                     .decode(b.trim())
-                    .map_err(|e| ApiError::invalid(format!("content_base64 is not base64: {e}"), Some(format!("documents[{i}].content_base64")))),
+                    .map_err(|e| {
+                        ApiError::invalid(
+                            format!("content_base64 is not base64: {e}"),
+                            Some(format!("documents[{i}].content_base64")),
+                        )
+                    }),
                 _ => Err(ApiError::invalid(
                     "a document needs exactly one of `text` and `content_base64`",
                     Some(format!("documents[{i}]")),
@@ -259,7 +272,9 @@ pub async fn create(
             let format = match declared {
                 None => Ok(Format::Text),
                 Some((_, Some(f))) => Ok(f),
-                Some((name, None)) => Err(RagError::from(ExtractError::Unsupported(name.to_string())).into()),
+                Some((name, None)) => {
+                    Err(RagError::from(ExtractError::Unsupported(name.to_string())).into())
+                }
             };
             match (bytes, format) {
                 (Ok(b), Ok(f)) => {
@@ -407,7 +422,10 @@ pub async fn retrieve(
 ) -> Result<Response, ApiError> {
     let rag = rag(&state)?;
     if req.query.trim().is_empty() {
-        return Err(ApiError::invalid("`query` is empty", Some("query".to_string())));
+        return Err(ApiError::invalid(
+            "`query` is empty",
+            Some("query".to_string()),
+        ));
     }
     let max = rag.config.retrieval.max_top_k;
     let top_k = req.top_k.unwrap_or(rag.config.retrieval.top_k);

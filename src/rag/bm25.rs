@@ -128,7 +128,12 @@ impl Bm25 {
     }
 
     /// The `k` best documents for `query` that `keep` accepts, best first.
-    pub fn search(&self, query: &str, k: usize, keep: &dyn Fn(&str) -> bool) -> Vec<(Arc<str>, f32)> {
+    pub fn search(
+        &self,
+        query: &str,
+        k: usize,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Vec<(Arc<str>, f32)> {
         if self.live == 0 || k == 0 {
             return Vec::new();
         }
@@ -171,7 +176,10 @@ mod tests {
 
     #[test]
     fn analysis_drops_stop_words_and_plurals() {
-        assert_eq!(terms("The Rockets, and their Policies!"), vec!["rocket", "policy"]);
+        assert_eq!(
+            terms("The Rockets, and their Policies!"),
+            vec!["rocket", "policy"]
+        );
         assert_eq!(terms("class status"), vec!["class", "status"]);
     }
 

@@ -196,13 +196,13 @@ impl EmbeddedStore {
         tenant: &str,
         doc: &str,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM rag_chunks WHERE tenant_id = $1 AND document_id = $2")
-                .bind(tenant)
-                .bind(doc)
-                .fetch_all(tx)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM rag_chunks WHERE tenant_id = $1 AND document_id = $2",
         )
+        .bind(tenant)
+        .bind(doc)
+        .fetch_all(tx)
+        .await?)
     }
 }
 
@@ -212,11 +212,7 @@ impl ChunkStore for EmbeddedStore {
         "embedded"
     }
 
-    async fn document(
-        &self,
-        tenant: &str,
-        id: &str,
-    ) -> Result<Option<DocumentRecord>, StoreError> {
+    async fn document(&self, tenant: &str, id: &str) -> Result<Option<DocumentRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM rag_documents WHERE tenant_id = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
@@ -372,11 +368,10 @@ impl ChunkStore for EmbeddedStore {
         exact: bool,
     ) -> Result<Vec<ScoredChunk>, StoreError> {
         let ranked: Vec<(String, f32)> = if exact {
-            let mut rows = sqlx::query(
-                "SELECT id, metadata, embedding FROM rag_chunks WHERE tenant_id = $1",
-            )
-            .bind(tenant)
-            .fetch(&self.pool);
+            let mut rows =
+                sqlx::query("SELECT id, metadata, embedding FROM rag_chunks WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .fetch(&self.pool);
             let mut all: Vec<(String, f32)> = Vec::new();
             while let Some(r) = rows.try_next().await? {
                 if !filter.is_empty()
@@ -396,7 +391,11 @@ impl ChunkStore for EmbeddedStore {
                 return Ok(Vec::new());
             };
             let keep = |id: &str| {
-                filter.is_empty() || mem.chunks.get(id).is_some_and(|c| filter.matches(&c.metadata))
+                filter.is_empty()
+                    || mem
+                        .chunks
+                        .get(id)
+                        .is_some_and(|c| filter.matches(&c.metadata))
             };
             self.hnsw
                 .search_entries(tenant, vector, k, None, &keep)
@@ -420,7 +419,11 @@ impl ChunkStore for EmbeddedStore {
                 return Ok(Vec::new());
             };
             let keep = |id: &str| {
-                filter.is_empty() || mem.chunks.get(id).is_some_and(|c| filter.matches(&c.metadata))
+                filter.is_empty()
+                    || mem
+                        .chunks
+                        .get(id)
+                        .is_some_and(|c| filter.matches(&c.metadata))
             };
             mem.bm25
                 .search(query, k, &keep)

@@ -71,7 +71,11 @@ pub fn read_beir_queries(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         let q = v["text"].as_str().map(str::to_string);
         match (id, q) {
             (Some(id), Some(q)) => out.push((id, q)),
-            _ => anyhow::bail!("{} line {}: needs string _id and text", path.display(), i + 1),
+            _ => anyhow::bail!(
+                "{} line {}: needs string _id and text",
+                path.display(),
+                i + 1
+            ),
         }
     }
     Ok(out)
@@ -116,7 +120,10 @@ pub fn metrics_at_10(ranked: &[String], rels: &HashMap<String, i64>) -> (f64, f6
         .map(|(i, &r)| r as f64 / ((i + 2) as f64).log2())
         .sum();
     let relevant = rels.values().filter(|&&r| r > 0).count();
-    let found = top.iter().filter(|d| rels.get(**d).is_some_and(|&r| r > 0)).count();
+    let found = top
+        .iter()
+        .filter(|d| rels.get(**d).is_some_and(|&r| r > 0))
+        .count();
     let mrr = top
         .iter()
         .position(|d| rels.get(*d).is_some_and(|&r| r > 0))

@@ -417,9 +417,8 @@ impl Rag {
             ),
         };
         let tokenizer_path = embed_config.model_dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| {
-            anyhow::anyhow!("loading {}: {e}", tokenizer_path.display())
-        })?;
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| anyhow::anyhow!("loading {}: {e}", tokenizer_path.display()))?;
         let source = match std::fs::read_to_string(&config.grounding.template) {
             Ok(s) => s,
             Err(_) if config.grounding.template == PathBuf::from(DEFAULT_TEMPLATE_PATH) => {
@@ -825,7 +824,12 @@ mod tests {
             text_weight: 0.0,
             ..RetrievalConfig::default()
         };
-        let hits = fuse(vec![chunk("a#0"), chunk("b#0")], vec![chunk("b#0")], &config, 2);
+        let hits = fuse(
+            vec![chunk("a#0"), chunk("b#0")],
+            vec![chunk("b#0")],
+            &config,
+            2,
+        );
         assert_eq!(hits[0].chunk.chunk_id, "a#0");
     }
 
@@ -839,7 +843,10 @@ mod tests {
 
     #[test]
     fn embed_input_carries_title_and_heading() {
-        assert_eq!(embed_input(Some("Acme"), Some("Refunds"), "text"), "Acme\nRefunds\ntext");
+        assert_eq!(
+            embed_input(Some("Acme"), Some("Refunds"), "text"),
+            "Acme\nRefunds\ntext"
+        );
         assert_eq!(embed_input(None, Some(" "), "text"), "text");
     }
 }

@@ -107,7 +107,6 @@ impl PgVectorStore {
         }
         Ok(Self { pool, params })
     }
-
 }
 
 #[async_trait::async_trait]
@@ -116,11 +115,7 @@ impl ChunkStore for PgVectorStore {
         "pgvector"
     }
 
-    async fn document(
-        &self,
-        tenant: &str,
-        id: &str,
-    ) -> Result<Option<DocumentRecord>, StoreError> {
+    async fn document(&self, tenant: &str, id: &str) -> Result<Option<DocumentRecord>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {DOC_COLUMNS} FROM rag_documents WHERE tenant_id = $1 AND id = $2"
         )))

@@ -79,8 +79,7 @@ impl Filter {
 pub trait ChunkStore: Send + Sync {
     fn name(&self) -> &'static str;
 
-    async fn document(&self, tenant: &str, id: &str)
-    -> Result<Option<DocumentRecord>, StoreError>;
+    async fn document(&self, tenant: &str, id: &str) -> Result<Option<DocumentRecord>, StoreError>;
 
     /// The stored embeddings of a document's chunks by content hash (reused on re-ingest).
     async fn chunk_vectors(

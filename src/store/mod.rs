@@ -134,8 +134,10 @@ impl Store {
 
     /// The id of the tenant with this name, if there is one.
     pub async fn tenant_id_by_name(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(on_pool!(self, p => sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
-            .bind(name).fetch_optional(p).await)?)
+        Ok(
+            on_pool!(self, p => sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
+            .bind(name).fetch_optional(p).await)?,
+        )
     }
 
     pub async fn insert_key(
