@@ -291,7 +291,7 @@ async fn bench_ingestion(
     let started = Instant::now();
     let mut inputs = Vec::new();
     for d in &docs {
-        for c in rag.chunk(d.text.clone()).await {
+        for c in rag.chunk(d.text.clone()).await? {
             inputs.push(embed_input(
                 d.title.as_deref(),
                 c.heading.as_deref(),

@@ -319,6 +319,7 @@ impl From<crate::rag::RagError> for ApiError {
             RagError::Embed(x) => ApiError::Internal(format!("embedding: {x}")),
             RagError::Store(x) => ApiError::Internal(format!("retrieval store: {x}")),
             RagError::Template(x) => ApiError::Internal(format!("grounding template: {x}")),
+            RagError::Internal(x) => ApiError::Internal(x),
         }
     }
 }

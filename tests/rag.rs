@@ -23,8 +23,13 @@ fn model_dir() -> PathBuf {
 fn rag_options(extra: &str, db_url: Option<String>) -> Options {
     Options {
         extra: format!(
-            "[rate_limit]\nenabled = false\n[server]\nshutdown_grace_secs = 2\n\
+            "[rate_limit]\nenabled = false\n{}\
              [embeddings]\nmodel_dir = \"{}\"\n{extra}",
+            if extra.contains("[server]") {
+                ""
+            } else {
+                "[server]\nshutdown_grace_secs = 2\n"
+            },
             model_dir().display()
         ),
         db_url,
@@ -236,6 +241,38 @@ async fn documents_scenario(db_url: Option<String>, expect_store: &str) {
         .await;
         assert_eq!(docs_of(&r), vec!["ops-1"], "{mode}: {r}");
     }
+
+    // NUL characters (which PostgreSQL text cannot hold) are dropped from text; in
+    // metadata or a filter they are a 400.
+    let r = app
+        .post("/v1/documents")
+        .json(&json!({"id": "nul", "text": "Zero\0 bytes are dropped."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"][0]["status"], "created", "{v}");
+    let r = app
+        .post("/v1/documents")
+        .json(&json!({"id": "nul2", "text": "x", "metadata": {"a": "b\0"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .post("/v1/retrieve")
+        .json(&json!({"query": "x", "filter": {"a": "\0"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .delete_as("/v1/documents/nul", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // Another tenant sees none of it.
     let other = quartermaster::auth::create_key(&app.store().await, "tenant-b", "t")
@@ -483,8 +520,10 @@ async fn grounded_chat_cites_and_invalidation_follows_the_documents() {
 /// Every bad input is a clear error in the API's shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_documents_and_queries_are_clear_errors() {
+    // Chat bodies are capped at 30 kB; uploads at 100 kB.
     let app = TestApp::spawn_with(rag_options(
-        "[rag]\nmax_document_bytes = 2000\nmax_upload_bytes = 100000\n",
+        "[server]\nshutdown_grace_secs = 2\nbody_limit_bytes = 30000\n\
+         [rag]\nmax_document_bytes = 2000\nmax_upload_bytes = 100000\n",
         None,
     ))
     .await;
@@ -584,6 +623,42 @@ async fn bad_documents_and_queries_are_clear_errors() {
     let (status, v) = upload(&app, &app.key, big).await;
     assert_eq!(status, 413, "{v}");
     assert_eq!(code_of(&v), "request_too_large");
+    // Between the chat body limit and the upload limit, with an Idempotency-Key: the upload
+    // limit holds, the big file fails alone, and a retry is replayed.
+    // A retry sends the same bytes (reqwest's forms draw a new boundary each time).
+    let mut body = Vec::new();
+    for (name, data) in [
+        ("big.txt", vec![b'a'; 60_000]),
+        ("notes.txt", std::fs::read(fixture("notes.txt")).unwrap()),
+    ] {
+        body.extend_from_slice(
+            format!("--qmB\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(&data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--qmB--\r\n");
+    let send = || {
+        app.post("/v1/documents")
+            .header("idempotency-key", "upload-1")
+            .header("content-type", "multipart/form-data; boundary=qmB")
+            .body(body.clone())
+            .send()
+    };
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        item(&v, "big.txt")["error"]["code"],
+        "document_too_large",
+        "{v}"
+    );
+    assert_eq!(item(&v, "notes.txt")["status"], "created", "{v}");
+    let r = send().await.unwrap();
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again, v);
     // Multipart without files, with an unknown field.
     let (status, v) = upload(&app, &app.key, Form::new().text("metadata", "{}")).await;
     assert_eq!((status, code_of(&v).as_str()), (400, "invalid_request"));

@@ -38,4 +38,3 @@ CREATE TABLE rag_chunks (
 );
 CREATE INDEX rag_chunks_document ON rag_chunks(tenant_id, document_id);
 CREATE INDEX rag_chunks_tsv ON rag_chunks USING gin(tsv);
-CREATE INDEX rag_chunks_metadata ON rag_chunks USING gin(metadata jsonb_path_ops);

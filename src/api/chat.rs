@@ -167,8 +167,15 @@ pub async fn chat_completions(
         _ => "bypass",
     };
     let mut writer = plan.and_then(|p| p.writer(&state));
-    if let (Some(w), Some(c)) = (writer.as_mut(), &citations) {
-        w.ground(c);
+    if let Some(c) = &citations {
+        // An answer given without any context is not cached: no document's change could
+        // invalidate it once the answer exists.
+        if c.chunks.is_empty() {
+            writer = None;
+        }
+        if let Some(w) = writer.as_mut() {
+            w.ground(c);
+        }
     }
     let grounded_chunks = citations.as_ref().map(|c| c.chunks.len());
     let citations = citations.map(|c| c.json);

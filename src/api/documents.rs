@@ -300,33 +300,38 @@ pub async fn create(
 
     let tenant = principal.tenant.id.clone();
     let single = items.len() == 1;
-    let mut results = Vec::with_capacity(items.len());
-    let mut failed = 0;
-    let mut only_error = None;
-    for item in items {
-        match item {
-            Ok(doc) => {
-                let (id, source) = (doc.id.clone(), doc.source.clone());
-                match rag.ingest(&tenant, doc).await {
-                    Ok(o) => results.push(serde_json::to_value(&o).unwrap_or_default()),
-                    Err(e) => {
-                        failed += 1;
-                        let e = ApiError::from(e);
-                        if e.status().is_server_error() {
-                            return Err(e);
+    // Ingestion runs in its own task: a client that disconnects does not cut a document's
+    // write (or the store's memory update after it) in half.
+    let store_rag = rag.clone();
+    let (results, failed, only_error) = tokio::spawn(async move {
+        let mut results = Vec::with_capacity(items.len());
+        let mut failed = 0;
+        let mut only_error = None;
+        for item in items {
+            match item {
+                Ok(doc) => {
+                    let (id, source) = (doc.id.clone(), doc.source.clone());
+                    match store_rag.ingest(&tenant, doc).await {
+                        Ok(o) => results.push(serde_json::to_value(&o).unwrap_or_default()),
+                        Err(e) => {
+                            failed += 1;
+                            let e = ApiError::from(e);
+                            results.push(item_error(Some(&id), source.as_deref(), clone_error(&e)));
+                            only_error = Some(e);
                         }
-                        results.push(item_error(Some(&id), source.as_deref(), clone_error(&e)));
-                        only_error = Some(e);
                     }
                 }
-            }
-            Err((id, e)) => {
-                failed += 1;
-                results.push(item_error(id.as_deref(), None, clone_error(&e)));
-                only_error = Some(e);
+                Err((id, e)) => {
+                    failed += 1;
+                    results.push(item_error(id.as_deref(), None, clone_error(&e)));
+                    only_error = Some(e);
+                }
             }
         }
-    }
+        (results, failed, only_error)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("ingestion task: {e}")))?;
     if single && failed == 1 {
         if let Some(e) = only_error {
             return Err(e);

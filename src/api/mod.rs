@@ -37,7 +37,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: Arc<AppState>) -> Router {
     let config = state.config.clone();
-    let mut v1 = Router::new()
+    let v1 = Router::new()
         .route("/v1/models", get(chat::list_models))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
@@ -46,11 +46,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(cache::get_entry).delete(cache::delete_entry),
         )
         .route("/v1/cache/invalidate", post(cache::invalidate))
-        .route("/v1/documents", get(documents::list))
-        .route(
-            "/v1/documents",
-            post(documents::create).layer(DefaultBodyLimit::max(config.rag.max_upload_bytes)),
-        )
         .route(
             "/v1/documents/{id}",
             get(documents::get).delete(documents::delete),
@@ -60,6 +55,26 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             idempotency::idempotency,
         ));
+    // Uploads have their own body limit, which must hold before the idempotency layer
+    // reads the body (and its 413s must state it).
+    let upload = config.rag.max_upload_bytes;
+    let documents = Router::new()
+        .route(
+            "/v1/documents",
+            get(documents::list).post(documents::create),
+        )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .layer(DefaultBodyLimit::max(upload))
+        .layer(middleware::from_fn(
+            move |mut req: Request, next: Next| async move {
+                req.extensions_mut().insert(BodyLimit(upload));
+                next.run(req).await
+            },
+        ));
+    let mut v1 = v1.merge(documents);
     if config.rate_limit.enabled {
         let governor = GovernorConfigBuilder::default()
             .per_nanosecond(1_000_000_000 / u64::from(config.rate_limit.requests_per_second))

@@ -124,7 +124,8 @@ struct Slots {
     by_entry: HashMap<Arc<str>, usize>,
     dead: usize,
     /// While a rebuild runs: entries inserted meanwhile, replayed into the new graph.
-    pending: Option<Vec<(Arc<str>, u64, Vec<f32>)>>,
+    /// (old slot, entry, fingerprint, vector) in insertion order.
+    pending: Option<Vec<(usize, Arc<str>, u64, Vec<f32>)>>,
     /// Replaced by a rebuilt graph: writers must go to the new one.
     retired: bool,
 }
@@ -140,10 +141,10 @@ impl Slots {
         {
             return None;
         }
-        if let Some(p) = self.pending.as_mut() {
-            p.push((entry.clone(), fp, vector.to_vec()));
-        }
         let id = self.slots.len();
+        if let Some(p) = self.pending.as_mut() {
+            p.push((id, entry.clone(), fp, vector.to_vec()));
+        }
         self.slots.push(Slot {
             entry: entry.clone(),
             fp,
@@ -426,18 +427,22 @@ impl HnswIndex {
         let mut s = old.slots.write();
         s.retired = true;
         let pending = s.pending.take().unwrap_or_default();
-        for (entry, fp, v) in pending {
-            fresh.insert(entry, fp, &v);
-        }
-        // Removals that happened during the rebuild.
-        let dead: Vec<String> = s
-            .slots
+        // Removals that happened during the rebuild, of nodes the new graph copied. (By
+        // slot, not by entry name: an entry removed and added again under the same id, as
+        // a re-ingested chunk is, must stay.)
+        let removed: Vec<String> = snapshot
             .iter()
-            .filter(|x| x.dead)
-            .map(|x| x.entry.to_string())
+            .filter(|(old_id, _, _)| s.slots[*old_id].dead)
+            .map(|(_, entry, _)| entry.to_string())
             .collect();
+        fresh.remove(&removed);
+        // Then what was added meanwhile and is still live, in order.
+        for (old_id, entry, fp, v) in pending {
+            if !s.slots[old_id].dead {
+                fresh.insert(entry, fp, &v);
+            }
+        }
         drop(s);
-        fresh.remove(&dead);
         let live = fresh.live();
         tenants.insert(tenant.to_string(), Arc::new(fresh));
         live
@@ -598,5 +603,35 @@ mod tests {
             );
         }
         assert_eq!(idx.len(), 2000 - 2 + 200);
+    }
+
+    /// The retrieval store reuses ids (`doc#0`): an entry removed and added again, before or
+    /// during a rebuild, is live in the rebuilt graph with its new vector.
+    #[test]
+    fn a_re_added_id_survives_rebuilds() {
+        let idx = HnswIndex::new(
+            HnswParams {
+                rebuild_min_dead: 1,
+                rebuild_dead_fraction: 0.0,
+                ..HnswParams::default()
+            },
+            100,
+        );
+        let items: Vec<_> = (0..300)
+            .map(|i| (format!("e{i}"), String::new(), unit(i, 64)))
+            .collect();
+        idx.load_tenant("t", items);
+        for i in 0..100u64 {
+            idx.remove_entries("t", &[format!("e{i}")]);
+            idx.insert_sync("t", &format!("e{i}"), "", &unit(1000 + i, 64));
+        }
+        assert_eq!(idx.tenants_to_rebuild(), vec!["t".to_string()]);
+        assert_eq!(idx.rebuild("t"), 300);
+        for i in 0..100u64 {
+            let hit = &idx.search_entries("t", &unit(1000 + i, 64), 1, None, &|_| true)[0];
+            assert_eq!(hit.entry_id, format!("e{i}"));
+            assert!(hit.similarity > 0.999, "the new vector: {hit:?}");
+        }
+        assert_eq!(idx.len(), 300);
     }
 }

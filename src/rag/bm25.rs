@@ -147,7 +147,14 @@ impl Bm25 {
             let Some(list) = self.postings.get(t) else {
                 continue;
             };
-            let df = list.len() as f32;
+            // Live postings only: tombstones not yet compacted away must not shift the IDF.
+            let df = list
+                .iter()
+                .filter(|(slot, _)| self.docs[*slot as usize].live)
+                .count() as f32;
+            if df == 0.0 {
+                continue;
+            }
             let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln().max(0.0);
             for &(slot, tf) in list {
                 let doc = &self.docs[slot as usize];

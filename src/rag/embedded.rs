@@ -34,7 +34,7 @@ struct TenantMem {
 pub struct EmbeddedStore {
     pool: SqlitePool,
     hnsw: Arc<HnswIndex>,
-    tenants: RwLock<HashMap<String, TenantMem>>,
+    tenants: Arc<RwLock<HashMap<String, TenantMem>>>,
     /// Writes are serialised so memory follows the rows in commit order.
     write: tokio::sync::Mutex<()>,
 }
@@ -68,7 +68,7 @@ impl EmbeddedStore {
         let store = Self {
             pool,
             hnsw: Arc::new(HnswIndex::new(params, 4096)),
-            tenants: RwLock::new(HashMap::new()),
+            tenants: Arc::new(RwLock::new(HashMap::new())),
             write: tokio::sync::Mutex::new(()),
         };
         store.load().await?;
@@ -177,18 +177,54 @@ impl EmbeddedStore {
         }
     }
 
-    fn forget(&self, tenant: &str, ids: &[String]) {
-        if ids.is_empty() {
-            return;
-        }
-        self.hnsw.remove_entries(tenant, ids);
-        let mut tenants = self.tenants.write();
-        if let Some(mem) = tenants.get_mut(tenant) {
-            for id in ids {
-                mem.chunks.remove(id.as_str());
-                mem.bm25.remove(id);
+    /// Brings memory in line with committed rows: `old` chunks out, `new` ones in. Runs on
+    /// a blocking thread (BM25 compaction and graph inserts are CPU work), and runs to the
+    /// end even if the caller goes away.
+    async fn apply(
+        &self,
+        tenant: &str,
+        old: Vec<String>,
+        new: Vec<ChunkRecord>,
+        title: Option<String>,
+        metadata: Metadata,
+    ) -> Result<(), StoreError> {
+        let hnsw = self.hnsw.clone();
+        let tenants = self.tenants.clone();
+        let tenant = tenant.to_string();
+        tokio::task::spawn_blocking(move || {
+            if !old.is_empty() {
+                hnsw.remove_entries(&tenant, &old);
             }
-        }
+            {
+                let mut all = tenants.write();
+                let mem = all.entry(tenant.clone()).or_default();
+                for id in &old {
+                    mem.chunks.remove(id.as_str());
+                    mem.bm25.remove(id);
+                }
+                let meta = Arc::new(metadata);
+                for c in &new {
+                    let key: Arc<str> = Arc::from(c.id.as_str());
+                    mem.bm25.insert(
+                        key.clone(),
+                        &bm25_text(title.as_deref(), c.heading.as_deref(), &c.text),
+                    );
+                    mem.chunks.insert(
+                        key,
+                        ChunkMeta {
+                            metadata: meta.clone(),
+                        },
+                    );
+                }
+            }
+            for c in &new {
+                hnsw.insert_sync(&tenant, &c.id, NO_FP, &c.embedding);
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Conflict(format!("indexing: {e}")))?;
+        self.rebuild_if_due();
+        Ok(())
     }
 
     async fn chunk_ids(
@@ -294,36 +330,8 @@ impl ChunkStore for EmbeddedStore {
         }
         tx.commit().await?;
         // Memory follows the committed rows.
-        self.forget(tenant, &old);
-        let meta = Arc::new(doc.metadata.clone());
-        {
-            let mut tenants = self.tenants.write();
-            let mem = tenants.entry(tenant.to_string()).or_default();
-            for c in &chunks {
-                let key: Arc<str> = Arc::from(c.id.as_str());
-                mem.bm25.insert(
-                    key.clone(),
-                    &bm25_text(doc.title.as_deref(), c.heading.as_deref(), &c.text),
-                );
-                mem.chunks.insert(
-                    key,
-                    ChunkMeta {
-                        metadata: meta.clone(),
-                    },
-                );
-            }
-        }
-        let hnsw = self.hnsw.clone();
-        let tenant_owned = tenant.to_string();
-        tokio::task::spawn_blocking(move || {
-            for c in &chunks {
-                hnsw.insert_sync(&tenant_owned, &c.id, NO_FP, &c.embedding);
-            }
-        })
-        .await
-        .map_err(|e| StoreError::Conflict(format!("indexing: {e}")))?;
-        self.rebuild_if_due();
-        Ok(())
+        self.apply(tenant, old, chunks, doc.title.clone(), doc.metadata.clone())
+            .await
     }
 
     async fn delete(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
@@ -337,8 +345,8 @@ impl ChunkStore for EmbeddedStore {
             .await?
             .rows_affected();
         tx.commit().await?;
-        self.forget(tenant, &old);
-        self.rebuild_if_due();
+        self.apply(tenant, old, Vec::new(), None, Metadata::new())
+            .await?;
         Ok(deleted > 0)
     }
 

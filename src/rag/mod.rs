@@ -215,6 +215,8 @@ pub enum RagError {
     Embed(#[from] EmbedError),
     #[error("{0}")]
     Template(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// A document to ingest, already extracted to text.
@@ -417,8 +419,13 @@ impl Rag {
             ),
         };
         let tokenizer_path = embed_config.model_dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tokenizer_path)
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| anyhow::anyhow!("loading {}: {e}", tokenizer_path.display()))?;
+        // The shipped tokenizer.json truncates and pads to 128: counting needs neither.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+        tokenizer.with_padding(None);
         let source = match std::fs::read_to_string(&config.grounding.template) {
             Ok(s) => s,
             Err(_) if config.grounding.template == PathBuf::from(DEFAULT_TEMPLATE_PATH) => {
@@ -461,7 +468,7 @@ impl Rag {
     }
 
     /// Chunks a document on a blocking thread (the tokenizer is CPU work).
-    pub async fn chunk(&self, text: String) -> Vec<Chunk> {
+    pub async fn chunk(&self, text: String) -> Result<Vec<Chunk>, RagError> {
         let tokenizer = self.tokenizer.clone();
         let params = self.config.chunk_params();
         tokio::task::spawn_blocking(move || {
@@ -474,7 +481,7 @@ impl Rag {
             chunk::chunk_text(&text, params, &count)
         })
         .await
-        .unwrap_or_default()
+        .map_err(|e| RagError::Internal(format!("chunking failed: {e}")))
     }
 
     /// Embeds texts in batches; a full embedding queue is waited out, not failed.
@@ -501,8 +508,24 @@ impl Rag {
 
     /// Chunks, embeds what changed and writes one document (one transaction). Unchanged
     /// documents are not written at all; unchanged chunks keep their embeddings.
-    pub async fn ingest(&self, tenant: &str, doc: IngestDoc) -> Result<IngestOutcome, RagError> {
+    pub async fn ingest(
+        &self,
+        tenant: &str,
+        mut doc: IngestDoc,
+    ) -> Result<IngestOutcome, RagError> {
         check_id(&doc.id)?;
+        // NUL cannot be stored in PostgreSQL text; it carries nothing in a document.
+        if doc.text.contains('\0') {
+            doc.text = doc.text.replace('\0', "");
+        }
+        if let Some(t) = doc.title.as_mut() {
+            *t = t.replace('\0', "");
+        }
+        if has_nul(&serde_json::Value::Object(doc.metadata.clone())) {
+            return Err(RagError::Invalid(
+                "metadata must not contain NUL characters".into(),
+            ));
+        }
         if doc.text.len() > self.config.max_document_bytes {
             return Err(RagError::Invalid(format!(
                 "the document is {} bytes; the limit is {} (rag.max_document_bytes)",
@@ -537,7 +560,7 @@ impl Rag {
                 });
             }
         }
-        let chunks = self.chunk(doc.text.clone()).await;
+        let chunks = self.chunk(doc.text.clone()).await?;
         if chunks.is_empty() {
             return Err(ExtractError::Empty.into());
         }
@@ -575,6 +598,13 @@ impl Rag {
         };
         let embedded = to_embed.len();
         let vectors = self.embed(to_embed).await?;
+        if vectors.len() != unique_hashes.len() {
+            return Err(RagError::Internal(format!(
+                "the embedder returned {} vectors for {} texts",
+                vectors.len(),
+                unique_hashes.len()
+            )));
+        }
         for (h, v) in unique_hashes.into_iter().zip(vectors) {
             known.insert(h, v);
         }
@@ -665,6 +695,11 @@ impl Rag {
         vector: Option<Vec<f32>>,
         settings: &RetrievalConfig,
     ) -> Result<Vec<Hit>, RagError> {
+        if has_nul(&Value::Object(query.filter.0.clone())) {
+            return Err(RagError::Invalid(
+                "the filter must not contain NUL characters".into(),
+            ));
+        }
         let candidates = settings.candidates.max(query.top_k);
         let vector_list = if query.mode == Mode::Text {
             Vec::new()
@@ -848,6 +883,16 @@ mod tests {
             "Acme\nRefunds\ntext"
         );
         assert_eq!(embed_input(None, Some(" "), "text"), "text");
+    }
+}
+
+/// Whether a JSON value holds a NUL character in a key or a string.
+pub fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 

@@ -68,6 +68,17 @@ fn chunk_from_row(r: &sqlx::postgres::PgRow) -> Result<ScoredChunk, sqlx::Error>
     })
 }
 
+/// `AND metadata -> $n = $n+1::jsonb` per filter key, numbered from `first`: each key's
+/// value must equal the filter's (the embedded store's semantics; no containment).
+fn filter_clause(filter: &Filter, first: usize) -> String {
+    (0..filter.0.len())
+        .map(|i| {
+            let n = first + 2 * i;
+            format!(" AND metadata -> ${n} = ${}::jsonb", n + 1)
+        })
+        .collect()
+}
+
 const DOC_COLUMNS: &str = "id, title, source, format, content_hash, metadata::text AS metadata, chunk_count, created_at, updated_at";
 
 impl PgVectorStore {
@@ -254,16 +265,18 @@ impl ChunkStore for PgVectorStore {
         }
         let sql = format!(
             "SELECT * FROM (SELECT {CHUNK_COLUMNS}, (1 - (embedding <=> $1))::float8 AS score FROM rag_chunks
-               WHERE tenant_id = $2 AND ($3::jsonb IS NULL OR metadata @> $3::jsonb)
-               ORDER BY embedding <=> $1 LIMIT $4) c ORDER BY score DESC"
+               WHERE tenant_id = $2{}
+               ORDER BY embedding <=> $1 LIMIT $3) c ORDER BY score DESC",
+            filter_clause(filter, 4)
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(Vector::from(vector.to_vec()))
             .bind(tenant)
-            .bind(filter.as_json())
-            .bind(k as i64)
-            .fetch_all(&mut *tx)
-            .await?;
+            .bind(k as i64);
+        for (key, value) in &filter.0 {
+            query = query.bind(key.clone()).bind(value.to_string());
+        }
+        let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(rows.iter().map(chunk_from_row).collect::<Result<_, _>>()?)
     }
@@ -286,16 +299,18 @@ impl ChunkStore for PgVectorStore {
         let sql = format!(
             "SELECT {CHUNK_COLUMNS}, ts_rank_cd(tsv, q, 1)::float8 AS score
                FROM rag_chunks, to_tsquery('english', $1) q
-              WHERE tenant_id = $2 AND tsv @@ q AND ($3::jsonb IS NULL OR metadata @> $3::jsonb)
-              ORDER BY score DESC, id LIMIT $4"
+              WHERE tenant_id = $2 AND tsv @@ q{}
+              ORDER BY score DESC, id LIMIT $3",
+            filter_clause(filter, 4)
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tsquery)
             .bind(tenant)
-            .bind(filter.as_json())
-            .bind(k as i64)
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(k as i64);
+        for (key, value) in &filter.0 {
+            query = query.bind(key.clone()).bind(value.to_string());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         Ok(rows.iter().map(chunk_from_row).collect::<Result<_, _>>()?)
     }
 

@@ -68,11 +68,6 @@ impl Filter {
     pub fn matches(&self, metadata: &Metadata) -> bool {
         self.0.iter().all(|(k, v)| metadata.get(k) == Some(v))
     }
-
-    /// The filter as JSON text for `metadata @> $n::jsonb` (`None` when empty).
-    pub fn as_json(&self) -> Option<String> {
-        (!self.is_empty()).then(|| Value::Object(self.0.clone()).to_string())
-    }
 }
 
 #[async_trait::async_trait]
