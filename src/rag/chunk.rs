@@ -168,7 +168,7 @@ fn sections(text: &str) -> Vec<Section<'_>> {
 }
 
 /// '`' or '~' if the line opens or closes a fenced code block.
-fn fence_marker(line: &str) -> Option<char> {
+pub(crate) fn fence_marker(line: &str) -> Option<char> {
     if line.starts_with("```") {
         Some('`')
     } else if line.starts_with("~~~") {
@@ -179,7 +179,7 @@ fn fence_marker(line: &str) -> Option<char> {
 }
 
 /// `## Text ##` -> (2, "Text"). The line must already be stripped of its indentation.
-fn atx_heading(line: &str) -> Option<(usize, &str)> {
+pub(crate) fn atx_heading(line: &str) -> Option<(usize, &str)> {
     let level = line.bytes().take_while(|&b| b == b'#').count();
     if level == 0 || level > 6 {
         return None;

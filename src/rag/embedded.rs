@@ -170,6 +170,27 @@ impl EmbeddedStore {
             .collect())
     }
 
+    /// Runs a ranking over one tenant's memory with the filter as a predicate on chunk ids.
+    fn ranked(
+        &self,
+        tenant: &str,
+        filter: &Filter,
+        rank: impl FnOnce(&TenantMem, &dyn Fn(&str) -> bool) -> Vec<(String, f32)>,
+    ) -> Vec<(String, f32)> {
+        let tenants = self.tenants.read();
+        let Some(mem) = tenants.get(tenant) else {
+            return Vec::new();
+        };
+        let keep = |id: &str| {
+            filter.is_empty()
+                || mem
+                    .chunks
+                    .get(id)
+                    .is_some_and(|c| filter.matches(&c.metadata))
+        };
+        rank(mem, &keep)
+    }
+
     fn rebuild_if_due(&self) {
         for tenant in self.hnsw.tenants_to_rebuild() {
             let hnsw = self.hnsw.clone();
@@ -394,22 +415,13 @@ impl ChunkStore for EmbeddedStore {
             all.truncate(k);
             all
         } else {
-            let tenants = self.tenants.read();
-            let Some(mem) = tenants.get(tenant) else {
-                return Ok(Vec::new());
-            };
-            let keep = |id: &str| {
-                filter.is_empty()
-                    || mem
-                        .chunks
-                        .get(id)
-                        .is_some_and(|c| filter.matches(&c.metadata))
-            };
-            self.hnsw
-                .search_entries(tenant, vector, k, None, &keep)
-                .into_iter()
-                .map(|c| (c.entry_id, c.similarity))
-                .collect()
+            self.ranked(tenant, filter, |_, keep| {
+                self.hnsw
+                    .search_entries(tenant, vector, k, None, keep)
+                    .into_iter()
+                    .map(|c| (c.entry_id, c.similarity))
+                    .collect()
+            })
         };
         self.hydrate(tenant, ranked).await
     }
@@ -421,24 +433,13 @@ impl ChunkStore for EmbeddedStore {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<ScoredChunk>, StoreError> {
-        let ranked: Vec<(String, f32)> = {
-            let tenants = self.tenants.read();
-            let Some(mem) = tenants.get(tenant) else {
-                return Ok(Vec::new());
-            };
-            let keep = |id: &str| {
-                filter.is_empty()
-                    || mem
-                        .chunks
-                        .get(id)
-                        .is_some_and(|c| filter.matches(&c.metadata))
-            };
+        let ranked = self.ranked(tenant, filter, |mem, keep| {
             mem.bm25
-                .search(query, k, &keep)
+                .search(query, k, keep)
                 .into_iter()
                 .map(|(id, s)| (id.to_string(), s))
                 .collect()
-        };
+        });
         self.hydrate(tenant, ranked).await
     }
 

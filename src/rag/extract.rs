@@ -10,6 +10,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::chunk::{atx_heading, fence_marker};
+
 /// The formats the RAG ingester understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -176,39 +178,6 @@ fn markdown_title(text: &str) -> Option<String> {
         }
     }
     None
-}
-
-/// '`' or '~' if the line opens or closes a fenced code block.
-fn fence_marker(line: &str) -> Option<char> {
-    if line.starts_with("```") {
-        Some('`')
-    } else if line.starts_with("~~~") {
-        Some('~')
-    } else {
-        None
-    }
-}
-
-/// `## Text ##` -> (2, "Text"). The line must already be stripped of its indentation.
-fn atx_heading(line: &str) -> Option<(usize, &str)> {
-    let level = line.bytes().take_while(|&b| b == b'#').count();
-    if level == 0 || level > 6 {
-        return None;
-    }
-    let rest = &line[level..];
-    if !(rest.is_empty() || rest.starts_with(' ') || rest.starts_with('\t')) {
-        return None;
-    }
-    let rest = rest.trim();
-    let without_closing = rest.trim_end_matches('#');
-    let text = if without_closing.is_empty() {
-        ""
-    } else if without_closing.ends_with(' ') || without_closing.ends_with('\t') {
-        without_closing.trim_end()
-    } else {
-        rest
-    };
-    Some((level, text))
 }
 
 // ---------------------------------------------------------------------------------------
