@@ -55,7 +55,7 @@ use common::{DIM, Rng, Topics, env_or, normalise, pct, topic_dataset};
 const TENANT: &str = "bench";
 /// Top-k of every search.
 const K: usize = 10;
-/// Documents in flight while ingesting (as `quartermaster eval rag` does).
+/// Documents in flight while ingesting (as `quartermaster eval retrieval` does).
 const CONCURRENCY: usize = 16;
 /// Synthetic chunks per synthetic document.
 const PER_DOC: usize = 100;
