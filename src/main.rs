@@ -490,7 +490,7 @@ async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
         },
     };
     let store = Store::connect(config.database.url.expose_secret(), 4).await?;
-    let tenant = match sqlx_tenant(&store, &args.tenant).await? {
+    let tenant = match store.tenant_id_by_name(&args.tenant).await? {
         Some(id) => id,
         None if args.tenant == "default" => "default".to_string(),
         None => store.ensure_tenant(&args.tenant).await?.id,
@@ -592,10 +592,6 @@ async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
             failures.len() + ok
         )
     }
-}
-
-async fn sqlx_tenant(store: &Store, name: &str) -> anyhow::Result<Option<String>> {
-    Ok(store.tenant_id_by_name(name).await?)
 }
 
 async fn eval_retrieval(mut config: Config, args: RetrievalEvalArgs) -> anyhow::Result<()> {

@@ -128,7 +128,8 @@ fn has_non_text(m: &ChatMessage) -> bool {
     }
 }
 
-fn sha256_hex(parts: &[&str]) -> String {
+/// SHA-256 (hex) of length-prefixed parts.
+pub(crate) fn sha256_hex(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         // Length-prefixed so ("ab","c") and ("a","bc") differ.

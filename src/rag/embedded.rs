@@ -442,14 +442,4 @@ impl ChunkStore for EmbeddedStore {
         });
         self.hydrate(tenant, ranked).await
     }
-
-    async fn counts(&self) -> Result<(i64, i64), StoreError> {
-        let docs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rag_documents")
-            .fetch_one(&self.pool)
-            .await?;
-        let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rag_chunks")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((docs, chunks))
-    }
 }

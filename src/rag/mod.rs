@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use crate::cache::HnswParams;
+use crate::cache::key::sha256_hex;
 use crate::embed::{EmbedError, EmbedService};
 use crate::store::{Store, StoreError, now_ms};
 use crate::types::{ChatCompletionRequest, ChatMessage, MessageContent, Role};
@@ -298,15 +299,6 @@ pub fn embed_input(title: Option<&str>, heading: Option<&str>, text: &str) -> St
     }
     s.push_str(text);
     s
-}
-
-fn sha256_hex(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p.as_bytes());
-    }
-    hex::encode(h.finalize())
 }
 
 /// The text of the last user message: what a grounded request retrieves for.

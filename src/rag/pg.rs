@@ -313,14 +313,4 @@ impl ChunkStore for PgVectorStore {
         let rows = query.fetch_all(&self.pool).await?;
         Ok(rows.iter().map(chunk_from_row).collect::<Result<_, _>>()?)
     }
-
-    async fn counts(&self) -> Result<(i64, i64), StoreError> {
-        let docs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rag_documents")
-            .fetch_one(&self.pool)
-            .await?;
-        let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rag_chunks")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((docs, chunks))
-    }
 }

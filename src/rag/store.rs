@@ -121,9 +121,6 @@ pub trait ChunkStore: Send + Sync {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<ScoredChunk>, StoreError>;
-
-    /// (documents, chunks) over all tenants.
-    async fn counts(&self) -> Result<(i64, i64), StoreError>;
 }
 
 pub fn vector_to_bytes(v: &[f32]) -> Vec<u8> {
