@@ -3,7 +3,10 @@
 //! Starts a mock OpenAI upstream in this process and the release `quartermaster` binary as a
 //! child process, then for each mode measures, open-loop at a fixed rate, the latency of
 //! requests sent straight to the mock and through the gateway: the difference of the
-//! percentiles is the added latency. Then a closed loop finds the highest sustained rate,
+//! percentiles is the added latency. The same requests also go through a bare proxy (this
+//! bench binary re-run as a child: axum + reqwest, same runtime as the gateway, forwarding
+//! bytes without parsing them): what any proxy hop on this stack and machine costs, the
+//! floor under the gateway's figure. Then a closed loop finds the highest sustained rate,
 //! and the gateway's RSS is sampled throughout.
 //!
 //! `cargo bench --bench gateway_overhead` (env: QM_BENCH_RATE=1000, QM_BENCH_SECS=10,
@@ -61,6 +64,7 @@ async fn open_loop(
     let body =
         json!({"model":"m","stream":stream,"messages":[{"role":"user","content":"Say hello"}]})
             .to_string();
+    let origin = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::new();
@@ -86,7 +90,10 @@ async fn open_loop(
             match res {
                 Ok(r) if r.status().is_success() => {
                     let _ = r.bytes().await;
-                    lat.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3);
+                    let ms = t.elapsed().as_secs_f64() * 1e3;
+                    lat.lock()
+                        .unwrap()
+                        .push((ms, (t - origin).as_secs_f64() * 1e3));
                 }
                 _ => *errors.lock().unwrap() += 1,
             }
@@ -95,7 +102,25 @@ async fn open_loop(
     for t in tasks {
         let _ = t.await;
     }
-    let mut v = Arc::try_unwrap(lat).unwrap().into_inner().unwrap();
+    let timed = Arc::try_unwrap(lat).unwrap().into_inner().unwrap();
+    // QM_BENCH_DUMP=DIR writes each request's start (ms into the run) and latency, to look
+    // for periodic stalls.
+    if let Ok(dir) = std::env::var("QM_BENCH_DUMP") {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "{dir}/{:02}-{}-{}.tsv",
+            N.fetch_add(1, Ordering::SeqCst),
+            url.trim_start_matches("http://").replace([':', '.'], "_"),
+            if stream { "stream" } else { "plain" }
+        );
+        let rows: String = timed
+            .iter()
+            .map(|(ms, at)| format!("{at:.3}\t{ms:.3}\n"))
+            .collect();
+        let _ = std::fs::write(name, rows);
+    }
+    let mut v: Vec<f64> = timed.into_iter().map(|(ms, _)| ms).collect();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let e = *errors.lock().unwrap();
     (v, e)
@@ -148,8 +173,89 @@ async fn closed_loop(
     total as f64 / secs as f64
 }
 
+/// The bare proxy peer: forwards the request body to the mock and streams the answer back,
+/// byte for byte. Runs in a child process on tokio's default multi-thread runtime, as the
+/// gateway does.
+fn bare_proxy(upstream: String) {
+    use axum::extract::State;
+    use axum::http::{StatusCode, header};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("listening {}", listener.local_addr().unwrap());
+        let state = Arc::new((reqwest::Client::new(), upstream));
+        let forward = |State(s): State<Arc<(reqwest::Client, String)>>, body: Bytes| async move {
+            match s
+                .0
+                .post(&s.1)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(r) => {
+                    let mut out = axum::response::Response::builder().status(r.status().as_u16());
+                    if let Some(ct) = r.headers().get(header::CONTENT_TYPE) {
+                        out = out.header(header::CONTENT_TYPE, ct.as_bytes());
+                    }
+                    out.body(Body::from_stream(r.bytes_stream())).unwrap()
+                }
+                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+            }
+        };
+        let app = Router::new()
+            .route("/v1/chat/completions", post(forward))
+            .with_state(state);
+        // As the gateway does: without TCP_NODELAY each streamed write waits for a delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+/// The bare proxy child, killed when dropped.
+struct Peer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Peer {
+    fn start(upstream: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("QM_BENCH_ROLE", "bare-proxy")
+            .env("QM_BENCH_UPSTREAM", upstream)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .expect("bare proxy address");
+        Self {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if std::env::var("QM_BENCH_ROLE").as_deref() == Ok("bare-proxy") {
+        return bare_proxy(std::env::var("QM_BENCH_UPSTREAM").unwrap());
+    }
     let rate = env_or::<u64>("QM_BENCH_RATE", 1000);
     let secs = env_or::<u64>("QM_BENCH_SECS", 10);
     let soak = env_or::<u64>("QM_BENCH_SOAK_SECS", 0);
@@ -166,44 +272,50 @@ fn main() {
         let mock_url = format!("http://{}/v1", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, Router::new().route("/v1/chat/completions", post(mock))).await.unwrap() });
         let gw = start_gateway(&mock_url, "[cache]\nenabled = false\n");
+        let peer = Peer::start(&format!("{mock_url}/chat/completions"));
         let pid = gw.child.id();
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
         let direct = mock_url.trim_end_matches("/v1").to_string();
         // Warm up connections on both paths.
         let _ = open_loop(&client, &direct, "", false, 200, 1).await;
         let _ = open_loop(&client, &gw.url, &gw.key, false, 200, 1).await;
+        let _ = open_loop(&client, &peer.url, "", false, 200, 1).await;
         let rss_start = rss_kib(pid);
         println!("gateway overhead: open loop at {rate} req/s for {secs} s per run (loopback; mock + load generator on 1 thread)");
-        println!("| mode | direct p50 ms | direct p99 ms | gateway p50 ms | gateway p99 ms | added p50 ms | added p99 ms | errors |");
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("| mode | direct p50 / p99 ms | bare proxy p50 / p99 ms | gateway p50 / p99 ms | bare proxy added p50 / p99 ms | gateway added p50 / p99 ms | errors |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
         // Each mode runs `runs` times (direct, then gateway, alternating modes) and the
         // median of the runs is reported with every run: one noisy run on a shared 2-core
         // machine says little on its own.
-        let mut added: [Vec<(f64, f64)>; 2] = [vec![], vec![]];
+        // (gateway, bare proxy) added (p50, p99) per run and mode.
+        let mut added: [Vec<[(f64, f64); 2]>; 2] = [vec![], vec![]];
         for run in 0..runs {
             for stream in [false, true] {
                 let (d, de) = open_loop(&client, &direct, "", stream, rate, secs).await;
+                let (b, be) = open_loop(&client, &peer.url, "", stream, rate, secs).await;
                 let (g, ge) = open_loop(&client, &gw.url, &gw.key, stream, rate, secs).await;
-                let (a50, a99) = (pct(&g, 0.5) - pct(&d, 0.5), pct(&g, 0.99) - pct(&d, 0.99));
-                added[stream as usize].push((a50, a99));
+                let over = |x: &[f64]| (pct(x, 0.5) - pct(&d, 0.5), pct(x, 0.99) - pct(&d, 0.99));
+                let (ga, ba) = (over(&g), over(&b));
+                added[stream as usize].push([ga, ba]);
                 println!(
-                    "| {} (run {}) | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+                    "| {} (run {}) | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {} |",
                     if stream { "stream" } else { "non-stream" },
                     run + 1,
-                    pct(&d, 0.5), pct(&d, 0.99), pct(&g, 0.5), pct(&g, 0.99), a50, a99, de + ge
+                    pct(&d, 0.5), pct(&d, 0.99), pct(&b, 0.5), pct(&b, 0.99), pct(&g, 0.5), pct(&g, 0.99),
+                    ba.0, ba.1, ga.0, ga.1, de + be + ge
                 );
             }
         }
         for stream in [false, true] {
             let runs = &added[stream as usize];
-            let p50s: Vec<f64> = runs.iter().map(|r| r.0).collect();
-            let p99s: Vec<f64> = runs.iter().map(|r| r.1).collect();
+            let m = |i: usize, p99: bool| {
+                common::median(runs.iter().map(|r| if p99 { r[i].1 } else { r[i].0 }).collect())
+            };
             println!(
-                "median of {} runs, {}: added p50 {:.3} ms, added p99 {:.3} ms",
+                "median of {} runs, {}: gateway added p50 {:.3} ms, p99 {:.3} ms; bare proxy added p50 {:.3} ms, p99 {:.3} ms",
                 runs.len(),
                 if stream { "stream" } else { "non-stream" },
-                common::median(p50s),
-                common::median(p99s)
+                m(0, false), m(0, true), m(1, false), m(1, true)
             );
         }
         for stream in [false, true] {

@@ -181,6 +181,10 @@ pub struct RequestLogConfig {
     pub channel_capacity: usize,
     /// Most rows the writer inserts in one transaction.
     pub batch_size: usize,
+    /// How long the writer waits after the first row of a batch for more (0: writes at
+    /// once). Rows reach the table at most this much later; a graceful shutdown still
+    /// writes every row, waiting at most one interval.
+    pub flush_interval_ms: u64,
 }
 
 impl Default for RequestLogConfig {
@@ -188,6 +192,7 @@ impl Default for RequestLogConfig {
         Self {
             channel_capacity: 8192,
             batch_size: 256,
+            flush_interval_ms: 50,
         }
     }
 }

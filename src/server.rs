@@ -81,6 +81,7 @@ impl App {
             store.clone(),
             config.request_log.channel_capacity,
             config.request_log.batch_size,
+            Duration::from_millis(config.request_log.flush_interval_ms),
         );
         let jobs = crate::jobs::JobQueue::new(store.clone(), config.jobs.clone());
         let billing = Arc::new(crate::billing::Billing::new(

@@ -1,11 +1,18 @@
 //! Any OpenAI-compatible upstream (OpenAI, Groq, Together, vLLM, Ollama, ...) through
 //! async-openai's bring-your-own-types calls, so unknown fields pass through both ways.
+//!
+//! Streams are read in the caller's task: async-openai's own stream spawns a task per
+//! request and hands every event through an unbounded channel, one more task hop (and
+//! often a cross-thread wake-up) per chunk on the gateway's hot path. The streaming request
+//! is built from the same async-openai config (URL, auth headers), sent on the same HTTP
+//! client, and parsed with the SSE parser async-openai uses.
 
 use std::time::Duration;
 
 use async_openai::Client;
-use async_openai::config::OpenAIConfig;
+use async_openai::config::{Config as _, OpenAIConfig};
 use async_openai::error::OpenAIError;
+use eventsource_stream::{EventStreamError, Eventsource};
 use futures::StreamExt;
 use secrecy::ExposeSecret;
 
@@ -16,6 +23,11 @@ use crate::types::{ChatChunk, ChatCompletion, ChatCompletionRequest, StreamOptio
 pub struct OpenAiProvider {
     name: String,
     client: Client<OpenAIConfig>,
+    /// The same HTTP client and config, for streams (see the module comment).
+    http: reqwest::Client,
+    config: OpenAIConfig,
+    /// `{base_url}/chat/completions`, parsed once (not per request).
+    stream_url: reqwest::Url,
     /// Longest wait for the next stream event.
     idle_timeout: Duration,
 }
@@ -50,9 +62,14 @@ impl OpenAiProvider {
             name: name.to_string(),
             // async-openai retries 429 and 5xx by default; the gateway's router owns retries
             // (budgeted, jittered, with failover and circuit breakers), so none here.
-            client: Client::with_config(openai)
+            client: Client::with_config(openai.clone())
                 .with_http_client(http.clone())
-                .with_http_service(async_openai::middleware::ReqwestService::new(http)),
+                .with_http_service(async_openai::middleware::ReqwestService::new(http.clone())),
+            http,
+            stream_url: reqwest::Url::parse(&openai.url("/chat/completions")).map_err(|e| {
+                anyhow::anyhow!("provider `{name}`: base_url is not a valid URL: {e}")
+            })?,
+            config: openai,
             idle_timeout: Duration::from_millis(config.read_timeout_ms),
         })
     }
@@ -86,25 +103,29 @@ impl Provider for OpenAiProvider {
             .stream_options
             .get_or_insert_with(StreamOptions::default)
             .include_usage = Some(true);
-        let mut upstream = self
-            .client
-            .chat()
-            .create_stream_byot::<_, ChatChunk>(request)
-            .await
-            .map_err(map_error)?;
+        let response = tokio::time::timeout(
+            self.idle_timeout,
+            self.http
+                .post(self.stream_url.clone())
+                .query(&self.config.query())
+                .headers(self.config.headers())
+                .json(&request)
+                .send(),
+        )
+        .await
+        .map_err(|_| ProviderError::Timeout)?
+        .map_err(|e| map_reqwest(&e))?;
+        if !response.status().is_success() {
+            return Err(status_error(response).await);
+        }
+        let mut events = response.bytes_stream().eventsource();
         let idle = self.idle_timeout;
         Ok(Box::pin(async_stream::stream! {
             loop {
-                match tokio::time::timeout(idle, upstream.next()).await {
-                    // An error event mid-stream (`data: {"error":{...}}`) parses as an empty
-                    // chunk with an `error` field; surface it as the failure it is.
-                    Ok(Some(Ok(chunk))) if chunk.extra.contains_key("error") => {
-                        yield Err(mid_stream_error(&chunk.extra["error"]));
-                        break;
-                    }
-                    Ok(Some(Ok(chunk))) => yield Ok(chunk),
+                let event = match tokio::time::timeout(idle, events.next()).await {
+                    Ok(Some(Ok(event))) => event,
                     Ok(Some(Err(e))) => {
-                        yield Err(map_error(e));
+                        yield Err(map_event_error(e));
                         break;
                     }
                     Ok(None) => break,
@@ -112,9 +133,79 @@ impl Provider for OpenAiProvider {
                         yield Err(ProviderError::Timeout);
                         break;
                     }
+                };
+                if event.data == "[DONE]" {
+                    break;
+                }
+                if event.event == "keepalive" {
+                    continue;
+                }
+                match serde_json::from_str::<ChatChunk>(&event.data) {
+                    // An error event mid-stream (`data: {"error":{...}}`) parses as an empty
+                    // chunk with an `error` field; surface it as the failure it is.
+                    Ok(chunk) if chunk.extra.contains_key("error") => {
+                        yield Err(mid_stream_error(&chunk.extra["error"]));
+                        break;
+                    }
+                    Ok(chunk) => yield Ok(chunk),
+                    Err(e) => {
+                        yield Err(ProviderError::Protocol(e.to_string()));
+                        break;
+                    }
                 }
             }
         }))
+    }
+}
+
+/// An error status before the stream began: OpenAI's `{"error": {...}}` envelope when the
+/// body is one, the body's text otherwise (as async-openai reads it), and `Retry-After`.
+async fn status_error(response: reqwest::Response) -> ProviderError {
+    let status = response.status().as_u16();
+    let retry_after_secs = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = match response.bytes().await {
+        Ok(b) => b,
+        Err(e) => return map_reqwest(&e),
+    };
+    let error = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").cloned());
+    let message = error
+        .as_ref()
+        .and_then(|e| e.get("message"))
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    let code = error
+        .as_ref()
+        .and_then(|e| e.get("code"))
+        .and_then(|c| c.as_str())
+        .map(str::to_string);
+    ProviderError::Status {
+        status,
+        message,
+        code,
+        retry_after_secs,
+    }
+}
+
+fn map_event_error(e: EventStreamError<reqwest::Error>) -> ProviderError {
+    match e {
+        EventStreamError::Transport(e) => map_reqwest(&e),
+        EventStreamError::Utf8(e) => ProviderError::Protocol(e.to_string()),
+        EventStreamError::Parser(e) => ProviderError::Protocol(e.to_string()),
+    }
+}
+
+fn map_reqwest(e: &reqwest::Error) -> ProviderError {
+    if e.is_timeout() {
+        ProviderError::Timeout
+    } else {
+        ProviderError::Connection(without_url(e))
     }
 }
 
@@ -139,16 +230,7 @@ fn map_error(error: OpenAIError) -> ProviderError {
             code: e.api_error.code,
             retry_after_secs: None,
         },
-        OpenAIError::Reqwest(e) if e.is_timeout() => ProviderError::Timeout,
-        OpenAIError::Reqwest(e) => ProviderError::Connection(without_url(&e)),
-        OpenAIError::StreamError(e) => {
-            let text = e.to_string();
-            if text.contains("timed out") || text.contains("TimedOut") {
-                ProviderError::Timeout
-            } else {
-                ProviderError::Connection(text)
-            }
-        }
+        OpenAIError::Reqwest(e) => map_reqwest(&e),
         OpenAIError::JSONDeserialize(e, _) => ProviderError::Protocol(e.to_string()),
         other => ProviderError::Protocol(other.to_string()),
     }
