@@ -284,7 +284,7 @@ fn main() {
         println!("gateway overhead: open loop at {rate} req/s for {secs} s per run (loopback; mock + load generator on 1 thread)");
         println!("| mode | direct p50 / p99 ms | bare proxy p50 / p99 ms | gateway p50 / p99 ms | bare proxy added p50 / p99 ms | gateway added p50 / p99 ms | errors |");
         println!("| --- | --- | --- | --- | --- | --- | --- |");
-        // Each mode runs `runs` times (direct, then gateway, alternating modes) and the
+        // Each mode runs `runs` times (direct, bare proxy, gateway; alternating modes) and the
         // median of the runs is reported with every run: one noisy run on a shared 2-core
         // machine says little on its own.
         // (gateway, bare proxy) added (p50, p99) per run and mode.

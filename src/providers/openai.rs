@@ -23,11 +23,12 @@ use crate::types::{ChatChunk, ChatCompletion, ChatCompletionRequest, StreamOptio
 pub struct OpenAiProvider {
     name: String,
     client: Client<OpenAIConfig>,
-    /// The same HTTP client and config, for streams (see the module comment).
+    /// The same HTTP client, for streams (see the module comment).
     http: reqwest::Client,
-    config: OpenAIConfig,
-    /// `{base_url}/chat/completions`, parsed once (not per request).
+    /// `{base_url}/chat/completions` with the config's query, and its headers (auth): built
+    /// once from the async-openai config, not per request.
     stream_url: reqwest::Url,
+    stream_headers: reqwest::header::HeaderMap,
     /// Longest wait for the next stream event.
     idle_timeout: Duration,
 }
@@ -66,10 +67,12 @@ impl OpenAiProvider {
                 .with_http_client(http.clone())
                 .with_http_service(async_openai::middleware::ReqwestService::new(http.clone())),
             http,
-            stream_url: reqwest::Url::parse(&openai.url("/chat/completions")).map_err(|e| {
-                anyhow::anyhow!("provider `{name}`: base_url is not a valid URL: {e}")
-            })?,
-            config: openai,
+            stream_url: reqwest::Url::parse_with_params(
+                &openai.url("/chat/completions"),
+                openai.query(),
+            )
+            .map_err(|e| anyhow::anyhow!("provider `{name}`: base_url is not a valid URL: {e}"))?,
+            stream_headers: openai.headers(),
             idle_timeout: Duration::from_millis(config.read_timeout_ms),
         })
     }
@@ -107,8 +110,7 @@ impl Provider for OpenAiProvider {
             self.idle_timeout,
             self.http
                 .post(self.stream_url.clone())
-                .query(&self.config.query())
-                .headers(self.config.headers())
+                .headers(self.stream_headers.clone())
                 .json(&request)
                 .send(),
         )
@@ -171,20 +173,11 @@ async fn status_error(response: reqwest::Response) -> ProviderError {
         Ok(b) => b,
         Err(e) => return map_reqwest(&e),
     };
-    let error = serde_json::from_slice::<serde_json::Value>(&body)
+    let (message, code) = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v.get("error").cloned());
-    let message = error
-        .as_ref()
-        .and_then(|e| e.get("message"))
-        .and_then(|m| m.as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-    let code = error
-        .as_ref()
-        .and_then(|e| e.get("code"))
-        .and_then(|c| c.as_str())
-        .map(str::to_string);
+        .and_then(|v| v.get("error").map(message_and_code))
+        .unwrap_or_default();
+    let message = message.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
     ProviderError::Status {
         status,
         message,
@@ -209,16 +202,15 @@ fn map_reqwest(e: &reqwest::Error) -> ProviderError {
     }
 }
 
+/// `message` and `code` of an OpenAI error object, when they are strings.
+fn message_and_code(error: &serde_json::Value) -> (Option<String>, Option<String>) {
+    let field = |name: &str| error.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    (field("message"), field("code"))
+}
+
 fn mid_stream_error(error: &serde_json::Value) -> ProviderError {
-    let message = error
-        .get("message")
-        .and_then(|m| m.as_str())
-        .unwrap_or("upstream stream failed")
-        .to_string();
-    let code = error
-        .get("code")
-        .and_then(|c| c.as_str())
-        .map(str::to_string);
+    let (message, code) = message_and_code(error);
+    let message = message.unwrap_or_else(|| "upstream stream failed".to_string());
     ProviderError::MidStream { message, code }
 }
 

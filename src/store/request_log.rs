@@ -263,30 +263,30 @@ mod tests {
         assert_eq!(store.count_request_log().await.unwrap(), 6);
     }
 
-    /// More rows than one batch are written in several transactions, all of them.
-    #[tokio::test]
-    async fn a_backlog_is_written_in_batches() {
+    /// Sends `n` rows through a writer, closes it, and returns how many rows were written.
+    async fn write_through(batch_size: usize, interval: Duration, n: usize) -> i64 {
         let (_dir, store) = store().await;
-        let (writer, task) = RequestLogWriter::spawn(store.clone(), 64, 4, Duration::ZERO);
-        for i in 0..11 {
+        let (writer, task) = RequestLogWriter::spawn(store.clone(), 2048, batch_size, interval);
+        for i in 0..n {
             writer.send(record(i)).await;
         }
         drop(writer);
         task.await.unwrap();
-        assert_eq!(store.count_request_log().await.unwrap(), 11);
+        store.count_request_log().await.unwrap()
+    }
+
+    /// More rows than one batch are written in several transactions, all of them.
+    #[tokio::test]
+    async fn a_backlog_is_written_in_batches() {
+        assert_eq!(write_through(4, Duration::ZERO, 11).await, 11);
     }
 
     /// A batch larger than one INSERT statement takes is written whole.
     #[tokio::test]
     async fn a_batch_over_one_statement_is_written_whole() {
-        let (_dir, store) = store().await;
-        let (writer, task) =
-            RequestLogWriter::spawn(store.clone(), 2048, 1200, Duration::from_millis(300));
-        for i in 0..1100 {
-            writer.send(record(i)).await;
-        }
-        drop(writer);
-        task.await.unwrap();
-        assert_eq!(store.count_request_log().await.unwrap(), 1100);
+        assert_eq!(
+            write_through(1200, Duration::from_millis(300), 1100).await,
+            1100
+        );
     }
 }
