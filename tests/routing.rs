@@ -108,6 +108,41 @@ async fn retries_fail_over_and_never_after_the_first_byte() {
     app.shutdown().await;
 }
 
+/// An upstream's 429 with `Retry-After` longer than the router's backoff: the retry waits
+/// for it (the mock sees the second call at least a second after the first), streamed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_from_the_upstream_is_honoured() {
+    let app = TestApp::spawn_with(options(
+        TIERS,
+        "[models.mock-429-then-ok]\nprovider = \"mock\"\n",
+    ))
+    .await;
+    for (round, stream) in [(1, false), (2, true)] {
+        let resp = app
+            .post("/v1/chat/completions")
+            .json(&chat_body("mock-429-then-ok", stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "stream={stream}");
+        let body = resp.text().await.unwrap();
+        if stream {
+            assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+        } else {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["choices"][0]["message"]["content"], "Hello from the mock");
+        }
+        let arrivals = app.mock.arrivals_for("mock-429-then-ok");
+        assert_eq!(arrivals.len(), 2 * round, "one 429, one retry");
+        let gap = arrivals[2 * round - 1] - arrivals[2 * round - 2];
+        // Backoff alone would be 10-20 ms here.
+        assert!(
+            gap >= Duration::from_millis(950),
+            "stream={stream}: retried after {gap:?}, before the upstream's Retry-After of 1 s"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_breaker_stops_calling_a_failing_model() {
     let mut app = TestApp::spawn_with(options(TIERS, "")).await;

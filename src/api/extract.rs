@@ -68,6 +68,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if text.trim().is_empty() {
         return Err(ApiError::InvalidJson("the body is empty".into()));
     }
+    // The common case parses once, without tracking paths; a body that fails is parsed again
+    // with path tracking to name the offending field.
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -1,17 +1,17 @@
-//! Any OpenAI-compatible upstream (OpenAI, Groq, Together, vLLM, Ollama, ...) through
-//! async-openai's bring-your-own-types calls, so unknown fields pass through both ways.
+//! Any OpenAI-compatible upstream (OpenAI, Groq, Together, vLLM, Ollama, ...), configured
+//! through async-openai's `OpenAIConfig` (base URL, key, organisation and project headers,
+//! query), with the gateway's own wire types so unknown fields pass through both ways.
 //!
-//! Streams are read in the caller's task: async-openai's own stream spawns a task per
-//! request and hands every event through an unbounded channel, one more task hop (and
-//! often a cross-thread wake-up) per chunk on the gateway's hot path. The streaming request
-//! is built from the same async-openai config (URL, auth headers), sent on the same HTTP
-//! client, and parsed with the SSE parser async-openai uses.
+//! Requests are sent on one reqwest client from a URL and headers built once, and read in
+//! the caller's task. async-openai's own calls cost more on the gateway's hot path: each
+//! re-parses the URL (with IDNA host processing) and goes through a tower executor, and its
+//! stream spawns a task per request and hands every event through an unbounded channel (one
+//! more task hop, often a cross-thread wake-up, per chunk). Streams are parsed with the SSE
+//! parser async-openai uses.
 
 use std::time::Duration;
 
-use async_openai::Client;
 use async_openai::config::{Config as _, OpenAIConfig};
-use async_openai::error::OpenAIError;
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::StreamExt;
 use secrecy::ExposeSecret;
@@ -22,13 +22,11 @@ use crate::types::{ChatChunk, ChatCompletion, ChatCompletionRequest, StreamOptio
 
 pub struct OpenAiProvider {
     name: String,
-    client: Client<OpenAIConfig>,
-    /// The same HTTP client, for streams (see the module comment).
     http: reqwest::Client,
     /// `{base_url}/chat/completions` with the config's query, and its headers (auth): built
     /// once from the async-openai config, not per request.
-    stream_url: reqwest::Url,
-    stream_headers: reqwest::header::HeaderMap,
+    url: reqwest::Url,
+    headers: reqwest::header::HeaderMap,
     /// Longest wait for the next stream event.
     idle_timeout: Duration,
 }
@@ -61,20 +59,31 @@ impl OpenAiProvider {
             .with_api_key(api_key);
         Ok(Self {
             name: name.to_string(),
-            // async-openai retries 429 and 5xx by default; the gateway's router owns retries
-            // (budgeted, jittered, with failover and circuit breakers), so none here.
-            client: Client::with_config(openai.clone())
-                .with_http_client(http.clone())
-                .with_http_service(async_openai::middleware::ReqwestService::new(http.clone())),
+            // No retries here: the gateway's router owns them (budgeted, jittered, with
+            // failover and circuit breakers).
             http,
-            stream_url: reqwest::Url::parse_with_params(
-                &openai.url("/chat/completions"),
-                openai.query(),
-            )
-            .map_err(|e| anyhow::anyhow!("provider `{name}`: base_url is not a valid URL: {e}"))?,
-            stream_headers: openai.headers(),
+            url: reqwest::Url::parse_with_params(&openai.url("/chat/completions"), openai.query())
+                .map_err(|e| {
+                    anyhow::anyhow!("provider `{name}`: base_url is not a valid URL: {e}")
+                })?,
+            headers: openai.headers(),
             idle_timeout: Duration::from_millis(config.read_timeout_ms),
         })
+    }
+}
+
+impl OpenAiProvider {
+    async fn send(
+        &self,
+        request: &ChatCompletionRequest,
+    ) -> Result<reqwest::Response, ProviderError> {
+        self.http
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| map_reqwest(&e))
     }
 }
 
@@ -90,11 +99,17 @@ impl Provider for OpenAiProvider {
     ) -> Result<ChatCompletion, ProviderError> {
         request.stream = Some(false);
         request.stream_options = None;
-        self.client
-            .chat()
-            .create_byot::<_, ChatCompletion>(request)
-            .await
-            .map_err(map_error)
+        // The client's read timeout bounds a silent upstream here.
+        let response = self.send(&request).await?;
+        if !response.status().is_success() {
+            return Err(status_error(response).await);
+        }
+        let body = response.bytes().await.map_err(|e| map_reqwest(&e))?;
+        serde_json::from_slice(&body).map_err(|e| {
+            ProviderError::Protocol(format!(
+                "the upstream's answer is not a chat completion: {e}"
+            ))
+        })
     }
 
     async fn stream(
@@ -106,17 +121,9 @@ impl Provider for OpenAiProvider {
             .stream_options
             .get_or_insert_with(StreamOptions::default)
             .include_usage = Some(true);
-        let response = tokio::time::timeout(
-            self.idle_timeout,
-            self.http
-                .post(self.stream_url.clone())
-                .headers(self.stream_headers.clone())
-                .json(&request)
-                .send(),
-        )
-        .await
-        .map_err(|_| ProviderError::Timeout)?
-        .map_err(|e| map_reqwest(&e))?;
+        let response = tokio::time::timeout(self.idle_timeout, self.send(&request))
+            .await
+            .map_err(|_| ProviderError::Timeout)??;
         if !response.status().is_success() {
             return Err(status_error(response).await);
         }
@@ -160,7 +167,7 @@ impl Provider for OpenAiProvider {
     }
 }
 
-/// An error status before the stream began: OpenAI's `{"error": {...}}` envelope when the
+/// An error status (for a stream: before it began): OpenAI's `{"error": {...}}` envelope when the
 /// body is one, the body's text otherwise (as async-openai reads it), and `Retry-After`.
 async fn status_error(response: reqwest::Response) -> ProviderError {
     let status = response.status().as_u16();
@@ -212,20 +219,6 @@ fn mid_stream_error(error: &serde_json::Value) -> ProviderError {
     let (message, code) = message_and_code(error);
     let message = message.unwrap_or_else(|| "upstream stream failed".to_string());
     ProviderError::MidStream { message, code }
-}
-
-fn map_error(error: OpenAIError) -> ProviderError {
-    match error {
-        OpenAIError::ApiError(e) => ProviderError::Status {
-            status: e.status_code.as_u16(),
-            message: e.api_error.message,
-            code: e.api_error.code,
-            retry_after_secs: None,
-        },
-        OpenAIError::Reqwest(e) => map_reqwest(&e),
-        OpenAIError::JSONDeserialize(e, _) => ProviderError::Protocol(e.to_string()),
-        other => ProviderError::Protocol(other.to_string()),
-    }
 }
 
 /// reqwest errors name the URL; keep the message but not the upstream's address.

@@ -146,18 +146,25 @@ async fn write_with_retries(store: &Store, batch: &[RequestLogRecord]) {
 }
 
 async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), StoreError> {
-    // One multi-row INSERT per batch: one round trip to the database (for SQLite, one hop to
-    // its connection thread and back) instead of one per row. 20 parameters a row keeps a
-    // 256-row batch well under both databases' limits on bound parameters.
+    // Multi-row INSERTs: a round trip to the database (for SQLite, a hop to its connection
+    // thread and back) per statement of up to 64 rows instead of one per row.
     const HEAD: &str = "INSERT INTO request_log (id, request_id, tenant_id, key_id, model, provider, stream, status, \
         http_status, error_code, tokens_in, tokens_out, latency_ms, ttft_ms, created_at, logged_at, cost_usd, saved_usd, route_tier, route_reason) ";
     // `logged_at` is when the row is written (one writer, so it only grows): usage metering
     // reads by it, so a long stream that started in an earlier window is still counted.
     let logged_at = super::now_ms();
     on_pool!(store, pool => {
-        // A batch is all or nothing: more rows than one statement takes share a transaction.
-        let mut tx = if batch.len() > MAX_ROWS_PER_INSERT { Some(pool.begin().await?) } else { None };
-        for rows in batch.chunks(MAX_ROWS_PER_INSERT) {
+        // A batch is all or nothing: when it takes more than one statement they share a
+        // transaction.
+        let mut tx = if batch.len() > MAX_ROWS_PER_INSERT || !batch.len().is_power_of_two() {
+            Some(pool.begin().await?)
+        } else {
+            None
+        };
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let (rows, tail) = rest.split_at(statement_rows(rest.len()));
+            rest = tail;
             let mut insert = sqlx::QueryBuilder::new(HEAD);
             insert.push_values(rows, |mut row, r| {
                 row.push_bind(format!("log_{}", uuid::Uuid::now_v7().simple()))
@@ -181,9 +188,10 @@ async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), S
                     .push_bind(r.route_tier.clone())
                     .push_bind(r.route_reason);
             });
-            // Not kept as a prepared statement: each row count is different SQL, and a cache
-            // of large prepared INSERTs per connection costs tens of MiB.
-            let query = insert.build().persistent(false);
+            // Kept prepared: statements come in a few sizes only (see `statement_rows`), so
+            // each connection caches at most a handful of them, and SQLite does not parse the
+            // SQL again for every batch (parsing cost as much as inserting).
+            let query = insert.build();
             match tx.as_mut() {
                 Some(tx) => query.execute(&mut **tx).await?,
                 None => query.execute(pool).await?,
@@ -196,8 +204,21 @@ async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), S
     Ok(())
 }
 
-/// Rows per INSERT statement (20 parameters each; SQLite allows 32,766, PostgreSQL 65,535).
-const MAX_ROWS_PER_INSERT: usize = 500;
+/// Rows in the next INSERT statement for `n` rows still to write: the largest power of two
+/// up to `MAX_ROWS_PER_INSERT`. Any batch is then written with statements of only
+/// log2(MAX_ROWS_PER_INSERT) + 1 distinct shapes, which stay prepared; one statement per
+/// batch size would fill each connection's statement cache with large INSERTs (tens of MiB).
+fn statement_rows(n: usize) -> usize {
+    if n >= MAX_ROWS_PER_INSERT {
+        MAX_ROWS_PER_INSERT
+    } else {
+        1 << n.ilog2()
+    }
+}
+
+/// Most rows in one INSERT statement, a power of two (20 parameters each; SQLite allows
+/// 32,766, PostgreSQL 65,535).
+const MAX_ROWS_PER_INSERT: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -288,5 +309,28 @@ mod tests {
             write_through(1200, Duration::from_millis(300), 1100).await,
             1100
         );
+    }
+
+    /// Any batch is written with statements of the few prepared sizes, covering it exactly.
+    #[test]
+    fn statements_come_in_power_of_two_sizes() {
+        assert_eq!(statement_rows(1), 1);
+        assert_eq!(statement_rows(3), 2);
+        assert_eq!(statement_rows(50), 32);
+        assert_eq!(statement_rows(64), 64);
+        assert_eq!(statement_rows(1000), MAX_ROWS_PER_INSERT);
+        let mut shapes = std::collections::BTreeSet::new();
+        for n in 1..=1000 {
+            let (mut rest, mut written) = (n, 0);
+            while rest > 0 {
+                let rows = statement_rows(rest);
+                assert!(rows <= rest);
+                shapes.insert(rows);
+                rest -= rows;
+                written += rows;
+            }
+            assert_eq!(written, n);
+        }
+        assert_eq!(shapes.len(), MAX_ROWS_PER_INSERT.ilog2() as usize + 1);
     }
 }

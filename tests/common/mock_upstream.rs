@@ -12,6 +12,7 @@
 //! | `mock-429`, `mock-500`, `mock-503` | that status with OpenAI's error body |
 //! | `mock-no-usage` | like `mock-ok` but never reports usage |
 //! | `mock-hang` | no answer at all for a minute (a timeout before the first byte) |
+//! | `mock-429-then-ok` | odd-numbered calls: 429 with `Retry-After: 1`; even ones: like `mock-ok` |
 //! | `mock-NNN` | any other status NNN |
 #![allow(dead_code)]
 
@@ -36,6 +37,8 @@ pub struct MockStats {
     pub completed: AtomicUsize,
     pub last_request: std::sync::Mutex<Option<Value>>,
     pub by_model: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// When each call arrived, by model.
+    pub arrivals: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
 }
 
 pub struct MockUpstream {
@@ -66,6 +69,17 @@ impl MockUpstream {
             .unwrap_or(0)
     }
 
+    /// When the calls for `model` arrived, in order.
+    pub fn arrivals_for(&self, model: &str) -> Vec<std::time::Instant> {
+        self.stats
+            .arrivals
+            .lock()
+            .unwrap()
+            .get(model)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn calls(&self) -> usize {
         self.stats.calls.load(Ordering::SeqCst)
     }
@@ -87,12 +101,28 @@ async fn handle(State(stats): State<Arc<MockStats>>, body: Bytes) -> Response {
     let req: Value = serde_json::from_slice(&body).expect("the gateway sends JSON");
     *stats.last_request.lock().unwrap() = Some(req.clone());
     let model = req["model"].as_str().unwrap_or_default().to_string();
-    *stats
-        .by_model
+    let nth = {
+        let mut by_model = stats.by_model.lock().unwrap();
+        let n = by_model.entry(model.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    stats
+        .arrivals
         .lock()
         .unwrap()
         .entry(model.clone())
-        .or_default() += 1;
+        .or_default()
+        .push(std::time::Instant::now());
+    if model == "mock-429-then-ok" && nth % 2 == 1 {
+        let body = json!({"error": {"message": "mock says slow down", "type": "rate_limit_error", "param": null, "code": "rate_limit_exceeded"}});
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            axum::Json(body),
+        )
+            .into_response();
+    }
     if model == "mock-hang" {
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
