@@ -112,7 +112,7 @@ async fn retries_fail_over_and_never_after_the_first_byte() {
 /// for it (the mock sees the second call at least a second after the first), streamed or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_from_the_upstream_is_honoured() {
-    let app = TestApp::spawn_with(options(
+    let mut app = TestApp::spawn_with(options(
         TIERS,
         "[models.mock-429-then-ok]\nprovider = \"mock\"\n",
     ))
@@ -135,12 +135,13 @@ async fn retry_after_from_the_upstream_is_honoured() {
         let arrivals = app.mock.arrivals_for("mock-429-then-ok");
         assert_eq!(arrivals.len(), 2 * round, "one 429, one retry");
         let gap = arrivals[2 * round - 1] - arrivals[2 * round - 2];
-        // Backoff alone would be 10-20 ms here.
+        // The router's own backoff here is at most 10 ms.
         assert!(
             gap >= Duration::from_millis(950),
             "stream={stream}: retried after {gap:?}, before the upstream's Retry-After of 1 s"
         );
     }
+    app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
-//! Any OpenAI-compatible upstream (OpenAI, Groq, Together, vLLM, Ollama, ...), configured
-//! through async-openai's `OpenAIConfig` (base URL, key, organisation and project headers,
-//! query), with the gateway's own wire types so unknown fields pass through both ways.
+//! Any OpenAI-compatible upstream (OpenAI, Groq, Together, vLLM, Ollama, ...), with the
+//! gateway's own wire types so unknown fields pass through both ways. The URL and the auth
+//! header come from async-openai's `OpenAIConfig` (base URL and key from the gateway's
+//! config; no organisation or project header, whatever the environment says: those are
+//! OpenAI's and would go to every provider).
 //!
 //! Requests are sent on one reqwest client from a URL and headers built once, and read in
 //! the caller's task. async-openai's own calls cost more on the gateway's hot path: each
@@ -56,17 +58,30 @@ impl OpenAiProvider {
             .build()?;
         let openai = OpenAIConfig::new()
             .with_api_base(config.base_url.trim_end_matches('/'))
-            .with_api_key(api_key);
+            .with_api_key(api_key.clone())
+            .with_org_id("")
+            .with_project_id("");
+        let mut url =
+            reqwest::Url::parse_with_params(&openai.url("/chat/completions"), openai.query())
+                .map_err(|e| {
+                    anyhow::anyhow!("provider `{name}`: base_url is not a valid URL: {e}")
+                })?;
+        if url.query() == Some("") {
+            url.set_query(None); // no bare `?` on the path
+        }
+        let mut headers = openai.headers();
+        if api_key.is_empty() {
+            headers.remove(reqwest::header::AUTHORIZATION);
+        } else if let Some(auth) = headers.get_mut(reqwest::header::AUTHORIZATION) {
+            auth.set_sensitive(true);
+        }
         Ok(Self {
             name: name.to_string(),
             // No retries here: the gateway's router owns them (budgeted, jittered, with
             // failover and circuit breakers).
             http,
-            url: reqwest::Url::parse_with_params(&openai.url("/chat/completions"), openai.query())
-                .map_err(|e| {
-                    anyhow::anyhow!("provider `{name}`: base_url is not a valid URL: {e}")
-                })?,
-            headers: openai.headers(),
+            url,
+            headers,
             idle_timeout: Duration::from_millis(config.read_timeout_ms),
         })
     }
@@ -167,8 +182,10 @@ impl Provider for OpenAiProvider {
     }
 }
 
-/// An error status (for a stream: before it began): OpenAI's `{"error": {...}}` envelope when the
-/// body is one, the body's text otherwise (as async-openai reads it), and `Retry-After`.
+/// An error status (for a stream: before it began), with `Retry-After`. The message is the
+/// upstream's own when the body is an error envelope (OpenAI's `{"error": {"message", ...}}`
+/// or Ollama's `{"error": "..."}`); any other body (a proxy's HTML page, plain text) is
+/// quoted, whitespace collapsed, up to `MAX_QUOTED_CHARS` characters.
 async fn status_error(response: reqwest::Response) -> ProviderError {
     let status = response.status().as_u16();
     let retry_after_secs = response
@@ -180,17 +197,44 @@ async fn status_error(response: reqwest::Response) -> ProviderError {
         Ok(b) => b,
         Err(e) => return map_reqwest(&e),
     };
-    let (message, code) = serde_json::from_slice::<serde_json::Value>(&body)
+    let (message, code) = match serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v.get("error").map(message_and_code))
-        .unwrap_or_default();
-    let message = message.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        .as_ref()
+        .and_then(|v| v.get("error"))
+    {
+        Some(serde_json::Value::String(m)) => (Some(m.clone()), None),
+        Some(e) => message_and_code(e),
+        None => (None, None),
+    };
+    let message = message.unwrap_or_else(|| quote_body(status, &body));
     ProviderError::Status {
         status,
         message,
         code,
         retry_after_secs,
     }
+}
+
+/// Longest part of a non-JSON error body passed on in an error message.
+const MAX_QUOTED_CHARS: usize = 200;
+
+fn quote_body(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut quoted: String = text
+        .split_whitespace()
+        .flat_map(|w| [" ", w])
+        .skip(1)
+        .collect::<String>()
+        .chars()
+        .take(MAX_QUOTED_CHARS + 1)
+        .collect();
+    if quoted.is_empty() {
+        return format!("the upstream answered {status} with no error message");
+    }
+    if quoted.chars().count() > MAX_QUOTED_CHARS {
+        quoted = quoted.chars().take(MAX_QUOTED_CHARS).collect::<String>() + "...";
+    }
+    format!("the upstream answered {status}: {quoted}")
 }
 
 fn map_event_error(e: EventStreamError<reqwest::Error>) -> ProviderError {
@@ -237,4 +281,84 @@ fn without_url(e: &reqwest::Error) -> String {
         source = s.source();
     }
     format!("{kind} error: {detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn error_for(status: u16, body: &'static str) -> ProviderError {
+        let response = http::Response::builder()
+            .status(status)
+            .header("retry-after", "7")
+            .body(body)
+            .unwrap();
+        status_error(reqwest::Response::from(response)).await
+    }
+
+    fn message_of(e: &ProviderError) -> (&str, Option<&str>, Option<u64>) {
+        match e {
+            ProviderError::Status {
+                message,
+                code,
+                retry_after_secs,
+                ..
+            } => (message, code.as_deref(), *retry_after_secs),
+            other => panic!("not a status error: {other:?}"),
+        }
+    }
+
+    /// OpenAI's envelope, Ollama's string form, and anything else quoted briefly.
+    #[tokio::test]
+    async fn error_bodies_of_every_shape_become_clear_messages() {
+        let e = error_for(
+            429,
+            r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#,
+        )
+        .await;
+        assert_eq!(
+            message_of(&e),
+            ("Rate limit reached", Some("rate_limit_exceeded"), Some(7))
+        );
+        let e = error_for(404, r#"{"error":"model 'llama9' not found"}"#).await;
+        assert_eq!(message_of(&e).0, "model 'llama9' not found");
+        let e = error_for(403, "<html>\n  <body>Forbidden\n by   policy</body></html>").await;
+        assert_eq!(
+            message_of(&e).0,
+            "the upstream answered 403: <html> <body>Forbidden by policy</body></html>"
+        );
+        let page: &'static str = Box::leak("x ".repeat(5_000).into_boxed_str());
+        let e = error_for(502, page).await;
+        let m = message_of(&e).0;
+        assert!(m.ends_with("..."), "{m}");
+        assert!(m.len() < MAX_QUOTED_CHARS + 40, "{} chars", m.len());
+        let e = error_for(500, "").await;
+        assert_eq!(
+            message_of(&e).0,
+            "the upstream answered 500 with no error message"
+        );
+    }
+
+    /// The URL has no bare `?`, no OpenAI organisation header leaks to other providers, and
+    /// a provider without a key sends no `Authorization` header.
+    #[test]
+    fn url_and_headers_are_built_once_and_clean() {
+        let config: ProviderConfig = toml::from_str(
+            "kind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1/\"\napi_key = \"sk-test\"",
+        )
+        .unwrap();
+        let p = OpenAiProvider::new("p", &config).unwrap();
+        assert_eq!(p.url.as_str(), "http://127.0.0.1:9/v1/chat/completions");
+        assert_eq!(
+            p.headers.len(),
+            1,
+            "{:?}",
+            p.headers.keys().collect::<Vec<_>>()
+        );
+        assert!(p.headers["authorization"].is_sensitive());
+        let keyless: ProviderConfig =
+            toml::from_str("kind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"").unwrap();
+        let p = OpenAiProvider::new("p", &keyless).unwrap();
+        assert!(p.headers.get("authorization").is_none());
+    }
 }

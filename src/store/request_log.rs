@@ -156,7 +156,7 @@ async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), S
     on_pool!(store, pool => {
         // A batch is all or nothing: when it takes more than one statement they share a
         // transaction.
-        let mut tx = if batch.len() > MAX_ROWS_PER_INSERT || !batch.len().is_power_of_two() {
+        let mut tx = if statement_rows(batch.len()) < batch.len() {
             Some(pool.begin().await?)
         } else {
             None
@@ -209,10 +209,10 @@ async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), S
 /// log2(MAX_ROWS_PER_INSERT) + 1 distinct shapes, which stay prepared; one statement per
 /// batch size would fill each connection's statement cache with large INSERTs (tens of MiB).
 fn statement_rows(n: usize) -> usize {
-    if n >= MAX_ROWS_PER_INSERT {
-        MAX_ROWS_PER_INSERT
-    } else {
-        1 << n.ilog2()
+    match n {
+        0 => 0,
+        n if n >= MAX_ROWS_PER_INSERT => MAX_ROWS_PER_INSERT,
+        n => 1 << n.ilog2(),
     }
 }
 
