@@ -85,9 +85,7 @@ impl OpenAiProvider {
             idle_timeout: Duration::from_millis(config.read_timeout_ms),
         })
     }
-}
 
-impl OpenAiProvider {
     async fn send(
         &self,
         request: &ChatCompletionRequest,
@@ -220,21 +218,14 @@ const MAX_QUOTED_CHARS: usize = 200;
 
 fn quote_body(status: u16, body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let mut quoted: String = text
-        .split_whitespace()
-        .flat_map(|w| [" ", w])
-        .skip(1)
-        .collect::<String>()
-        .chars()
-        .take(MAX_QUOTED_CHARS + 1)
-        .collect();
-    if quoted.is_empty() {
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.is_empty() {
         return format!("the upstream answered {status} with no error message");
     }
-    if quoted.chars().count() > MAX_QUOTED_CHARS {
-        quoted = quoted.chars().take(MAX_QUOTED_CHARS).collect::<String>() + "...";
+    match collapsed.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((cut, _)) => format!("the upstream answered {status}: {}...", &collapsed[..cut]),
+        None => format!("the upstream answered {status}: {collapsed}"),
     }
-    format!("the upstream answered {status}: {quoted}")
 }
 
 fn map_event_error(e: EventStreamError<reqwest::Error>) -> ProviderError {
@@ -342,7 +333,7 @@ mod tests {
     /// The URL has no bare `?`, no OpenAI organisation header leaks to other providers, and
     /// a provider without a key sends no `Authorization` header.
     #[test]
-    fn url_and_headers_are_built_once_and_clean() {
+    fn url_and_headers_are_clean() {
         let config: ProviderConfig = toml::from_str(
             "kind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1/\"\napi_key = \"sk-test\"",
         )

@@ -156,15 +156,12 @@ async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), S
     on_pool!(store, pool => {
         // A batch is all or nothing: when it takes more than one statement they share a
         // transaction.
-        let mut tx = if statement_rows(batch.len()) < batch.len() {
+        let mut tx = if statement_chunks(batch).nth(1).is_some() {
             Some(pool.begin().await?)
         } else {
             None
         };
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let (rows, tail) = rest.split_at(statement_rows(rest.len()));
-            rest = tail;
+        for rows in statement_chunks(batch) {
             let mut insert = sqlx::QueryBuilder::new(HEAD);
             insert.push_values(rows, |mut row, r| {
                 row.push_bind(format!("log_{}", uuid::Uuid::now_v7().simple()))
@@ -188,7 +185,7 @@ async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), S
                     .push_bind(r.route_tier.clone())
                     .push_bind(r.route_reason);
             });
-            // Kept prepared: statements come in a few sizes only (see `statement_rows`), so
+            // Kept prepared: statements come in a few sizes only (see `statement_chunks`), so
             // each connection caches at most a handful of them, and SQLite does not parse the
             // SQL again for every batch (parsing cost as much as inserting).
             let query = insert.build();
@@ -204,16 +201,18 @@ async fn insert_batch(store: &Store, batch: &[RequestLogRecord]) -> Result<(), S
     Ok(())
 }
 
-/// Rows in the next INSERT statement for `n` rows still to write: the largest power of two
-/// up to `MAX_ROWS_PER_INSERT`. Any batch is then written with statements of only
-/// log2(MAX_ROWS_PER_INSERT) + 1 distinct shapes, which stay prepared; one statement per
-/// batch size would fill each connection's statement cache with large INSERTs (tens of MiB).
-fn statement_rows(n: usize) -> usize {
-    match n {
-        0 => 0,
-        n if n >= MAX_ROWS_PER_INSERT => MAX_ROWS_PER_INSERT,
-        n => 1 << n.ilog2(),
-    }
+/// The rows of each INSERT statement for a batch, in order: each the largest power of two
+/// up to `MAX_ROWS_PER_INSERT` that is left. Any batch is then written with statements of
+/// only log2(MAX_ROWS_PER_INSERT) + 1 distinct shapes, which stay prepared; one statement
+/// per batch size would fill each connection's statement cache with large INSERTs (tens of
+/// MiB).
+fn statement_chunks<T>(mut rest: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let n = rest.len().min(MAX_ROWS_PER_INSERT);
+        let (rows, tail) = rest.split_at(if n == 0 { 0 } else { 1 << n.ilog2() });
+        rest = tail;
+        (!rows.is_empty()).then_some(rows)
+    })
 }
 
 /// Most rows in one INSERT statement, a power of two (20 parameters each; SQLite allows
@@ -314,22 +313,22 @@ mod tests {
     /// Any batch is written with statements of the few prepared sizes, covering it exactly.
     #[test]
     fn statements_come_in_power_of_two_sizes() {
-        assert_eq!(statement_rows(1), 1);
-        assert_eq!(statement_rows(3), 2);
-        assert_eq!(statement_rows(50), 32);
-        assert_eq!(statement_rows(64), 64);
-        assert_eq!(statement_rows(1000), MAX_ROWS_PER_INSERT);
+        let sizes = |n: usize| {
+            let rows = vec![(); n];
+            statement_chunks(&rows).map(<[()]>::len).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(3), [2, 1]);
+        assert_eq!(sizes(50), [32, 16, 2]);
+        assert_eq!(sizes(64), [64]);
+        assert_eq!(sizes(130), [64, 64, 2]);
+        assert_eq!(sizes(1000)[0], MAX_ROWS_PER_INSERT);
         let mut shapes = std::collections::BTreeSet::new();
         for n in 1..=1000 {
-            let (mut rest, mut written) = (n, 0);
-            while rest > 0 {
-                let rows = statement_rows(rest);
-                assert!(rows <= rest);
-                shapes.insert(rows);
-                rest -= rows;
-                written += rows;
-            }
-            assert_eq!(written, n);
+            let chunks = sizes(n);
+            assert_eq!(chunks.iter().sum::<usize>(), n);
+            shapes.extend(chunks);
         }
         assert_eq!(shapes.len(), MAX_ROWS_PER_INSERT.ilog2() as usize + 1);
     }

@@ -36,8 +36,7 @@ pub struct MockStats {
     pub cancelled: AtomicUsize,
     pub completed: AtomicUsize,
     pub last_request: std::sync::Mutex<Option<Value>>,
-    pub by_model: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-    /// When each call arrived, by model.
+    /// When each call arrived, by model (their count is the calls per model).
     pub arrivals: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
 }
 
@@ -61,12 +60,11 @@ impl MockUpstream {
     /// Requests the mock received for `model`.
     pub fn calls_for(&self, model: &str) -> usize {
         self.stats
-            .by_model
+            .arrivals
             .lock()
             .unwrap()
             .get(model)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, Vec::len)
     }
 
     /// When the calls for `model` arrived, in order.
@@ -102,26 +100,20 @@ async fn handle(State(stats): State<Arc<MockStats>>, body: Bytes) -> Response {
     *stats.last_request.lock().unwrap() = Some(req.clone());
     let model = req["model"].as_str().unwrap_or_default().to_string();
     let nth = {
-        let mut by_model = stats.by_model.lock().unwrap();
-        let n = by_model.entry(model.clone()).or_default();
-        *n += 1;
-        *n
+        let mut arrivals = stats.arrivals.lock().unwrap();
+        let calls = arrivals.entry(model.clone()).or_default();
+        calls.push(std::time::Instant::now());
+        calls.len()
     };
-    stats
-        .arrivals
-        .lock()
-        .unwrap()
-        .entry(model.clone())
-        .or_default()
-        .push(std::time::Instant::now());
     if model == "mock-429-then-ok" && nth % 2 == 1 {
-        let body = json!({"error": {"message": "mock says slow down", "type": "rate_limit_error", "param": null, "code": "rate_limit_exceeded"}});
-        return (
+        let mut resp = openai_error(
             StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", "1")],
-            axum::Json(body),
-        )
-            .into_response();
+            "mock says slow down",
+            "rate_limit_exceeded",
+        );
+        resp.headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        return resp;
     }
     if model == "mock-hang" {
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -134,8 +126,11 @@ async fn handle(State(stats): State<Arc<MockStats>>, body: Bytes) -> Response {
         .strip_prefix("mock-")
         .and_then(|s| s.parse::<u16>().ok())
     {
-        let body = json!({"error": {"message": format!("mock says {status}"), "type": "mock_error", "param": null, "code": format!("mock_{status}")}});
-        return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+        return openai_error(
+            StatusCode::from_u16(status).unwrap(),
+            &format!("mock says {status}"),
+            &format!("mock_{status}"),
+        );
     }
     if !stream {
         let mut out = json!({
@@ -219,6 +214,13 @@ async fn handle(State(stats): State<Arc<MockStats>>, body: Bytes) -> Response {
         .header("content-type", "text/event-stream")
         .body(body)
         .unwrap()
+}
+
+/// A status with OpenAI's error body.
+fn openai_error(status: StatusCode, message: &str, code: &str) -> Response {
+    let body =
+        json!({"error": {"message": message, "type": "mock_error", "param": null, "code": code}});
+    (status, axum::Json(body)).into_response()
 }
 
 struct CompletionGuard {
