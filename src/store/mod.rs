@@ -102,6 +102,35 @@ impl Store {
         Ok(store)
     }
 
+    /// A pool of one connection to the same database, for a single busy writer: its page
+    /// cache stays warm (SQLite drops a connection's cache whenever another connection has
+    /// committed, so rotating through a shared pool re-reads the pages it appends to) and
+    /// its prepared statements stay with it. SQLite keeps this connection's statement
+    /// journals in memory: a multi-row INSERT in a transaction would otherwise write one to
+    /// a temporary file each time. Close it when done ([`Store::close`]).
+    pub async fn dedicated(&self) -> Result<Store, StoreError> {
+        Ok(match self {
+            Store::Sqlite(pool) => {
+                let options = (*pool.connect_options())
+                    .clone()
+                    .pragma("temp_store", "memory");
+                Store::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+            Store::Postgres(pool) => Store::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with((*pool.connect_options()).clone())
+                    .await?,
+            ),
+        })
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
