@@ -109,22 +109,25 @@ impl Store {
     /// journals in memory: a multi-row INSERT in a transaction would otherwise write one to
     /// a temporary file each time. Close it when done ([`Store::close`]).
     pub async fn dedicated(&self) -> Result<Store, StoreError> {
+        // The pool's own settings (timeouts), one connection.
         Ok(match self {
-            Store::Sqlite(pool) => {
-                let options = (*pool.connect_options())
+            Store::Sqlite(pool) => Store::Sqlite(
+                pool.options()
                     .clone()
-                    .pragma("temp_store", "memory");
-                Store::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(1)
-                        .connect_with(options)
-                        .await?,
-                )
-            }
-            Store::Postgres(pool) => Store::Postgres(
-                PgPoolOptions::new()
                     .max_connections(1)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .min_connections(0)
+                    .connect_with(
+                        (*pool.connect_options())
+                            .clone()
+                            .pragma("temp_store", "memory"),
+                    )
+                    .await?,
+            ),
+            Store::Postgres(pool) => Store::Postgres(
+                pool.options()
+                    .clone()
+                    .max_connections(1)
+                    .min_connections(0)
                     .connect_with((*pool.connect_options()).clone())
                     .await?,
             ),

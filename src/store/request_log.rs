@@ -93,13 +93,12 @@ async fn run_writer(
 ) {
     // The writer's own connection (see `Store::dedicated`); the shared pool if it cannot
     // be opened, which works the same, only slower.
-    let (store, dedicated) = match store.dedicated().await {
-        Ok(own) => (own, true),
-        Err(e) => {
-            tracing::warn!(error = %e, "request log: no connection of its own; writing through the shared pool");
-            (store, false)
-        }
-    };
+    let own = store
+        .dedicated()
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "request log: no connection of its own; writing through the shared pool"))
+        .ok();
+    let store = own.as_ref().unwrap_or(&store);
     let mut batch = Vec::with_capacity(batch_size);
     loop {
         batch.clear();
@@ -124,15 +123,15 @@ async fn run_writer(
                     Err(_) => break,
                 }
             }
-            write_with_retries(&store, &batch).await;
+            write_with_retries(store, &batch).await;
             if rx.len() < batch_size {
                 break;
             }
             batch.clear();
         }
     }
-    if dedicated {
-        store.close().await;
+    if let Some(own) = own {
+        own.close().await;
     }
     tracing::debug!("request log writer drained");
 }
@@ -269,6 +268,15 @@ mod tests {
         (dir, store)
     }
 
+    /// Waits (up to 20 s) until the table holds `n` rows.
+    async fn wait_for_rows(store: &Store, n: i64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while store.count_request_log().await.unwrap() < n {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Rows sent during the interval are held and then written together; closing the
     /// channel drains every row.
     #[tokio::test]
@@ -285,11 +293,7 @@ mod tests {
             0,
             "rows are held during the interval"
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while store.count_request_log().await.unwrap() < 5 {
-            assert!(std::time::Instant::now() < deadline, "never written");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_rows(&store, 5).await;
         writer.send(record(5)).await;
         drop(writer);
         tokio::time::timeout(Duration::from_secs(20), task)
@@ -329,11 +333,7 @@ mod tests {
         for i in 0..11 {
             writer.send(record(i)).await;
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while store.count_request_log().await.unwrap() < 11 {
-            assert!(std::time::Instant::now() < deadline, "never written");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_rows(&store, 11).await;
         // One `logged_at` per transaction.
         let batches: Vec<(i64, i64)> = crate::store::on_pool!(&store, p => sqlx::query_as(
             "SELECT logged_at, COUNT(*) FROM request_log GROUP BY logged_at ORDER BY logged_at")
