@@ -11,7 +11,9 @@
 //!
 //! `cargo bench --bench gateway_overhead` (env: QM_BENCH_RATE=1000, QM_BENCH_SECS=10,
 //! QM_BENCH_RUNS=3 runs per mode, median reported; QM_BENCH_SOAK_SECS=0 for the memory soak
-//! at the same rate, e.g. 300).
+//! at the same rate, e.g. 300; QM_BENCH_GATEWAY=PATH to measure another build of the gateway).
+//! Each phase also reports the CPU time (user + system) the bare proxy and the gateway spent
+//! per request: steadier than a p99 on a shared machine, and what the tail grows from.
 
 mod common;
 
@@ -25,7 +27,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use common::{env_or, pct, rss_kib, start_gateway};
+use common::{cpu_secs, env_or, pct, rss_kib, start_gateway};
 
 async fn mock(body: Bytes) -> axum::response::Response {
     let req: Value = serde_json::from_slice(&body).unwrap();
@@ -274,6 +276,7 @@ fn main() {
         let gw = start_gateway(&mock_url, "[cache]\nenabled = false\n");
         let peer = Peer::start(&format!("{mock_url}/chat/completions"));
         let pid = gw.child.id();
+        let peer_pid = peer.child.id();
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
         let direct = mock_url.trim_end_matches("/v1").to_string();
         // Warm up connections on both paths.
@@ -282,27 +285,37 @@ fn main() {
         let _ = open_loop(&client, &peer.url, "", false, 200, 1).await;
         let rss_start = rss_kib(pid);
         println!("gateway overhead: open loop at {rate} req/s for {secs} s per run (loopback; mock + load generator on 1 thread)");
-        println!("| mode | direct p50 / p99 ms | bare proxy p50 / p99 ms | gateway p50 / p99 ms | bare proxy added p50 / p99 ms | gateway added p50 / p99 ms | errors |");
-        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        println!("| mode | direct p50 / p99 ms | bare proxy p50 / p99 ms | gateway p50 / p99 ms | bare proxy added p50 / p99 ms | gateway added p50 / p99 ms | CPU per request, bare proxy / gateway µs | errors |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         // Each mode runs `runs` times (direct, bare proxy, gateway; alternating modes) and the
         // median of the runs is reported with every run: one noisy run on a shared 2-core
         // machine says little on its own.
         // (gateway, bare proxy) added (p50, p99) per run and mode.
         let mut added: [Vec<[(f64, f64); 2]>; 2] = [vec![], vec![]];
+        // (bare proxy, gateway) CPU µs per request, per run and mode.
+        let mut cpu_per_request: [Vec<(f64, f64)>; 2] = [vec![], vec![]];
         for run in 0..runs {
             for stream in [false, true] {
                 let (d, de) = open_loop(&client, &direct, "", stream, rate, secs).await;
+                // CPU per request: the process's user + system time over the phase (what the
+                // gateway's background work costs in that time included).
+                let per_request = |cpu: f64| cpu * 1e6 / (rate * secs) as f64;
+                let cpu = cpu_secs(peer_pid);
                 let (b, be) = open_loop(&client, &peer.url, "", stream, rate, secs).await;
+                let b_cpu = per_request(cpu_secs(peer_pid) - cpu);
+                let cpu = cpu_secs(pid);
                 let (g, ge) = open_loop(&client, &gw.url, &gw.key, stream, rate, secs).await;
+                let g_cpu = per_request(cpu_secs(pid) - cpu);
                 let over = |x: &[f64]| (pct(x, 0.5) - pct(&d, 0.5), pct(x, 0.99) - pct(&d, 0.99));
                 let (ga, ba) = (over(&g), over(&b));
                 added[stream as usize].push([ga, ba]);
+                cpu_per_request[stream as usize].push((b_cpu, g_cpu));
                 println!(
-                    "| {} (run {}) | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {} |",
+                    "| {} (run {}) | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.0} / {:.0} | {} |",
                     if stream { "stream" } else { "non-stream" },
                     run + 1,
                     pct(&d, 0.5), pct(&d, 0.99), pct(&b, 0.5), pct(&b, 0.99), pct(&g, 0.5), pct(&g, 0.99),
-                    ba.0, ba.1, ga.0, ga.1, de + be + ge
+                    ba.0, ba.1, ga.0, ga.1, b_cpu, g_cpu, de + be + ge
                 );
             }
         }
@@ -311,11 +324,14 @@ fn main() {
             let m = |i: usize, p99: bool| {
                 common::median(runs.iter().map(|r| if p99 { r[i].1 } else { r[i].0 }).collect())
             };
+            let cpu = &cpu_per_request[stream as usize];
             println!(
-                "median of {} runs, {}: gateway added p50 {:.3} ms, p99 {:.3} ms; bare proxy added p50 {:.3} ms, p99 {:.3} ms",
+                "median of {} runs, {}: gateway added p50 {:.3} ms, p99 {:.3} ms; bare proxy added p50 {:.3} ms, p99 {:.3} ms; CPU per request: gateway {:.0} µs, bare proxy {:.0} µs",
                 runs.len(),
                 if stream { "stream" } else { "non-stream" },
-                m(0, false), m(0, true), m(1, false), m(1, true)
+                m(0, false), m(0, true), m(1, false), m(1, true),
+                common::median(cpu.iter().map(|c| c.1).collect()),
+                common::median(cpu.iter().map(|c| c.0).collect()),
             );
         }
         for stream in [false, true] {

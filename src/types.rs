@@ -6,27 +6,27 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// `POST /v1/chat/completions` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     /// Everything else (tools, response_format, logprobs, user, ...), passed through.
     #[serde(flatten)]
@@ -49,9 +49,9 @@ impl Stop {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct StreamOptions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -68,28 +68,27 @@ pub enum Role {
     Function,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChatMessage {
     pub role: Role,
     /// A string, an array of content parts, or null (assistant messages with tool calls).
-    #[serde(default)]
     pub content: Option<MessageContent>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum MessageContent {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -178,20 +177,15 @@ pub struct Usage {
 }
 
 /// One `chat.completion.chunk`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChatChunk {
-    #[serde(default)]
     pub id: String,
-    #[serde(default = "chunk_object")]
     pub object: String,
-    #[serde(default)]
     pub created: i64,
-    #[serde(default)]
     pub model: String,
-    #[serde(default)]
     pub choices: Vec<ChunkChoice>,
     /// Present (possibly null) only when usage was requested; kept as given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -201,42 +195,35 @@ fn chunk_object() -> String {
     "chat.completion.chunk".into()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChunkChoice {
-    #[serde(default)]
     pub index: u32,
-    #[serde(default)]
     pub delta: Delta,
     /// Always serialized (null until the last chunk), as OpenAI does.
-    #[serde(default)]
     pub finish_reason: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Delta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
 /// A complete (non-streamed) `chat.completion`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChatCompletion {
-    #[serde(default)]
     pub id: String,
-    #[serde(default = "completion_object")]
     pub object: String,
-    #[serde(default)]
     pub created: i64,
-    #[serde(default)]
     pub model: String,
     pub choices: Vec<CompletionChoice>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -246,12 +233,10 @@ fn completion_object() -> String {
     "chat.completion".into()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CompletionChoice {
-    #[serde(default)]
     pub index: u32,
     pub message: Value,
-    #[serde(default)]
     pub finish_reason: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -277,6 +262,224 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+// Deserialization. The open structs above keep unknown fields in `extra`; serde's
+// `#[serde(flatten)]` does that by first buffering every field of the object into its
+// private `Content` tree and then deserializing each field again from the buffer (an
+// allocation per key and per string, twice), on every request, response and stream chunk.
+// `open_struct!` writes the visitor by hand instead: known fields are deserialized in place,
+// keys are borrowed from the input where they can be, and only unknown fields become
+// `Value`s. Missing, duplicate and mistyped fields give serde's own errors.
+
+/// A map key, borrowed from the input when it has no escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            Key::Borrowed(s) => s.to_owned(),
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The JSON name of a field: its Rust name unless given.
+macro_rules! wire_name {
+    ($field:ident) => {
+        stringify!($field)
+    };
+    ($field:ident, $wire:literal) => {
+        $wire
+    };
+}
+
+/// The value of a field the object did not have: `required` (serde's "missing field"
+/// error), `default`, or an expression.
+macro_rules! when_missing {
+    (required, $name:expr) => {
+        return Err(serde::de::Error::missing_field($name))
+    };
+    (default, $name:expr) => {
+        Default::default()
+    };
+    (($value:expr), $name:expr) => {
+        $value
+    };
+}
+
+/// `Deserialize` for a struct of named fields plus `extra: Map<String, Value>` that takes
+/// every other field: `open_struct!(Type, "what it is", { field [as "json name"]: FieldType
+/// => required | default | (expression), ... })`.
+macro_rules! open_struct {
+    ($ty:ident, $expecting:literal, {
+        $($field:ident $(as $wire:literal)? : $fty:ty => $missing:tt),* $(,)?
+    }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct OpenVisitor;
+                impl<'de> serde::de::Visitor<'de> for OpenVisitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<$ty, A::Error> {
+                        $(let mut $field: Option<$fty> = None;)*
+                        let mut extra = Map::new();
+                        while let Some(key) = map.next_key::<Key<'de>>()? {
+                            match key.as_str() {
+                                $(wire_name!($field $(, $wire)?) => {
+                                    if $field.is_some() {
+                                        return Err(serde::de::Error::duplicate_field(
+                                            wire_name!($field $(, $wire)?),
+                                        ));
+                                    }
+                                    $field = Some(map.next_value()?);
+                                })*
+                                _ => {
+                                    let value: Value = map.next_value()?;
+                                    extra.insert(key.into_string(), value);
+                                }
+                            }
+                        }
+                        Ok($ty {
+                            $($field: match $field {
+                                Some(v) => v,
+                                None => when_missing!($missing, wire_name!($field $(, $wire)?)),
+                            },)*
+                            extra,
+                        })
+                    }
+                }
+                deserializer.deserialize_map(OpenVisitor)
+            }
+        }
+    };
+}
+
+open_struct!(ChatCompletionRequest, "a chat completion request object", {
+    model: String => required,
+    messages: Vec<ChatMessage> => required,
+    stream: Option<bool> => default,
+    stream_options: Option<StreamOptions> => default,
+    temperature: Option<f64> => default,
+    top_p: Option<f64> => default,
+    max_tokens: Option<u32> => default,
+    max_completion_tokens: Option<u32> => default,
+    n: Option<u32> => default,
+    stop: Option<Stop> => default,
+    seed: Option<i64> => default,
+});
+
+open_struct!(StreamOptions, "a stream options object", {
+    include_usage: Option<bool> => default,
+});
+
+open_struct!(ChatMessage, "a message object", {
+    role: Role => required,
+    content: Option<MessageContent> => default,
+});
+
+open_struct!(ContentPart, "a content part object", {
+    kind as "type": String => required,
+    text: Option<String> => default,
+});
+
+open_struct!(ChatChunk, "a chat completion chunk object", {
+    id: String => default,
+    object: String => (chunk_object()),
+    created: i64 => default,
+    model: String => default,
+    choices: Vec<ChunkChoice> => default,
+    usage: Option<Usage> => default,
+});
+
+open_struct!(ChunkChoice, "a chunk choice object", {
+    index: u32 => default,
+    delta: Delta => default,
+    finish_reason: Option<String> => default,
+});
+
+open_struct!(Delta, "a delta object", {
+    role: Option<String> => default,
+    content: Option<String> => default,
+});
+
+open_struct!(ChatCompletion, "a chat completion object", {
+    id: String => default,
+    object: String => (completion_object()),
+    created: i64 => default,
+    model: String => default,
+    choices: Vec<CompletionChoice> => required,
+    usage: Option<Usage> => default,
+});
+
+open_struct!(CompletionChoice, "a choice object", {
+    index: u32 => default,
+    message: Value => required,
+    finish_reason: Option<String> => default,
+});
+
+/// A string, or an array of content parts (untagged, without buffering the value first).
+impl<'de> Deserialize<'de> for MessageContent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor;
+        impl<'de> serde::de::Visitor<'de> for ContentVisitor {
+            type Value = MessageContent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<MessageContent, E> {
+                Ok(MessageContent::Text(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<MessageContent, E> {
+                Ok(MessageContent::Text(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<MessageContent, A::Error> {
+                Vec::<ContentPart>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(MessageContent::Parts)
+            }
+        }
+        deserializer.deserialize_any(ContentVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +493,78 @@ mod tests {
         assert_eq!(req.messages[0].extra["name"], "x");
         let back = serde_json::to_value(&req).unwrap();
         assert_eq!(back["response_format"]["type"], "json_object");
+    }
+
+    /// The hand-written deserializers: escaped keys, responses and chunks with unknown
+    /// fields, defaults, and serde's errors for missing, duplicate and mistyped fields.
+    #[test]
+    fn open_structs_deserialize_like_serde_derive() {
+        let req: ChatCompletionRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a","x\u0041":1}]}],"us\u0065r":"u"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.extra["user"], "u");
+        match &req.messages[0].content {
+            Some(MessageContent::Parts(p)) => {
+                assert_eq!(
+                    (p[0].kind.as_str(), p[0].text.as_deref()),
+                    ("text", Some("a"))
+                );
+                assert_eq!(p[0].extra["xA"], 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = |s: &str| {
+            serde_json::from_str::<ChatCompletionRequest>(s)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(r#"{"messages":[]}"#).starts_with("missing field `model`"));
+        assert!(
+            err(r#"{"model":"a","model":"b","messages":[]}"#)
+                .starts_with("duplicate field `model`")
+        );
+        assert!(
+            err(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#)
+                .contains("expected a string or an array of content parts")
+        );
+        assert!(
+            err(r#"{"model":"m","messages":[{"role":"user","content":[{"text":"a"}]}]}"#)
+                .starts_with("missing field `type`")
+        );
+        assert!(err(r#"[1]"#).contains("expected a chat completion request object"));
+
+        let chunk: ChatChunk = serde_json::from_str(
+            r#"{"choices":[{"delta":{"content":"hi","tool_calls":[]},"logprobs":null}],"system_fingerprint":"f"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (chunk.object.as_str(), chunk.created, chunk.id.as_str()),
+            ("chat.completion.chunk", 0, "")
+        );
+        assert_eq!(chunk.choices[0].delta.content.as_deref(), Some("hi"));
+        assert!(chunk.choices[0].delta.extra.contains_key("tool_calls"));
+        assert!(chunk.choices[0].extra.contains_key("logprobs"));
+        assert_eq!(chunk.extra["system_fingerprint"], "f");
+        let failed: ChatChunk = serde_json::from_str(r#"{"error":{"message":"boom"}}"#).unwrap();
+        assert_eq!(failed.extra["error"]["message"], "boom");
+
+        let done: ChatCompletion = serde_json::from_value(serde_json::json!({
+            "id": "x", "created": 7, "model": "m", "service_tier": "default",
+            "choices": [{"message": {"role": "assistant", "content": "hey"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+        }))
+        .unwrap();
+        assert_eq!(done.object, "chat.completion");
+        assert_eq!(done.choices[0].message["content"], "hey");
+        assert_eq!(done.usage.unwrap().total_tokens, 3);
+        assert_eq!(done.extra["service_tier"], "default");
+        assert!(
+            serde_json::from_str::<ChatCompletion>(r#"{"id":"x"}"#)
+                .unwrap_err()
+                .to_string()
+                .starts_with("missing field `choices`")
+        );
     }
 
     #[test]

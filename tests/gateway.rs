@@ -338,7 +338,35 @@ async fn health_readiness_metrics_and_models() {
     assert_eq!(models["data"][0]["object"], "model");
     let _ = app.chat(chat_body("mock-ok", true)).await.text().await;
     let _ = app.chat(chat_body("mock-500", false)).await.text().await;
+    // A made-up method is counted as `other`: any token may be a method, and each must not
+    // become a time series of its own.
+    let brew = app
+        .http
+        .request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            format!("{}/v1/models", app.url),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(brew.status(), 405);
     let metrics = app.get_text("/metrics").await;
+    for series in [
+        r#"qm_http_requests_total{method="POST",route="/v1/chat/completions",status="200"}"#,
+        r#"qm_http_requests_total{method="other",route="/v1/models",status="405"}"#,
+        r#"qm_chat_requests_total{model="mock-ok",status="ok"}"#,
+        r#"qm_chat_requests_total{model="mock-500",status="error"}"#,
+        r#"qm_chat_request_duration_seconds_count{model="mock-ok",stream="true"}"#,
+        r#"qm_tokens_total{model="mock-ok",direction="output"}"#,
+    ] {
+        let line = metrics.lines().find(|l| l.starts_with(series));
+        let count: f64 = line
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{metrics}"));
+        assert!(count >= 1.0, "{series} is {count}");
+    }
+    assert!(!metrics.contains("BREW"), "a made-up method became a label");
     for name in [
         "qm_http_requests_total",
         "qm_http_request_duration_seconds_bucket",

@@ -75,6 +75,172 @@ proptest! {
     }
 }
 
+/// The request as serde's derive reads it with `#[serde(flatten)]` (what the gateway's
+/// hand-written deserializers replace): the reference they must agree with.
+mod reference {
+    use quartermaster::types::{Role, Stop};
+    use serde::{Deserialize, Serialize};
+    use serde_json::{Map, Value};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Request {
+        pub model: String,
+        pub messages: Vec<Message>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub stream: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub stream_options: Option<StreamOptions>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub temperature: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub top_p: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_tokens: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_completion_tokens: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub n: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub stop: Option<Stop>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub seed: Option<i64>,
+        #[serde(flatten)]
+        pub extra: Map<String, Value>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct StreamOptions {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub include_usage: Option<bool>,
+        #[serde(flatten)]
+        pub extra: Map<String, Value>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Message {
+        pub role: Role,
+        #[serde(default)]
+        pub content: Option<Content>,
+        #[serde(flatten)]
+        pub extra: Map<String, Value>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    pub enum Content {
+        Text(String),
+        Parts(Vec<Part>),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Part {
+        #[serde(rename = "type")]
+        pub kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub text: Option<String>,
+        #[serde(flatten)]
+        pub extra: Map<String, Value>,
+    }
+}
+
+fn request_like() -> impl Strategy<Value = Value> {
+    // Mostly well-formed requests with wrong types, nulls and extra fields mixed in.
+    let part = (
+        prop_oneof![
+            Just(Value::from("text")),
+            Just(Value::from("image_url")),
+            json_value()
+        ],
+        prop::option::of(json_value()),
+        prop::option::of(json_value()),
+    )
+        .prop_map(|(kind, text, other)| {
+            let mut m = serde_json::Map::new();
+            m.insert("type".into(), kind);
+            if let Some(t) = text {
+                m.insert("text".into(), t);
+            }
+            if let Some(o) = other {
+                m.insert("image_url".into(), o);
+            }
+            Value::Object(m)
+        });
+    let content = prop_oneof![
+        "[a-z ]{0,12}".prop_map(Value::String),
+        prop::collection::vec(part, 0..3).prop_map(Value::Array),
+        json_value(),
+    ];
+    let message = (
+        prop_oneof![Just("user"), Just("assistant"), Just("wizard")],
+        prop::option::of(content),
+        prop::option::of(json_value()),
+    )
+        .prop_map(|(role, content, name)| {
+            let mut m = serde_json::Map::new();
+            m.insert("role".into(), role.into());
+            if let Some(c) = content {
+                m.insert("content".into(), c);
+            }
+            if let Some(n) = name {
+                m.insert("name".into(), n);
+            }
+            Value::Object(m)
+        });
+    (
+        prop::collection::vec(message, 0..3),
+        prop::collection::btree_map(
+            prop_oneof![
+                Just("model"),
+                Just("stream"),
+                Just("stream_options"),
+                Just("temperature"),
+                Just("max_tokens"),
+                Just("stop"),
+                Just("seed"),
+                Just("tools"),
+                Just("user"),
+            ],
+            prop_oneof![
+                json_value(),
+                Just(serde_json::json!({"include_usage": true}))
+            ],
+            0..6,
+        ),
+    )
+        .prop_map(|(messages, fields)| {
+            let mut m: serde_json::Map<String, Value> = fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            m.entry("model").or_insert_with(|| "m".into());
+            m.insert("messages".into(), Value::Array(messages));
+            Value::Object(m)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// The hand-written deserializer accepts exactly what serde's derive accepts, and what
+    /// it reads serializes back to the same JSON.
+    #[test]
+    fn parser_agrees_with_serde_derive(value in prop_oneof![request_like(), json_value()]) {
+        let text = serde_json::to_string(&value).unwrap();
+        let ours = serde_json::from_str::<ChatCompletionRequest>(&text);
+        let reference = serde_json::from_str::<reference::Request>(&text);
+        match (&ours, &reference) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(
+                serde_json::to_value(a).unwrap(),
+                serde_json::to_value(b).unwrap()
+            ),
+            (Err(_), Err(_)) => {}
+            _ => prop_assert!(false, "{text}: ours {:?}, derive {:?}", ours.is_ok(), reference.is_ok()),
+        }
+        // From a `Value` (as the cache and tests read stored requests) as from text.
+        prop_assert_eq!(serde_json::from_value::<ChatCompletionRequest>(value).is_ok(), ours.is_ok());
+    }
+}
+
 mod stripe_signature_header {
     use proptest::prelude::*;
     use quartermaster::billing::signature::{parse_header, sign, verify};

@@ -52,7 +52,11 @@ pub fn start_gateway(mock_url: &str, extra: &str) -> Gateway {
         ),
     )
     .unwrap();
-    let bin = env!("CARGO_BIN_EXE_quartermaster");
+    // QM_BENCH_GATEWAY=PATH runs another build of the gateway (an older commit's, to compare
+    // two builds in one run of the same bench).
+    let bin = std::env::var("QM_BENCH_GATEWAY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_quartermaster").to_string());
+    let bin = bin.as_str();
     let out = Command::new(bin)
         .arg("--config")
         .arg(&config)
@@ -100,6 +104,30 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
         })
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) a process has used so far, seconds.
+pub fn cpu_secs(pid: u32) -> f64 {
+    // Fields 14 and 15 of /proc/PID/stat, in clock ticks (the command name, field 2, may hold
+    // spaces: count from the closing parenthesis).
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let hz = HZ.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    ticks as f64 / hz
 }
 
 /// The `p` quantile of sorted values (NaN when empty).

@@ -981,7 +981,8 @@ impl Ledger {
         if self.record.ttft_ms.is_none() {
             let ttft = self.started.elapsed();
             self.record.ttft_ms = Some(ttft.as_secs_f64() * 1e3);
-            metrics::histogram!("qm_time_to_first_token_seconds", "model" => self.record.model.clone())
+            ModelMetrics::of(&self.record.model)
+                .ttft
                 .record(ttft.as_secs_f64());
         }
     }
@@ -991,16 +992,11 @@ impl Ledger {
         let elapsed = self.started.elapsed();
         self.record.status = status;
         self.record.latency_ms = elapsed.as_secs_f64() * 1e3;
-        let model = self.record.model.clone();
-        let stream = if self.record.stream { "true" } else { "false" };
-        metrics::counter!("qm_chat_requests_total", "model" => model.clone(), "status" => status)
-            .increment(1);
-        metrics::histogram!("qm_chat_request_duration_seconds", "model" => model.clone(), "stream" => stream)
-            .record(elapsed.as_secs_f64());
-        metrics::counter!("qm_tokens_total", "model" => model.clone(), "direction" => "input")
-            .increment(self.record.tokens_in);
-        metrics::counter!("qm_tokens_total", "model" => model, "direction" => "output")
-            .increment(self.record.tokens_out);
+        let m = ModelMetrics::of(&self.record.model);
+        m.requests(status).increment(1);
+        m.duration[usize::from(self.record.stream)].record(elapsed.as_secs_f64());
+        m.tokens_in.increment(self.record.tokens_in);
+        m.tokens_out.increment(self.record.tokens_out);
         self.record.clone()
     }
 
@@ -1036,6 +1032,56 @@ impl Ledger {
         self.record.error_code = Some(err.code().to_string());
         let record = self.close("error");
         self.writer.send(record).await;
+    }
+}
+
+/// A model's chat metrics, registered once per model: a label set written out for every
+/// metric of every request costs a registry lookup and a copy of each label string.
+struct ModelMetrics {
+    /// `qm_chat_requests_total` by status, in the order of [`ModelMetrics::STATUSES`].
+    requests: [metrics::Counter; 4],
+    /// `qm_chat_request_duration_seconds`, not streamed and streamed.
+    duration: [metrics::Histogram; 2],
+    tokens_in: metrics::Counter,
+    tokens_out: metrics::Counter,
+    ttft: metrics::Histogram,
+}
+
+impl ModelMetrics {
+    const STATUSES: [&'static str; 4] = ["ok", "error", "cache_hit", "client_disconnected"];
+
+    /// The handles of `model`'s metrics (models come from config, so the set is bounded).
+    fn of(model: &str) -> Arc<ModelMetrics> {
+        use std::collections::HashMap;
+        use std::sync::{OnceLock, RwLock};
+        static MODELS: OnceLock<RwLock<HashMap<String, Arc<ModelMetrics>>>> = OnceLock::new();
+        let models = MODELS.get_or_init(Default::default);
+        if let Some(m) = models.read().unwrap_or_else(|e| e.into_inner()).get(model) {
+            return m.clone();
+        }
+        let name = model.to_string();
+        let m = Arc::new(ModelMetrics {
+            requests: Self::STATUSES.map(|status| {
+                metrics::counter!("qm_chat_requests_total", "model" => name.clone(), "status" => status)
+            }),
+            duration: ["false", "true"].map(|stream| {
+                metrics::histogram!("qm_chat_request_duration_seconds", "model" => name.clone(), "stream" => stream)
+            }),
+            tokens_in: metrics::counter!("qm_tokens_total", "model" => name.clone(), "direction" => "input"),
+            tokens_out: metrics::counter!("qm_tokens_total", "model" => name.clone(), "direction" => "output"),
+            ttft: metrics::histogram!("qm_time_to_first_token_seconds", "model" => name.clone()),
+        });
+        models
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name)
+            .or_insert(m)
+            .clone()
+    }
+
+    fn requests(&self, status: &'static str) -> &metrics::Counter {
+        let i = Self::STATUSES.iter().position(|s| *s == status);
+        &self.requests[i.expect("a ledger status is one of ModelMetrics::STATUSES")]
     }
 }
 

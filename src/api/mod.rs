@@ -173,19 +173,84 @@ impl KeyExtractor for ApiKeyExtractor {
 
 async fn record_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(req.method());
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("qm_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
+    let route = RouteMetrics::of(route.as_ref().map_or("unmatched", |p| p.as_str()));
+    route
+        .requests(method, response.status().as_u16())
         .increment(1);
-    metrics::histogram!("qm_http_request_duration_seconds", "route" => route)
-        .record(start.elapsed().as_secs_f64());
+    route.duration.record(start.elapsed().as_secs_f64());
     response
+}
+
+/// A method as a metric label; any other than the standard ones is `other` (a client may
+/// send any token as a method: it must not make a new time series).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// A route's HTTP metrics, registered once (routes are the router's, so the set is
+/// bounded): a label set written out per request costs a registry lookup and a copy of
+/// each label string.
+struct RouteMetrics {
+    route: String,
+    /// `qm_http_request_duration_seconds`.
+    duration: metrics::Histogram,
+    /// `qm_http_requests_total` by method and status.
+    requests: std::sync::RwLock<std::collections::HashMap<(&'static str, u16), metrics::Counter>>,
+}
+
+impl RouteMetrics {
+    fn of(route: &str) -> Arc<RouteMetrics> {
+        use std::collections::HashMap;
+        use std::sync::{OnceLock, RwLock};
+        static ROUTES: OnceLock<RwLock<HashMap<String, Arc<RouteMetrics>>>> = OnceLock::new();
+        let routes = ROUTES.get_or_init(Default::default);
+        if let Some(r) = routes.read().unwrap_or_else(|e| e.into_inner()).get(route) {
+            return r.clone();
+        }
+        let r = Arc::new(RouteMetrics {
+            route: route.to_string(),
+            duration: metrics::histogram!("qm_http_request_duration_seconds", "route" => route.to_string()),
+            requests: Default::default(),
+        });
+        routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(route.to_string())
+            .or_insert(r)
+            .clone()
+    }
+
+    fn requests(&self, method: &'static str, status: u16) -> metrics::Counter {
+        if let Some(c) = self
+            .requests
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(method, status))
+        {
+            return c.clone();
+        }
+        self.requests
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((method, status))
+            .or_insert_with(|| {
+                metrics::counter!("qm_http_requests_total", "method" => method, "route" => self.route.clone(), "status" => status.to_string())
+            })
+            .clone()
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {
