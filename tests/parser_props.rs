@@ -75,73 +75,10 @@ proptest! {
     }
 }
 
-/// The request as serde's derive reads it with `#[serde(flatten)]` (what the gateway's
-/// hand-written deserializers replace): the reference they must agree with.
-mod reference {
-    use quartermaster::types::{Role, Stop};
-    use serde::{Deserialize, Serialize};
-    use serde_json::{Map, Value};
-
-    #[derive(Serialize, Deserialize)]
-    pub struct Request {
-        pub model: String,
-        pub messages: Vec<Message>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub stream: Option<bool>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub stream_options: Option<StreamOptions>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub temperature: Option<f64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub top_p: Option<f64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub max_tokens: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub max_completion_tokens: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub n: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub stop: Option<Stop>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub seed: Option<i64>,
-        #[serde(flatten)]
-        pub extra: Map<String, Value>,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    pub struct StreamOptions {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub include_usage: Option<bool>,
-        #[serde(flatten)]
-        pub extra: Map<String, Value>,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    pub struct Message {
-        pub role: Role,
-        #[serde(default)]
-        pub content: Option<Content>,
-        #[serde(flatten)]
-        pub extra: Map<String, Value>,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    #[serde(untagged)]
-    pub enum Content {
-        Text(String),
-        Parts(Vec<Part>),
-    }
-
-    #[derive(Serialize, Deserialize)]
-    pub struct Part {
-        #[serde(rename = "type")]
-        pub kind: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub text: Option<String>,
-        #[serde(flatten)]
-        pub extra: Map<String, Value>,
-    }
-}
+/// The wire types as serde's derive reads them with `#[serde(flatten)]`: the reference the
+/// hand-written deserializers must agree with.
+mod wire_reference;
+use wire_reference as reference;
 
 fn request_like() -> impl Strategy<Value = Value> {
     // Mostly well-formed requests with wrong types, nulls and extra fields mixed in.
