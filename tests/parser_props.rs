@@ -163,18 +163,93 @@ proptest! {
     #[test]
     fn parser_agrees_with_serde_derive(value in prop_oneof![request_like(), json_value()]) {
         let text = serde_json::to_string(&value).unwrap();
+        agree::<ChatCompletionRequest, reference::Request>(&text)?;
         let ours = serde_json::from_str::<ChatCompletionRequest>(&text);
-        let reference = serde_json::from_str::<reference::Request>(&text);
-        match (&ours, &reference) {
-            (Ok(a), Ok(b)) => prop_assert_eq!(
-                serde_json::to_value(a).unwrap(),
-                serde_json::to_value(b).unwrap()
-            ),
-            (Err(_), Err(_)) => {}
-            _ => prop_assert!(false, "{text}: ours {:?}, derive {:?}", ours.is_ok(), reference.is_ok()),
-        }
         // From a `Value` (as the cache and tests read stored requests) as from text.
         prop_assert_eq!(serde_json::from_value::<ChatCompletionRequest>(value).is_ok(), ours.is_ok());
+    }
+}
+
+fn chunk_like() -> impl Strategy<Value = Value> {
+    // Chunks and answers as upstreams send them, with fields missing, null or mistyped.
+    let field = |name: &'static str, good: Value| {
+        prop_oneof![
+            3 => Just(Some((name, good))),
+            1 => Just(None),
+            1 => json_value().prop_map(move |v| Some((name, v))),
+        ]
+    };
+    let object = |fields: Vec<Option<(&'static str, Value)>>| {
+        Value::Object(
+            fields
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
+    };
+    let delta = (
+        field("role", "assistant".into()),
+        field("content", "hi".into()),
+        field("tool_calls", serde_json::json!([])),
+    )
+        .prop_map(move |(a, b, c)| object(vec![a, b, c]));
+    let choice = (
+        field("index", 0.into()),
+        delta.clone().prop_map(|d| Some(("delta", d))),
+        delta.prop_map(|d| Some(("message", d))),
+        field("finish_reason", Value::Null),
+        field("logprobs", Value::Null),
+    )
+        .prop_map(move |(a, b, c, d, e)| object(vec![a, b, c, d, e]));
+    (
+        field("id", "chatcmpl-1".into()),
+        field("object", "chat.completion.chunk".into()),
+        field("created", 1.into()),
+        field("model", "m".into()),
+        prop::collection::vec(choice, 0..3).prop_map(|c| Some(("choices", Value::Array(c)))),
+        field(
+            "usage",
+            serde_json::json!({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}),
+        ),
+        field("system_fingerprint", "fp".into()),
+    )
+        .prop_map(move |(a, b, c, d, e, f, g)| object(vec![a, b, c, d, e, f, g]))
+}
+
+/// Both parsers accept the same inputs and read them to the same JSON.
+fn agree<A, B>(text: &str) -> Result<(), TestCaseError>
+where
+    A: serde::de::DeserializeOwned + serde::Serialize,
+    B: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let ours = serde_json::from_str::<A>(text);
+    let reference = serde_json::from_str::<B>(text);
+    match (&ours, &reference) {
+        (Ok(a), Ok(b)) => prop_assert_eq!(
+            serde_json::to_value(a).unwrap(),
+            serde_json::to_value(b).unwrap()
+        ),
+        (Err(_), Err(_)) => {}
+        _ => prop_assert!(
+            false,
+            "{text}: ours {:?}, derive {:?}",
+            ours.is_ok(),
+            reference.is_ok()
+        ),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Stream chunks and non-streamed answers, as for requests.
+    #[test]
+    fn answer_parsers_agree_with_serde_derive(value in prop_oneof![chunk_like(), json_value()]) {
+        let text = serde_json::to_string(&value).unwrap();
+        agree::<quartermaster::types::ChatChunk, reference::Chunk>(&text)?;
+        agree::<quartermaster::types::ChatCompletion, reference::Completion>(&text)?;
     }
 }
 
