@@ -6,7 +6,7 @@
 //! the peer's (same JSON back) before timing.
 //!
 //! `cargo bench --bench wire` (env: QM_BENCH_ROUNDS=15 rounds of QM_BENCH_ITERS=20000 parses
-//! each; the median round is reported).
+//! each, the two parsers alternating round by round; the median round is reported).
 
 mod common;
 #[path = "../tests/wire_reference/mod.rs"]
@@ -22,18 +22,28 @@ use serde_json::{Value, json};
 
 use common::{env_or, median};
 
-/// Median over `rounds` of the mean time of one parse, ns.
-fn time<T: DeserializeOwned>(bytes: &[u8], rounds: usize, iters: usize) -> f64 {
-    let per_round: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                black_box(serde_json::from_slice::<T>(black_box(bytes)).unwrap());
-            }
-            t.elapsed().as_nanos() as f64 / iters as f64
-        })
-        .collect();
-    median(per_round)
+/// Mean time of one parse in a round of `iters`, ns.
+fn round<T: DeserializeOwned>(bytes: &[u8], iters: usize) -> f64 {
+    let t = Instant::now();
+    for _ in 0..iters {
+        black_box(serde_json::from_slice::<T>(black_box(bytes)).unwrap());
+    }
+    t.elapsed().as_nanos() as f64 / iters as f64
+}
+
+/// Medians over `rounds` of (peer, gateway), the two alternating round by round so that
+/// both see the same moments of a noisy machine.
+fn compare<P: DeserializeOwned, G: DeserializeOwned>(
+    bytes: &[u8],
+    rounds: usize,
+    iters: usize,
+) -> (f64, f64) {
+    let (mut peer, mut ours) = (vec![], vec![]);
+    for _ in 0..rounds {
+        peer.push(round::<P>(bytes, iters));
+        ours.push(round::<G>(bytes, iters));
+    }
+    (median(peer), median(ours))
 }
 
 fn same_json<A: DeserializeOwned + Serialize, B: DeserializeOwned + Serialize>(bytes: &[u8]) {
@@ -87,29 +97,17 @@ fn main() {
             peer / ours
         );
     };
-    let r = |b: &[u8]| {
-        (
-            time::<wire_reference::Request>(b, rounds, iters),
-            time::<ChatCompletionRequest>(b, rounds, iters),
-        )
-    };
-    let (p, o) = r(&small);
+    let (p, o) = compare::<wire_reference::Request, ChatCompletionRequest>(&small, rounds, iters);
     row("request (gateway_overhead's)", small.len(), p, o);
-    let (p, o) = r(&large);
+    let (p, o) = compare::<wire_reference::Request, ChatCompletionRequest>(&large, rounds, iters);
     row(
         "request (system prompt, tool call, parts, tools)",
         large.len(),
         p,
         o,
     );
-    let (p, o) = (
-        time::<wire_reference::Completion>(&answer, rounds, iters),
-        time::<ChatCompletion>(&answer, rounds, iters),
-    );
+    let (p, o) = compare::<wire_reference::Completion, ChatCompletion>(&answer, rounds, iters);
     row("non-streamed answer", answer.len(), p, o);
-    let (p, o) = (
-        time::<wire_reference::Chunk>(&chunk, rounds, iters),
-        time::<ChatChunk>(&chunk, rounds, iters),
-    );
+    let (p, o) = compare::<wire_reference::Chunk, ChatChunk>(&chunk, rounds, iters);
     row("stream chunk", chunk.len(), p, o);
 }
