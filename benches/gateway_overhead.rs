@@ -298,14 +298,19 @@ fn main() {
             for stream in [false, true] {
                 let (d, de) = open_loop(&client, &direct, "", stream, rate, secs).await;
                 // CPU per request: the process's user + system time over the phase (what the
-                // gateway's background work costs in that time included).
-                let per_request = |cpu: f64| cpu * 1e6 / (rate * secs) as f64;
+                // gateway's background work costs in that time included), per request sent;
+                // NaN if /proc could not be read.
+                let per_request = |before: Option<f64>, after: Option<f64>, sent: usize| {
+                    before
+                        .zip(after)
+                        .map_or(f64::NAN, |(b, a)| (a - b) * 1e6 / sent.max(1) as f64)
+                };
                 let cpu = cpu_secs(peer_pid);
                 let (b, be) = open_loop(&client, &peer.url, "", stream, rate, secs).await;
-                let b_cpu = per_request(cpu_secs(peer_pid) - cpu);
+                let b_cpu = per_request(cpu, cpu_secs(peer_pid), b.len() + be);
                 let cpu = cpu_secs(pid);
                 let (g, ge) = open_loop(&client, &gw.url, &gw.key, stream, rate, secs).await;
-                let g_cpu = per_request(cpu_secs(pid) - cpu);
+                let g_cpu = per_request(cpu, cpu_secs(pid), g.len() + ge);
                 let over = |x: &[f64]| (pct(x, 0.5) - pct(&d, 0.5), pct(x, 0.99) - pct(&d, 0.99));
                 let (ga, ba) = (over(&g), over(&b));
                 added[stream as usize].push([ga, ba]);

@@ -39,9 +39,15 @@ fn compare<P: DeserializeOwned, G: DeserializeOwned>(
     iters: usize,
 ) -> (f64, f64) {
     let (mut peer, mut ours) = (vec![], vec![]);
-    for _ in 0..rounds {
-        peer.push(round::<P>(bytes, iters));
-        ours.push(round::<G>(bytes, iters));
+    for i in 0..rounds {
+        // Either may go first: the order flips every round.
+        if i % 2 == 0 {
+            peer.push(round::<P>(bytes, iters));
+            ours.push(round::<G>(bytes, iters));
+        } else {
+            ours.push(round::<G>(bytes, iters));
+            peer.push(round::<P>(bytes, iters));
+        }
     }
     (median(peer), median(ours))
 }

@@ -263,12 +263,13 @@ pub fn unix_now() -> i64 {
 }
 
 // Deserialization. The open structs above keep unknown fields in `extra`; serde's
-// `#[serde(flatten)]` does that by first buffering every field of the object into its
-// private `Content` tree and then deserializing each field again from the buffer (an
-// allocation per key and per string, twice), on every request, response and stream chunk.
-// `open_struct!` writes the visitor by hand instead: known fields are deserialized in place,
-// keys are borrowed from the input where they can be, and only unknown fields become
-// `Value`s. Missing, duplicate and mistyped fields give serde's own errors.
+// `#[serde(flatten)]` does that by buffering each unknown field, key and value, into its
+// private `Content` tree and then reading them again into the map, and `#[serde(untagged)]`
+// buffers the whole message content before trying each variant: on every request, response
+// and stream chunk. `open_struct!` writes the visitor by hand instead: unknown fields go
+// straight into `Value`s, keys are borrowed from the input where they can be. Missing,
+// duplicate and mistyped fields give serde's own errors; a bad content part is reported at
+// its own path (`messages[0].content[1].type`), not as "did not match any variant".
 
 /// A map key, borrowed from the input when it has no escapes.
 enum Key<'de> {

@@ -130,6 +130,16 @@ async fn bad_inputs_get_clear_4xx_errors() {
             Some("messages[0].content"),
         ),
         (
+            "content part without a type",
+            Body::from(
+                r#"{"model":"mock-ok","messages":[{"role":"user","content":[{"text":"a"}]}]}"#,
+            ),
+            json,
+            400,
+            "invalid_request",
+            Some("messages[0].content[0]"),
+        ),
+        (
             "unknown role",
             Body::from(r#"{"model":"mock-ok","messages":[{"role":"wizard","content":"a"}]}"#),
             json,

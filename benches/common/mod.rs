@@ -16,7 +16,7 @@ pub fn init_threads() -> usize {
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
@@ -106,8 +106,9 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time (user + system) a process has used so far, seconds.
-pub fn cpu_secs(pid: u32) -> f64 {
+/// CPU time (user + system) a process has used so far, seconds; `None` when it cannot be
+/// read.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
     // Fields 14 and 15 of /proc/PID/stat, in clock ticks (the command name, field 2, may hold
     // spaces: count from the closing parenthesis).
     let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -116,8 +117,7 @@ pub fn cpu_secs(pid: u32) -> f64 {
             let rest = &s[s.rfind(')')? + 2..];
             let f: Vec<&str> = rest.split_whitespace().collect();
             Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
+        })?;
     static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let hz = HZ.get_or_init(|| {
         std::process::Command::new("getconf")
@@ -127,7 +127,7 @@ pub fn cpu_secs(pid: u32) -> f64 {
             .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
             .unwrap_or(100.0)
     });
-    ticks as f64 / hz
+    Some(ticks as f64 / hz)
 }
 
 /// The `p` quantile of sorted values (NaN when empty).

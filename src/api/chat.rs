@@ -2,7 +2,7 @@
 //! not, with every request accounted for in the request log and metrics.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Extension;
@@ -982,7 +982,7 @@ impl Ledger {
             let ttft = self.started.elapsed();
             self.record.ttft_ms = Some(ttft.as_secs_f64() * 1e3);
             ModelMetrics::of(&self.record.model)
-                .ttft
+                .ttft()
                 .record(ttft.as_secs_f64());
         }
     }
@@ -994,9 +994,9 @@ impl Ledger {
         self.record.latency_ms = elapsed.as_secs_f64() * 1e3;
         let m = ModelMetrics::of(&self.record.model);
         m.requests(status).increment(1);
-        m.duration[usize::from(self.record.stream)].record(elapsed.as_secs_f64());
-        m.tokens_in.increment(self.record.tokens_in);
-        m.tokens_out.increment(self.record.tokens_out);
+        m.duration(self.record.stream).record(elapsed.as_secs_f64());
+        m.tokens(false).increment(self.record.tokens_in);
+        m.tokens(true).increment(self.record.tokens_out);
         self.record.clone()
     }
 
@@ -1035,53 +1035,76 @@ impl Ledger {
     }
 }
 
-/// A model's chat metrics, registered once per model: a label set written out for every
-/// metric of every request costs a registry lookup and a copy of each label string.
+/// A model's chat metrics, each registered on first use and kept: a label set written out
+/// for every metric of every request costs a registry lookup and a copy of each label string.
 struct ModelMetrics {
+    name: String,
     /// `qm_chat_requests_total` by status, in the order of [`ModelMetrics::STATUSES`].
-    requests: [metrics::Counter; 4],
+    requests: [OnceLock<metrics::Counter>; 4],
     /// `qm_chat_request_duration_seconds`, not streamed and streamed.
-    duration: [metrics::Histogram; 2],
-    tokens_in: metrics::Counter,
-    tokens_out: metrics::Counter,
-    ttft: metrics::Histogram,
+    duration: [OnceLock<metrics::Histogram>; 2],
+    tokens: [OnceLock<metrics::Counter>; 2],
+    ttft: OnceLock<metrics::Histogram>,
 }
+
+/// Models whose handles are kept. Configured models are few; a cache hit is accounted to the
+/// model name the upstream reported, which an upstream could vary: past this many, handles
+/// are looked up per request as before instead of kept forever.
+const MAX_KEPT_MODELS: usize = 256;
 
 impl ModelMetrics {
     const STATUSES: [&'static str; 4] = ["ok", "error", "cache_hit", "client_disconnected"];
 
-    /// The handles of `model`'s metrics (models come from config, so the set is bounded).
     fn of(model: &str) -> Arc<ModelMetrics> {
         use std::collections::HashMap;
-        use std::sync::{OnceLock, RwLock};
+        use std::sync::RwLock;
         static MODELS: OnceLock<RwLock<HashMap<String, Arc<ModelMetrics>>>> = OnceLock::new();
         let models = MODELS.get_or_init(Default::default);
         if let Some(m) = models.read().unwrap_or_else(|e| e.into_inner()).get(model) {
             return m.clone();
         }
-        let name = model.to_string();
         let m = Arc::new(ModelMetrics {
-            requests: Self::STATUSES.map(|status| {
-                metrics::counter!("qm_chat_requests_total", "model" => name.clone(), "status" => status)
-            }),
-            duration: ["false", "true"].map(|stream| {
-                metrics::histogram!("qm_chat_request_duration_seconds", "model" => name.clone(), "stream" => stream)
-            }),
-            tokens_in: metrics::counter!("qm_tokens_total", "model" => name.clone(), "direction" => "input"),
-            tokens_out: metrics::counter!("qm_tokens_total", "model" => name.clone(), "direction" => "output"),
-            ttft: metrics::histogram!("qm_time_to_first_token_seconds", "model" => name.clone()),
+            name: model.to_string(),
+            requests: Default::default(),
+            duration: Default::default(),
+            tokens: Default::default(),
+            ttft: OnceLock::new(),
         });
-        models
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(name)
-            .or_insert(m)
-            .clone()
+        let mut models = models.write().unwrap_or_else(|e| e.into_inner());
+        if models.len() >= MAX_KEPT_MODELS && !models.contains_key(model) {
+            return m;
+        }
+        models.entry(m.name.clone()).or_insert(m).clone()
     }
 
-    fn requests(&self, status: &'static str) -> &metrics::Counter {
-        let i = Self::STATUSES.iter().position(|s| *s == status);
-        &self.requests[i.expect("a ledger status is one of ModelMetrics::STATUSES")]
+    fn requests(&self, status: &'static str) -> metrics::Counter {
+        let model = || self.name.clone();
+        match Self::STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.requests[i]
+                .get_or_init(|| metrics::counter!("qm_chat_requests_total", "model" => model(), "status" => status))
+                .clone(),
+            None => metrics::counter!("qm_chat_requests_total", "model" => model(), "status" => status),
+        }
+    }
+
+    fn duration(&self, stream: bool) -> &metrics::Histogram {
+        self.duration[usize::from(stream)].get_or_init(|| {
+            let stream = if stream { "true" } else { "false" };
+            metrics::histogram!("qm_chat_request_duration_seconds", "model" => self.name.clone(), "stream" => stream)
+        })
+    }
+
+    fn tokens(&self, output: bool) -> &metrics::Counter {
+        self.tokens[usize::from(output)].get_or_init(|| {
+            let direction = if output { "output" } else { "input" };
+            metrics::counter!("qm_tokens_total", "model" => self.name.clone(), "direction" => direction)
+        })
+    }
+
+    fn ttft(&self) -> &metrics::Histogram {
+        self.ttft.get_or_init(
+            || metrics::histogram!("qm_time_to_first_token_seconds", "model" => self.name.clone()),
+        )
     }
 }
 

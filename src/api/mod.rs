@@ -196,6 +196,8 @@ fn method_label(method: &axum::http::Method) -> &'static str {
         Method::PATCH => "PATCH",
         Method::HEAD => "HEAD",
         Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
         _ => "other",
     }
 }
