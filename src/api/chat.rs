@@ -1056,25 +1056,14 @@ impl ModelMetrics {
     const STATUSES: [&'static str; 4] = ["ok", "error", "cache_hit", "client_disconnected"];
 
     fn of(model: &str) -> Arc<ModelMetrics> {
-        use std::collections::HashMap;
-        use std::sync::RwLock;
-        static MODELS: OnceLock<RwLock<HashMap<String, Arc<ModelMetrics>>>> = OnceLock::new();
-        let models = MODELS.get_or_init(Default::default);
-        if let Some(m) = models.read().unwrap_or_else(|e| e.into_inner()).get(model) {
-            return m.clone();
-        }
-        let m = Arc::new(ModelMetrics {
+        static MODELS: super::Kept<ModelMetrics> = super::Kept::new(MAX_KEPT_MODELS);
+        MODELS.get(model, || ModelMetrics {
             name: model.to_string(),
             requests: Default::default(),
             duration: Default::default(),
             tokens: Default::default(),
             ttft: OnceLock::new(),
-        });
-        let mut models = models.write().unwrap_or_else(|e| e.into_inner());
-        if models.len() >= MAX_KEPT_MODELS && !models.contains_key(model) {
-            return m;
-        }
-        models.entry(m.name.clone()).or_insert(m).clone()
+        })
     }
 
     fn requests(&self, status: &'static str) -> metrics::Counter {

@@ -215,24 +215,12 @@ struct RouteMetrics {
 
 impl RouteMetrics {
     fn of(route: &str) -> Arc<RouteMetrics> {
-        use std::collections::HashMap;
-        use std::sync::{OnceLock, RwLock};
-        static ROUTES: OnceLock<RwLock<HashMap<String, Arc<RouteMetrics>>>> = OnceLock::new();
-        let routes = ROUTES.get_or_init(Default::default);
-        if let Some(r) = routes.read().unwrap_or_else(|e| e.into_inner()).get(route) {
-            return r.clone();
-        }
-        let r = Arc::new(RouteMetrics {
+        static ROUTES: Kept<RouteMetrics> = Kept::new(usize::MAX);
+        ROUTES.get(route, || RouteMetrics {
             route: route.to_string(),
             duration: metrics::histogram!("qm_http_request_duration_seconds", "route" => route.to_string()),
             requests: Default::default(),
-        });
-        routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(route.to_string())
-            .or_insert(r)
-            .clone()
+        })
     }
 
     fn requests(&self, method: &'static str, status: u16) -> metrics::Counter {
@@ -275,4 +263,36 @@ async fn method_not_allowed(req: Request) -> Response {
     let mut response = err.into_response();
     *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
     response
+}
+
+/// Metric handles kept by name (a route, a model), made on first use. Past `max` names, new
+/// ones are made afresh on every call instead of kept.
+pub(crate) struct Kept<T> {
+    map: std::sync::OnceLock<std::sync::RwLock<std::collections::HashMap<String, Arc<T>>>>,
+    max: usize,
+}
+
+impl<T> Kept<T> {
+    pub(crate) const fn new(max: usize) -> Self {
+        Self {
+            map: std::sync::OnceLock::new(),
+            max,
+        }
+    }
+
+    pub(crate) fn get(&self, name: &str, make: impl FnOnce() -> T) -> Arc<T> {
+        let map = self.map.get_or_init(Default::default);
+        if let Some(t) = map.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return t.clone();
+        }
+        let mut map = map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = map.get(name) {
+            return t.clone();
+        }
+        let t = Arc::new(make());
+        if map.len() < self.max {
+            map.insert(name.to_string(), t.clone());
+        }
+        t
+    }
 }
