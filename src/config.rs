@@ -80,6 +80,11 @@ pub struct ServerConfig {
     /// How often the config file is checked for changes (hot reload; SIGHUP reloads at
     /// once); 0 = only on SIGHUP.
     pub config_poll_secs: u64,
+    /// A request's header must arrive within this long once the connection is ready for it
+    /// (new connections, and keep-alive connections between requests, are closed past it).
+    pub header_read_timeout_secs: u64,
+    /// A request's body must arrive whole within this long (408 past it).
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +95,8 @@ impl Default for ServerConfig {
             body_limit_bytes: 2 * 1024 * 1024,
             shutdown_grace_secs: 30,
             config_poll_secs: 2,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
         }
     }
 }
@@ -125,6 +132,13 @@ pub struct DatabaseConfig {
     /// `sqlite://path` (created if missing) or `postgres://...`.
     pub url: SecretString,
     pub max_connections: u32,
+    /// Longest a query waits for a pooled connection before it fails.
+    pub acquire_timeout_ms: u64,
+    /// How often the health probe (a ping and a one-row write) runs.
+    pub health_interval_ms: u64,
+    /// SQLite: below this many free bytes on the database's filesystem the gateway reports
+    /// itself not ready (writes are still tried).
+    pub min_free_bytes: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -132,6 +146,18 @@ impl Default for DatabaseConfig {
         Self {
             url: SecretString::from("sqlite://quartermaster.db"),
             max_connections: 8,
+            acquire_timeout_ms: 3_000,
+            health_interval_ms: 1_000,
+            min_free_bytes: 32 << 20,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn connect_options(&self) -> crate::store::ConnectOptions {
+        crate::store::ConnectOptions {
+            max_connections: self.max_connections,
+            acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms.max(1)),
         }
     }
 }
@@ -143,6 +169,11 @@ pub struct AuthConfig {
     pub required: bool,
     /// How long a verified key is remembered in memory; a revocation takes effect within it.
     pub key_cache_ttl_ms: u64,
+    /// While the database is unreachable, keys verified within this long keep working.
+    pub stale_key_ttl_secs: u64,
+    /// Failed authentications one client address may make per minute before it is refused
+    /// (429) without a lookup; 0 = unlimited.
+    pub failed_per_ip_per_minute: u32,
 }
 
 impl Default for AuthConfig {
@@ -150,6 +181,8 @@ impl Default for AuthConfig {
         Self {
             required: true,
             key_cache_ttl_ms: 5_000,
+            stale_key_ttl_secs: 3_600,
+            failed_per_ip_per_minute: 300,
         }
     }
 }
@@ -185,6 +218,13 @@ pub struct RequestLogConfig {
     /// once). Rows reach the table at most this much later; a graceful shutdown still
     /// writes every row, waiting at most one interval.
     pub flush_interval_ms: u64,
+    /// Rows held in memory while the database does not take them.
+    pub memory_rows: usize,
+    /// The folder where rows beyond `memory_rows` wait for the database (replayed when it
+    /// is back, and at the next start); each process keeps a locked file of its own in it,
+    /// so replicas may share it. Empty: beside a SQLite database file, else
+    /// `quartermaster-spill` in the working folder.
+    pub spill_dir: PathBuf,
 }
 
 impl Default for RequestLogConfig {
@@ -193,6 +233,33 @@ impl Default for RequestLogConfig {
             channel_capacity: 8192,
             batch_size: 256,
             flush_interval_ms: 50,
+            memory_rows: 100_000,
+            spill_dir: PathBuf::new(),
+        }
+    }
+}
+
+impl RequestLogConfig {
+    /// The writer's options; `database` places the default spill folder.
+    pub fn options(&self, database: &crate::store::Store) -> crate::store::RequestLogOptions {
+        let spill_dir = if !self.spill_dir.as_os_str().is_empty() {
+            self.spill_dir.clone()
+        } else {
+            match database.file() {
+                Some(file) => {
+                    let mut name = file.file_name().unwrap_or_default().to_os_string();
+                    name.push(".spill");
+                    file.with_file_name(name)
+                }
+                None => PathBuf::from("quartermaster-spill"),
+            }
+        };
+        crate::store::RequestLogOptions {
+            channel_capacity: self.channel_capacity,
+            batch_size: self.batch_size,
+            flush_interval: std::time::Duration::from_millis(self.flush_interval_ms),
+            memory_rows: self.memory_rows,
+            spill_dir: Some(spill_dir),
         }
     }
 }

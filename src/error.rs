@@ -23,6 +23,8 @@ pub enum ApiError {
     InvalidUtf8,
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("the request body did not arrive in time (server.body_read_timeout_secs)")]
+    RequestTimeout,
     #[error("unsupported media type: expected application/json")]
     UnsupportedMediaType,
     /// A document that cannot be ingested (unsupported type, corrupt, empty, too large).
@@ -59,6 +61,9 @@ pub enum ApiError {
     UpstreamTimeout,
     #[error("upstream unavailable")]
     UpstreamUnavailable,
+    /// The database cannot be reached or does not take writes right now.
+    #[error("the service's database is unavailable; retry shortly")]
+    StoreUnavailable,
     /// A per-tenant or per-key limit or budget (requests or tokens per minute, spend per
     /// day or month).
     #[error("{message}")]
@@ -132,6 +137,11 @@ impl ApiError {
                 "invalid_request_error",
                 "request_too_large",
             ),
+            RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
+            ),
             UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "invalid_request_error",
@@ -182,6 +192,11 @@ impl ApiError {
                 StatusCode::BAD_GATEWAY,
                 "upstream_error",
                 "upstream_unavailable",
+            ),
+            StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "store_unavailable",
             ),
             LimitExceeded { code, .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code),
             InvalidSignature(_) => (
@@ -266,6 +281,7 @@ impl ApiError {
             | ApiError::Overloaded {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            ApiError::StoreUnavailable => Some(1),
             _ => None,
         }
     }
@@ -295,6 +311,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        if e.is_outage() {
+            tracing::warn!(error = %e, "store unavailable");
+            return ApiError::StoreUnavailable;
+        }
+        match e {
+            StoreError::NotFound(m) => ApiError::NotFound(m),
+            other => ApiError::Internal(format!("store: {other}")),
+        }
+    }
+}
+
 impl From<crate::rag::RagError> for ApiError {
     fn from(e: crate::rag::RagError) -> Self {
         use crate::rag::{ExtractError, RagError};
@@ -311,13 +341,15 @@ impl From<crate::rag::RagError> for ApiError {
                 ExtractError::NotUtf8 => doc(422, "invalid_encoding", x.to_string()),
                 ExtractError::Empty => doc(422, "empty_document", x.to_string()),
                 ExtractError::BadLine { .. } => doc(422, "invalid_document", x.to_string()),
+                ExtractError::TooLarge(_) => doc(413, "document_too_large", x.to_string()),
+                ExtractError::Internal(m) => ApiError::Internal(format!("extraction: {m}")),
             },
             RagError::Embed(crate::embed::EmbedError::Overloaded) => ApiError::Overloaded {
                 message: "the embedding queue is full".into(),
                 retry_after_secs: 1,
             },
             RagError::Embed(x) => ApiError::Internal(format!("embedding: {x}")),
-            RagError::Store(x) => ApiError::Internal(format!("retrieval store: {x}")),
+            RagError::Store(x) => ApiError::from(x),
             RagError::Template(x) => ApiError::Internal(format!("grounding template: {x}")),
             RagError::Internal(x) => ApiError::Internal(x),
         }

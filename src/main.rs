@@ -145,8 +145,20 @@ enum KeysAction {
     Revoke { id: String },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The PDF helper (see rag::extract::sandbox) is this binary run with one argument; it
+    // starts no runtime and reads no config.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(quartermaster::rag::extract::pdf::HELPER_ARG) {
+        std::process::exit(quartermaster::rag::extract::pdf::helper_main(&args[1..]));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (path, required) = match &cli.config {
         Some(p) => (p.clone(), true),
@@ -481,7 +493,7 @@ async fn open_rag(config: &Config, store: &Store) -> anyhow::Result<quartermaste
 }
 
 async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
-    use quartermaster::rag::{Format, IngestDoc, extract::extract};
+    use quartermaster::rag::{Format, IngestDoc};
     let metadata: quartermaster::rag::Metadata = match &args.metadata {
         None => Default::default(),
         Some(text) => match serde_json::from_str(text) {
@@ -529,7 +541,12 @@ async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-        for (i, r) in extract(format, &bytes).into_iter().enumerate() {
+        for (i, r) in rag
+            .extractor()
+            .extract(format, &bytes)
+            .into_iter()
+            .enumerate()
+        {
             match r {
                 Ok(d) => {
                     let mut meta = metadata.clone();

@@ -15,7 +15,7 @@ pub fn init_logging(config: &LogConfig) {
         .add_directive("hnsw_rs=warn".parse().expect("valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LossyStderr);
     let _ = match config.format {
         LogFormat::Json => builder
             .json()
@@ -24,6 +24,26 @@ pub fn init_logging(config: &LogConfig) {
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
+}
+
+/// Standard error that never fails: a log line that cannot be written (the disk holding the
+/// log is full, the pipe is gone) is dropped and counted. tracing-subscriber reports a
+/// failed write with `eprintln!`, which panics when standard error fails too: a full log
+/// disk would otherwise take the gateway down with it.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::io::stderr().write_all(buf).is_err() {
+            metrics::counter!("qm_log_lines_dropped_total").increment(1);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

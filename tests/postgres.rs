@@ -93,3 +93,53 @@ async fn job_queue_on_postgres_claims_each_job_once() {
     assert_eq!(replicas[0].redrive(None).await.unwrap(), 1);
     assert_eq!(replicas[0].claim(5).await.unwrap().len(), 1);
 }
+
+/// NUL is a valid character in JSON strings but not in PostgreSQL text: a question with NUL
+/// is cached on PostgreSQL as on SQLite, and a NUL in a cache tag or a Stripe event id is a
+/// 400, not a 500.
+#[tokio::test]
+async fn nul_characters_on_postgres() {
+    let Some(db_url) = fresh_database().await else {
+        return;
+    };
+    let secret = "whsec_nul_test";
+    let app = TestApp::spawn_with(Options {
+        db_url: Some(db_url),
+        extra: format!(
+            "[rate_limit]\nenabled = false\n[cache]\nenabled = true\nsemantic = false\n\
+             [stripe]\nwebhook_secrets = [\"{secret}\"]\n"
+        ),
+        config_file: false,
+    })
+    .await;
+    let body = serde_json::json!({"model": "mock-ok",
+        "messages": [{"role": "user", "content": "Say hello\u{0}, please"}]});
+    let first = app.chat(body.clone()).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-quartermaster-cache"], "miss");
+    common::wait_for(10, "the answer is cached", || async {
+        app.chat(body.clone()).await.headers()["x-quartermaster-cache"] == "hit"
+    })
+    .await;
+    let r = app
+        .post("/v1/cache/invalidate")
+        .json(&serde_json::json!({"tags": ["doc\u{0}x"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let event = serde_json::json!({"id": "evt_\u{0}1", "type": "customer.created"}).to_string();
+    let t = quartermaster::store::now_ms() / 1000;
+    let sig = quartermaster::billing::signature::sign(event.as_bytes(), secret, t);
+    let r = app
+        .http
+        .post(format!("{}/webhooks/stripe", app.url))
+        .header("stripe-signature", format!("t={t},v1={sig}"))
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_request");
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::extract::{ApiPath, ApiQuery};
 use crate::auth::bearer_token;
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -95,7 +96,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 async fn list_jobs(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     if !matches!(q.status.as_str(), "queued" | "running" | "done" | "dead") {
         return Err(ApiError::invalid(
@@ -123,7 +124,7 @@ async fn job_stats(State(state): State<Arc<AppState>>) -> Result<axum::Json<Valu
 
 async fn get_job(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     match state.jobs.get(&id).await.map_err(internal)? {
         Some(job) => Ok(axum::Json(json!(job))),
@@ -133,7 +134,7 @@ async fn get_job(
 
 async fn redrive_one(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let n = state.jobs.redrive(Some(&id)).await.map_err(internal)?;
     if n == 0 {
@@ -190,7 +191,7 @@ fn default_by() -> String {
 /// Requests, tokens, spend, cache hits and savings, grouped by tenant, key or model.
 async fn usage(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<UsageQuery>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let column = match q.by.as_str() {
         "tenant" => "tenant_id",
@@ -232,7 +233,7 @@ async fn usage(
 /// How many requests each routing decision (tier, reason) sent where.
 async fn routing(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<UsageQuery>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     type Row = (Option<String>, Option<String>, String, i64);
     let rows: Vec<Row> = on_pool!(&state.store, p => sqlx::query_as(

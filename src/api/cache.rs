@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use crate::auth::Principal;
 use crate::cache::Cache;
 use crate::error::ApiError;
@@ -28,7 +28,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 pub async fn get_entry(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     match cache(&state)?
         .entry_info(&principal.tenant.id, &id)
@@ -43,7 +43,7 @@ pub async fn get_entry(
 pub async fn delete_entry(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     if cache(&state)?
         .invalidate_entry(&principal.tenant.id, &id)
@@ -80,9 +80,22 @@ impl InvalidateRequest {
                 None,
             ));
         }
-        if self.tags.iter().any(|t| t.is_empty() || t.len() > 128) {
+        if self.tags.len() > crate::cache::MAX_TAGS {
             return Err(ApiError::invalid(
-                "tags must be 1 to 128 characters",
+                format!(
+                    "at most {} tags per request (send several requests for more)",
+                    crate::cache::MAX_TAGS
+                ),
+                Some("tags".to_string()),
+            ));
+        }
+        if self
+            .tags
+            .iter()
+            .any(|t| t.is_empty() || t.len() > 128 || t.contains('\0'))
+        {
+            return Err(ApiError::invalid(
+                "tags must be 1 to 128 characters, without NUL",
                 Some("tags".to_string()),
             ));
         }

@@ -17,6 +17,7 @@ use super::REQUEST_ID;
 use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::cache::{Cache, CacheKeys, Controls, Hit, NewEntry, StoredAnswer};
+use crate::embed::Priority;
 use crate::error::ApiError;
 use crate::providers::{ModelRoute, ProviderError};
 use crate::route::{Decision, MODEL_HEADER, ROUTE_HEADER, TIER_HEADER};
@@ -61,6 +62,7 @@ pub async fn chat_completions(
         .map_err(|(message, param)| ApiError::invalid(message, Some(param)))?;
     let grounding = Grounding::requested(&state, &headers, &mut request)?;
     let live = state.live.load_full();
+    tier_hint(&live, &headers)?;
     if !live.is_alias(&request.model) && state.models.get(&request.model).is_none() {
         return Err(ApiError::ModelNotFound(request.model.clone()));
     }
@@ -90,8 +92,15 @@ pub async fn chat_completions(
         ),
         None => None,
     };
-    let decision =
-        route_request(&state, &live, &request, &headers, query_vector.as_deref()).await?;
+    let decision = route_request(
+        &state,
+        &live,
+        &request,
+        &headers,
+        query_vector.as_deref(),
+        &principal.tenant.id,
+    )
+    .await?;
     let mut routes: Vec<ModelRoute> = decision
         .models
         .iter()
@@ -272,18 +281,45 @@ impl CachePlan {
             metrics::counter!("qm_cache_lookups_total", "result" => "bypass").increment(1);
             return None;
         }
+        // With the database known to be down, a lookup would only wait out the pool: skip
+        // it (the answer is then not stored either).
+        if state.store.check_up().is_err() {
+            metrics::counter!("qm_cache_lookups_total", "result" => "skipped", "why" => "store_down").increment(1);
+            self.controls.write = false;
+            return None;
+        }
         self.looked_up = true;
-        match self.cache.lookup_exact(&self.tenant, &self.keys).await {
-            Ok(Some(hit)) => return Some(self.counted(hit)),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cache lookup failed; treating as a miss"),
+        let deadline = Duration::from_millis(self.cache.config.lookup_deadline_ms);
+        match tokio::time::timeout(deadline, self.cache.lookup_exact(&self.tenant, &self.keys))
+            .await
+        {
+            Ok(Ok(Some(hit))) => return Some(self.counted(hit)),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cache lookup failed; treating as a miss"),
+            Err(_) => {
+                metrics::counter!("qm_cache_lookups_total", "result" => "skipped", "why" => "store_deadline").increment(1);
+                tracing::warn!("cache: the exact lookup missed its deadline; treating as a miss");
+            }
         }
         if self.semantic(state) {
             let embedder = state.embedder.as_ref()?;
-            match embedder.embed(vec![self.keys.query.clone()]).await {
-                Ok(mut e) if !e.is_empty() => self.vector = Some(e.remove(0).vector),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cache: embedding failed; no semantic lookup"),
+            let embedded = embedder.embed_for(
+                &self.tenant,
+                Priority::Interactive,
+                vec![self.keys.query.clone()],
+            );
+            match tokio::time::timeout(deadline, embedded).await {
+                Ok(Ok(mut e)) if !e.is_empty() => self.vector = Some(e.remove(0).vector),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cache: embedding failed; no semantic lookup")
+                }
+                Err(_) => {
+                    metrics::counter!("qm_cache_lookups_total", "result" => "skipped", "why" => "embed_deadline").increment(1);
+                    tracing::debug!(
+                        "cache: the query's embedding missed its deadline; no semantic lookup"
+                    );
+                }
             }
             if let Some(v) = &self.vector {
                 match self
@@ -364,7 +400,7 @@ impl CacheWriter {
             let mut vector = self.vector;
             if let (None, Some(e)) = (&vector, &self.embedder) {
                 vector = e
-                    .embed(vec![self.keys.query.clone()])
+                    .embed_for(&self.tenant, Priority::Bulk, vec![self.keys.query.clone()])
                     .await
                     .ok()
                     .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0).vector));
@@ -484,6 +520,34 @@ fn serve_hit(
 /// Output tokens reserved against budgets when the request sets no `max_tokens`.
 const DEFAULT_RESERVED_OUTPUT_TOKENS: u32 = 1024;
 
+/// The tier hint header, which must name a configured tier whatever the model (an unknown
+/// tier is a 400, also when no tiers are configured at all). Checked before the cache: a
+/// malformed header is never ignored.
+fn tier_hint<'h>(
+    live: &crate::route::Live,
+    headers: &'h HeaderMap,
+) -> Result<Option<&'h str>, ApiError> {
+    let Some(v) = headers.get(TIER_HEADER) else {
+        return Ok(None);
+    };
+    let bad = |m: String| ApiError::invalid(m, Some(TIER_HEADER.to_string()));
+    let hint = v
+        .to_str()
+        .map_err(|_| bad(format!("{TIER_HEADER} must be a tier name")))?;
+    if !live.tiers.contains_key(hint) {
+        let known: Vec<&str> = live.tiers.keys().map(String::as_str).collect();
+        return Err(bad(if known.is_empty() {
+            format!("unknown tier `{hint}` in {TIER_HEADER}: no tiers are configured")
+        } else {
+            format!(
+                "unknown tier `{hint}` in {TIER_HEADER}; configured tiers: {}",
+                known.join(", ")
+            )
+        }));
+    }
+    Ok(Some(hint))
+}
+
 /// The routing decision: an explicit model, or (for an alias) rules, then the classifier.
 async fn route_request(
     state: &AppState,
@@ -491,7 +555,9 @@ async fn route_request(
     request: &ChatCompletionRequest,
     headers: &HeaderMap,
     query_vector: Option<&[f32]>,
+    tenant: &str,
 ) -> Result<Decision, ApiError> {
+    let hint = tier_hint(live, headers)?;
     if !live.is_alias(&request.model) {
         return Ok(Decision {
             tier: None,
@@ -513,7 +579,6 @@ async fn route_request(
             models: vec![local.model_name.clone()],
         });
     }
-    let hint = headers.get(TIER_HEADER).and_then(|v| v.to_str().ok());
     let decide = |p| {
         crate::route::decide(&live.routing, &live.tiers, request, hint, p)
             .map_err(|m| ApiError::invalid(m, Some(TIER_HEADER.to_string())))
@@ -530,7 +595,10 @@ async fn route_request(
         return decide(Some(classifier.p_hard(v)));
     }
     let text = crate::route::classifier_input(request);
-    match embedder.embed(vec![text]).await {
+    match embedder
+        .embed_for(tenant, Priority::Interactive, vec![text])
+        .await
+    {
         Ok(mut e) if !e.is_empty() => {
             let p = classifier.p_hard(&e.remove(0).vector);
             decide(Some(p))

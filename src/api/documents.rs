@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Multipart, Path, Query as UrlQuery, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -12,11 +12,11 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::{parse_json, read_bytes};
+use super::extract::{ApiPath, ApiQuery, parse_json, read_bytes};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::rag::{
-    ExtractError, Filter, Format, IngestDoc, Metadata, Mode, Query, Rag, RagError, extract::extract,
+    ExtractError, Extractor, Filter, Format, IngestDoc, Metadata, Mode, Query, Rag, RagError,
 };
 use crate::server::AppState;
 
@@ -58,6 +58,7 @@ fn item_error(id: Option<&str>, source: Option<&str>, e: ApiError) -> Value {
 
 /// [`documents_of`] on a blocking thread (PDF parsing is CPU work).
 async fn extract_off_runtime(
+    extractor: Extractor,
     format: Format,
     bytes: Vec<u8>,
     id: Option<String>,
@@ -68,7 +69,9 @@ async fn extract_off_runtime(
 ) -> Vec<Result<IngestDoc, (Option<String>, ApiError)>> {
     let fallback_id = id.clone();
     tokio::task::spawn_blocking(move || {
-        documents_of(format, &bytes, id, title, source, &metadata, max_bytes)
+        documents_of(
+            &extractor, format, &bytes, id, title, source, &metadata, max_bytes,
+        )
     })
     .await
     .unwrap_or_else(|e| {
@@ -80,7 +83,9 @@ async fn extract_off_runtime(
 }
 
 /// The documents of one uploaded file or JSON item, or why there are none.
+#[allow(clippy::too_many_arguments)]
 fn documents_of(
+    extractor: &Extractor,
     format: Format,
     bytes: &[u8],
     id: Option<String>,
@@ -105,7 +110,8 @@ fn documents_of(
         ))];
     }
     let single = format != Format::Jsonl;
-    extract(format, bytes)
+    extractor
+        .extract(format, bytes)
         .into_iter()
         .map(|r| match r {
             Ok(d) => {
@@ -224,6 +230,7 @@ pub async fn create(
             match format {
                 Some(f) => items.extend(
                     extract_off_runtime(
+                        rag.extractor().clone(),
                         f,
                         data,
                         id.clone(),
@@ -240,7 +247,7 @@ pub async fn create(
                 ))),
             }
         }
-    } else if content_type.starts_with("application/json") || content_type.contains("+json") {
+    } else if super::extract::is_json_media_type(&content_type) {
         let body: JsonBody = parse_json(&read_bytes(req).await?)?;
         let docs = match body {
             JsonBody::Many { documents } => documents,
@@ -284,7 +291,17 @@ pub async fn create(
                         (f != Format::Jsonl).then(|| format!("doc_{}", &crate::rag::content_id(&b)))
                     });
                     items.extend(
-                        extract_off_runtime(f, b, id, d.title, None, d.metadata, max).await,
+                        extract_off_runtime(
+                            rag.extractor().clone(),
+                            f,
+                            b,
+                            id,
+                            d.title,
+                            None,
+                            d.metadata,
+                            max,
+                        )
+                        .await,
                     );
                 }
                 (Err(e), _) | (_, Err(e)) => items.push(Err((d.id, e))),
@@ -366,7 +383,7 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
-    UrlQuery(params): UrlQuery<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     let rag = rag(&state)?;
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
@@ -382,7 +399,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let rag = rag(&state)?;
     match rag
@@ -399,7 +416,7 @@ pub async fn get(
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let rag = rag(&state)?;
     if rag.delete(&principal.tenant.id, &id).await? {

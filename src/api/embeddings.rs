@@ -81,6 +81,7 @@ fn inputs(input: Value) -> Result<Vec<String>, ApiError> {
 
 pub async fn embeddings(
     State(state): State<Arc<AppState>>,
+    axum::Extension(principal): axum::Extension<crate::auth::Principal>,
     ApiJson(req): ApiJson<EmbeddingsRequest>,
 ) -> Result<Response, ApiError> {
     let Some(embedder) = state
@@ -110,13 +111,17 @@ pub async fn embeddings(
         ));
     }
     let texts = inputs(req.input)?;
-    let results = embedder.embed(texts).await.map_err(|e| match e {
-        EmbedError::Overloaded => ApiError::Overloaded {
-            message: "the embedding queue is full; retry shortly".into(),
-            retry_after_secs: 1,
-        },
-        other => ApiError::Internal(other.to_string()),
-    })?;
+    let priority = embedder.priority_for(&texts);
+    let results = embedder
+        .embed_for(&principal.tenant.id, priority, texts)
+        .await
+        .map_err(|e| match e {
+            EmbedError::Overloaded => ApiError::Overloaded {
+                message: "the embedding queue is full; retry shortly".into(),
+                retry_after_secs: 1,
+            },
+            other => ApiError::Internal(other.to_string()),
+        })?;
     let tokens: usize = results.iter().map(|r| r.tokens).sum();
     let truncated = results.iter().filter(|r| r.truncated).count();
     metrics::counter!("qm_embed_inputs_total").increment(results.len() as u64);

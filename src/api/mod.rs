@@ -97,6 +97,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let v1 = v1.layer(middleware::from_fn_with_state(state.clone(), authenticate));
 
     let limit = config.server.body_limit_bytes;
+    let body_deadline = std::time::Duration::from_secs(config.server.body_read_timeout_secs.max(1));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -110,6 +111,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(move |mut req: Request, next: Next| async move {
             req.extensions_mut().insert(BodyLimit(limit));
+            let req = req.map(|b| {
+                axum::body::Body::new(crate::server::DeadlineBody::new(b, body_deadline))
+            });
             next.run(req).await
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -128,16 +132,27 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     let principal = if state.config.auth.required {
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            return ApiError::MissingApiKey.into_response();
-        };
-        let Some(token) = value.to_str().ok().and_then(bearer_token) else {
-            return ApiError::InvalidApiKey.into_response();
-        };
-        match state.keys.verify(token).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return ApiError::InvalidApiKey.into_response(),
-            Err(e) => return ApiError::Internal(format!("key lookup: {e}")).into_response(),
+        let token: Option<Option<String>> = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().ok().and_then(bearer_token).map(str::to_string));
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        // A key verified moments ago passes without a lookup (and so without the limit).
+        match token
+            .as_ref()
+            .and_then(|t| t.as_deref())
+            .and_then(|t| state.keys.remembered(t))
+        {
+            Some(p) => p,
+            None => {
+                match verify_with_limit(&state, peer, token.as_ref().map(|t| t.as_deref())).await {
+                    Ok(p) => p,
+                    Err(response) => return response,
+                }
+            }
         }
     } else {
         Principal {
@@ -151,6 +166,39 @@ async fn authenticate(
     };
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// Verifies a key that is not in memory: an address that failed too often in the last
+/// minute is refused before any lookup; a failure counts against its address.
+async fn verify_with_limit(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    token: Option<Option<&str>>,
+) -> Result<Principal, Response> {
+    if let Some(Err(retry_after_secs)) = peer.map(|ip| state.failed_auth.check(ip)) {
+        return Err(ApiError::LimitExceeded {
+            code: "too_many_failed_authentications",
+            message: "too many failed authentications from this address; retry later".into(),
+            retry_after_secs,
+        }
+        .into_response());
+    }
+    let failed = |e: ApiError| {
+        if let Some(ip) = peer {
+            state.failed_auth.failed(ip);
+        }
+        e.into_response()
+    };
+    let token = match token {
+        None => return Err(failed(ApiError::MissingApiKey)),
+        Some(None) => return Err(failed(ApiError::InvalidApiKey)),
+        Some(Some(t)) => t,
+    };
+    match state.keys.verify(token).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(failed(ApiError::InvalidApiKey)),
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
 }
 
 /// Rate limits are per API key (never per IP: many clients share a NAT, one key may not).

@@ -14,7 +14,8 @@ pub async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, axum::Json(json!({"status": "ok"})))
 }
 
-/// The process can serve: the store answers and shutdown has not begun.
+/// The process can serve: the store answers and takes writes (as its health probe and the
+/// last real writes found), and shutdown has not begun. The body says what is degraded.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if state.shutdown.is_cancelled() {
         return (
@@ -22,19 +23,20 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             axum::Json(json!({"status": "shutting_down"})),
         );
     }
-    match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(json!({"status": "ready", "store": state.store.backend()})),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check: store unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"status": "store_unavailable"})),
-            )
-        }
-    }
+    let store = state.store.health().report();
+    let request_log = state.request_log.status();
+    let body = json!({
+        "status": if store.writable { "ready" } else if store.reachable { "store_not_writable" } else { "store_unavailable" },
+        "store": state.store.backend(),
+        "store_health": store,
+        "request_log": request_log,
+    });
+    let status = if store.writable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

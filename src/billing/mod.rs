@@ -207,6 +207,12 @@ pub async fn stripe_webhook(
             None,
         ));
     };
+    if id.is_empty() || id.len() > 255 || id.contains('\0') || kind.contains('\0') {
+        return Err(ApiError::invalid(
+            "a Stripe event's `id` must be 1 to 255 characters, and neither it nor `type` may contain NUL",
+            Some("id".to_string()),
+        ));
+    }
     let payload = std::str::from_utf8(&body).map_err(|_| ApiError::InvalidUtf8)?;
     let handled = is_handled(kind);
     let now = now_ms();
@@ -215,22 +221,29 @@ pub async fn stripe_webhook(
     } else {
         (Some(now), Some("ignored: unhandled event type"))
     };
-    let inserted = on_pool!(&state.store, p => sqlx::query(
-        "INSERT INTO stripe_events (id, type, payload, received_at, processed_at, outcome) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (id) DO NOTHING")
-        .bind(id).bind(kind).bind(payload).bind(now).bind(processed_at).bind(outcome)
-        .execute(p).await.map(|r| r.rows_affected() == 1))
-    .map_err(|e| ApiError::Internal(format!("storing Stripe event: {e}")))?;
-    if handled {
-        // Also on a duplicate delivery: if the first delivery died between storing and
-        // enqueueing, this one enqueues. The dedupe key keeps it to one job.
-        state
-            .jobs
-            .enqueue(
-                NewJob::new(JOB_EVENT, &json!({"event_id": id})).dedupe(format!("stripe:{id}")),
-            )
-            .await
-            .map_err(|e| ApiError::Internal(format!("enqueueing Stripe event: {e}")))?;
+    // A 2xx tells Stripe the event is ours: the event and its job commit together before
+    // it. The job's dedupe key keeps a duplicate delivery to one job.
+    let job = handled
+        .then(|| NewJob::new(JOB_EVENT, &json!({"event_id": id})).dedupe(format!("stripe:{id}")));
+    let attempts = state.jobs.default_attempts();
+    let stored: Result<bool, sqlx::Error> = on_pool!(&state.store, p => async {
+        let mut tx = p.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO stripe_events (id, type, payload, received_at, processed_at, outcome) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO NOTHING")
+            .bind(id).bind(kind).bind(payload).bind(now).bind(processed_at).bind(outcome)
+            .execute(&mut *tx).await?.rows_affected() == 1;
+        if let Some(job) = &job {
+            enqueue_job!(&mut *tx, job, attempts)?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }.await);
+    let inserted = state
+        .store
+        .observe(stored.map_err(crate::store::StoreError::from))?;
+    if job.is_some() {
+        state.jobs.wake();
     } else if inserted {
         tracing::info!(
             event_id = id,

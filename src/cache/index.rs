@@ -112,46 +112,96 @@ fn fp64(fingerprint: &str) -> u64 {
     h
 }
 
+/// One node of a graph: the entries that share its vector (almost always one).
 struct Slot {
-    entry: Arc<str>,
+    entries: Vec<Arc<str>>,
     fp: u64,
+    /// Its [`dedupe_key`].
+    key: u64,
+    /// No live entry is left: a tombstone until the next rebuild.
     dead: bool,
+}
+
+/// A vector's identity for de-duplication: the fingerprint and the vector rounded to 2^-14
+/// per component. Identical texts embed to (nearly) identical vectors; thousands of equal
+/// nodes in one HNSW graph form a clique that greedy search cannot leave, so equal vectors
+/// share one node instead. (A near-duplicate that rounds differently just gets a node of its
+/// own: a few equal nodes do no harm.)
+fn dedupe_key(fp: u64, vector: &[f32]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ fp;
+    for x in vector {
+        let q = (x * 16384.0).round() as i32;
+        for b in q.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
 }
 
 #[derive(Default)]
 struct Slots {
     slots: Vec<Slot>,
     by_entry: HashMap<Arc<str>, usize>,
+    /// Live nodes by [`dedupe_key`].
+    by_vector: HashMap<u64, usize>,
     dead: usize,
+    /// Live entries (a node may hold several).
+    live_entries: usize,
     /// While a rebuild runs: entries inserted meanwhile, replayed into the new graph.
-    /// (old slot, entry, fingerprint, vector) in insertion order.
-    pending: Option<Vec<(usize, Arc<str>, u64, Vec<f32>)>>,
+    /// (entry, fingerprint, vector) in insertion order.
+    pending: Option<Vec<(Arc<str>, u64, Vec<f32>)>>,
     /// Replaced by a rebuilt graph: writers must go to the new one.
     retired: bool,
 }
 
 impl Slots {
-    /// A slot for `entry` unless it is already live (then `None`); recorded for a running
-    /// rebuild so the new graph gets it too.
+    /// Places `entry`: `Some(id)` when a new node must be inserted into the graph, `None`
+    /// when it is already live or joined the node of an equal vector. Recorded for a
+    /// running rebuild so the new graph gets it too.
     fn push(&mut self, entry: Arc<str>, fp: u64, vector: &[f32]) -> Option<usize> {
-        if self
-            .by_entry
-            .get(&entry)
-            .is_some_and(|&i| !self.slots[i].dead)
-        {
+        if self.by_entry.contains_key(&entry) {
+            return None;
+        }
+        if let Some(p) = self.pending.as_mut() {
+            p.push((entry.clone(), fp, vector.to_vec()));
+        }
+        self.live_entries += 1;
+        let key = dedupe_key(fp, vector);
+        if let Some(&id) = self.by_vector.get(&key) {
+            self.slots[id].entries.push(entry.clone());
+            self.by_entry.insert(entry, id);
             return None;
         }
         let id = self.slots.len();
-        if let Some(p) = self.pending.as_mut() {
-            p.push((id, entry.clone(), fp, vector.to_vec()));
-        }
         self.slots.push(Slot {
-            entry: entry.clone(),
+            entries: vec![entry.clone()],
             fp,
+            key,
             dead: false,
         });
         self.by_entry.insert(entry, id);
+        self.by_vector.insert(key, id);
         Some(id)
+    }
+
+    /// Removes `entry`; its node becomes a tombstone when no entry is left on it.
+    fn remove(&mut self, entry: &str) -> bool {
+        let Some(id) = self.by_entry.remove(entry) else {
+            return false;
+        };
+        let slot = &mut self.slots[id];
+        slot.entries.retain(|e| &**e != entry);
+        self.live_entries -= 1;
+        if slot.entries.is_empty() {
+            slot.dead = true;
+            self.dead += 1;
+            let key = slot.key;
+            if self.by_vector.get(&key) == Some(&id) {
+                self.by_vector.remove(&key);
+            }
+        }
+        true
     }
 }
 
@@ -190,7 +240,7 @@ impl Graph {
             }
             match s.push(entry, fp, vector) {
                 Some(id) => id,
-                None => return true, // already indexed
+                None => return true, // already indexed, or shares an equal vector's node
             }
         };
         // The slot exists before the point: a search can never see an id without a slot.
@@ -200,55 +250,54 @@ impl Graph {
     }
 
     fn search(&self, fp: u64, vector: &[f32], k: usize, ef: usize) -> Vec<Candidate> {
-        self.search_where(vector, k, ef, &|slot: &Slot| slot.fp == fp)
+        self.search_where(vector, k, ef, &|_: &str, slot_fp: u64| slot_fp == fp)
     }
 
-    /// The `k` nearest live nodes that `keep` accepts (checked during the walk, so a
-    /// selective filter still fills `k`).
+    /// The `k` nearest live entries that `keep(entry, fingerprint)` accepts (checked during
+    /// the walk, so a selective filter still fills `k`). Entries sharing a node come out
+    /// together, with the same similarity.
     fn search_where(
         &self,
         vector: &[f32],
         k: usize,
         ef: usize,
-        keep: &dyn Fn(&Slot) -> bool,
+        keep: &dyn Fn(&str, u64) -> bool,
     ) -> Vec<Candidate> {
         let s = self.slots.read();
-        let accept = |id: &usize| s.slots.get(*id).is_some_and(|x| !x.dead && keep(x));
-        self.hnsw
-            .search_filter(vector, k, ef.max(k), Some(&accept))
-            .into_iter()
-            .filter_map(|n| {
-                let slot = s.slots.get(n.d_id)?;
-                (!slot.dead && keep(slot)).then(|| Candidate {
-                    entry_id: slot.entry.to_string(),
+        let accept = |id: &usize| {
+            s.slots
+                .get(*id)
+                .is_some_and(|x| !x.dead && x.entries.iter().any(|e| keep(e, x.fp)))
+        };
+        let mut out = Vec::with_capacity(k);
+        for n in self.hnsw.search_filter(vector, k, ef.max(k), Some(&accept)) {
+            let Some(slot) = s.slots.get(n.d_id).filter(|x| !x.dead) else {
+                continue;
+            };
+            for e in slot.entries.iter().filter(|e| keep(e, slot.fp)) {
+                if out.len() == k {
+                    return out;
+                }
+                out.push(Candidate {
+                    entry_id: e.to_string(),
                     similarity: 1.0 - n.distance,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        out
     }
 
-    /// Tombstones `entries`; `None` if this graph was retired by a rebuild.
+    /// Removes `entries`; `None` if this graph was retired by a rebuild.
     fn remove(&self, entries: &[String]) -> Option<usize> {
         let mut s = self.slots.write();
         if s.retired {
             return None;
         }
-        let mut removed = 0;
-        for e in entries {
-            if let Some(&i) = s.by_entry.get(e.as_str()) {
-                if !s.slots[i].dead {
-                    s.slots[i].dead = true;
-                    s.dead += 1;
-                    removed += 1;
-                }
-            }
-        }
-        Some(removed)
+        Some(entries.iter().filter(|e| s.remove(e)).count())
     }
 
     fn live(&self) -> usize {
-        let s = self.slots.read();
-        s.slots.len() - s.dead
+        self.slots.read().live_entries
     }
 
     fn wants_rebuild(&self, params: &HnswParams) -> bool {
@@ -359,7 +408,7 @@ impl HnswIndex {
                 vector,
                 k,
                 ef.unwrap_or(self.params.ef_search),
-                &|slot: &Slot| keep(&slot.entry),
+                &|entry: &str, _| keep(entry),
             ),
             None => Vec::new(),
         }
@@ -387,7 +436,7 @@ impl HnswIndex {
         let Some(old) = self.graph(tenant) else {
             return 0;
         };
-        let snapshot: Vec<(usize, Arc<str>, u64)> = {
+        let snapshot: Vec<(usize, Vec<Arc<str>>, u64)> = {
             let mut s = old.slots.write();
             if s.pending.is_some() {
                 return 0; // one rebuild at a time
@@ -397,7 +446,7 @@ impl HnswIndex {
                 .iter()
                 .enumerate()
                 .filter(|(_, x)| !x.dead)
-                .map(|(i, x)| (i, x.entry.clone(), x.fp))
+                .map(|(i, x)| (i, x.entries.clone(), x.fp))
                 .collect()
         };
         // Vectors of the live nodes, read out of the old graph.
@@ -413,10 +462,12 @@ impl HnswIndex {
         let mut batch: Vec<(&[f32], usize)> = Vec::with_capacity(snapshot.len());
         {
             let mut s = fresh.slots.write();
-            for (old_id, entry, fp) in &snapshot {
+            for (old_id, entries, fp) in &snapshot {
                 if let Some(v) = vectors.get(old_id) {
-                    if let Some(id) = s.push(entry.clone(), *fp, v) {
-                        batch.push((v.as_slice(), id));
+                    for entry in entries {
+                        if let Some(id) = s.push(entry.clone(), *fp, v) {
+                            batch.push((v.as_slice(), id));
+                        }
                     }
                 }
             }
@@ -427,18 +478,28 @@ impl HnswIndex {
         let mut s = old.slots.write();
         s.retired = true;
         let pending = s.pending.take().unwrap_or_default();
-        // Removals that happened during the rebuild, of nodes the new graph copied. (By
-        // slot, not by entry name: an entry removed and added again under the same id, as
-        // a re-ingested chunk is, must stay.)
+        // First the removals that happened during the rebuild, of entries the new graph
+        // copied (an entry removed and added again under the same id, as a re-ingested
+        // chunk is, is removed here and re-added from `pending` below, with its new vector).
         let removed: Vec<String> = snapshot
             .iter()
-            .filter(|(old_id, _, _)| s.slots[*old_id].dead)
-            .map(|(_, entry, _)| entry.to_string())
+            .flat_map(|(old_id, entries, _)| {
+                let now = &s.slots[*old_id];
+                entries
+                    .iter()
+                    .filter(|e| {
+                        now.dead
+                            || !now.entries.contains(e)
+                            || pending.iter().any(|(p, _, _)| p == *e)
+                    })
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         fresh.remove(&removed);
         // Then what was added meanwhile and is still live, in order.
-        for (old_id, entry, fp, v) in pending {
-            if !s.slots[old_id].dead {
+        for (entry, fp, v) in pending {
+            if s.by_entry.contains_key(&entry) {
                 fresh.insert(entry, fp, &v);
             }
         }
@@ -633,5 +694,39 @@ mod tests {
             assert!(hit.similarity > 0.999, "the new vector: {hit:?}");
         }
         assert_eq!(idx.len(), 300);
+    }
+
+    /// Thousands of equal vectors (a boilerplate chunk) share one node: the graph around
+    /// them stays searchable, and every one of them is still found and removable.
+    #[test]
+    fn many_equal_vectors_do_not_trap_the_search() {
+        let idx = HnswIndex::new(HnswParams::default(), 100);
+        let boiler = unit(7, 64);
+        let mut items: Vec<_> = (0..1300)
+            .map(|i| (format!("boiler{i}"), String::new(), boiler.clone()))
+            .collect();
+        items.extend((0..40).map(|i| (format!("topic{i}"), String::new(), unit(100 + i, 64))));
+        idx.load_tenant("t", items);
+        for i in 0..1300u64 {
+            idx.insert_sync("t", &format!("late{i}"), "", &boiler);
+        }
+        assert_eq!(idx.len(), 1300 + 40 + 1300);
+        for i in 0..40u64 {
+            let hit = &idx.search_entries("t", &unit(100 + i, 64), 1, None, &|_| true)[0];
+            assert_eq!(hit.entry_id, format!("topic{i}"));
+        }
+        let near = idx.search_entries("t", &boiler, 5, None, &|_| true);
+        assert_eq!(near.len(), 5);
+        assert!(near.iter().all(|c| c.similarity > 0.999));
+        // A filter sees each entry of a shared node on its own.
+        let only = idx.search_entries("t", &boiler, 3, None, &|e| e == "boiler17");
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].entry_id, "boiler17");
+        let all: Vec<String> = (0..1300).map(|i| format!("boiler{i}")).collect();
+        idx.remove_entries("t", &all);
+        let near = idx.search_entries("t", &boiler, 3, None, &|_| true);
+        assert!(near.iter().all(|c| c.entry_id.starts_with("late")));
+        assert_eq!(idx.len(), 1300 + 40);
+        assert_eq!(idx.dead(), 0, "the node still holds the late entries");
     }
 }

@@ -72,6 +72,10 @@ pub struct CacheConfig {
     pub sweep_interval_secs: u64,
     /// Characters per content chunk when a hit is replayed as a stream.
     pub replay_chunk_chars: usize,
+    /// Longest a lookup may take, per stage (the exact lookup in the store, the query's
+    /// embedding for the semantic one); past it the stage is skipped (a miss) rather than
+    /// waited for: a slow store or a busy embedder never holds a chat back for long.
+    pub lookup_deadline_ms: u64,
     pub backend: IndexBackend,
     pub hnsw: HnswParams,
     pub qdrant: qdrant::QdrantConfig,
@@ -91,6 +95,7 @@ impl Default for CacheConfig {
             max_entries_per_tenant: 100_000,
             sweep_interval_secs: 30,
             replay_chunk_chars: 24,
+            lookup_deadline_ms: 250,
             backend: IndexBackend::Hnsw,
             hnsw: HnswParams::default(),
             qdrant: qdrant::QdrantConfig::default(),
@@ -244,7 +249,10 @@ impl Controls {
     }
 }
 
-/// Tags: comma-separated, each 1..=128 characters, at most 32.
+/// Most tags on one entry, and in one invalidation request.
+pub const MAX_TAGS: usize = 32;
+
+/// Tags: comma-separated, each 1..=128 characters, at most [`MAX_TAGS`].
 pub fn parse_tags(v: &str) -> Result<Vec<String>, String> {
     let mut tags: Vec<String> = Vec::new();
     for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -255,8 +263,8 @@ pub fn parse_tags(v: &str) -> Result<Vec<String>, String> {
             tags.push(t.to_string());
         }
     }
-    if tags.len() > 32 {
-        return Err("at most 32 tags".into());
+    if tags.len() > MAX_TAGS {
+        return Err(format!("at most {MAX_TAGS} tags"));
     }
     Ok(tags)
 }
@@ -590,6 +598,11 @@ impl Cache {
         let now = now_ms();
         let expires = now + (entry.ttl_secs as i64) * 1000;
         let embedding = entry.vector.as_deref().map(vector_bytes);
+        // PostgreSQL's text cannot hold NUL: the stored question (read only by the
+        // verification rules, for which NUL means nothing) and model name drop it, on both
+        // backends alike; the answer is stored as JSON, where NUL is escaped.
+        let query_text = entry.keys.query.replace('\0', "\u{FFFD}");
+        let model = entry.answer.model.replace('\0', "\u{FFFD}");
         let replaced: Vec<String> = on_pool!(&self.store, p => {
             let mut tx = p.begin().await?;
             let replaced: Vec<String> = sqlx::query_scalar(
@@ -598,7 +611,7 @@ impl Cache {
             sqlx::query("INSERT INTO cache_entries (id, tenant_id, exact_key, fingerprint, query_text, embedding, model, response, checksum, cost_usd, created_at, expires_at, last_hit_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11)")
                 .bind(&id).bind(&entry.tenant).bind(&entry.keys.exact).bind(&entry.keys.fingerprint)
-                .bind(&entry.keys.query).bind(&embedding).bind(&entry.answer.model).bind(&response)
+                .bind(&query_text).bind(&embedding).bind(&model).bind(&response)
                 .bind(&sum).bind(entry.cost_usd).bind(now).bind(expires)
                 .execute(&mut *tx).await?;
             for tag in &entry.tags {

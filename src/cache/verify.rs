@@ -304,13 +304,19 @@ fn words(text: &str) -> Vec<Word> {
     out
 }
 
-/// Normalised numbers: "1,000" → "1000", "five" → "5", "3.50" → "3.5".
+/// Normalised numbers: "1,000" → "1000", "five" → "5", "3.50" → "3.5"; and identifiers
+/// that carry digits ("w1", "v2.1", "ipv6", "3a"), whole, since versions and ids are
+/// numbers too: "outage-X w1 i1" is not "outage-X w0 i1".
 fn numbers(ws: &[Word]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for w in ws {
         let t = w.lower.as_str();
         let n = if let Some((_, d)) = NUMBER_WORDS.iter().find(|(word, _)| *word == t) {
             Some((*d).to_string())
+        } else if !t.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && t.chars().any(|c| c.is_ascii_digit())
+        {
+            Some(t.to_string())
         } else if t.chars().next().is_some_and(|c| c.is_ascii_digit()) {
             let digits: String = t.chars().filter(|c| *c != ',').collect();
             let digits = if digits.contains('.') {
@@ -405,29 +411,62 @@ fn same_order(a: &[Word], b: &[Word]) -> bool {
     if shared_a != shared_b {
         return false;
     }
-    // (from, to) pairs: "from X to Y" and "X to Y" / "X into Y".
-    let directions = |ws: &[Word]| {
-        let mut out: Vec<(String, String)> = Vec::new();
-        let after = |i: usize| ws.get(i + 1).map(|w| w.lower.clone());
-        let from = ws.iter().position(|w| w.lower == "from").and_then(after);
-        for (i, w) in ws.iter().enumerate() {
-            if w.lower == "to" || w.lower == "into" {
-                if let Some(to) = after(i) {
-                    if let Some(f) = &from {
-                        out.push((f.clone(), to.clone()));
-                    }
-                    if i > 0 {
-                        out.push((ws[i - 1].lower.clone(), to));
-                    }
-                }
-            }
-        }
-        out
-    };
     let da = directions(a);
     let db = directions(b);
     !da.iter()
         .any(|(f, t)| f != t && db.iter().any(|(g, u)| g == t && u == f))
+}
+
+/// (from, to) pairs: "from X to Y" and "X to Y" / "X into Y", where X and Y are phrases
+/// of the content words next to the preposition, in every length up to four words (so
+/// "from Python 3 to Python 2" yields ("python 3", "python 2"), not only ("python",
+/// "python"), and "convert celsius to fahrenheit" yields ("celsius", "fahrenheit")).
+fn directions(ws: &[Word]) -> Vec<(String, String)> {
+    const LONGEST: usize = 4;
+    let joins = |w: &Word| matches!(w.lower.as_str(), "to" | "into" | "from");
+    let content = |w: &Word| !joins(w) && !is_function_word(&w.lower);
+    // Phrases starting at `i`, going forward while words are content words.
+    let forward = |i: usize| -> Vec<String> {
+        let n = ws[i..]
+            .iter()
+            .take_while(|w| content(w))
+            .count()
+            .min(LONGEST);
+        (1..=n).map(|k| phrase(&ws[i..i + k])).collect()
+    };
+    // Phrases ending just before `i`, going back.
+    let backward = |i: usize| -> Vec<String> {
+        let n = ws[..i]
+            .iter()
+            .rev()
+            .take_while(|w| content(w))
+            .count()
+            .min(LONGEST);
+        (1..=n).map(|k| phrase(&ws[i - k..i])).collect()
+    };
+    let mut out = Vec::new();
+    let from = ws
+        .iter()
+        .position(|w| w.lower == "from")
+        .map(|i| forward(i + 1))
+        .unwrap_or_default();
+    for (i, w) in ws.iter().enumerate() {
+        if w.lower == "to" || w.lower == "into" {
+            for to in forward(i + 1) {
+                for f in from.iter().chain(&backward(i)) {
+                    out.push((f.clone(), to.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn phrase(ws: &[Word]) -> String {
+    ws.iter()
+        .map(|w| w.lower.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Words that carry no topic: left out of the overlap features.
@@ -644,6 +683,12 @@ mod tests {
             ("What is 2 + 2?", "what is 2+2"),
             ("Is it safe to eat raw eggs?", "Are raw eggs safe to eat?"),
             ("Who wrote Hamlet?", "Hamlet was written by whom?"),
+            (
+                "How do I migrate from Python 2 to Python 3?",
+                "What is the way to migrate from Python 2 to Python 3?",
+            ),
+            ("outage-X w1 i1", "outage-X  w1 i1"),
+            ("What changed in v2.1?", "what changed in V2.1"),
         ] {
             assert_eq!(v(a, b), Ok(()), "{a} | {b}");
         }
@@ -712,6 +757,30 @@ mod tests {
                 "convert fahrenheit to celsius",
                 Check::Order,
             ),
+            // Multi-word endpoints: the entity alone is the same on both sides.
+            (
+                "How do I migrate from Python 3 to Python 2?",
+                "How do I migrate from Python 2 to Python 3?",
+                Check::Order,
+            ),
+            (
+                "Upgrade from PostgreSQL 15 to PostgreSQL 16",
+                "Upgrade from PostgreSQL 16 to PostgreSQL 15",
+                Check::Order,
+            ),
+            // Identifiers that differ in a digit are different questions.
+            ("outage-X w1 i1", "outage-X w0 i1", Check::Numbers),
+            (
+                "status of ticket INC-4412",
+                "status of ticket INC-4413",
+                Check::Numbers,
+            ),
+            (
+                "release notes for v2.1",
+                "release notes for v2.2",
+                Check::Numbers,
+            ),
+            ("Is ipv6 enabled?", "Is ipv4 enabled?", Check::Numbers),
         ];
         for (a, b, want) in cases {
             assert_eq!(v(a, b), Err(want), "{a} | {b}");

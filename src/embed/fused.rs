@@ -154,6 +154,17 @@ impl FusedBert {
 
     /// Mean-pooled, L2-normalised embeddings of already tokenized sequences.
     pub fn embed(&self, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
+        self.embed_yielding(seqs, &mut || {})
+    }
+
+    /// As [`FusedBert::embed`], calling `between_layers` after each encoder layer: the
+    /// caller may run other (short) passes there, so a long pass can be interleaved with
+    /// urgent work at layer granularity. The call is reentrant (all buffers are local).
+    pub fn embed_yielding(
+        &self,
+        seqs: &[&[u32]],
+        between_layers: &mut dyn FnMut(),
+    ) -> Vec<Vec<f32>> {
         let h = self.cfg.hidden_size;
         let inter = self.cfg.intermediate_size;
         let total: usize = seqs.iter().map(|s| s.len()).sum();
@@ -189,6 +200,7 @@ impl FusedBert {
             bias_gelu_rows(&mut mid, &layer.b1);
             self.matmul(&mid, &layer.w2, &mut tmp, total, inter, h);
             residual_bias_layer_norm(&mut x, &tmp, &layer.b2, &layer.ln2, self.eps);
+            between_layers();
         }
 
         offsets

@@ -1,21 +1,21 @@
 //! Local embeddings: the tokenizer and a BERT encoder (all-MiniLM-L6-v2) on the CPU, behind a
-//! batching service. Requests that arrive together share one forward pass; tokenization and
-//! inference run on a dedicated thread, so the async runtime never blocks; the queue is
-//! bounded and a full queue is reported, not waited on.
+//! batching service (`service.rs`). Requests that arrive together share one forward pass;
+//! tokenization and inference run on a dedicated thread, so the async runtime never blocks;
+//! interactive work goes before bulk work and tenants take turns; the queue is bounded and a
+//! full queue is reported, not waited on.
 
 mod candle_bert;
 pub mod fused;
+mod service;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
 
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
-use tokio::sync::{mpsc, oneshot};
 
 pub use candle_bert::CandleBert;
 pub use fused::FusedBert;
+pub use service::{EmbedService, Priority};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EmbedError {
@@ -55,6 +55,9 @@ pub struct EmbedConfig {
     pub threads: usize,
     /// Most tokens in one forward pass (requests beyond it wait for the next pass).
     pub max_batch_tokens: usize,
+    /// Most tokens of bulk work (ingestion, large embedding requests) in one pass: an
+    /// interactive request waits for at most one such slice.
+    pub slice_tokens: usize,
     /// Requests waiting for the model before new ones get 503.
     pub queue_capacity: usize,
     /// Longest input in tokens; longer ones are truncated (and said to be). 0 = the model's
@@ -71,6 +74,7 @@ impl Default for EmbedConfig {
             backend: Backend::Fused,
             threads: 0,
             max_batch_tokens: 16_384,
+            slice_tokens: 512,
             queue_capacity: 1024,
             max_seq_length: 0,
         }
@@ -183,9 +187,23 @@ impl EmbedModel {
     }
 
     pub fn encode_ids(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.encode_ids_yielding(seqs, &mut || {})
+    }
+
+    /// `between_layers` runs after each encoder layer (the fused backend; the candle
+    /// reference backend runs its pass whole and calls it once at the end).
+    fn encode_ids_yielding(
+        &self,
+        seqs: &[&[u32]],
+        between_layers: &mut dyn FnMut(),
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         match &self.encoder {
-            Encoder::Fused(m) => Ok(m.embed(seqs)),
-            Encoder::Candle(m) => m.embed(seqs),
+            Encoder::Fused(m) => Ok(m.embed_yielding(seqs, between_layers)),
+            Encoder::Candle(m) => {
+                let out = m.embed(seqs);
+                between_layers();
+                out
+            }
         }
     }
 
@@ -194,6 +212,17 @@ impl EmbedModel {
         &self,
         texts: &[&str],
         max_batch_tokens: usize,
+    ) -> Result<Vec<Embedding>, EmbedError> {
+        self.embed_yielding(texts, max_batch_tokens, &mut || {})
+    }
+
+    /// As [`EmbedModel::embed`], with `between_layers` called after each encoder layer of
+    /// every pass (see [`FusedBert::embed_yielding`]).
+    pub fn embed_yielding(
+        &self,
+        texts: &[&str],
+        max_batch_tokens: usize,
+        between_layers: &mut dyn FnMut(),
     ) -> Result<Vec<Embedding>, EmbedError> {
         let tokenized = self.tokenize(texts)?;
         // Sorting by length keeps padded backends' padding small and attention blocks even.
@@ -214,7 +243,7 @@ impl EmbedModel {
                 .iter()
                 .map(|&i| tokenized[i].0.as_slice())
                 .collect();
-            let vectors = self.encode_ids(&seqs)?;
+            let vectors = self.encode_ids_yielding(&seqs, between_layers)?;
             for (&i, vector) in order[start..end].iter().zip(vectors) {
                 out[i] = Some(Embedding {
                     vector,
@@ -228,108 +257,5 @@ impl EmbedModel {
             .into_iter()
             .map(|e| e.expect("every input embedded"))
             .collect())
-    }
-}
-
-struct Job {
-    texts: Vec<String>,
-    reply: oneshot::Sender<Result<Vec<Embedding>, EmbedError>>,
-}
-
-/// The async face of the model: a bounded queue in front of one worker thread that batches
-/// whatever is waiting into one forward pass.
-#[derive(Clone)]
-pub struct EmbedService {
-    tx: mpsc::Sender<Job>,
-    pub model_name: String,
-    pub dimensions: usize,
-    pub max_seq_length: usize,
-}
-
-impl EmbedService {
-    pub fn start(config: &EmbedConfig) -> Result<Self, EmbedError> {
-        let model = Arc::new(EmbedModel::load(
-            &config.model_dir,
-            config.backend,
-            config.threads,
-            config.max_seq_length,
-        )?);
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-        let service = Self {
-            tx,
-            model_name: config.model_name.clone(),
-            dimensions: model.dimensions,
-            max_seq_length: model.max_seq_length,
-        };
-        let max_batch_tokens = config.max_batch_tokens.max(model.max_seq_length);
-        std::thread::Builder::new()
-            .name("qm-embed".into())
-            .spawn(move || worker(model, rx, max_batch_tokens))
-            .map_err(|e| EmbedError::Model(format!("starting the embedding thread: {e}")))?;
-        tracing::info!(model = %config.model_name, backend = ?config.backend, "embedding model loaded");
-        Ok(service)
-    }
-
-    /// Embeds `texts`. Cancel-safe: dropping the future abandons the result, not the batch.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedding>, EmbedError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Job { texts, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    metrics::counter!("qm_embed_rejected_total").increment(1);
-                    EmbedError::Overloaded
-                }
-                mpsc::error::TrySendError::Closed(_) => EmbedError::Stopped,
-            })?;
-        rx.await.map_err(|_| EmbedError::Stopped)?
-    }
-}
-
-/// Rough token count before tokenizing, to size batches: about 4 characters a token.
-fn estimate_tokens(texts: &[String], cap: usize) -> usize {
-    texts.iter().map(|t| (t.len() / 4 + 2).min(cap)).sum()
-}
-
-fn worker(model: Arc<EmbedModel>, mut rx: mpsc::Receiver<Job>, max_batch_tokens: usize) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        let mut budget = estimate_tokens(&jobs[0].texts, model.max_seq_length);
-        // Dynamic batching: take what has queued up meanwhile, within the token budget.
-        while budget < max_batch_tokens {
-            match rx.try_recv() {
-                Ok(job) => {
-                    budget += estimate_tokens(&job.texts, model.max_seq_length);
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        jobs.retain(|j| !j.reply.is_closed());
-        if jobs.is_empty() {
-            continue;
-        }
-        let started = Instant::now();
-        let texts: Vec<&str> = jobs
-            .iter()
-            .flat_map(|j| j.texts.iter().map(String::as_str))
-            .collect();
-        let result = model.embed(&texts, max_batch_tokens);
-        metrics::histogram!("qm_embed_batch_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("qm_embed_batch_inputs").record(texts.len() as f64);
-        match result {
-            Ok(mut all) => {
-                for job in jobs.into_iter().rev() {
-                    let mine = all.split_off(all.len() - job.texts.len());
-                    let _ = job.reply.send(Ok(mine));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "embedding batch failed");
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
-            }
-        }
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::store::{Pool, Store, StoreError, now_ms, on_pool};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -235,9 +235,9 @@ impl JobQueue {
         let now = now_ms();
         let until = now + self.config.lease_ms as i64;
         // Replicas on PostgreSQL skip rows another worker is claiming; SQLite has one writer.
-        let lock = match &self.store {
-            Store::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-            Store::Sqlite(_) => "",
+        let lock = match self.store.pool() {
+            Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            Pool::Sqlite(_) => "",
         };
         let sql = format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $1, locked_until = $2, updated_at = $3 \
@@ -507,9 +507,9 @@ mod tests {
     #[tokio::test]
     async fn backoff_is_bounded_and_grows() {
         let q = JobQueue {
-            store: Store::Sqlite(
+            store: Store::from_pool(crate::store::Pool::Sqlite(
                 sqlx::sqlite::SqlitePool::connect_lazy("sqlite::memory:").unwrap(),
-            ),
+            )),
             config: Arc::new(JobsConfig {
                 backoff_base_ms: 100,
                 backoff_max_ms: 1_000,

@@ -132,7 +132,7 @@ impl EmbeddedStore {
             return Ok(Vec::new());
         }
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT id, document_id, idx, title, heading, content, metadata FROM rag_chunks WHERE tenant_id = ",
+            "SELECT id, document_id, idx, title, heading, content, metadata, repeats FROM rag_chunks WHERE tenant_id = ",
         );
         qb.push_bind(tenant).push(" AND id IN (");
         let mut sep = qb.separated(", ");
@@ -154,6 +154,7 @@ impl EmbeddedStore {
                     heading: r.try_get("heading")?,
                     text: r.try_get("content")?,
                     metadata: metadata_from_text(&r.try_get::<String, _>("metadata")?),
+                    repeats: r.try_get::<i64, _>("repeats")?.max(1) as usize,
                     score: 0.0,
                 },
             );
@@ -332,7 +333,7 @@ impl ChunkStore for EmbeddedStore {
         .await?;
         for batch in chunks.chunks(500) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO rag_chunks (tenant_id, id, document_id, idx, title, heading, content, content_hash, tokens, metadata, embedding) ",
+                "INSERT INTO rag_chunks (tenant_id, id, document_id, idx, title, heading, content, content_hash, tokens, metadata, embedding, repeats) ",
             );
             qb.push_values(batch, |mut b, c| {
                 b.push_bind(tenant)
@@ -345,7 +346,8 @@ impl ChunkStore for EmbeddedStore {
                     .push_bind(&c.content_hash)
                     .push_bind(c.tokens as i64)
                     .push_bind(&metadata)
-                    .push_bind(vector_to_bytes(&c.embedding));
+                    .push_bind(vector_to_bytes(&c.embedding))
+                    .push_bind(c.repeats as i64);
             });
             qb.build().execute(&mut *tx).await?;
         }

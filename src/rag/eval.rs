@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::extract::{Format, extract};
+use super::extract::{ExtractConfig, Extractor, Format};
 use super::{Filter, IngestDoc, IngestOutcome, Mode, Query, Rag, RagError};
 
 /// Ingests documents with `concurrency` in flight (the embedder batches what arrives
@@ -38,7 +38,7 @@ pub fn read_beir_corpus(path: &Path) -> anyhow::Result<(Vec<IngestDoc>, Vec<Stri
     let bytes = std::fs::read(path)?;
     let mut docs = Vec::new();
     let mut errors = Vec::new();
-    for r in extract(Format::Jsonl, &bytes) {
+    for r in Extractor::new(ExtractConfig::default()).extract(Format::Jsonl, &bytes) {
         match r {
             Ok(d) => match d.id {
                 Some(id) => docs.push(IngestDoc {

@@ -25,11 +25,11 @@ use tokenizers::Tokenizer;
 
 use crate::cache::HnswParams;
 use crate::cache::key::sha256_hex;
-use crate::embed::{EmbedError, EmbedService};
-use crate::store::{Store, StoreError, now_ms};
+use crate::embed::{EmbedError, EmbedService, Priority};
+use crate::store::{Pool, Store, StoreError, now_ms};
 use crate::types::{ChatCompletionRequest, ChatMessage, MessageContent, Role};
 pub use chunk::{Chunk, ChunkParams};
-pub use extract::{ExtractError, Format, SourceDoc};
+pub use extract::{ExtractConfig, ExtractError, Extractor, Format, SourceDoc};
 pub use pg::PgVectorParams;
 pub use store::{ChunkRecord, ChunkStore, DocumentRecord, Filter, Metadata, ScoredChunk};
 
@@ -146,6 +146,8 @@ pub struct RagConfig {
     pub hnsw: HnswParams,
     /// The pgvector HNSW index.
     pub pgvector: PgVectorParams,
+    /// Caps on extracting one document (text, inflated streams, the PDF helper's limits).
+    pub extract: ExtractConfig,
 }
 
 impl Default for RagConfig {
@@ -165,6 +167,7 @@ impl Default for RagConfig {
                 ..HnswParams::default()
             },
             pgvector: PgVectorParams::default(),
+            extract: ExtractConfig::default(),
         }
     }
 }
@@ -193,7 +196,7 @@ impl RagConfig {
         if self.pgvector.m < 2 || self.pgvector.ef_construction < 2 * self.pgvector.m {
             return Err("rag.pgvector: m >= 2 and ef_construction >= 2 * m".into());
         }
-        Ok(())
+        self.extract.validate()
     }
 
     pub fn chunk_params(&self) -> ChunkParams {
@@ -248,6 +251,8 @@ pub struct IngestOutcome {
     pub embedded: usize,
     /// Chunks whose stored embedding was reused (same content hash).
     pub reused: usize,
+    /// Chunks identical to an earlier chunk of the same document: stored once, counted.
+    pub duplicates: usize,
     /// Cache entries grounded on the previous version, removed.
     pub cache_invalidated: u64,
 }
@@ -378,6 +383,9 @@ pub struct Rag {
     /// Grounded answers are cached with a `doc:<id>` tag per cited document.
     cache: Option<Arc<crate::cache::Cache>>,
     embedding_model: String,
+    extractor: Extractor,
+    /// The database (its health learns of every document write's outcome).
+    db: Store,
 }
 
 /// The cache tag of answers grounded on a document.
@@ -396,17 +404,17 @@ impl Rag {
         cache: Option<Arc<crate::cache::Cache>>,
     ) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let chunks: Arc<dyn ChunkStore> = match (config.store, store) {
-            (StoreKind::Auto | StoreKind::Pgvector, Store::Postgres(pool)) => {
+        let chunks: Arc<dyn ChunkStore> = match (config.store, store.pool()) {
+            (StoreKind::Auto | StoreKind::Pgvector, Pool::Postgres(pool)) => {
                 Arc::new(pg::PgVectorStore::open(pool.clone(), config.pgvector).await?)
             }
-            (StoreKind::Auto | StoreKind::Embedded, Store::Sqlite(pool)) => {
+            (StoreKind::Auto | StoreKind::Embedded, Pool::Sqlite(pool)) => {
                 Arc::new(embedded::EmbeddedStore::open(pool.clone(), config.hnsw).await?)
             }
-            (StoreKind::Pgvector, Store::Sqlite(_)) => anyhow::bail!(
+            (StoreKind::Pgvector, Pool::Sqlite(_)) => anyhow::bail!(
                 "rag.store = \"pgvector\" needs a PostgreSQL database (database.url = \"postgres://...\")"
             ),
-            (StoreKind::Embedded, Store::Postgres(_)) => anyhow::bail!(
+            (StoreKind::Embedded, Pool::Postgres(_)) => anyhow::bail!(
                 "rag.store = \"embedded\" keeps its rows in SQLite: use a sqlite:// database.url or rag.store = \"pgvector\""
             ),
         };
@@ -433,6 +441,8 @@ impl Rag {
             .add_template_owned("grounded", source)
             .map_err(|e| anyhow::anyhow!("the grounding template: {e}"))?;
         Ok(Self {
+            extractor: Extractor::new(config.extract.clone()),
+            db: store.clone(),
             config,
             store: chunks,
             embedder,
@@ -441,6 +451,11 @@ impl Rag {
             cache,
             embedding_model: embed_config.model_name.clone(),
         })
+    }
+
+    /// Turns uploaded bytes into documents, under `rag.extract`'s caps.
+    pub fn extractor(&self) -> &Extractor {
+        &self.extractor
     }
 
     pub fn store(&self) -> &Arc<dyn ChunkStore> {
@@ -476,13 +491,28 @@ impl Rag {
         .map_err(|e| RagError::Internal(format!("chunking failed: {e}")))
     }
 
-    /// Embeds texts in batches; a full embedding queue is waited out, not failed.
+    /// Embeds texts in batches as bulk work of no tenant (evaluation, benchmarks).
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, RagError> {
+        self.embed_for("", Priority::Bulk, texts).await
+    }
+
+    /// Embeds texts for `tenant` in batches; a full embedding queue is waited out, not
+    /// failed.
+    pub async fn embed_for(
+        &self,
+        tenant: &str,
+        priority: Priority,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, RagError> {
         let mut out = Vec::with_capacity(texts.len());
         for batch in texts.chunks(self.config.embed_batch) {
             let mut delay = Duration::from_millis(20);
             loop {
-                match self.embedder.embed(batch.to_vec()).await {
+                match self
+                    .embedder
+                    .embed_for(tenant, priority, batch.to_vec())
+                    .await
+                {
                     Ok(e) => {
                         out.extend(e.into_iter().map(|e| e.vector));
                         break;
@@ -548,6 +578,7 @@ impl Rag {
                     chunks: p.chunk_count,
                     embedded: 0,
                     reused: p.chunk_count,
+                    duplicates: 0,
                     cache_invalidated: 0,
                 });
             }
@@ -589,7 +620,7 @@ impl Rag {
                 .collect()
         };
         let embedded = to_embed.len();
-        let vectors = self.embed(to_embed).await?;
+        let vectors = self.embed_for(tenant, Priority::Bulk, to_embed).await?;
         if vectors.len() != unique_hashes.len() {
             return Err(RagError::Internal(format!(
                 "the embedder returned {} vectors for {} texts",
@@ -601,10 +632,17 @@ impl Rag {
             known.insert(h, v);
         }
         let now = now_ms();
-        let records: Vec<ChunkRecord> = chunks
-            .iter()
-            .zip(&hashes)
-            .map(|(c, h)| ChunkRecord {
+        // An exact chunk repeated in the document is stored once, with its count: its
+        // copies would add nothing to retrieval but identical vectors.
+        let mut records: Vec<ChunkRecord> = Vec::with_capacity(chunks.len());
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (c, h) in chunks.iter().zip(&hashes) {
+            if let Some(&at) = first.get(h.as_str()) {
+                records[at].repeats += 1;
+                continue;
+            }
+            first.insert(h.as_str(), records.len());
+            records.push(ChunkRecord {
                 id: format!("{}#{}", doc.id, c.index),
                 index: c.index,
                 heading: c.heading.clone(),
@@ -612,8 +650,10 @@ impl Rag {
                 content_hash: h.clone(),
                 tokens: c.tokens,
                 embedding: known.get(h).cloned().unwrap_or_default(),
-            })
-            .collect();
+                repeats: 1,
+            });
+        }
+        let duplicates = chunks.len() - records.len();
         let record = DocumentRecord {
             id: doc.id.clone(),
             title: doc.title.clone(),
@@ -626,7 +666,8 @@ impl Rag {
             updated_at: now,
         };
         let total = records.len();
-        self.store.put(tenant, &record, records).await?;
+        self.db
+            .observe(self.store.put(tenant, &record, records).await)?;
         let cache_invalidated = if previous.is_some() {
             self.invalidate_cache(tenant, &doc.id).await
         } else {
@@ -643,14 +684,15 @@ impl Rag {
             },
             chunks: total,
             embedded,
-            reused: total - missing.len(),
+            reused: total.saturating_sub(embedded),
+            duplicates,
             cache_invalidated,
         })
     }
 
     /// Deletes a document and the cache entries grounded on it.
     pub async fn delete(&self, tenant: &str, id: &str) -> Result<bool, RagError> {
-        let deleted = self.store.delete(tenant, id).await?;
+        let deleted = self.db.observe(self.store.delete(tenant, id).await)?;
         if deleted {
             self.invalidate_cache(tenant, id).await;
         }
@@ -699,7 +741,7 @@ impl Rag {
             let v = match vector {
                 Some(v) => v,
                 None => self
-                    .embed(vec![query.text.clone()])
+                    .embed_for(tenant, Priority::Interactive, vec![query.text.clone()])
                     .await?
                     .pop()
                     .unwrap_or_default(),
@@ -827,6 +869,7 @@ mod tests {
             heading: None,
             text: id.into(),
             metadata: Metadata::new(),
+            repeats: 1,
             score: 0.5,
         }
     }

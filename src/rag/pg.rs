@@ -39,7 +39,7 @@ pub struct PgVectorStore {
 }
 
 const CHUNK_COLUMNS: &str =
-    "id, document_id, idx, title, heading, content, metadata::text AS metadata";
+    "id, document_id, idx, title, heading, content, metadata::text AS metadata, repeats";
 
 fn doc_from_row(r: &sqlx::postgres::PgRow) -> Result<DocumentRecord, sqlx::Error> {
     Ok(DocumentRecord {
@@ -64,6 +64,7 @@ fn chunk_from_row(r: &sqlx::postgres::PgRow) -> Result<ScoredChunk, sqlx::Error>
         heading: r.try_get("heading")?,
         text: r.try_get("content")?,
         metadata: metadata_from_text(&r.try_get::<String, _>("metadata")?),
+        repeats: r.try_get::<i32, _>("repeats")?.max(1) as usize,
         score: r.try_get::<f64, _>("score")? as f32,
     })
 }
@@ -191,7 +192,7 @@ impl ChunkStore for PgVectorStore {
         .await?;
         for batch in chunks.chunks(500) {
             let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO rag_chunks (tenant_id, id, document_id, idx, title, heading, content, content_hash, tokens, metadata, embedding) ",
+                "INSERT INTO rag_chunks (tenant_id, id, document_id, idx, title, heading, content, content_hash, tokens, metadata, embedding, repeats) ",
             );
             qb.push_values(batch, |mut b, c| {
                 b.push_bind(tenant)
@@ -205,7 +206,8 @@ impl ChunkStore for PgVectorStore {
                     .push_bind(c.tokens as i32)
                     .push_bind(&metadata)
                     .push_unseparated("::jsonb")
-                    .push_bind(Vector::from(c.embedding.clone()));
+                    .push_bind(Vector::from(c.embedding.clone()))
+                    .push_bind(c.repeats as i32);
             });
             qb.build().execute(&mut *tx).await?;
         }

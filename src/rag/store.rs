@@ -39,6 +39,8 @@ pub struct ChunkRecord {
     pub content_hash: String,
     pub tokens: usize,
     pub embedding: Vec<f32>,
+    /// How many times this exact chunk occurs in the document (stored once).
+    pub repeats: usize,
 }
 
 /// A retrieved chunk.
@@ -51,6 +53,8 @@ pub struct ScoredChunk {
     pub heading: Option<String>,
     pub text: String,
     pub metadata: Metadata,
+    /// How many times this exact chunk occurs in its document (stored once).
+    pub repeats: usize,
     /// Cosine similarity (vector search) or the text rank (full-text search); the fused
     /// score after [`crate::rag::Rag::retrieve`].
     pub score: f32,

@@ -2,6 +2,7 @@
 //! and helpers to read SSE streams.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod mock_stripe;
 pub mod mock_upstream;
 
@@ -113,7 +114,14 @@ impl TestApp {
             Some(url) => url,
             None => format!("sqlite://{}", dir.path().join("qm.db").display()),
         };
-        let text = config_text(&mock.url, &db_url, &options.extra);
+        let mut text = config_text(&mock.url, &db_url, &options.extra);
+        if !options.extra.contains("[request_log]") {
+            // Outage spill files stay in the test's own folder.
+            text.push_str(&format!(
+                "\n[request_log]\nspill_dir = \"{}\"\n",
+                dir.path().join("spill").display()
+            ));
+        }
         let config = parse_config(&text);
         let mut app = App::build(config).await.expect("app builds");
         let config_path = dir.path().join("qm.toml");

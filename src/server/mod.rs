@@ -12,6 +12,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod http;
+
+pub use http::{BodyTimedOut, DeadlineBody, is_body_timeout};
+
 use crate::auth::KeyVerifier;
 use crate::config::Config;
 use crate::embed::EmbedService;
@@ -24,6 +28,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub keys: KeyVerifier,
+    /// Failed authentications per client address.
+    pub failed_auth: crate::auth::FailedAuthLimiter,
     pub models: ModelRegistry,
     pub request_log: RequestLogWriter,
     /// The local embedder; `None` when disabled in config.
@@ -72,17 +78,13 @@ impl App {
         } else {
             None
         };
-        let store = Store::connect(
+        let store = Store::connect_with(
             config.database.url.expose_secret(),
-            config.database.max_connections,
+            &config.database.connect_options(),
         )
         .await?;
-        let (request_log, log_task) = RequestLogWriter::spawn(
-            store.clone(),
-            config.request_log.channel_capacity,
-            config.request_log.batch_size,
-            Duration::from_millis(config.request_log.flush_interval_ms),
-        );
+        let (request_log, log_task) =
+            RequestLogWriter::spawn(store.clone(), config.request_log.options(&store));
         let jobs = crate::jobs::JobQueue::new(store.clone(), config.jobs.clone());
         let billing = Arc::new(crate::billing::Billing::new(
             config.stripe.clone(),
@@ -127,10 +129,12 @@ impl App {
             jobs,
             billing,
             admin_key,
-            keys: KeyVerifier::new(
+            keys: KeyVerifier::with_stale(
                 store.clone(),
                 Duration::from_millis(config.auth.key_cache_ttl_ms),
+                Duration::from_secs(config.auth.stale_key_ttl_secs),
             ),
+            failed_auth: crate::auth::FailedAuthLimiter::new(config.auth.failed_per_ip_per_minute),
             config: Arc::new(config),
             store,
             models,
@@ -176,6 +180,11 @@ impl App {
         tracing::info!(addr = %listener.local_addr()?, store = state.store.backend(), models = state.models.iter().count(), "quartermaster listening");
 
         let workers = start_background(&state);
+        tokio::spawn(state.store.clone().watch_health(
+            Duration::from_millis(state.config.database.health_interval_ms.max(50)),
+            state.config.database.min_free_bytes,
+            state.shutdown.clone(),
+        ));
         if let Some(cache) = &state.cache {
             tokio::spawn(cache.clone().run_upkeep(state.shutdown.clone()));
         }
@@ -184,22 +193,15 @@ impl App {
             tokio::spawn(watch_config(state.clone(), path));
         }
         let signal = shutdown_token.clone();
-        // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm holds each
-        // one back until the client's delayed ACK (~40 ms per chunk).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let header_timeout = Duration::from_secs(state.config.server.header_read_timeout_secs);
+        let server = tokio::spawn(http::serve(listener, router, header_timeout, async move {
             shutdown.await;
             tracing::info!(
                 grace_secs = grace.as_secs(),
                 "shutdown: no new connections; letting requests finish"
             );
             signal.cancel();
-        });
-        let server = tokio::spawn(async move { server.await });
+        }));
         // After the grace period open streams are told to end; a little later we stop waiting.
         let watchdog = tokio::spawn(async move {
             shutdown_token.cancelled().await;
@@ -435,24 +437,31 @@ pub async fn reload(state: &AppState, path: &std::path::Path) -> Result<(), Stri
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called,
+/// not when the future is first polled: a signal that arrives while the server is still
+/// starting is not lost (nor fatal).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,0 +1,844 @@
+//! The request log, written off the hot path: handlers hand a record to a bounded channel,
+//! one writer task inserts them in batches. On shutdown the channel is closed and drained,
+//! so every record handed over before that is written (or, with the database down, kept in
+//! the spill file for the next start).
+//!
+//! The writer waits `flush_interval` after the first record of a batch for more to arrive:
+//! at 1,000 requests/s that is one transaction per ~50 rows instead of one per row, which
+//! takes the database (and its thread's wake-ups) off the request path's CPU. It writes on
+//! a connection of its own, whose page cache and prepared statements stay warm.
+//!
+//! Through an outage the writer keeps taking rows (handlers never wait on a dead database):
+//! it holds up to `memory_rows` in memory, retrying with backoff, and appends the rest to
+//! the spill file (`spill.rs`), which it replays once the database answers again (and at
+//! the next start). Every row has its id from the moment it is received, and inserts skip
+//! ids already present, so a retry after a lost acknowledgement writes nothing twice.
+
+mod spill;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Store, StoreError, on_pool};
+use spill::Spill;
+
+/// One finished (or failed, or abandoned) request.
+#[derive(Debug, Clone)]
+pub struct RequestLogRecord {
+    pub request_id: String,
+    pub tenant_id: Option<String>,
+    pub key_id: Option<String>,
+    pub model: String,
+    pub provider: Option<String>,
+    pub stream: bool,
+    /// `ok`, `error`, `client_disconnected`.
+    pub status: &'static str,
+    pub http_status: u16,
+    pub error_code: Option<String>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub created_at: i64,
+    /// What the request cost at the configured prices.
+    pub cost_usd: f64,
+    /// What a cache hit saved (0 otherwise).
+    pub saved_usd: f64,
+    pub route_tier: Option<String>,
+    pub route_reason: Option<&'static str>,
+}
+
+/// A record as the writer keeps it: with its row id, owned, and serializable (the spill
+/// file holds these).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Row {
+    id: String,
+    request_id: String,
+    tenant_id: Option<String>,
+    key_id: Option<String>,
+    model: String,
+    provider: Option<String>,
+    stream: bool,
+    status: String,
+    http_status: u16,
+    error_code: Option<String>,
+    tokens_in: u64,
+    tokens_out: u64,
+    latency_ms: f64,
+    ttft_ms: Option<f64>,
+    created_at: i64,
+    cost_usd: f64,
+    saved_usd: f64,
+    route_tier: Option<String>,
+    route_reason: Option<String>,
+}
+
+impl From<RequestLogRecord> for Row {
+    fn from(r: RequestLogRecord) -> Self {
+        Row {
+            id: format!("log_{}", uuid::Uuid::now_v7().simple()),
+            request_id: r.request_id,
+            tenant_id: r.tenant_id,
+            key_id: r.key_id,
+            model: r.model,
+            provider: r.provider,
+            stream: r.stream,
+            status: r.status.to_string(),
+            http_status: r.http_status,
+            error_code: r.error_code,
+            tokens_in: r.tokens_in,
+            tokens_out: r.tokens_out,
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            created_at: r.created_at,
+            cost_usd: r.cost_usd,
+            saved_usd: r.saved_usd,
+            route_tier: r.route_tier,
+            route_reason: r.route_reason.map(str::to_string),
+        }
+    }
+}
+
+/// How the writer batches and what it keeps through an outage (`[request_log]`).
+#[derive(Debug, Clone)]
+pub struct RequestLogOptions {
+    pub channel_capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    /// Rows held in memory while the database is down; the rest go to the spill file.
+    pub memory_rows: usize,
+    /// The folder where rows beyond `memory_rows` are kept until the database is back
+    /// (`None`: they are dropped, and counted).
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl RequestLogOptions {
+    /// In-memory batching only (tests, tools).
+    pub fn new(channel_capacity: usize, batch_size: usize, flush_interval: Duration) -> Self {
+        Self {
+            channel_capacity,
+            batch_size,
+            flush_interval,
+            memory_rows: 100_000,
+            spill_dir: None,
+        }
+    }
+}
+
+/// What the writer is doing, for `/readyz` and metrics.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Rows received and not yet written (memory + spill file).
+    backlog: AtomicU64,
+    spilled: AtomicU64,
+    failing: AtomicBool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestLogStatus {
+    /// `ok`, or `retrying` while the database does not take the rows.
+    pub state: &'static str,
+    /// Rows not yet in the database.
+    pub backlog: u64,
+    /// Of which in the spill file.
+    pub spilled: u64,
+}
+
+/// The sending side; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RequestLogWriter {
+    tx: mpsc::Sender<RequestLogRecord>,
+    shared: Arc<Shared>,
+}
+
+impl RequestLogWriter {
+    /// Starts the writer task. The task ends once every sender is dropped and the channel
+    /// is drained (written, or spilled when the database is down).
+    pub fn spawn(store: Store, options: RequestLogOptions) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
+        let shared = Arc::new(Shared::default());
+        let writer = Writer {
+            queue: VecDeque::new(),
+            spill: None,
+            shared: shared.clone(),
+            options,
+        };
+        let handle = tokio::spawn(writer.run(store, rx));
+        (Self { tx, shared }, handle)
+    }
+
+    /// Hands a record to the writer, waiting for room when the channel is full (back-pressure
+    /// instead of loss; the writer drains the channel even while the database is down).
+    /// Fails only after shutdown closed the channel.
+    pub async fn send(&self, record: RequestLogRecord) {
+        metrics::gauge!("qm_request_log_queue_depth")
+            .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
+        if self.tx.send(record).await.is_err() {
+            tracing::error!("request log record after shutdown: dropped");
+            metrics::counter!("qm_request_log_dropped_total").increment(1);
+        }
+    }
+
+    /// For code that cannot await (drop guards): sends from a spawned task.
+    pub fn send_detached(&self, record: RequestLogRecord) {
+        let this = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move { this.send(record).await });
+            }
+            Err(_) => {
+                let _ = self.tx.try_send(record);
+            }
+        }
+    }
+
+    pub fn status(&self) -> RequestLogStatus {
+        RequestLogStatus {
+            state: if self.shared.failing.load(Ordering::Relaxed) {
+                "retrying"
+            } else {
+                "ok"
+            },
+            backlog: self.shared.backlog.load(Ordering::Relaxed),
+            spilled: self.shared.spilled.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Longest one insert may take before it counts as failed (a connection to a database that
+/// vanished can otherwise hang until TCP gives up).
+const INSERT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retry delays while the database does not take rows.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// After shutdown, how long a failing database gets before the rest is spilled.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(2);
+/// A batch the database refuses for a reason other than an outage (a bad row) is dropped
+/// after this many attempts.
+const MAX_REJECTIONS: u32 = 5;
+
+struct Writer {
+    /// Rows received, not yet written, oldest first.
+    queue: VecDeque<Row>,
+    spill: Option<Spill>,
+    shared: Arc<Shared>,
+    options: RequestLogOptions,
+}
+
+impl Writer {
+    async fn run(mut self, store: Store, mut rx: mpsc::Receiver<RequestLogRecord>) {
+        // The writer's own connection (see `Store::dedicated`); the shared pool if it cannot
+        // be opened, which works the same, only slower.
+        let own = store
+            .dedicated()
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "request log: no connection of its own; writing through the shared pool"))
+            .ok();
+        let store = own.as_ref().unwrap_or(&store);
+        if let Some(dir) = self.options.spill_dir.clone() {
+            match Spill::open_in(&dir) {
+                Ok(s) => {
+                    if s.rows > 0 {
+                        tracing::info!(rows = s.rows, dir = %dir.display(), "request log: rows kept from an earlier outage; replaying them");
+                    }
+                    self.spill = Some(s);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, dir = %dir.display(), "request log: cannot open a spill file; rows past the memory backlog will be dropped in an outage")
+                }
+            }
+        }
+        let batch_size = self.options.batch_size.max(1);
+        let mut incoming = Vec::with_capacity(batch_size);
+        let mut closed = false;
+        let mut delay = RETRY_MIN;
+        let mut rejections = 0u32;
+        loop {
+            self.publish();
+            if self.queue.is_empty() {
+                let spilled = self.spill.as_ref().is_some_and(|s| s.rows > 0);
+                if spilled && !self.shared.failing.load(Ordering::Relaxed) {
+                    self.replay(store).await;
+                    continue;
+                }
+                if closed {
+                    break; // what is left (if anything) waits in the spill file
+                }
+                incoming.clear();
+                let got = if spilled {
+                    // Spilled rows wait for the database: try them again after a while
+                    // even if no new row comes.
+                    match tokio::time::timeout(delay, rx.recv_many(&mut incoming, batch_size)).await
+                    {
+                        Ok(n) => n,
+                        Err(_) => {
+                            self.shared.failing.store(false, Ordering::Relaxed);
+                            delay = (delay * 2).min(RETRY_MAX);
+                            continue;
+                        }
+                    }
+                } else {
+                    rx.recv_many(&mut incoming, batch_size).await
+                };
+                if got == 0 {
+                    closed = true; // every sender gone and the channel drained
+                    continue;
+                }
+                self.take(incoming.drain(..));
+                // Let more rows gather for this transaction. The writer sleeps rather than
+                // waiting on the channel, so the rows that arrive meanwhile do not wake it
+                // one by one (a wake-up per request on the gateway's worker threads). Once the
+                // channel is closed (shutdown) nothing more can come: no waiting.
+                let flush = self.options.flush_interval;
+                if self.queue.len() < batch_size && !flush.is_zero() && !rx.is_closed() {
+                    tokio::time::sleep(flush).await;
+                }
+            }
+            closed |= self.drain(&mut rx);
+            // Write what is queued, a transaction per `batch_size` rows, for as long as
+            // full batches are waiting. A partial rest waits for the next interval: chasing
+            // the few rows that arrived during a write would commit them one or two at a
+            // time, each commit rewriting the same pages.
+            let n = self.queue.len().min(batch_size);
+            let batch: Vec<Row> = self.queue.drain(..n).collect();
+            // Rows keep coming while the insert runs (a database that hangs must not stall
+            // the handlers behind a full channel).
+            let result = {
+                let insert = insert_with_timeout(store, &batch);
+                tokio::pin!(insert);
+                loop {
+                    tokio::select! {
+                        r = &mut insert => break r,
+                        got = rx.recv_many(&mut incoming, batch_size), if !closed => {
+                            if got == 0 {
+                                closed = true;
+                            }
+                            self.take(incoming.drain(..));
+                        }
+                    }
+                }
+            };
+            if result.is_err() {
+                // Back to the front, in order; what memory cannot hold goes to the spill file.
+                for row in batch.into_iter().rev() {
+                    self.queue.push_front(row);
+                }
+                self.take(std::iter::empty());
+            }
+            match result {
+                Ok(()) => {
+                    metrics::counter!("qm_request_log_written_total").increment(n as u64);
+                    self.recovered(&mut delay, &mut rejections);
+                    if !self.queue.is_empty() && self.queue.len() < batch_size && !closed {
+                        // The partial rest goes with the next interval's rows.
+                        self.hold_rest(&mut rx, &mut closed).await;
+                    }
+                }
+                Err(e) if e.is_outage() => {
+                    if !self.shared.failing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(error = %e, "request log: the database does not take rows; keeping them until it does");
+                    }
+                    if closed && self.give_up_at_shutdown(store).await {
+                        break;
+                    }
+                    // Wait, but keep taking rows so handlers never block on the outage.
+                    let until = tokio::time::Instant::now() + delay;
+                    while !closed {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(until) => break,
+                            got = rx.recv_many(&mut incoming, batch_size) => {
+                                if got == 0 { closed = true; }
+                                self.take(incoming.drain(..));
+                            }
+                        }
+                    }
+                    if closed {
+                        tokio::time::sleep_until(until).await;
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    rejections += 1;
+                    if rejections >= MAX_REJECTIONS {
+                        tracing::error!(error = %e, rows = n, "request log: the database refuses these rows; dropped");
+                        metrics::counter!("qm_request_log_dropped_total").increment(n as u64);
+                        self.queue.drain(..n.min(self.queue.len()));
+                        rejections = 0;
+                    } else {
+                        tracing::warn!(error = %e, attempt = rejections, "request log insert failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100 << rejections)).await;
+                    }
+                }
+            }
+        }
+        self.publish();
+        if let Some(own) = own {
+            own.close().await;
+        }
+        tracing::debug!("request log writer drained");
+    }
+
+    /// Receives what is waiting in the channel without blocking; true once it is closed.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<RequestLogRecord>) -> bool {
+        loop {
+            match rx.try_recv() {
+                Ok(r) => self.take(std::iter::once(r)),
+                Err(mpsc::error::TryRecvError::Empty) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => return true,
+            }
+        }
+    }
+
+    /// Waits out the flush interval with a partial batch, taking what arrives meanwhile.
+    async fn hold_rest(&mut self, rx: &mut mpsc::Receiver<RequestLogRecord>, closed: &mut bool) {
+        let flush = self.options.flush_interval;
+        if !flush.is_zero() && !rx.is_closed() {
+            tokio::time::sleep(flush).await;
+        }
+        *closed |= self.drain(rx);
+    }
+
+    /// Queues received records, moving the oldest overflow past `memory_rows` to the spill
+    /// file.
+    fn take(&mut self, records: impl Iterator<Item = RequestLogRecord>) {
+        self.queue.extend(records.map(Row::from));
+        let limit = self.options.memory_rows.max(self.options.batch_size);
+        if self.queue.len() > limit {
+            let overflow: Vec<Row> = self.queue.drain(..self.queue.len() - limit).collect();
+            self.spill_rows(overflow);
+        }
+    }
+
+    fn spill_rows(&mut self, rows: Vec<Row>) {
+        let n = rows.len() as u64;
+        let kept = match self.spill.as_mut() {
+            Some(spill) => match spill.append(&rows) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, path = %spill.path().display(), rows = n, "request log: cannot write the spill file; rows dropped");
+                    false
+                }
+            },
+            None => false,
+        };
+        if kept {
+            metrics::counter!("qm_request_log_spilled_total").increment(n);
+        } else {
+            if self.spill.is_none() {
+                tracing::error!(
+                    rows = n,
+                    "request log: memory backlog full and no spill file; rows dropped"
+                );
+            }
+            metrics::counter!("qm_request_log_dropped_total").increment(n);
+        }
+    }
+
+    /// Writes the spill file's rows to the database, then empties it.
+    async fn replay(&mut self, store: &Store) {
+        let Some(spill) = self.spill.as_mut() else {
+            return;
+        };
+        if spill.rows == 0 {
+            return;
+        }
+        let (rows, bad) = match spill.read_all() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "request log: cannot read the spill file");
+                return;
+            }
+        };
+        if bad > 0 {
+            tracing::warn!(
+                lines = bad,
+                "request log: unreadable lines in the spill file skipped"
+            );
+        }
+        for batch in rows.chunks(self.options.batch_size.max(1)) {
+            if let Err(e) = insert_with_timeout(store, batch).await {
+                tracing::warn!(error = %e, "request log: replaying the spill file failed; retrying later");
+                self.shared.failing.store(e.is_outage(), Ordering::Relaxed);
+                if !e.is_outage() {
+                    // Not an outage: retrying cannot help; keep the file for an operator.
+                    self.spill = None;
+                    self.shared.spilled.store(0, Ordering::Relaxed);
+                }
+                tokio::time::sleep(RETRY_MIN).await;
+                return;
+            }
+        }
+        if let Err(e) = spill.clear() {
+            tracing::error!(error = %e, "request log: cannot empty the replayed spill file");
+        }
+        tracing::info!(rows = rows.len(), "request log: spilled rows written");
+        metrics::counter!("qm_request_log_written_total").increment(rows.len() as u64);
+    }
+
+    /// After shutdown with the database failing: once the patience is spent, everything
+    /// still queued goes to the spill file. True when the writer should stop.
+    async fn give_up_at_shutdown(&mut self, store: &Store) -> bool {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_PATIENCE;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if store.ping().await.is_ok() {
+                return false;
+            }
+        }
+        let rest: Vec<Row> = self.queue.drain(..).collect();
+        tracing::warn!(
+            rows = rest.len(),
+            "request log: the database is down at shutdown; keeping the rest in the spill file"
+        );
+        self.spill_rows(rest);
+        true
+    }
+
+    fn recovered(&mut self, delay: &mut Duration, rejections: &mut u32) {
+        if self.shared.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("request log: the database takes rows again");
+        }
+        *delay = RETRY_MIN;
+        *rejections = 0;
+    }
+
+    fn publish(&self) {
+        let spilled = self.spill.as_ref().map_or(0, |s| s.rows);
+        self.shared.spilled.store(spilled, Ordering::Relaxed);
+        self.shared
+            .backlog
+            .store(self.queue.len() as u64 + spilled, Ordering::Relaxed);
+        metrics::gauge!("qm_request_log_backlog").set((self.queue.len() as u64 + spilled) as f64);
+    }
+}
+
+async fn insert_with_timeout(store: &Store, batch: &[Row]) -> Result<(), StoreError> {
+    let result = match tokio::time::timeout(INSERT_TIMEOUT, insert_batch(store, batch)).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "a request-log insert took over {} s",
+            INSERT_TIMEOUT.as_secs()
+        ))),
+    };
+    store.observe(result)
+}
+
+async fn insert_batch(store: &Store, batch: &[Row]) -> Result<(), StoreError> {
+    // Multi-row INSERTs: a round trip to the database (for SQLite, a hop to its connection
+    // thread and back) per statement of up to 64 rows instead of one per row.
+    const HEAD: &str = "INSERT INTO request_log (id, request_id, tenant_id, key_id, model, provider, stream, status, \
+        http_status, error_code, tokens_in, tokens_out, latency_ms, ttft_ms, created_at, logged_at, cost_usd, saved_usd, route_tier, route_reason) ";
+    // `logged_at` is when the row is written (one writer, so it only grows): usage metering
+    // reads by it, so a long stream that started in an earlier window is still counted.
+    let logged_at = super::now_ms();
+    on_pool!(store, pool => {
+        // A batch is all or nothing: when it takes more than one statement they share a
+        // transaction.
+        let mut tx = if statement_chunks(batch).nth(1).is_some() {
+            Some(pool.begin().await?)
+        } else {
+            None
+        };
+        for rows in statement_chunks(batch) {
+            let mut insert = sqlx::QueryBuilder::new(HEAD);
+            insert.push_values(rows, |mut row, r| {
+                row.push_bind(r.id.clone())
+                    .push_bind(r.request_id.clone())
+                    .push_bind(r.tenant_id.clone())
+                    .push_bind(r.key_id.clone())
+                    .push_bind(r.model.clone())
+                    .push_bind(r.provider.clone())
+                    .push_bind(r.stream)
+                    .push_bind(r.status.clone())
+                    .push_bind(r.http_status as i32)
+                    .push_bind(r.error_code.clone())
+                    .push_bind(r.tokens_in as i64)
+                    .push_bind(r.tokens_out as i64)
+                    .push_bind(r.latency_ms)
+                    .push_bind(r.ttft_ms)
+                    .push_bind(r.created_at)
+                    .push_bind(logged_at)
+                    .push_bind(r.cost_usd)
+                    .push_bind(r.saved_usd)
+                    .push_bind(r.route_tier.clone())
+                    .push_bind(r.route_reason.clone());
+            });
+            // A row already written (a retry after a lost acknowledgement, a replayed spill
+            // file) is skipped.
+            insert.push(" ON CONFLICT (id) DO NOTHING");
+            // Kept prepared: statements come in a few sizes only (see `statement_chunks`), so
+            // each connection caches at most a handful of them, and SQLite does not parse the
+            // SQL again for every batch (parsing cost as much as inserting).
+            let query = insert.build();
+            match tx.as_mut() {
+                Some(tx) => query.execute(&mut **tx).await?,
+                None => query.execute(pool).await?,
+            };
+        }
+        if let Some(tx) = tx {
+            tx.commit().await?;
+        }
+    });
+    Ok(())
+}
+
+/// The rows of each INSERT statement for a batch, in order: each the largest power of two
+/// up to `MAX_ROWS_PER_INSERT` that is left. Any batch is then written with statements of
+/// only log2(MAX_ROWS_PER_INSERT) + 1 distinct shapes, which stay prepared; one statement
+/// per batch size would fill each connection's statement cache with large INSERTs (tens of
+/// MiB).
+fn statement_chunks<T>(mut rest: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let n = rest.len().min(MAX_ROWS_PER_INSERT);
+        let (rows, tail) = rest.split_at(if n == 0 { 0 } else { 1 << n.ilog2() });
+        rest = tail;
+        (!rows.is_empty()).then_some(rows)
+    })
+}
+
+/// Most rows in one INSERT statement, a power of two (20 parameters each; SQLite allows
+/// 32,766, PostgreSQL 65,535).
+const MAX_ROWS_PER_INSERT: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize) -> RequestLogRecord {
+        RequestLogRecord {
+            request_id: format!("req_{i}"),
+            tenant_id: None,
+            key_id: None,
+            model: "m".into(),
+            provider: None,
+            stream: false,
+            status: "ok",
+            http_status: 200,
+            error_code: None,
+            tokens_in: 1,
+            tokens_out: 1,
+            latency_ms: 1.0,
+            ttft_ms: None,
+            created_at: 0,
+            cost_usd: 0.0,
+            saved_usd: 0.0,
+            route_tier: None,
+            route_reason: None,
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        (dir, store)
+    }
+
+    /// Waits (up to 20 s) until the table holds `n` rows.
+    async fn wait_for_rows(store: &Store, n: i64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while store.count_request_log().await.unwrap() < n {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Rows sent during the interval are held and then written together; closing the
+    /// channel drains every row.
+    #[tokio::test]
+    async fn waits_for_a_batch_then_writes_and_drains_at_close() {
+        let (_dir, store) = store().await;
+        let (writer, task) = RequestLogWriter::spawn(
+            store.clone(),
+            RequestLogOptions::new(64, 256, Duration::from_millis(1500)),
+        );
+        for i in 0..5 {
+            writer.send(record(i)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            store.count_request_log().await.unwrap(),
+            0,
+            "rows are held during the interval"
+        );
+        wait_for_rows(&store, 5).await;
+        writer.send(record(5)).await;
+        drop(writer);
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("the writer ended after draining")
+            .unwrap();
+        assert_eq!(store.count_request_log().await.unwrap(), 6);
+    }
+
+    /// Sends `n` rows through a writer, closes it, and returns how many rows were written.
+    async fn write_through(batch_size: usize, interval: Duration, n: usize) -> i64 {
+        let (_dir, store) = store().await;
+        let (writer, task) = RequestLogWriter::spawn(
+            store.clone(),
+            RequestLogOptions::new(2048, batch_size, interval),
+        );
+        for i in 0..n {
+            writer.send(record(i)).await;
+        }
+        drop(writer);
+        task.await.unwrap();
+        store.count_request_log().await.unwrap()
+    }
+
+    /// More rows than one batch are written in several transactions, all of them.
+    #[tokio::test]
+    async fn a_backlog_is_written_in_batches() {
+        assert_eq!(write_through(4, Duration::ZERO, 11).await, 11);
+    }
+
+    /// After a full batch, the few rows left over are not written at once in a transaction
+    /// of their own: they wait the interval for more (only full batches go back to back).
+    #[tokio::test]
+    async fn a_partial_rest_waits_for_the_next_interval() {
+        let (_dir, store) = store().await;
+        let interval = Duration::from_millis(300);
+        let (writer, _task) =
+            RequestLogWriter::spawn(store.clone(), RequestLogOptions::new(64, 8, interval));
+        // Queued before the writer first runs (a current-thread runtime): one full batch
+        // and a rest of three.
+        for i in 0..11 {
+            writer.send(record(i)).await;
+        }
+        wait_for_rows(&store, 11).await;
+        // One `logged_at` per transaction.
+        let batches: Vec<(i64, i64)> = crate::store::on_pool!(&store, p => sqlx::query_as(
+            "SELECT logged_at, COUNT(*) FROM request_log GROUP BY logged_at ORDER BY logged_at")
+            .fetch_all(p).await.unwrap());
+        let sizes: Vec<i64> = batches.iter().map(|b| b.1).collect();
+        assert_eq!(sizes, [8, 3], "{batches:?}");
+        assert!(
+            batches[1].0 - batches[0].0 >= interval.as_millis() as i64,
+            "the rest was written without waiting: {batches:?}"
+        );
+    }
+
+    /// A batch larger than one INSERT statement takes is written whole.
+    #[tokio::test]
+    async fn a_batch_over_one_statement_is_written_whole() {
+        assert_eq!(
+            write_through(1200, Duration::from_millis(300), 1100).await,
+            1100
+        );
+    }
+
+    /// Any batch is written with statements of the few prepared sizes, covering it exactly.
+    #[test]
+    fn statements_come_in_power_of_two_sizes() {
+        let sizes = |n: usize| {
+            let rows = vec![(); n];
+            statement_chunks(&rows).map(<[()]>::len).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(3), [2, 1]);
+        assert_eq!(sizes(50), [32, 16, 2]);
+        assert_eq!(sizes(64), [64]);
+        assert_eq!(sizes(130), [64, 64, 2]);
+        assert_eq!(sizes(1000)[0], MAX_ROWS_PER_INSERT);
+        let mut shapes = std::collections::BTreeSet::new();
+        for n in 1..=1000 {
+            let chunks = sizes(n);
+            assert_eq!(chunks.iter().sum::<usize>(), n);
+            shapes.extend(chunks);
+        }
+        assert_eq!(shapes.len(), MAX_ROWS_PER_INSERT.ilog2() as usize + 1);
+    }
+
+    /// While the database refuses writes (another connection holds it locked, as a failing
+    /// disk would), rows keep coming without blocking the senders: some in memory, the rest
+    /// in the spill file; once it takes writes again every row is written exactly once and
+    /// the spill file is emptied.
+    #[tokio::test]
+    async fn rows_are_kept_through_an_outage_and_written_once() {
+        use sqlx::Connection;
+        let (dir, store) = store().await;
+        let spill = dir.path().join("spill");
+        let mut options = RequestLogOptions::new(16, 4, Duration::from_millis(10));
+        options.memory_rows = 4;
+        options.spill_dir = Some(spill.clone());
+        let (writer, task) = RequestLogWriter::spawn(store.clone(), options);
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut lock)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..40 {
+            writer.send(record(i)).await;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "senders waited on the locked database: {:?}",
+            started.elapsed()
+        );
+        // The busy timeout passes, the writer spills what memory does not hold.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while writer.status().spilled == 0 {
+            assert!(std::time::Instant::now() < deadline, "nothing was spilled");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(writer.status().state, "retrying");
+        assert_eq!(writer.status().backlog, 40);
+        sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+        drop(lock);
+        wait_for_rows(&store, 40).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while writer.status().backlog > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backlog never drained"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left: u64 = std::fs::read_dir(&spill)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert_eq!(left, 0, "the spill file was emptied");
+        drop(writer);
+        task.await.unwrap();
+        let distinct: i64 = crate::store::on_pool!(&store, p => sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT request_id) FROM request_log").fetch_one(p).await.unwrap());
+        assert_eq!(
+            (store.count_request_log().await.unwrap(), distinct),
+            (40, 40)
+        );
+    }
+
+    /// A spill file left by an earlier run (a shutdown during an outage) is written at the
+    /// next start, and rows already written are not written again.
+    #[tokio::test]
+    async fn a_spill_file_is_replayed_at_start() {
+        let (dir, store) = store().await;
+        let spill_dir = dir.path().join("spill");
+        std::fs::create_dir_all(&spill_dir).unwrap();
+        let path = spill_dir.join("request-log-earlier.jsonl");
+        let rows: Vec<Row> = (0..5).map(|i| Row::from(record(i))).collect();
+        let mut spill = Spill::open(&path).unwrap();
+        spill.append(&rows).unwrap();
+        drop(spill);
+        insert_batch(&store, &rows[..2]).await.unwrap();
+        let mut options = RequestLogOptions::new(16, 4, Duration::from_millis(10));
+        options.spill_dir = Some(spill_dir.clone());
+        let (writer, task) = RequestLogWriter::spawn(store.clone(), options);
+        wait_for_rows(&store, 5).await;
+        drop(writer);
+        task.await.unwrap();
+        assert_eq!(store.count_request_log().await.unwrap(), 5);
+        assert!(!path.exists(), "the earlier run's file was adopted");
+    }
+}
