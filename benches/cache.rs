@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::routing::post;
-use quartermaster::cache::index::dot;
 use quartermaster::cache::{HnswIndex, HnswParams};
+use quartermaster::index::dot;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 

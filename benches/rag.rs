@@ -36,8 +36,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use pgvector::Vector;
-use quartermaster::cache::index::dot;
 use quartermaster::embed::{EmbedConfig, EmbedService};
+use quartermaster::index::dot;
 use quartermaster::rag::embedded::EmbeddedStore;
 use quartermaster::rag::eval::{ingest_many, read_beir_corpus};
 use quartermaster::rag::pg::PgVectorStore;

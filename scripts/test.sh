@@ -3,6 +3,8 @@
 # runs the whole suite (unit, integration, socket, Python SDK end-to-end), stops PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# README's Layout and lib.rs's module list must match the tree.
+python3 scripts/layout.py --check
 eval "$(scripts/pg.sh start)"
 trap 'scripts/pg.sh stop >/dev/null 2>&1 || true' EXIT
 export QM_TEST_DATABASE_URL="$DATABASE_URL"
@@ -11,7 +13,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo test --locked "$@"
 # The Qdrant backend needs a Qdrant server, which no package registry here provides.
 if [ -n "${QDRANT_URL:-}" ]; then
-    cargo test --locked --test cache_qdrant -- --ignored
+    cargo test --locked --test it cache_qdrant -- --ignored
 else
-    echo "SKIPPED tests/cache_qdrant.rs (the Qdrant cache backend): QDRANT_URL is not set" >&2
+    echo "SKIPPED tests/it/cache_qdrant.rs (the Qdrant cache backend): QDRANT_URL is not set" >&2
 fi

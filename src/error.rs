@@ -1,357 +1,271 @@
-//! The API's error type and the one place that maps every failure to an HTTP status and a
-//! stable machine code, in OpenAI's envelope `{"error":{"message","type","param","code"}}`.
-//!
-//! Handlers return `Result<_, ApiError>`; lower layers have their own error enums and convert
-//! at the boundary. A 5xx never leaks internals: the cause is logged once, the client gets a
-//! generic message.
+//! The one table of the gateway's error codes: every failure, whichever module it comes
+//! from, is one of these [`Code`]s, each with its HTTP status, its OpenAI error `type` and
+//! its stable machine name (meilisearch's `ErrorCode` pattern). Domain modules return their
+//! own error types and say which code each is ([`ErrorCode`]); the HTTP layer turns codes
+//! into responses in each door's own shape, and the request log records the same codes. No
+//! module writes a code string of its own.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-
-/// Every error the API can return, one variant per stable `code`.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{message}")]
-    InvalidRequest {
-        message: String,
-        param: Option<String>,
-    },
-    #[error("request body is not valid JSON: {0}")]
-    InvalidJson(String),
-    #[error("request body is not valid UTF-8")]
+/// A stable error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    InvalidRequest,
+    InvalidJson,
     InvalidUtf8,
-    #[error("request body exceeds the limit of {limit} bytes")]
-    BodyTooLarge { limit: usize },
-    #[error("the request body did not arrive in time (server.body_read_timeout_secs)")]
+    InvalidHttp,
+    RequestTooLarge,
+    RequestHeaderTooLarge,
     RequestTimeout,
-    #[error("unsupported media type: expected application/json")]
     UnsupportedMediaType,
-    /// A document that cannot be ingested (unsupported type, corrupt, empty, too large).
-    #[error("{message}")]
-    Document {
-        status: u16,
-        code: &'static str,
-        message: String,
-    },
-    #[error("missing API key")]
+    UnsupportedFileType,
+    CorruptDocument,
+    InvalidEncoding,
+    EmptyDocument,
+    InvalidDocument,
+    DocumentTooLarge,
     MissingApiKey,
-    #[error("invalid API key")]
     InvalidApiKey,
-    #[error("the model `{0}` does not exist or you do not have access to it")]
-    ModelNotFound(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("rate limit exceeded: retry after {retry_after_secs}s")]
-    RateLimited { retry_after_secs: u64 },
-    #[error("{message}")]
-    Overloaded {
-        message: String,
-        retry_after_secs: u64,
-    },
-    /// The upstream answered with an error status; its message is passed on because it is
-    /// the client's business (bad parameters, content policy, quota), not ours.
-    #[error("upstream error ({status}): {message}")]
-    Upstream {
-        status: u16,
-        message: String,
-        code: Option<String>,
-    },
-    #[error("upstream timed out")]
-    UpstreamTimeout,
-    #[error("upstream unavailable")]
-    UpstreamUnavailable,
-    /// The database cannot be reached or does not take writes right now.
-    #[error("the service's database is unavailable; retry shortly")]
-    StoreUnavailable,
-    /// A per-tenant or per-key limit or budget (requests or tokens per minute, spend per
-    /// day or month).
-    #[error("{message}")]
-    LimitExceeded {
-        code: &'static str,
-        message: String,
-        retry_after_secs: u64,
-    },
-    #[error("invalid webhook signature: {0}")]
-    InvalidSignature(String),
-    #[error("this Idempotency-Key was used with a different request; use a new key")]
-    IdempotencyKeyReused,
-    #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
-    IdempotencyKeyInUse,
-    /// The tenant is past its dunning grace period: only some models are served.
-    #[error("{0}")]
-    PaymentRequired(String),
-    #[error("missing or invalid admin key")]
-    AdminUnauthorized,
-    #[error("the admin API is disabled: set admin.api_key_env (or admin.api_key)")]
+    InvalidAdminKey,
     AdminDisabled,
-    /// Anything else: logged with its cause, returned as a generic 500.
-    #[error("internal error: {0}")]
-    Internal(String),
+    PaymentRequired,
+    ModelNotFound,
+    NotFound,
+    MethodNotAllowed,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    RateLimitExceeded,
+    TooManyFailedAuthentications,
+    RequestsPerMinuteExceeded,
+    TokensPerMinuteExceeded,
+    DailyBudgetExceeded,
+    MonthlyBudgetExceeded,
+    InvalidSignature,
+    UpstreamError,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    Overloaded,
+    StoreUnavailable,
+    Internal,
 }
 
-/// OpenAI's error envelope.
-#[derive(Debug, Serialize)]
-pub struct ErrorEnvelope<'a> {
-    pub error: ErrorBody<'a>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ErrorBody<'a> {
-    pub message: String,
-    #[serde(rename = "type")]
-    pub kind: &'a str,
-    pub param: Option<String>,
-    pub code: Option<String>,
-}
-
-impl ApiError {
-    pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
-        ApiError::InvalidRequest {
-            message: message.into(),
-            param: param.into(),
-        }
-    }
-
-    /// `(status, type, code)`: the one table of the API's error codes.
-    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
-        use ApiError::*;
+impl Code {
+    /// `(HTTP status, OpenAI error type, machine name)`.
+    pub const fn parts(self) -> (u16, &'static str, &'static str) {
+        use Code::*;
+        const REQ: &str = "invalid_request_error";
         match self {
-            InvalidRequest { .. } => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_request",
-            ),
-            InvalidJson(_) => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_json",
-            ),
-            InvalidUtf8 => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_utf8",
-            ),
-            BodyTooLarge { .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "request_too_large",
-            ),
-            RequestTimeout => (
-                StatusCode::REQUEST_TIMEOUT,
-                "invalid_request_error",
-                "request_timeout",
-            ),
-            UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "invalid_request_error",
-                "unsupported_media_type",
-            ),
-            Document { status, code, .. } => (
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
-                "invalid_request_error",
-                code,
-            ),
-            MissingApiKey => (
-                StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
-                "missing_api_key",
-            ),
-            InvalidApiKey => (
-                StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
-                "invalid_api_key",
-            ),
-            ModelNotFound(_) => (
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-            ),
-            NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
-            RateLimited { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "rate_limit_exceeded",
-            ),
-            Overloaded { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "overloaded",
-            ),
-            Upstream { status, .. } => (
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
-                "upstream_error",
-                "upstream_error",
-            ),
-            UpstreamTimeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_error",
-                "upstream_timeout",
-            ),
-            UpstreamUnavailable => (
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                "upstream_unavailable",
-            ),
-            StoreUnavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "store_unavailable",
-            ),
-            LimitExceeded { code, .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code),
-            InvalidSignature(_) => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_signature",
-            ),
-            IdempotencyKeyReused => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request_error",
-                "idempotency_key_reused",
-            ),
-            IdempotencyKeyInUse => (
-                StatusCode::CONFLICT,
-                "invalid_request_error",
-                "idempotency_key_in_use",
-            ),
-            PaymentRequired(_) => (
-                StatusCode::PAYMENT_REQUIRED,
-                "billing_error",
-                "payment_required",
-            ),
-            AdminUnauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
-                "invalid_admin_key",
-            ),
-            AdminDisabled => (StatusCode::FORBIDDEN, "permission_error", "admin_disabled"),
-            Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "internal_error",
-            ),
+            InvalidRequest => (400, REQ, "invalid_request"),
+            InvalidJson => (400, REQ, "invalid_json"),
+            InvalidUtf8 => (400, REQ, "invalid_utf8"),
+            InvalidHttp => (400, REQ, "invalid_http"),
+            RequestTooLarge => (413, REQ, "request_too_large"),
+            RequestHeaderTooLarge => (431, REQ, "request_header_too_large"),
+            RequestTimeout => (408, REQ, "request_timeout"),
+            UnsupportedMediaType => (415, REQ, "unsupported_media_type"),
+            UnsupportedFileType => (415, REQ, "unsupported_file_type"),
+            CorruptDocument => (422, REQ, "corrupt_document"),
+            InvalidEncoding => (422, REQ, "invalid_encoding"),
+            EmptyDocument => (422, REQ, "empty_document"),
+            InvalidDocument => (422, REQ, "invalid_document"),
+            DocumentTooLarge => (413, REQ, "document_too_large"),
+            MissingApiKey => (401, REQ, "missing_api_key"),
+            InvalidApiKey => (401, REQ, "invalid_api_key"),
+            InvalidAdminKey => (401, REQ, "invalid_admin_key"),
+            AdminDisabled => (403, "permission_error", "admin_disabled"),
+            PaymentRequired => (402, "billing_error", "payment_required"),
+            ModelNotFound => (404, REQ, "model_not_found"),
+            NotFound => (404, REQ, "not_found"),
+            MethodNotAllowed => (405, REQ, "invalid_request"),
+            IdempotencyKeyInUse => (409, REQ, "idempotency_key_in_use"),
+            IdempotencyKeyReused => (422, REQ, "idempotency_key_reused"),
+            RateLimitExceeded => (429, "rate_limit_error", "rate_limit_exceeded"),
+            TooManyFailedAuthentications => {
+                (429, "rate_limit_error", "too_many_failed_authentications")
+            }
+            RequestsPerMinuteExceeded => (429, "rate_limit_error", "requests_per_minute_exceeded"),
+            TokensPerMinuteExceeded => (429, "rate_limit_error", "tokens_per_minute_exceeded"),
+            DailyBudgetExceeded => (429, "rate_limit_error", "daily_budget_exceeded"),
+            MonthlyBudgetExceeded => (429, "rate_limit_error", "monthly_budget_exceeded"),
+            InvalidSignature => (400, REQ, "invalid_signature"),
+            UpstreamError => (502, "upstream_error", "upstream_error"),
+            UpstreamUnavailable => (502, "upstream_error", "upstream_unavailable"),
+            UpstreamTimeout => (504, "upstream_error", "upstream_timeout"),
+            Overloaded => (503, "server_error", "overloaded"),
+            StoreUnavailable => (503, "server_error", "store_unavailable"),
+            Internal => (500, "server_error", "internal_error"),
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub const fn status(self) -> u16 {
         self.parts().0
     }
 
-    pub fn code(&self) -> &'static str {
+    /// OpenAI's error `type`.
+    pub const fn kind(self) -> &'static str {
+        self.parts().1
+    }
+
+    pub const fn name(self) -> &'static str {
         self.parts().2
     }
+}
 
-    /// The envelope the client sees; internals of a 500 are replaced by a generic message.
-    pub fn envelope(&self) -> ErrorEnvelope<'static> {
-        let (_, kind, code) = self.parts();
-        let (message, param, code) = match self {
-            ApiError::Internal(_) => ("internal server error".to_string(), None, code.to_string()),
-            ApiError::InvalidRequest { message, param } => {
-                (message.clone(), param.clone(), code.to_string())
-            }
-            ApiError::Upstream {
-                message, code: up, ..
-            } => (
-                message.clone(),
-                None,
-                up.clone().unwrap_or_else(|| code.to_string()),
-            ),
-            other => (other.to_string(), None, code.to_string()),
-        };
-        ErrorEnvelope {
-            error: ErrorBody {
-                message,
-                kind,
-                param,
-                code: Some(code),
-            },
+/// A domain error's place in the table.
+pub trait ErrorCode {
+    fn error_code(&self) -> Code;
+
+    /// The HTTP status; the code's own unless the error carries another (an upstream's 4xx
+    /// is passed on as it came).
+    fn http_status(&self) -> u16 {
+        self.error_code().status()
+    }
+}
+
+impl ErrorCode for crate::store::StoreError {
+    fn error_code(&self) -> Code {
+        if self.is_outage() {
+            return Code::StoreUnavailable;
         }
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.envelope()).expect("error envelope serializes")
-    }
-
-    fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited { retry_after_secs }
-            | ApiError::LimitExceeded {
-                retry_after_secs, ..
+            crate::store::StoreError::NotFound(_) => Code::NotFound,
+            _ => Code::Internal,
+        }
+    }
+}
+
+impl ErrorCode for crate::providers::ProviderError {
+    fn error_code(&self) -> Code {
+        use crate::providers::ProviderError::*;
+        match self {
+            Status { .. } | MidStream { .. } => Code::UpstreamError,
+            Timeout => Code::UpstreamTimeout,
+            Connection(_) | Protocol(_) => Code::UpstreamUnavailable,
+        }
+    }
+
+    /// An upstream's 4xx is the client's business and keeps its status; anything else the
+    /// upstream did wrong is a 502 (a timeout a 504).
+    fn http_status(&self) -> u16 {
+        match self {
+            crate::providers::ProviderError::Status { status, .. }
+                if (400..500).contains(status) =>
+            {
+                *status
             }
-            | ApiError::Overloaded {
-                retry_after_secs, ..
-            } => Some(*retry_after_secs),
-            ApiError::StoreUnavailable => Some(1),
-            _ => None,
+            other => other.error_code().status(),
         }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self, code = self.code(), "request failed");
-        } else {
-            tracing::debug!(error = %self, code = self.code(), "request rejected");
-        }
-        metrics::counter!("qm_errors_total", "code" => self.code()).increment(1);
-        let mut response = (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            self.to_json(),
-        )
-            .into_response();
-        if let Some(secs) = self.retry_after() {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
-        if e.is_outage() {
-            tracing::warn!(error = %e, "store unavailable");
-            return ApiError::StoreUnavailable;
-        }
-        match e {
-            StoreError::NotFound(m) => ApiError::NotFound(m),
-            other => ApiError::Internal(format!("store: {other}")),
+impl ErrorCode for crate::rag::ExtractError {
+    fn error_code(&self) -> Code {
+        use crate::rag::ExtractError::*;
+        match self {
+            Unsupported(_) => Code::UnsupportedFileType,
+            CorruptPdf(_) => Code::CorruptDocument,
+            NotUtf8 => Code::InvalidEncoding,
+            Empty => Code::EmptyDocument,
+            BadLine { .. } => Code::InvalidDocument,
+            TooLarge(_) => Code::DocumentTooLarge,
+            Internal(_) => Code::Internal,
         }
     }
 }
 
-impl From<crate::rag::RagError> for ApiError {
-    fn from(e: crate::rag::RagError) -> Self {
-        use crate::rag::{ExtractError, RagError};
-        let doc = |status: u16, code: &'static str, message: String| ApiError::Document {
-            status,
-            code,
-            message,
+impl ErrorCode for crate::embed::EmbedError {
+    fn error_code(&self) -> Code {
+        match self {
+            crate::embed::EmbedError::Overloaded => Code::Overloaded,
+            _ => Code::Internal,
+        }
+    }
+}
+
+impl ErrorCode for crate::rag::RagError {
+    fn error_code(&self) -> Code {
+        use crate::rag::RagError::*;
+        match self {
+            Invalid(_) => Code::InvalidRequest,
+            Extract(x) => x.error_code(),
+            Embed(x) => x.error_code(),
+            Store(x) => x.error_code(),
+            Template(_) | Internal(_) => Code::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_distinct_name_or_a_shared_reason() {
+        // Only 405 shares `invalid_request` (with 400): a wrong method is a bad request.
+        let all = [
+            Code::InvalidRequest,
+            Code::InvalidJson,
+            Code::InvalidUtf8,
+            Code::InvalidHttp,
+            Code::RequestTooLarge,
+            Code::RequestHeaderTooLarge,
+            Code::RequestTimeout,
+            Code::UnsupportedMediaType,
+            Code::UnsupportedFileType,
+            Code::CorruptDocument,
+            Code::InvalidEncoding,
+            Code::EmptyDocument,
+            Code::InvalidDocument,
+            Code::DocumentTooLarge,
+            Code::MissingApiKey,
+            Code::InvalidApiKey,
+            Code::InvalidAdminKey,
+            Code::AdminDisabled,
+            Code::PaymentRequired,
+            Code::ModelNotFound,
+            Code::NotFound,
+            Code::IdempotencyKeyInUse,
+            Code::IdempotencyKeyReused,
+            Code::RateLimitExceeded,
+            Code::TooManyFailedAuthentications,
+            Code::RequestsPerMinuteExceeded,
+            Code::TokensPerMinuteExceeded,
+            Code::DailyBudgetExceeded,
+            Code::MonthlyBudgetExceeded,
+            Code::InvalidSignature,
+            Code::UpstreamError,
+            Code::UpstreamUnavailable,
+            Code::UpstreamTimeout,
+            Code::Overloaded,
+            Code::StoreUnavailable,
+            Code::Internal,
+        ];
+        let mut names: Vec<&str> = all.iter().map(|c| c.name()).collect();
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n);
+        assert_eq!(Code::MethodNotAllowed.name(), Code::InvalidRequest.name());
+    }
+
+    #[test]
+    fn an_upstream_4xx_keeps_its_status() {
+        use crate::providers::ProviderError;
+        let e = ProviderError::Status {
+            status: 404,
+            message: "no".into(),
+            code: None,
+            retry_after_secs: None,
         };
-        match e {
-            RagError::Invalid(m) => ApiError::invalid(m, None),
-            RagError::Extract(x) => match x {
-                ExtractError::Unsupported(_) => doc(415, "unsupported_file_type", x.to_string()),
-                ExtractError::CorruptPdf(_) => doc(422, "corrupt_document", x.to_string()),
-                ExtractError::NotUtf8 => doc(422, "invalid_encoding", x.to_string()),
-                ExtractError::Empty => doc(422, "empty_document", x.to_string()),
-                ExtractError::BadLine { .. } => doc(422, "invalid_document", x.to_string()),
-                ExtractError::TooLarge(_) => doc(413, "document_too_large", x.to_string()),
-                ExtractError::Internal(m) => ApiError::Internal(format!("extraction: {m}")),
-            },
-            RagError::Embed(crate::embed::EmbedError::Overloaded) => ApiError::Overloaded {
-                message: "the embedding queue is full".into(),
-                retry_after_secs: 1,
-            },
-            RagError::Embed(x) => ApiError::Internal(format!("embedding: {x}")),
-            RagError::Store(x) => ApiError::from(x),
-            RagError::Template(x) => ApiError::Internal(format!("grounding template: {x}")),
-            RagError::Internal(x) => ApiError::Internal(x),
-        }
+        assert_eq!(
+            (e.http_status(), e.error_code().name()),
+            (404, "upstream_error")
+        );
+        let e = ProviderError::Status {
+            status: 503,
+            message: "no".into(),
+            code: None,
+            retry_after_secs: None,
+        };
+        assert_eq!(e.http_status(), 502);
+        assert_eq!(ProviderError::Timeout.http_status(), 504);
     }
 }

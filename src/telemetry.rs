@@ -1,11 +1,36 @@
 //! Logs (pretty or JSON, through `tracing`) and the Prometheus recorder.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `quartermaster=debug,tower_http=info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
 
 /// Installs the global subscriber; `RUST_LOG` wins over the configured level.
 pub fn init_logging(config: &LogConfig) {
@@ -82,4 +107,36 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Metric handles kept by name (a route, a model), made on first use. Past `max` names, new
+/// ones are made afresh on every call instead of kept.
+pub struct Kept<T> {
+    map: std::sync::OnceLock<std::sync::RwLock<std::collections::HashMap<String, Arc<T>>>>,
+    max: usize,
+}
+
+impl<T> Kept<T> {
+    pub const fn new(max: usize) -> Self {
+        Self {
+            map: std::sync::OnceLock::new(),
+            max,
+        }
+    }
+
+    pub fn get(&self, name: &str, make: impl FnOnce() -> T) -> Arc<T> {
+        let map = self.map.get_or_init(Default::default);
+        if let Some(t) = map.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return t.clone();
+        }
+        let mut map = map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = map.get(name) {
+            return t.clone();
+        }
+        let t = Arc::new(make());
+        if map.len() < self.max {
+            map.insert(name.to_string(), t.clone());
+        }
+        t
+    }
 }

@@ -14,11 +14,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::extract::{ApiPath, ApiQuery};
+use super::extractors::{ApiPath, ApiQuery};
+use super::state::AppState;
+use crate::api::error::ApiError;
 use crate::auth::bearer_token;
-use crate::error::ApiError;
-use crate::server::AppState;
-use crate::store::on_pool;
+use crate::store::UsageGroup;
 
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
@@ -149,28 +149,7 @@ async fn redrive_all(State(state): State<Arc<AppState>>) -> Result<axum::Json<Va
 }
 
 async fn list_tenants(State(state): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        Option<i64>,
-        i64,
-        Option<String>,
-        Option<String>,
-    );
-    let rows: Vec<Row> = on_pool!(&state.store, p => sqlx::query_as(
-        "SELECT id, name, plan, billing_status, past_due_since, credit_cents, stripe_customer_id, stripe_subscription_id \
-         FROM tenants ORDER BY name").fetch_all(p).await)
-    .map_err(internal)?;
-    let data: Vec<Value> = rows
-        .into_iter()
-        .map(|(id, name, plan, status, since, credit, customer, sub)| {
-            json!({"id": id, "name": name, "plan": plan, "billing_status": status,
-                   "past_due_since": since, "credit_cents": credit,
-                   "stripe_customer_id": customer, "stripe_subscription_id": sub})
-        })
-        .collect();
+    let data = state.store.list_tenants().await?;
     Ok(axum::Json(json!({"object": "list", "data": data})))
 }
 
@@ -193,36 +172,19 @@ async fn usage(
     State(state): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let column = match q.by.as_str() {
-        "tenant" => "tenant_id",
-        "key" => "key_id",
-        "model" => "model",
-        _ => {
-            return Err(ApiError::invalid(
-                "by must be one of tenant, key, model",
-                Some("by".to_string()),
-            ));
-        }
+    let Some(by) = UsageGroup::parse(&q.by) else {
+        return Err(ApiError::invalid(
+            "by must be one of tenant, key, model",
+            Some("by".to_string()),
+        ));
     };
-    let sql = format!(
-        "SELECT COALESCE({column}, '-'), COUNT(*), \
-                CAST(COALESCE(SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END), 0) AS BIGINT), \
-                CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT), CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT), \
-                CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION), \
-                CAST(COALESCE(SUM(CASE WHEN status = 'cache_hit' THEN 1 ELSE 0 END), 0) AS BIGINT), \
-                CAST(COALESCE(SUM(saved_usd), 0) AS DOUBLE PRECISION) \
-         FROM request_log WHERE created_at >= $1 GROUP BY {column} ORDER BY 1"
-    );
-    type Row = (String, i64, i64, i64, i64, f64, i64, f64);
-    let rows: Vec<Row> =
-        on_pool!(&state.store, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-        .bind(q.since_ms).fetch_all(p).await)
-        .map_err(internal)?;
+    let rows = state.store.usage_report(by, q.since_ms).await?;
     let data: Vec<Value> = rows
         .into_iter()
-        .map(|(group, requests, ok, tin, tout, cost, hits, saved)| {
-            json!({q.by.clone(): group, "requests": requests, "succeeded": ok, "tokens_in": tin,
-                   "tokens_out": tout, "spend_usd": cost, "cache_hits": hits, "savings_usd": saved})
+        .map(|r| {
+            json!({q.by.clone(): r.group, "requests": r.requests, "succeeded": r.succeeded,
+                   "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "spend_usd": r.spend_usd,
+                   "cache_hits": r.cache_hits, "savings_usd": r.savings_usd})
         })
         .collect();
     Ok(axum::Json(
@@ -235,19 +197,8 @@ async fn routing(
     State(state): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    type Row = (Option<String>, Option<String>, String, i64);
-    let rows: Vec<Row> = on_pool!(&state.store, p => sqlx::query_as(
-        "SELECT route_tier, route_reason, model, COUNT(*) FROM request_log WHERE created_at >= $1 \
-         GROUP BY route_tier, route_reason, model ORDER BY 1, 2, 3")
-        .bind(q.since_ms).fetch_all(p).await)
-    .map_err(internal)?;
-    let data: Vec<Value> = rows
-        .into_iter()
-        .map(|(tier, reason, model, n)| {
-            json!({"tier": tier, "reason": reason, "model": model, "requests": n})
-        })
-        .collect();
-    let live = state.live.load();
+    let data = state.store.routing_report(q.since_ms).await?;
+    let live = state.chat.live.load();
     Ok(axum::Json(json!({
         "object": "list",
         "data": data,

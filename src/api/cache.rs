@@ -8,15 +8,14 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::{ApiJson, ApiPath};
+use super::extractors::{ApiJson, ApiPath};
+use super::state::AppState;
+use crate::api::error::ApiError;
 use crate::auth::Principal;
 use crate::cache::Cache;
-use crate::error::ApiError;
-use crate::server::AppState;
-use crate::store::on_pool;
 
 fn cache(state: &AppState) -> Result<&Arc<Cache>, ApiError> {
-    state.cache.as_ref().ok_or_else(|| {
+    state.chat.cache.as_ref().ok_or_else(|| {
         ApiError::NotFound("the response cache is disabled ([cache] enabled = false)".into())
     })
 }
@@ -139,10 +138,7 @@ pub async fn admin_invalidate(
     let tenant_id = match &body.tenant {
         None => None,
         Some(t) => {
-            let id: Option<String> = on_pool!(&state.store, p => sqlx::query_scalar(
-                "SELECT id FROM tenants WHERE id = $1 OR name = $1")
-                .bind(t).fetch_optional(p).await)
-            .map_err(internal)?;
+            let id = state.store.find_tenant_id(t).await?;
             // Unauthenticated gateways cache under the tenant id "default", which has no row.
             Some(id.unwrap_or_else(|| t.clone()))
         }

@@ -9,10 +9,10 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::ApiJson;
+use super::extractors::ApiJson;
+use super::state::AppState;
+use crate::api::error::ApiError;
 use crate::embed::EmbedError;
-use crate::error::ApiError;
-use crate::server::AppState;
 
 /// OpenAI's per-request input limit.
 const MAX_INPUTS: usize = 2048;
@@ -85,6 +85,7 @@ pub async fn embeddings(
     ApiJson(req): ApiJson<EmbeddingsRequest>,
 ) -> Result<Response, ApiError> {
     let Some(embedder) = state
+        .chat
         .embedder
         .as_ref()
         .filter(|e| e.model_name == req.model)

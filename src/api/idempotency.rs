@@ -18,115 +18,17 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::state::AppState;
+use crate::api::error::ApiError;
 use crate::auth::Principal;
-use crate::error::ApiError;
-use crate::server::AppState;
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::idempotency::{Begin, begin, finish, release};
+use crate::store::Store;
 
-use super::extract::read_bytes;
+use super::extractors::read_bytes;
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
 const MAX_KEY_LEN: usize = 255;
-
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IdempotencyConfig {
-    pub enabled: bool,
-    /// How long a key (and its stored response) lives.
-    pub ttl_secs: u64,
-}
-
-impl Default for IdempotencyConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            ttl_secs: 86_400,
-        }
-    }
-}
-
-enum Begin {
-    /// The key is new: run the request.
-    Run,
-    Replay {
-        status: u16,
-        content_type: Option<String>,
-        body: Vec<u8>,
-    },
-    InUse,
-    Mismatch,
-}
-
-async fn begin(
-    store: &Store,
-    tenant: &str,
-    key: &str,
-    hash: &str,
-    ttl_ms: i64,
-) -> Result<Begin, StoreError> {
-    let now = now_ms();
-    // New, or expired (then taken over as new): one statement either way.
-    let inserted = on_pool!(store, p => sqlx::query(
-        "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, state, created_at) VALUES ($1, $2, $3, 'pending', $4) \
-         ON CONFLICT (tenant_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash, state = 'pending', \
-         status_code = NULL, content_type = NULL, body = NULL, created_at = excluded.created_at \
-         WHERE idempotency_keys.created_at < $5")
-        .bind(tenant).bind(key).bind(hash).bind(now).bind(now - ttl_ms)
-        .execute(p).await.map(|r| r.rows_affected() == 1))?;
-    if inserted {
-        return Ok(Begin::Run);
-    }
-    type Row = (String, String, Option<i64>, Option<String>, Option<Vec<u8>>);
-    let row: Option<Row> = on_pool!(store, p => sqlx::query_as(
-        "SELECT request_hash, state, status_code, content_type, body FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2")
-        .bind(tenant).bind(key).fetch_optional(p).await)?;
-    Ok(match row {
-        // Released between our insert and select: treat as in use; the client retries.
-        None => Begin::InUse,
-        Some((stored_hash, _, _, _, _)) if stored_hash != hash => Begin::Mismatch,
-        Some((_, state, Some(status), content_type, Some(body))) if state == "done" => {
-            Begin::Replay {
-                status: status as u16,
-                content_type,
-                body,
-            }
-        }
-        Some(_) => Begin::InUse,
-    })
-}
-
-async fn finish(
-    store: &Store,
-    tenant: &str,
-    key: &str,
-    status: u16,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Result<(), StoreError> {
-    on_pool!(store, p => sqlx::query(
-        "UPDATE idempotency_keys SET state = 'done', status_code = $1, content_type = $2, body = $3 \
-         WHERE tenant_id = $4 AND idem_key = $5 AND state = 'pending'")
-        .bind(i64::from(status)).bind(content_type).bind(body).bind(tenant).bind(key)
-        .execute(p).await.map(|_| ()))?;
-    Ok(())
-}
-
-async fn release(store: &Store, tenant: &str, key: &str) -> Result<(), StoreError> {
-    on_pool!(store, p => sqlx::query(
-        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2 AND state = 'pending'")
-        .bind(tenant).bind(key).execute(p).await.map(|_| ()))?;
-    Ok(())
-}
-
-/// Deletes keys older than the TTL (run by the housekeeping job).
-pub async fn purge_expired(store: &Store, ttl_secs: u64) -> Result<u64, StoreError> {
-    let before = now_ms() - ttl_secs as i64 * 1000;
-    Ok(
-        on_pool!(store, p => sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-        .bind(before).execute(p).await.map(|r| r.rows_affected()))?,
-    )
-}
 
 /// Releases a pending key when the response is dropped before it was stored.
 struct ReleaseGuard {
@@ -168,30 +70,15 @@ impl Drop for ReleaseGuard {
 
 /// The middleware (on the authenticated POST routes).
 pub async fn idempotency(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if req.method() != axum::http::Method::POST {
+    if req.method() != axum::http::Method::POST || !state.config.idempotency.enabled {
         return next.run(req).await;
     }
     let Some(raw) = req.headers().get(HEADER) else {
         return next.run(req).await;
     };
-    if !state.config.idempotency.enabled {
-        return next.run(req).await;
-    }
-    let key = match raw.to_str() {
-        Ok(k)
-            if !k.is_empty()
-                && k.len() <= MAX_KEY_LEN
-                && k.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            k.to_string()
-        }
-        _ => {
-            return ApiError::invalid(
-                format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
-                Some("Idempotency-Key".into()),
-            )
-            .into_response();
-        }
+    let key = match parse_key(raw) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
     };
     let Some(tenant) = req
         .extensions()
@@ -205,41 +92,24 @@ pub async fn idempotency(State(state): State<Arc<AppState>>, req: Request, next:
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let mut hasher = Sha256::new();
-    hasher.update(parts.method.as_str().as_bytes());
-    hasher.update(b" ");
-    hasher.update(parts.uri.path().as_bytes());
-    hasher.update(b"\n");
-    hasher.update(&bytes);
-    let hash = hex::encode(hasher.finalize());
+    let hash = request_hash(&parts, &bytes);
     let store = state.store.clone();
     let ttl_ms = state.config.idempotency.ttl_secs as i64 * 1000;
     match begin(&store, &tenant, &key, &hash, ttl_ms).await {
-        Err(e) => return ApiError::Internal(format!("idempotency store: {e}")).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
         Ok(Begin::Mismatch) => return ApiError::IdempotencyKeyReused.into_response(),
         Ok(Begin::InUse) => return ApiError::IdempotencyKeyInUse.into_response(),
         Ok(Begin::Replay {
             status,
             content_type,
             body,
-        }) => {
-            metrics::counter!("qm_idempotent_replays_total").increment(1);
-            let mut response = Response::new(Body::from(body));
-            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
-                response.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
-            response
-                .headers_mut()
-                .insert(REPLAYED, HeaderValue::from_static("true"));
-            return response;
-        }
+        }) => return replayed(status, content_type, body),
         Ok(Begin::Run) => {}
     }
     let mut guard = ReleaseGuard {
-        store: store.clone(),
-        tenant: tenant.clone(),
-        key: key.clone(),
+        store,
+        tenant,
+        key,
         armed: true,
     };
     let response = next
@@ -250,6 +120,55 @@ pub async fn idempotency(State(state): State<Arc<AppState>>, req: Request, next:
         guard.release_now().await;
         return response;
     }
+    keep_when_complete(response, guard)
+}
+
+/// The key as sent, if it is 1 to 255 visible ASCII characters.
+fn parse_key(raw: &HeaderValue) -> Result<String, ApiError> {
+    match raw.to_str() {
+        Ok(k)
+            if !k.is_empty()
+                && k.len() <= MAX_KEY_LEN
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(k.to_string())
+        }
+        _ => Err(ApiError::invalid(
+            format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+            Some("Idempotency-Key".into()),
+        )),
+    }
+}
+
+/// What makes two requests the same: method, path and body.
+fn request_hash(parts: &axum::http::request::Parts, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str().as_bytes());
+    hasher.update(b" ");
+    hasher.update(parts.uri.path().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body);
+    hex::encode(hasher.finalize())
+}
+
+/// A stored response, sent again.
+fn replayed(status: u16, content_type: Option<String>, body: Vec<u8>) -> Response {
+    metrics::counter!("qm_idempotent_replays_total").increment(1);
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    response
+        .headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+/// Passes the body through as it is produced, keeping a copy, and stores it once complete.
+/// A stream that carries an error event, or is cut off, releases the key instead.
+fn keep_when_complete(response: Response, mut guard: ReleaseGuard) -> Response {
+    let status = response.status();
     let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -262,7 +181,6 @@ pub async fn idempotency(State(state): State<Arc<AppState>>, req: Request, next:
     parts
         .headers
         .insert(REPLAYED, HeaderValue::from_static("false"));
-    // Pass the body through as it is produced, keeping a copy; store it once complete.
     let tee = async_stream::stream! {
         let mut upstream = body.into_data_stream();
         let mut copy: Vec<u8> = Vec::new();
@@ -286,6 +204,7 @@ pub async fn idempotency(State(state): State<Arc<AppState>>, req: Request, next:
             }
         }
         if !failed_stream {
+            let (store, tenant, key) = (guard.store.clone(), guard.tenant.clone(), guard.key.clone());
             match finish(&store, &tenant, &key, status.as_u16(), content_type.as_deref(), &copy).await {
                 Ok(()) => guard.armed = false,
                 Err(e) => tracing::warn!(error = %e, "could not store an idempotent response"),
@@ -312,51 +231,5 @@ mod tests {
             b"data: {\"a\":1}\n\ndata: {\"error\":{}}\n\n"
         ));
         assert!(!has_error_event(b"data: {\"a\":1}\n\ndata: [DONE]\n\n"));
-    }
-
-    #[tokio::test]
-    async fn begin_finish_replay_mismatch_expiry() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("i.db").display());
-        let store = Store::connect(&url, 2).await.unwrap();
-        let ttl = 60_000;
-        assert!(matches!(
-            begin(&store, "t", "k", "h1", ttl).await.unwrap(),
-            Begin::Run
-        ));
-        assert!(matches!(
-            begin(&store, "t", "k", "h1", ttl).await.unwrap(),
-            Begin::InUse
-        ));
-        assert!(matches!(
-            begin(&store, "t", "k", "h2", ttl).await.unwrap(),
-            Begin::Mismatch
-        ));
-        // Another tenant's key of the same name is unrelated.
-        assert!(matches!(
-            begin(&store, "u", "k", "h2", ttl).await.unwrap(),
-            Begin::Run
-        ));
-        finish(&store, "t", "k", 200, Some("application/json"), b"{}")
-            .await
-            .unwrap();
-        match begin(&store, "t", "k", "h1", ttl).await.unwrap() {
-            Begin::Replay { status, body, .. } => {
-                assert_eq!(status, 200);
-                assert_eq!(body, b"{}");
-            }
-            _ => panic!("expected a replay"),
-        }
-        release(&store, "u", "k").await.unwrap();
-        assert!(matches!(
-            begin(&store, "u", "k", "h3", ttl).await.unwrap(),
-            Begin::Run
-        ));
-        // Past the TTL the key is free for a different request.
-        assert!(matches!(
-            begin(&store, "t", "k", "h9", -1).await.unwrap(),
-            Begin::Run
-        ));
-        purge_expired(&store, 3600).await.unwrap();
     }
 }

@@ -2,15 +2,22 @@
 //! limits) and the fallbacks that keep every error in OpenAI's shape.
 
 mod admin;
+mod body;
 mod cache;
-mod chat;
+mod chat_completions;
+pub mod controls;
 mod documents;
 mod embeddings;
-pub mod extract;
+pub mod error;
+pub mod extractors;
 pub mod idempotency;
 mod ops;
+mod sse;
+mod state;
+mod webhooks;
 
 pub use admin::admin_key_hash;
+pub use state::{AppState, Chat};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,18 +35,20 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Principal, bearer_token};
-use crate::error::ApiError;
-use crate::server::AppState;
 use crate::store::Tenant;
-use extract::BodyLimit;
+use error::ApiError;
+use extractors::BodyLimit;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: Arc<AppState>) -> Router {
     let config = state.config.clone();
     let v1 = Router::new()
-        .route("/v1/models", get(chat::list_models))
-        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(chat_completions::list_models))
+        .route(
+            "/v1/chat/completions",
+            post(chat_completions::chat_completions),
+        )
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route(
             "/v1/cache/entries/{id}",
@@ -102,7 +111,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/webhooks/stripe", post(crate::billing::stripe_webhook))
+        .route("/webhooks/stripe", post(webhooks::stripe))
         .merge(admin::router(state.clone()))
         .merge(v1)
         .fallback(not_found)
@@ -112,7 +121,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn(move |mut req: Request, next: Next| async move {
             req.extensions_mut().insert(BodyLimit(limit));
             let req = req.map(|b| {
-                axum::body::Body::new(crate::server::DeadlineBody::new(b, body_deadline))
+                axum::body::Body::new(body::DeadlineBody::new(b, body_deadline))
             });
             next.run(req).await
         }))
@@ -177,7 +186,7 @@ async fn verify_with_limit(
 ) -> Result<Principal, Response> {
     if let Some(Err(retry_after_secs)) = peer.map(|ip| state.failed_auth.check(ip)) {
         return Err(ApiError::LimitExceeded {
-            code: "too_many_failed_authentications",
+            code: crate::error::Code::TooManyFailedAuthentications,
             message: "too many failed authentications from this address; retry later".into(),
             retry_after_secs,
         }
@@ -263,7 +272,8 @@ struct RouteMetrics {
 
 impl RouteMetrics {
     fn of(route: &str) -> Arc<RouteMetrics> {
-        static ROUTES: Kept<RouteMetrics> = Kept::new(usize::MAX);
+        static ROUTES: crate::telemetry::Kept<RouteMetrics> =
+            crate::telemetry::Kept::new(usize::MAX);
         ROUTES.get(route, || RouteMetrics {
             route: route.to_string(),
             duration: metrics::histogram!("qm_http_request_duration_seconds", "route" => route.to_string()),
@@ -299,48 +309,10 @@ async fn not_found(req: Request) -> ApiError {
     ))
 }
 
-async fn method_not_allowed(req: Request) -> Response {
-    let err = ApiError::invalid(
-        format!(
-            "method {} is not allowed on {}",
-            req.method(),
-            req.uri().path()
-        ),
-        None,
-    );
-    let mut response = err.into_response();
-    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
-    response
-}
-
-/// Metric handles kept by name (a route, a model), made on first use. Past `max` names, new
-/// ones are made afresh on every call instead of kept.
-pub(crate) struct Kept<T> {
-    map: std::sync::OnceLock<std::sync::RwLock<std::collections::HashMap<String, Arc<T>>>>,
-    max: usize,
-}
-
-impl<T> Kept<T> {
-    pub(crate) const fn new(max: usize) -> Self {
-        Self {
-            map: std::sync::OnceLock::new(),
-            max,
-        }
-    }
-
-    pub(crate) fn get(&self, name: &str, make: impl FnOnce() -> T) -> Arc<T> {
-        let map = self.map.get_or_init(Default::default);
-        if let Some(t) = map.read().unwrap_or_else(|e| e.into_inner()).get(name) {
-            return t.clone();
-        }
-        let mut map = map.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = map.get(name) {
-            return t.clone();
-        }
-        let t = Arc::new(make());
-        if map.len() < self.max {
-            map.insert(name.to_string(), t.clone());
-        }
-        t
-    }
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "method {} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ))
 }

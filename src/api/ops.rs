@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use crate::server::AppState;
+use super::state::AppState;
 
 /// The process is up.
 pub async fn healthz() -> impl IntoResponse {

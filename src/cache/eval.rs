@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::index::{HnswIndex, HnswParams};
 use super::verify::{self, Check, FEATURES, LearnedVerifier};
 use crate::embed::EmbedModel;
+use crate::index::{HnswIndex, HnswParams};
 
 /// One labeled pair.
 #[derive(Debug, Clone)]

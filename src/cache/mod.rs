@@ -4,8 +4,10 @@
 //! survive the verification stage (`verify`). Entries live in the store (the source of
 //! truth, checksummed); the vector index is rebuilt from it at start.
 
+mod backend;
+mod config;
+mod controls;
 pub mod eval;
-pub mod index;
 pub mod key;
 pub mod qdrant;
 pub mod verify;
@@ -14,260 +16,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+pub use crate::index::{Candidate, HnswIndex, HnswParams};
 use crate::store::{Store, StoreError, now_ms, on_pool};
 use crate::types::Usage;
-pub use index::{Candidate, HnswIndex, HnswParams, VectorIndex};
+pub use backend::{IndexError, VectorIndex};
+pub use config::*;
+pub use controls::*;
 pub use key::{CacheKeys, NotCacheable, cache_keys};
 pub use verify::Check;
-
-/// Request header: `on` (default), `off`, `no-read`, `no-write`, `refresh`.
-pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache");
-/// Request header: seconds the stored answer lives.
-pub const TTL_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache-ttl");
-/// Request header: the similarity a semantic hit needs, 0..=1.
-pub const THRESHOLD_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache-threshold");
-/// Request header: comma-separated tags for the stored answer (invalidation by tag).
-pub const TAGS_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache-tags");
-/// Response headers.
-pub const KIND_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache-kind");
-pub const SIMILARITY_HEADER: HeaderName =
-    HeaderName::from_static("x-quartermaster-cache-similarity");
-pub const ENTRY_HEADER: HeaderName = HeaderName::from_static("x-quartermaster-cache-entry");
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum IndexBackend {
-    #[default]
-    Hnsw,
-    Qdrant,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {
-    pub enabled: bool,
-    /// Look up by meaning as well as exactly (needs the local embedder).
-    pub semantic: bool,
-    /// Cosine similarity a semantic candidate needs (from `quartermaster eval cache`).
-    pub threshold: f32,
-    /// The verification stage for semantic candidates: `learned` (rule checks, then the
-    /// learned verifier's probability), `rules` (rule checks only) or `none`.
-    pub verifier: VerifierMode,
-    /// The learned verifier's acceptance probability.
-    pub min_probability: f32,
-    /// Nearest candidates considered per lookup.
-    pub candidates: usize,
-    pub default_ttl_secs: u64,
-    /// Upper bound for `x-quartermaster-cache-ttl`.
-    pub max_ttl_secs: u64,
-    /// Least recently used entries beyond this are evicted, per tenant.
-    pub max_entries_per_tenant: u64,
-    /// How often expired and surplus entries are removed and graphs rebuilt.
-    pub sweep_interval_secs: u64,
-    /// Characters per content chunk when a hit is replayed as a stream.
-    pub replay_chunk_chars: usize,
-    /// Longest a lookup may take, per stage (the exact lookup in the store, the query's
-    /// embedding for the semantic one); past it the stage is skipped (a miss) rather than
-    /// waited for: a slow store or a busy embedder never holds a chat back for long.
-    pub lookup_deadline_ms: u64,
-    pub backend: IndexBackend,
-    pub hnsw: HnswParams,
-    pub qdrant: qdrant::QdrantConfig,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            semantic: true,
-            threshold: DEFAULT_THRESHOLD,
-            verifier: VerifierMode::Rules,
-            min_probability: DEFAULT_MIN_PROBABILITY,
-            candidates: 5,
-            default_ttl_secs: 24 * 3600,
-            max_ttl_secs: 30 * 24 * 3600,
-            max_entries_per_tenant: 100_000,
-            sweep_interval_secs: 30,
-            replay_chunk_chars: 24,
-            lookup_deadline_ms: 250,
-            backend: IndexBackend::Hnsw,
-            hnsw: HnswParams::default(),
-            qdrant: qdrant::QdrantConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum VerifierMode {
-    Learned,
-    #[default]
-    Rules,
-    None,
-}
-
-/// The defaults, chosen on the development pairs by `quartermaster eval cache --fit` (see
-/// README: "Semantic cache").
-/// With the rule checks (the default verifier): the lowest similarity keeping the false-hit
-/// rate at most 0.8 % on the tuning half of the development pairs (a margin under the 1 %
-/// goal: tuned for 1 %, the held-out half landed at 1.04-1.32 %).
-pub const DEFAULT_THRESHOLD: f32 = 0.97;
-/// With `verifier = "learned"`, use `threshold = 0.70` and this probability.
-pub const DEFAULT_MIN_PROBABILITY: f32 = 0.71;
-/// Learned verifier weights, fitted by `quartermaster eval cache --fit` on the development
-/// pairs (order: see `verify::features`).
-pub const DEFAULT_VERIFIER: verify::LearnedVerifier = verify::LearnedVerifier {
-    weights: [
-        6.547_084,
-        3.461_952,
-        -0.057_357_74,
-        -0.076_338_96,
-        -0.495_568_7,
-        -0.287_422_5,
-        -0.059_873_436,
-        -1.211_162,
-        -0.541_645_6,
-        0.050_568_29,
-        -0.254_710_35,
-    ],
-    bias: -8.115_519,
-};
-
-impl CacheConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if !(0.0..=1.0).contains(&self.min_probability) {
-            return Err("cache.min_probability must be between 0 and 1".into());
-        }
-        if !(0.0..=1.0).contains(&self.threshold) {
-            return Err("cache.threshold must be between 0 and 1".into());
-        }
-        if self.candidates == 0 || self.candidates > 100 {
-            return Err("cache.candidates must be between 1 and 100".into());
-        }
-        if self.default_ttl_secs == 0 || self.default_ttl_secs > self.max_ttl_secs {
-            return Err("cache.default_ttl_secs must be between 1 and max_ttl_secs".into());
-        }
-        if self.max_entries_per_tenant == 0 || self.sweep_interval_secs == 0 {
-            return Err("cache.max_entries_per_tenant and sweep_interval_secs must be > 0".into());
-        }
-        if self.replay_chunk_chars == 0 {
-            return Err("cache.replay_chunk_chars must be > 0".into());
-        }
-        if self.hnsw.m < 2 || self.hnsw.m > 255 || self.hnsw.ef_search == 0 {
-            return Err("cache.hnsw.m must be 2..=255 and ef_search > 0".into());
-        }
-        if self.backend == IndexBackend::Qdrant && self.qdrant.url.is_empty() {
-            return Err("cache.qdrant.url is required when cache.backend = \"qdrant\"".into());
-        }
-        Ok(())
-    }
-}
-
-/// What the client asked of the cache for one request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Controls {
-    pub read: bool,
-    pub write: bool,
-    pub ttl_secs: u64,
-    pub threshold: f32,
-    pub tags: Vec<String>,
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
-            ApiError::invalid(
-                format!("header {name} is not valid text"),
-                Some(name.to_string()),
-            )
-        }),
-    }
-}
-
-impl Controls {
-    /// Reads the request headers; a malformed value is a 400, never silently ignored.
-    pub fn from_headers(headers: &HeaderMap, config: &CacheConfig) -> Result<Self, ApiError> {
-        let bad = |name: &HeaderName, why: &str| {
-            ApiError::invalid(format!("header {name}: {why}"), Some(name.to_string()))
-        };
-        let (read, write) = match header_str(headers, &CACHE_HEADER)?
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("on") | Some("") => (true, true),
-            Some("off") => (false, false),
-            Some("no-read") => (false, true),
-            Some("no-write") => (true, false),
-            Some("refresh") => (false, true),
-            Some(_) => {
-                return Err(bad(
-                    &CACHE_HEADER,
-                    "must be one of on, off, no-read, no-write, refresh",
-                ));
-            }
-        };
-        let ttl_secs = match header_str(headers, &TTL_HEADER)? {
-            None => config.default_ttl_secs,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if n >= 1 && n <= config.max_ttl_secs => n,
-                _ => {
-                    return Err(bad(
-                        &TTL_HEADER,
-                        &format!(
-                            "must be whole seconds between 1 and {}",
-                            config.max_ttl_secs
-                        ),
-                    ));
-                }
-            },
-        };
-        let threshold = match header_str(headers, &THRESHOLD_HEADER)? {
-            None => config.threshold,
-            Some(v) => match v.parse::<f32>() {
-                Ok(t) if (0.0..=1.0).contains(&t) => t,
-                _ => return Err(bad(&THRESHOLD_HEADER, "must be a number between 0 and 1")),
-            },
-        };
-        let tags = match header_str(headers, &TAGS_HEADER)? {
-            None => Vec::new(),
-            Some(v) => parse_tags(v).map_err(|why| bad(&TAGS_HEADER, &why))?,
-        };
-        Ok(Self {
-            read,
-            write,
-            ttl_secs,
-            threshold,
-            tags,
-        })
-    }
-}
-
-/// Most tags on one entry, and in one invalidation request.
-pub const MAX_TAGS: usize = 32;
-
-/// Tags: comma-separated, each 1..=128 characters, at most [`MAX_TAGS`].
-pub fn parse_tags(v: &str) -> Result<Vec<String>, String> {
-    let mut tags: Vec<String> = Vec::new();
-    for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        if t.len() > 128 {
-            return Err("a tag is longer than 128 characters".into());
-        }
-        if !tags.iter().any(|x| x == t) {
-            tags.push(t.to_string());
-        }
-    }
-    if tags.len() > MAX_TAGS {
-        return Err(format!("at most {MAX_TAGS} tags"));
-    }
-    Ok(tags)
-}
 
 /// A stored answer: one assistant message with plain text content.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -327,19 +87,6 @@ pub struct Hit {
     pub answer: StoredAnswer,
     /// What the answer cost when it was generated: saved by serving it again.
     pub cost_usd: f64,
-}
-
-impl Hit {
-    pub fn set_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
-        headers.insert(KIND_HEADER, HeaderValue::from_static(self.kind.as_str()));
-        if let Ok(v) = HeaderValue::from_str(&format!("{:.4}", self.similarity)) {
-            headers.insert(SIMILARITY_HEADER, v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&self.entry_id) {
-            headers.insert(ENTRY_HEADER, v);
-        }
-    }
 }
 
 /// An entry's metadata (`GET /v1/cache/entries/{id}`).
@@ -852,31 +599,51 @@ mod tests {
     #[test]
     fn controls_parse_and_reject() {
         let cfg = CacheConfig::default();
-        let mut h = HeaderMap::new();
-        let c = Controls::from_headers(&h, &cfg).unwrap();
+        let c = Controls::parse(&ControlText::default(), &cfg).unwrap();
         assert!(c.read && c.write);
         assert_eq!(c.ttl_secs, cfg.default_ttl_secs);
-        h.insert(CACHE_HEADER, HeaderValue::from_static("refresh"));
-        h.insert(TTL_HEADER, HeaderValue::from_static("60"));
-        h.insert(THRESHOLD_HEADER, HeaderValue::from_static("0.97"));
-        h.insert(TAGS_HEADER, HeaderValue::from_static("doc:1, doc:2,doc:1"));
-        let c = Controls::from_headers(&h, &cfg).unwrap();
+        let text = ControlText {
+            mode: Some("refresh".into()),
+            ttl: Some("60".into()),
+            threshold: Some("0.97".into()),
+            tags: Some("doc:1, doc:2,doc:1".into()),
+        };
+        let c = Controls::parse(&text, &cfg).unwrap();
         assert_eq!((c.read, c.write, c.ttl_secs), (false, true, 60));
         assert_eq!(c.tags, vec!["doc:1", "doc:2"]);
-        for (name, bad) in [
-            (CACHE_HEADER, "sometimes"),
-            (TTL_HEADER, "0"),
-            (TTL_HEADER, "abc"),
-            (THRESHOLD_HEADER, "1.5"),
+        let some = |v: &str| Some(v.to_string());
+        for (header, bad) in [
+            (
+                CACHE_HEADER,
+                ControlText {
+                    mode: some("sometimes"),
+                    ..Default::default()
+                },
+            ),
+            (
+                TTL_HEADER,
+                ControlText {
+                    ttl: some("0"),
+                    ..Default::default()
+                },
+            ),
+            (
+                TTL_HEADER,
+                ControlText {
+                    ttl: some("abc"),
+                    ..Default::default()
+                },
+            ),
+            (
+                THRESHOLD_HEADER,
+                ControlText {
+                    threshold: some("1.5"),
+                    ..Default::default()
+                },
+            ),
         ] {
-            let mut h = HeaderMap::new();
-            h.insert(name.clone(), HeaderValue::from_static(bad));
-            let e = Controls::from_headers(&h, &cfg).unwrap_err();
-            assert_eq!(
-                e.status(),
-                axum::http::StatusCode::BAD_REQUEST,
-                "{name}: {bad}"
-            );
+            let e = Controls::parse(&bad, &cfg).unwrap_err();
+            assert_eq!(e.header, header, "{bad:?}");
         }
     }
 

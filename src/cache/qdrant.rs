@@ -15,7 +15,8 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::index::{Candidate, IndexError, VectorIndex};
+use super::backend::{IndexError, VectorIndex};
+use crate::index::Candidate;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

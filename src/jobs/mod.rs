@@ -21,6 +21,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{Pool, Store, StoreError, now_ms, on_pool};
 
+mod housekeeping;
+
+pub use housekeeping::HousekeepingJob;
+
+/// The daily clean-up job's kind.
+pub const JOB_HOUSEKEEPING: &str = "housekeeping";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobsConfig {

@@ -1,9 +1,11 @@
 //! Model providers behind one trait. The API layer asks a provider for a completion or a
 //! stream of chunks and never sees HTTP clients or model code; one file per backend.
 
+mod config;
 pub mod local;
 mod openai;
 
+pub use config::{ModelConfig, ProviderConfig, ProviderKind};
 pub use local::{LocalConfig, LocalProvider};
 pub use openai::OpenAiProvider;
 
@@ -13,7 +15,6 @@ use std::sync::Arc;
 
 use futures::Stream;
 
-use crate::config::{Config, ProviderKind};
 use crate::types::{ChatChunk, ChatCompletion, ChatCompletionRequest};
 
 /// Why a provider call failed, in terms the router and the API can act on.
@@ -92,18 +93,23 @@ pub struct ModelRegistry {
 }
 
 impl ModelRegistry {
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+    /// The served models: the `[models]` on their `[providers]`, and the local model.
+    pub fn build(
+        provider_configs: &BTreeMap<String, ProviderConfig>,
+        model_configs: &BTreeMap<String, ModelConfig>,
+        local_config: &LocalConfig,
+    ) -> anyhow::Result<Self> {
         let mut providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
-        for (name, p) in &config.providers {
+        for (name, p) in provider_configs {
             let provider: Arc<dyn Provider> = match p.kind {
                 ProviderKind::Openai => Arc::new(OpenAiProvider::new(name, p)?),
             };
             providers.insert(name.clone(), provider);
         }
         let mut models = BTreeMap::new();
-        if config.local.enabled {
-            let local: Arc<dyn Provider> = Arc::new(LocalProvider::load(&config.local)?);
-            let name = config.local.model_name.clone();
+        if local_config.enabled {
+            let local: Arc<dyn Provider> = Arc::new(LocalProvider::load(local_config)?);
+            let name = local_config.model_name.clone();
             models.insert(
                 name.clone(),
                 ModelRoute {
@@ -114,7 +120,7 @@ impl ModelRegistry {
             );
             providers.insert("local".into(), local);
         }
-        for (name, m) in &config.models {
+        for (name, m) in model_configs {
             let provider = providers
                 .get(&m.provider)
                 .expect("config validation checked the provider")

@@ -18,8 +18,8 @@ use eventsource_stream::{EventStreamError, Eventsource};
 use futures::StreamExt;
 use secrecy::ExposeSecret;
 
+use super::ProviderConfig;
 use super::{ChunkStream, Provider, ProviderError};
-use crate::config::ProviderConfig;
 use crate::types::{ChatChunk, ChatCompletion, ChatCompletionRequest, StreamOptions};
 
 pub struct OpenAiProvider {

@@ -14,8 +14,7 @@ use super::store::{
     ChunkRecord, ChunkStore, DocumentRecord, Filter, Metadata, ScoredChunk, metadata_from_text,
     vector_from_bytes, vector_to_bytes,
 };
-use crate::cache::index::dot;
-use crate::cache::{HnswIndex, HnswParams};
+use crate::index::{HnswIndex, HnswParams, dot};
 use crate::store::StoreError;
 
 /// No fingerprint: every chunk of a tenant is one search space.

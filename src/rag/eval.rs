@@ -177,17 +177,7 @@ pub async fn evaluate(
     let started = Instant::now();
     let results = ingest_many(rag, tenant, docs, 16, progress).await;
     let ingest_secs = started.elapsed().as_secs_f64();
-    let mut chunks = 0;
-    let mut failed = 0;
-    for (id, r) in &results {
-        match r {
-            Ok(o) => chunks += o.chunks,
-            Err(e) => {
-                failed += 1;
-                tracing::warn!(document = %id, error = %e, "not ingested");
-            }
-        }
-    }
+    let (chunks, failed) = tally_ingested(&results);
     let judged: Vec<&(String, String)> = queries
         .iter()
         .filter(|(id, _)| qrels.get(id).is_some_and(|r| r.values().any(|&s| s > 0)))
@@ -195,61 +185,16 @@ pub async fn evaluate(
     // Query vectors once: every mode and weight ranks the same embeddings.
     let texts: Vec<String> = judged.iter().map(|(_, t)| t.clone()).collect();
     let vectors = rag.embed(texts).await?;
-    let mut runs: Vec<(Mode, Option<f32>)> = Vec::new();
-    for &mode in modes {
-        if mode == Mode::Hybrid && !text_weights.is_empty() {
-            runs.extend(text_weights.iter().map(|&w| (mode, Some(w))));
-        } else {
-            runs.push((mode, None));
-        }
-    }
     let mut reports = Vec::new();
-    for (mode, text_weight) in runs {
-        let mut settings = rag.config.retrieval.clone();
-        if let Some(w) = text_weight {
-            settings.vector_weight = 1.0;
-            settings.text_weight = w;
-        }
-        let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
-        let mut latencies = Vec::with_capacity(judged.len());
-        for ((id, text), vector) in judged.iter().zip(&vectors) {
-            let t = Instant::now();
-            // Several chunks may come from one document: ask for more, keep 10 documents.
-            let hits = rag
-                .retrieve_with(
-                    tenant,
-                    &Query {
-                        text: text.clone(),
-                        top_k: 30,
-                        filter: Filter::default(),
-                        mode,
-                    },
-                    Some(vector.clone()),
-                    &settings,
-                )
-                .await?;
-            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-            let mut seen = HashSet::new();
-            let ranked: Vec<String> = hits
-                .into_iter()
-                .map(|h| h.chunk.document_id)
-                .filter(|d| seen.insert(d.clone()))
-                .collect();
-            let (n, r, m) = metrics_at_10(&ranked, &qrels[id]);
-            ndcg += n;
-            recall += r;
-            mrr += m;
-        }
-        let q = judged.len().max(1) as f64;
-        latencies.sort_by(f64::total_cmp);
-        reports.push(ModeReport {
+    for (mode, text_weight) in runs(modes, text_weights) {
+        let run = Run {
             mode,
             text_weight,
-            ndcg_at_10: ndcg / q,
-            recall_at_10: recall / q,
-            mrr_at_10: mrr / q,
-            p50_ms: latencies.get(latencies.len() / 2).copied().unwrap_or(0.0),
-        });
+            judged: &judged,
+            vectors: &vectors,
+            qrels,
+        };
+        reports.push(run.report(rag, tenant).await?);
     }
     Ok(EvalReport {
         store: rag.store_name().to_string(),
@@ -262,6 +207,97 @@ pub async fn evaluate(
         queries: judged.len(),
         modes: reports,
     })
+}
+
+/// Chunks stored and documents failed over an ingestion; each failure is logged, since
+/// the report only counts them.
+fn tally_ingested(results: &[(String, Result<IngestOutcome, RagError>)]) -> (usize, usize) {
+    let mut chunks = 0;
+    let mut failed = 0;
+    for (id, r) in results {
+        match r {
+            Ok(o) => chunks += o.chunks,
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(document = %id, error = %e, "not ingested");
+            }
+        }
+    }
+    (chunks, failed)
+}
+
+/// The (mode, text weight) pairs to evaluate: hybrid once per text weight when weights are
+/// given, every other mode once.
+fn runs(modes: &[Mode], text_weights: &[f32]) -> Vec<(Mode, Option<f32>)> {
+    let mut runs: Vec<(Mode, Option<f32>)> = Vec::new();
+    for &mode in modes {
+        if mode == Mode::Hybrid && !text_weights.is_empty() {
+            runs.extend(text_weights.iter().map(|&w| (mode, Some(w))));
+        } else {
+            runs.push((mode, None));
+        }
+    }
+    runs
+}
+
+/// One evaluated setting over the judged queries (and their precomputed vectors).
+struct Run<'a> {
+    mode: Mode,
+    text_weight: Option<f32>,
+    judged: &'a [&'a (String, String)],
+    vectors: &'a [Vec<f32>],
+    qrels: &'a HashMap<String, HashMap<String, i64>>,
+}
+
+impl Run<'_> {
+    /// Asks every judged query under this run's settings and averages its metrics.
+    async fn report(&self, rag: &Rag, tenant: &str) -> anyhow::Result<ModeReport> {
+        let mut settings = rag.config.retrieval.clone();
+        if let Some(w) = self.text_weight {
+            settings.vector_weight = 1.0;
+            settings.text_weight = w;
+        }
+        let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
+        let mut latencies = Vec::with_capacity(self.judged.len());
+        for ((id, text), vector) in self.judged.iter().zip(self.vectors) {
+            let t = Instant::now();
+            // Several chunks may come from one document: ask for more, keep 10 documents.
+            let hits = rag
+                .retrieve_with(
+                    tenant,
+                    &Query {
+                        text: text.clone(),
+                        top_k: 30,
+                        filter: Filter::default(),
+                        mode: self.mode,
+                    },
+                    Some(vector.clone()),
+                    &settings,
+                )
+                .await?;
+            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            let mut seen = HashSet::new();
+            let ranked: Vec<String> = hits
+                .into_iter()
+                .map(|h| h.chunk.document_id)
+                .filter(|d| seen.insert(d.clone()))
+                .collect();
+            let (n, r, m) = metrics_at_10(&ranked, &self.qrels[id]);
+            ndcg += n;
+            recall += r;
+            mrr += m;
+        }
+        let q = self.judged.len().max(1) as f64;
+        latencies.sort_by(f64::total_cmp);
+        Ok(ModeReport {
+            mode: self.mode,
+            text_weight: self.text_weight,
+            ndcg_at_10: ndcg / q,
+            recall_at_10: recall / q,
+            mrr_at_10: mrr / q,
+            p50_ms: latencies.get(latencies.len() / 2).copied().unwrap_or(0.0),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{Classifier, RoutingConfig, TierConfig};
-use crate::budget::LimitsConfig;
-use crate::config::Config;
+use crate::usage::LimitsConfig;
 
 #[derive(Clone)]
 pub struct Live {
@@ -24,16 +23,17 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn from_config(config: &Config) -> Self {
-        let prices = config
-            .models
-            .iter()
-            .map(|(name, m)| (name.clone(), (m.input_usd_per_mtok, m.output_usd_per_mtok)))
-            .collect();
+    /// Settings without a classifier (it is trained and installed afterwards).
+    pub fn new(
+        routing: RoutingConfig,
+        tiers: BTreeMap<String, TierConfig>,
+        limits: LimitsConfig,
+        prices: HashMap<String, (f64, f64)>,
+    ) -> Self {
         Self {
-            routing: config.routing.clone(),
-            tiers: config.tiers.clone(),
-            limits: config.limits.clone(),
+            routing,
+            tiers,
+            limits,
             prices,
             classifier: None,
             trained_on: None,

@@ -3,11 +3,15 @@
 //! milliseconds since the epoch); each has its own migrations folder for what differs.
 
 mod health;
+mod reports;
 mod request_log;
 mod sqlite;
+mod tenants;
 
 pub use health::StoreHealth;
+pub use reports::{RouteCount, UsageGroup, UsageRow};
 pub use request_log::{RequestLogOptions, RequestLogRecord, RequestLogStatus, RequestLogWriter};
+pub use tenants::{ApiKeyRow, Tenant, TenantRow};
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -97,23 +101,6 @@ macro_rules! on_pool {
     };
 }
 pub use on_pool;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tenant {
-    pub id: String,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyRow {
-    pub id: String,
-    pub tenant_id: String,
-    pub tenant_name: String,
-    pub name: String,
-    pub key_prefix: String,
-    pub created_at: i64,
-    pub revoked_at: Option<i64>,
-}
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -321,104 +308,6 @@ impl Store {
                 _ = tokio::time::sleep(interval) => {}
             }
         }
-    }
-
-    /// Returns the tenant with this name, creating it if needed.
-    pub async fn ensure_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
-        let id = format!("ten_{}", uuid::Uuid::now_v7().simple());
-        on_pool!(self, p => sqlx::query(
-            "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
-            .bind(&id).bind(name).bind(now_ms()).execute(p).await.map(|_| ()))?;
-        let id: String = on_pool!(self, p => sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
-            .bind(name).fetch_one(p).await)?;
-        Ok(Tenant {
-            id,
-            name: name.to_string(),
-        })
-    }
-
-    /// The id of the tenant with this name, if there is one.
-    pub async fn tenant_id_by_name(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            on_pool!(self, p => sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
-            .bind(name).fetch_optional(p).await)?,
-        )
-    }
-
-    pub async fn insert_key(
-        &self,
-        id: &str,
-        tenant_id: &str,
-        name: &str,
-        key_hash: &str,
-        key_prefix: &str,
-    ) -> Result<(), StoreError> {
-        on_pool!(self, p => sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(id).bind(tenant_id).bind(name).bind(key_hash).bind(key_prefix).bind(now_ms())
-            .execute(p).await.map(|_| ()))?;
-        Ok(())
-    }
-
-    /// The active (not revoked) key with this hash, with its tenant and the tenant's
-    /// billing status (`active`, `past_due`, `limited`).
-    pub async fn find_active_key(
-        &self,
-        key_hash: &str,
-    ) -> Result<Option<(String, Tenant, String)>, StoreError> {
-        const SQL: &str = "SELECT k.id, t.id, t.name, t.billing_status FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
-                           WHERE k.key_hash = $1 AND k.revoked_at IS NULL";
-        let row: Option<(String, String, String, String)> =
-            on_pool!(self, p => sqlx::query_as(SQL).bind(key_hash).fetch_optional(p).await)?;
-        Ok(row.map(|(key_id, id, name, status)| (key_id, Tenant { id, name }, status)))
-    }
-
-    pub async fn list_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {
-        const SQL: &str = "SELECT k.id, k.tenant_id, t.name AS tenant_name, k.name, k.key_prefix, k.created_at, k.revoked_at \
-                           FROM api_keys k JOIN tenants t ON t.id = k.tenant_id ORDER BY k.created_at, k.id";
-        type KeyTuple = (String, String, String, String, String, i64, Option<i64>);
-        let rows: Vec<KeyTuple> = on_pool!(self, p => sqlx::query_as(SQL).fetch_all(p).await)?;
-        let rows = rows
-            .into_iter()
-            .map(
-                |(id, tenant_id, tenant_name, name, key_prefix, created_at, revoked_at)| {
-                    ApiKeyRow {
-                        id,
-                        tenant_id,
-                        tenant_name,
-                        name,
-                        key_prefix,
-                        created_at,
-                        revoked_at,
-                    }
-                },
-            )
-            .collect();
-        Ok(rows)
-    }
-
-    /// Revokes a key by id or by its displayed prefix. Revoking twice is not an error.
-    pub async fn revoke_key(&self, id_or_prefix: &str) -> Result<String, StoreError> {
-        let found: Vec<String> = on_pool!(self, p => sqlx::query_scalar(
-            "SELECT id FROM api_keys WHERE id = $1 OR key_prefix = $1")
-            .bind(id_or_prefix).fetch_all(p).await)?;
-        let id = match found.as_slice() {
-            [id] => id.clone(),
-            [] => {
-                return Err(StoreError::NotFound(format!(
-                    "no API key with id or prefix `{id_or_prefix}`"
-                )));
-            }
-            _ => {
-                return Err(StoreError::Conflict(format!(
-                    "`{id_or_prefix}` matches several keys; use the key id"
-                )));
-            }
-        };
-        on_pool!(self, p => sqlx::query(
-            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now_ms()).bind(&id).execute(p).await.map(|_| ()))?;
-        Ok(id)
     }
 
     pub async fn count_request_log(&self) -> Result<i64, StoreError> {

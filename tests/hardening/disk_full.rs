@@ -71,7 +71,7 @@ fn signed_event(id: &str, kind: &str) -> (String, String) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let sig = quartermaster::billing::signature::sign(body.as_bytes(), SECRET, t);
+    let sig = quartermaster::integrations::stripe::signature::sign(body.as_bytes(), SECRET, t);
     (body, format!("t={t},v1={sig}"))
 }
 

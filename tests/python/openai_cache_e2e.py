@@ -1,6 +1,6 @@
 """Cache hits as the official `openai` Python package sees them.
 
-Run by tests/python_sdk.rs against a gateway with the cache on. A streamed answer is asked
+Run by tests/it/python_sdk.rs against a gateway with the cache on. A streamed answer is asked
 twice: the second time it is replayed from the cache, and the client must parse it exactly
 as it parsed the live stream (same text, one id, a finish chunk, a usage chunk).
 """

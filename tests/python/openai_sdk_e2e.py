@@ -1,6 +1,6 @@
 """Drives the gateway with the official `openai` Python package.
 
-Run by tests/python_sdk.rs, which starts the gateway and a mock upstream and passes
+Run by tests/it/python_sdk.rs, which starts the gateway and a mock upstream and passes
 QM_BASE_URL and QM_API_KEY. Exits non-zero on the first failed check.
 """
 import os

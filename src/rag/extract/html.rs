@@ -3,6 +3,7 @@
 //! are dropped. A small hand-written scanner: it never recurses, so no nesting depth can
 //! exhaust the stack, and it never panics on malformed markup.
 
+use super::entities::decode_entities;
 use super::{ExtractError, SourceDoc, decode_utf8, single};
 
 pub(super) fn extract_html(bytes: &[u8]) -> Result<SourceDoc, ExtractError> {
@@ -151,148 +152,189 @@ impl TextSink {
 /// HTML -> (title, structured text). Hand-written, tolerant of malformed markup.
 fn html_to_text(html: &str) -> (Option<String>, String) {
     let bytes = html.as_bytes();
-    let mut sink = TextSink::default();
-    let mut title: Option<String> = None;
-    let mut in_head = false;
-    let mut pre_depth = 0usize;
+    let mut scan = Scan {
+        html,
+        sink: TextSink::default(),
+        title: None,
+        in_head: false,
+        pre_depth: 0,
+    };
     let mut i = 0usize;
-    // All the positions this loop slices at hold ASCII bytes ('<', '>', ...) or are the
-    // string's ends, so they are always char boundaries.
+    // All the positions this loop and `Scan`'s steps slice at hold ASCII bytes ('<', '>',
+    // ...) or are the string's ends, so they are always char boundaries.
     while i < bytes.len() {
         if bytes[i] != b'<' {
-            let end = memchr(b'<', bytes, i).unwrap_or(bytes.len());
-            if !in_head {
-                let decoded = decode_entities(&html[i..end]);
-                sink.push_text(&decoded, pre_depth > 0);
-            }
-            i = end;
+            i = scan.text(i);
             continue;
         }
         // bytes[i] == '<'
         let next = bytes.get(i + 1).copied();
-        match next {
-            Some(b'!') => {
-                if bytes[i..].starts_with(b"<!--") {
-                    i = match find(bytes, i + 4, b"-->") {
-                        Some(end) => end + 3,
-                        None => bytes.len(),
-                    };
-                } else if bytes[i..].starts_with(b"<![CDATA[") {
-                    let start = i + 9;
-                    let end = find(bytes, start, b"]]>").unwrap_or(bytes.len());
-                    if !in_head {
-                        sink.push_text(&html[start..end], pre_depth > 0);
-                    }
-                    i = (end + 3).min(bytes.len());
-                } else {
-                    // <!DOCTYPE ...> and other declarations.
-                    i = memchr(b'>', bytes, i).map_or(bytes.len(), |e| e + 1);
-                }
-            }
-            Some(b'?') => {
-                i = memchr(b'>', bytes, i).map_or(bytes.len(), |e| e + 1);
-            }
+        i = match next {
+            Some(b'!') => scan.declaration(i),
+            Some(b'?') => memchr(b'>', bytes, i).map_or(bytes.len(), |e| e + 1),
             Some(b'/') if bytes.get(i + 2).is_some_and(|b| b.is_ascii_alphabetic()) => {
-                let (name, _, end) = parse_tag(bytes, i + 2);
-                i = end;
-                match name.as_str() {
-                    "head" => in_head = false,
-                    "pre" => {
-                        pre_depth = pre_depth.saturating_sub(1);
-                        sink.prefix = None;
-                        sink.brk(2);
-                    }
-                    "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
-                        sink.in_heading = false;
-                        sink.prefix = None;
-                        sink.brk(2);
-                    }
-                    "br" => sink.hard_break(),
-                    "td" | "th" => sink.space(),
-                    n if PARAGRAPH_BLOCKS.contains(&n) => {
-                        sink.prefix = None;
-                        sink.brk(2);
-                    }
-                    n if LINE_BLOCKS.contains(&n) => {
-                        sink.prefix = None;
-                        sink.brk(1);
-                    }
-                    _ => {}
-                }
+                scan.close_tag(i + 2)
             }
-            Some(b) if b.is_ascii_alphabetic() => {
-                let (name, self_closing, end) = parse_tag(bytes, i + 1);
-                i = end;
-                match name.as_str() {
-                    "head" => in_head = true,
-                    "body" => in_head = false,
-                    "title" => {
-                        let close = find_ci(bytes, i, b"</title").unwrap_or(bytes.len());
-                        if title.is_none() {
-                            let t = collapse_ws(&decode_entities(&html[i..close]));
-                            if !t.is_empty() {
-                                title = Some(t);
-                            }
-                        }
-                        i = skip_close_tag(bytes, close);
-                    }
-                    // A self-closing one (`<svg/>`) has no content to skip.
-                    n if SKIPPED.contains(&n) && !self_closing => {
-                        let mut needle = Vec::with_capacity(n.len() + 2);
-                        needle.extend_from_slice(b"</");
-                        needle.extend_from_slice(n.as_bytes());
-                        let close = find_ci(bytes, i, &needle).unwrap_or(bytes.len());
-                        i = skip_close_tag(bytes, close);
-                    }
-                    "br" if !in_head => sink.hard_break(),
-                    "td" | "th" => sink.space(),
-                    "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
-                        in_head = false;
-                        sink.in_heading = false;
-                        sink.brk(2);
-                        let level = usize::from(name.as_bytes()[1] - b'0');
-                        let mut marker = "#".repeat(level);
-                        marker.push(' ');
-                        sink.prefix = Some(marker);
-                        sink.in_heading = !self_closing;
-                    }
-                    "li" => {
-                        in_head = false;
-                        sink.brk(1);
-                        sink.prefix = Some("- ".to_string());
-                    }
-                    "pre" => {
-                        in_head = false;
-                        sink.brk(2);
-                        if !self_closing {
-                            pre_depth += 1;
-                            // A newline right after <pre> is not content.
-                            if bytes.get(i) == Some(&b'\n') {
-                                i += 1;
-                            }
-                        }
-                    }
-                    n if PARAGRAPH_BLOCKS.contains(&n) => {
-                        in_head = false;
-                        sink.brk(2);
-                    }
-                    n if LINE_BLOCKS.contains(&n) => {
-                        in_head = false;
-                        sink.brk(1);
-                    }
-                    _ => {}
-                }
-            }
+            Some(b) if b.is_ascii_alphabetic() => scan.open_tag(i + 1),
             _ => {
                 // A lone '<' (e.g. "a < b") is text.
-                if !in_head {
-                    sink.push_text("<", pre_depth > 0);
-                }
-                i += 1;
+                scan.content("<");
+                i + 1
             }
+        };
+    }
+    (scan.title, scan.sink.finish())
+}
+
+/// The scanner's state between steps: each step reads one piece of markup or text at an
+/// index and returns the index just past it, so the loop above never recurses.
+struct Scan<'a> {
+    html: &'a str,
+    sink: TextSink,
+    /// The first non-empty `<title>`.
+    title: Option<String>,
+    /// Inside `<head>` (until `</head>`, `<body>` or a block element): not content.
+    in_head: bool,
+    /// Open `<pre>` elements: their newlines are kept.
+    pre_depth: usize,
+}
+
+impl Scan<'_> {
+    /// Text outside `<head>` goes to the sink (newlines kept inside `<pre>`).
+    fn content(&mut self, text: &str) {
+        if !self.in_head {
+            self.sink.push_text(text, self.pre_depth > 0);
         }
     }
-    (title, sink.finish())
+
+    /// Text from `i` up to the next `<`, entities decoded; returns where the markup starts.
+    fn text(&mut self, i: usize) -> usize {
+        let (html, bytes) = (self.html, self.html.as_bytes());
+        let end = memchr(b'<', bytes, i).unwrap_or(bytes.len());
+        if !self.in_head {
+            let decoded = decode_entities(&html[i..end]);
+            self.content(&decoded);
+        }
+        end
+    }
+
+    /// A comment, a CDATA section (its text is content) or a declaration at `i` (`<!`).
+    fn declaration(&mut self, i: usize) -> usize {
+        let (html, bytes) = (self.html, self.html.as_bytes());
+        if bytes[i..].starts_with(b"<!--") {
+            match find(bytes, i + 4, b"-->") {
+                Some(end) => end + 3,
+                None => bytes.len(),
+            }
+        } else if bytes[i..].starts_with(b"<![CDATA[") {
+            let start = i + 9;
+            let end = find(bytes, start, b"]]>").unwrap_or(bytes.len());
+            self.content(&html[start..end]);
+            (end + 3).min(bytes.len())
+        } else {
+            // <!DOCTYPE ...> and other declarations.
+            memchr(b'>', bytes, i).map_or(bytes.len(), |e| e + 1)
+        }
+    }
+
+    /// A close tag whose name starts at `start`: ends the heading, block or line it closes.
+    fn close_tag(&mut self, start: usize) -> usize {
+        let (name, _, end) = parse_tag(self.html.as_bytes(), start);
+        let sink = &mut self.sink;
+        match name.as_str() {
+            "head" => self.in_head = false,
+            "pre" => {
+                self.pre_depth = self.pre_depth.saturating_sub(1);
+                sink.prefix = None;
+                sink.brk(2);
+            }
+            "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
+                sink.in_heading = false;
+                sink.prefix = None;
+                sink.brk(2);
+            }
+            "br" => sink.hard_break(),
+            "td" | "th" => sink.space(),
+            n if PARAGRAPH_BLOCKS.contains(&n) => {
+                sink.prefix = None;
+                sink.brk(2);
+            }
+            n if LINE_BLOCKS.contains(&n) => {
+                sink.prefix = None;
+                sink.brk(1);
+            }
+            _ => {}
+        }
+        end
+    }
+
+    /// An open tag whose name starts at `start`: starts a heading, block or line, or skips
+    /// an element whose content is not text (reading the title on the way).
+    fn open_tag(&mut self, start: usize) -> usize {
+        let (html, bytes) = (self.html, self.html.as_bytes());
+        let (name, self_closing, mut i) = parse_tag(bytes, start);
+        let sink = &mut self.sink;
+        match name.as_str() {
+            "head" => self.in_head = true,
+            "body" => self.in_head = false,
+            "title" => {
+                let close = find_ci(bytes, i, b"</title").unwrap_or(bytes.len());
+                if self.title.is_none() {
+                    let t = collapse_ws(&decode_entities(&html[i..close]));
+                    if !t.is_empty() {
+                        self.title = Some(t);
+                    }
+                }
+                i = skip_close_tag(bytes, close);
+            }
+            // A self-closing one (`<svg/>`) has no content to skip.
+            n if SKIPPED.contains(&n) && !self_closing => {
+                let mut needle = Vec::with_capacity(n.len() + 2);
+                needle.extend_from_slice(b"</");
+                needle.extend_from_slice(n.as_bytes());
+                let close = find_ci(bytes, i, &needle).unwrap_or(bytes.len());
+                i = skip_close_tag(bytes, close);
+            }
+            "br" if !self.in_head => sink.hard_break(),
+            "td" | "th" => sink.space(),
+            "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
+                self.in_head = false;
+                sink.in_heading = false;
+                sink.brk(2);
+                let level = usize::from(name.as_bytes()[1] - b'0');
+                let mut marker = "#".repeat(level);
+                marker.push(' ');
+                sink.prefix = Some(marker);
+                sink.in_heading = !self_closing;
+            }
+            "li" => {
+                self.in_head = false;
+                sink.brk(1);
+                sink.prefix = Some("- ".to_string());
+            }
+            "pre" => {
+                self.in_head = false;
+                sink.brk(2);
+                if !self_closing {
+                    self.pre_depth += 1;
+                    // A newline right after <pre> is not content.
+                    if bytes.get(i) == Some(&b'\n') {
+                        i += 1;
+                    }
+                }
+            }
+            n if PARAGRAPH_BLOCKS.contains(&n) => {
+                self.in_head = false;
+                sink.brk(2);
+            }
+            n if LINE_BLOCKS.contains(&n) => {
+                self.in_head = false;
+                sink.brk(1);
+            }
+            _ => {}
+        }
+        i
+    }
 }
 
 /// Parses a tag starting at `start` (the first letter of its name). Returns the lowercased
@@ -385,95 +427,6 @@ pub(crate) fn collapse_ws(s: &str) -> String {
         out.push_str(word);
     }
     out
-}
-
-/// Named entities beyond the required five plus `&nbsp;` (which becomes a plain space).
-const NAMED_ENTITIES: &[(&str, &str)] = &[
-    ("amp", "&"),
-    ("lt", "<"),
-    ("gt", ">"),
-    ("quot", "\""),
-    ("apos", "'"),
-    ("nbsp", " "),
-    ("ndash", "\u{2013}"),
-    ("mdash", "\u{2014}"),
-    ("hellip", "\u{2026}"),
-    ("lsquo", "\u{2018}"),
-    ("rsquo", "\u{2019}"),
-    ("ldquo", "\u{201C}"),
-    ("rdquo", "\u{201D}"),
-    ("laquo", "\u{AB}"),
-    ("raquo", "\u{BB}"),
-    ("bull", "\u{2022}"),
-    ("middot", "\u{B7}"),
-    ("copy", "\u{A9}"),
-    ("reg", "\u{AE}"),
-    ("trade", "\u{2122}"),
-    ("euro", "\u{20AC}"),
-    ("pound", "\u{A3}"),
-    ("yen", "\u{A5}"),
-    ("cent", "\u{A2}"),
-    ("deg", "\u{B0}"),
-    ("times", "\u{D7}"),
-    ("divide", "\u{F7}"),
-    ("sect", "\u{A7}"),
-    ("para", "\u{B6}"),
-    ("shy", ""),
-    ("zwj", ""),
-    ("zwnj", ""),
-];
-
-/// Decodes `&name;`, `&#NNN;` and `&#xHH;`. Unknown or unterminated references are left as
-/// they are; invalid code points become U+FFFD.
-fn decode_entities(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains('&') {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let after = &rest[amp + 1..];
-        // A reference is at most ~32 ASCII bytes before its ';'.
-        let semi = after.bytes().take(32).position(|b| b == b';');
-        let decoded = semi.and_then(|semi| decode_reference(&after[..semi]).map(|d| (d, semi)));
-        match decoded {
-            Some((text, semi)) => {
-                out.push_str(&text);
-                rest = &after[semi + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    std::borrow::Cow::Owned(out)
-}
-
-/// The body of a reference (between `&` and `;`).
-fn decode_reference(body: &str) -> Option<String> {
-    if let Some(num) = body.strip_prefix('#') {
-        let (digits, radix) = match num.strip_prefix(['x', 'X']) {
-            Some(hex) => (hex, 16),
-            None => (num, 10),
-        };
-        if digits.is_empty() || digits.len() > 8 || !digits.chars().all(|c| c.is_digit(radix)) {
-            return None;
-        }
-        let code = u32::from_str_radix(digits, radix).ok()?;
-        let ch = match code {
-            0 => '\u{FFFD}',
-            _ => char::from_u32(code).unwrap_or('\u{FFFD}'),
-        };
-        return Some(ch.to_string());
-    }
-    let lower = body.to_ascii_lowercase();
-    NAMED_ENTITIES
-        .iter()
-        .find(|(name, _)| *name == body || (*name == lower && body.len() <= 6))
-        .map(|(_, text)| (*text).to_string())
 }
 
 #[cfg(test)]

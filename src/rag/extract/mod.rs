@@ -7,6 +7,7 @@
 //! untrusted: nothing here can panic, exhaust the stack or take unbounded memory in the
 //! gateway's process, and the text one document yields is capped.
 
+mod entities;
 pub mod hostile;
 mod html;
 pub mod pdf;

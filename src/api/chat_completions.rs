@@ -1,0 +1,163 @@
+//! `POST /v1/chat/completions` and `GET /v1/models`: OpenAI's wire format exactly, streamed
+//! or not. The door decodes the request (the body is already the pipeline's canonical form),
+//! runs the pipeline, and encodes its answer: a `chat.completion`, or `chat.completion.chunk`
+//! events with one id and `created` for the whole stream, `finish_reason` null until the
+//! last content chunk, a usage chunk when `stream_options.include_usage` is set, then
+//! `[DONE]`; an error after the stream began is one `data: {"error":...}` event.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::json;
+
+use super::REQUEST_ID;
+use super::error::ApiError;
+use super::extractors::ApiJson;
+use super::state::{AppState, Chat};
+use crate::auth::Principal;
+use crate::chat::{ChatBody, ChatEvent, ChatRequest};
+use crate::types::{ChatChunk, ChatCompletionRequest, ModelObject, new_completion_id, unix_now};
+
+pub async fn list_models(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let mut data: Vec<ModelObject> = state
+        .chat
+        .models
+        .iter()
+        .map(|m| ModelObject {
+            id: m.name.clone(),
+            object: "model",
+            created: state.started_at,
+            owned_by: m.provider.name().to_string(),
+        })
+        .collect();
+    if let Some(e) = &state.chat.embedder {
+        data.push(ModelObject {
+            id: e.model_name.clone(),
+            object: "model",
+            created: state.started_at,
+            owned_by: "quartermaster".into(),
+        });
+    }
+    axum::Json(json!({"object": "list", "data": data}))
+}
+
+pub async fn chat_completions(
+    State(Chat(pipeline)): State<Chat>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let request = ChatRequest {
+        controls: super::controls::from_headers(&headers)?,
+        request_id: headers
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        started: Instant::now(),
+        principal,
+        body,
+    };
+    let stream = request.body.is_stream();
+    let include_usage = request.body.include_usage();
+    let answer = pipeline.run(request).await?;
+    let meta = answer.meta;
+    let mut response = match answer.body {
+        ChatBody::Whole(mut completion) => {
+            completion.id = new_completion_id();
+            if completion.created == 0 {
+                completion.created = unix_now();
+            }
+            if completion.model.is_empty() {
+                completion.model.clone_from(&meta.requested_model);
+            }
+            if let Some(c) = &meta.citations {
+                completion.extra.insert("citations".into(), c.clone());
+            }
+            axum::Json(completion).into_response()
+        }
+        ChatBody::Stream(events) => {
+            debug_assert!(stream);
+            let encoder = Encoder {
+                id: new_completion_id(),
+                created: unix_now(),
+                model: meta.requested_model.clone(),
+                citations: meta.citations.clone(),
+                include_usage,
+            };
+            super::sse::response(encoder.encode(events))
+        }
+    };
+    super::controls::write(&meta, response.headers_mut());
+    Ok(response)
+}
+
+/// Pipeline events as `chat.completion.chunk`s.
+struct Encoder {
+    id: String,
+    created: i64,
+    /// The model the chunks name: the requested one until the upstream names its own.
+    model: String,
+    /// Ride on the first chunk the client sees.
+    citations: Option<serde_json::Value>,
+    include_usage: bool,
+}
+
+impl Encoder {
+    fn chunk(&self, choices: Vec<crate::types::ChunkChoice>) -> ChatChunk {
+        ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage: None,
+            extra: Default::default(),
+        }
+    }
+
+    fn encode(
+        mut self,
+        mut events: crate::chat::EventStream,
+    ) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send + 'static {
+        async_stream::stream! {
+            while let Some(event) = events.next().await {
+                match event {
+                    ChatEvent::Delta(delta) => {
+                        if let Some(m) = delta.model {
+                            self.model = m;
+                        }
+                        let mut chunk = self.chunk(delta.choices.iter().map(|c| c.to_openai()).collect());
+                        chunk.extra = delta.extra;
+                        if let Some(c) = self.citations.take() {
+                            chunk.extra.insert("citations".into(), c);
+                        }
+                        yield Ok(super::sse::json(&chunk));
+                    }
+                    ChatEvent::Usage { usage, model } => {
+                        if let Some(m) = model {
+                            self.model = m;
+                        }
+                        if self.include_usage {
+                            let mut chunk = self.chunk(vec![]);
+                            chunk.usage = Some(usage);
+                            yield Ok(super::sse::json(&chunk));
+                        }
+                    }
+                    ChatEvent::Error(e) => {
+                        yield Ok(Event::default().data(ApiError::from(e).to_json()));
+                        return;
+                    }
+                }
+            }
+            yield Ok(Event::default().data("[DONE]"));
+        }
+    }
+}

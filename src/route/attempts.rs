@@ -1,0 +1,103 @@
+//! Retries and failover: each model of a decision in turn, with jittered backoff on the
+//! same model while the request's retry budget lasts, honouring an upstream's Retry-After,
+//! skipping models whose circuit is open. A 4xx other than 429 is the request's fault and
+//! ends the attempts at once.
+
+use std::time::{Duration, Instant};
+
+use super::{Breakers, RoutingConfig, backoff};
+use crate::providers::{ModelRoute, ProviderError};
+
+/// Why no model answered.
+#[derive(Debug)]
+pub enum Exhausted {
+    /// The last failure (or the first one that retrying cannot help).
+    Upstream(ProviderError),
+    /// Every model's circuit was open: none was tried.
+    AllOpen,
+}
+
+/// The models a request may try, in order, under the routing policy.
+pub struct Attempts<'a> {
+    pub routes: Vec<ModelRoute>,
+    pub config: &'a RoutingConfig,
+    pub breakers: &'a Breakers,
+    /// When the request arrived: the retry budget counts from it.
+    pub started: Instant,
+}
+
+fn retryable(e: &ProviderError) -> bool {
+    match e {
+        ProviderError::Status { status, .. } => *status == 429 || *status >= 500,
+        ProviderError::Timeout | ProviderError::Connection(_) | ProviderError::Protocol(_) => true,
+        ProviderError::MidStream { .. } => true,
+    }
+}
+
+/// Counts and logs one upstream failure.
+pub fn note_upstream_error(route: &ModelRoute, e: &ProviderError) {
+    metrics::counter!("qm_upstream_errors_total", "provider" => route.provider.name().to_string(), "kind" => e.kind())
+        .increment(1);
+    tracing::warn!(provider = route.provider.name(), model = %route.name, error = %e, "upstream failed");
+}
+
+impl Attempts<'_> {
+    /// Calls `call` on each model in turn until one succeeds.
+    pub async fn run<T, F, Fut>(&self, mut call: F) -> Result<(T, ModelRoute), Exhausted>
+    where
+        F: FnMut(ModelRoute) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let cfg = self.config;
+        let budget = Duration::from_millis(cfg.retry_budget_ms);
+        let open_for = Duration::from_secs(cfg.breaker_open_secs);
+        let breakers = self.breakers;
+        let mut last: Option<ProviderError> = None;
+        let spent = |extra: Duration| self.started.elapsed() + extra >= budget;
+        'targets: for route in &self.routes {
+            if !breakers.allow(&route.name) {
+                metrics::counter!("qm_route_skipped_total", "model" => route.name.clone(), "why" => "circuit_open").increment(1);
+                continue;
+            }
+            for attempt in 0..=cfg.max_retries_per_target {
+                let e = match call(route.clone()).await {
+                    Ok(v) => {
+                        breakers.success(&route.name);
+                        return Ok((v, route.clone()));
+                    }
+                    Err(e) => e,
+                };
+                note_upstream_error(route, &e);
+                if !retryable(&e) {
+                    breakers.success(&route.name); // it answered: the upstream is up
+                    return Err(Exhausted::Upstream(e));
+                }
+                let opened = breakers.failure(&route.name, cfg.breaker_failures, open_for);
+                // Honour the upstream's Retry-After when it is longer than our backoff.
+                let mut wait = backoff(cfg, attempt + 1);
+                if let ProviderError::Status {
+                    retry_after_secs: Some(s),
+                    ..
+                } = &e
+                {
+                    wait = wait.max(Duration::from_secs(*s));
+                }
+                last = Some(e);
+                if spent(Duration::ZERO) {
+                    break 'targets;
+                }
+                if attempt == cfg.max_retries_per_target || opened || breakers.is_open(&route.name)
+                {
+                    break; // next model
+                }
+                if spent(wait) {
+                    break; // no time to wait here: try the next model
+                }
+                metrics::counter!("qm_upstream_retries_total", "model" => route.name.clone())
+                    .increment(1);
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Err(last.map_or(Exhausted::AllOpen, Exhausted::Upstream))
+    }
+}

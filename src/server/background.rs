@@ -1,0 +1,178 @@
+//! Background work the app owns: the job runner and its periodic scheduler, training the
+//! router's classifier, and applying hot-reloaded config.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::AppState;
+use crate::config::Config;
+
+/// Starts the job runner and the periodic scheduler; the returned future ends once both
+/// have stopped after shutdown.
+pub(super) fn start_jobs(state: &Arc<AppState>) -> impl Future<Output = ()> + use<> {
+    use crate::integrations::stripe::{self, EnforceJob, EventJob, MeterJob, ReminderJob};
+    use crate::jobs::{HousekeepingJob, JOB_HOUSEKEEPING};
+    let shutdown = state.shutdown.clone();
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    if !state.config.jobs.enabled {
+        return futures::future::Either::Left(std::future::ready(()));
+    }
+    let queue = state.jobs.clone();
+    let store = state.store.clone();
+    let mut runner = crate::jobs::JobRunner::new(queue.clone());
+    runner.register(
+        stripe::JOB_EVENT,
+        Arc::new(EventJob {
+            store: store.clone(),
+            queue: queue.clone(),
+            billing: state.billing.clone(),
+        }),
+    );
+    runner.register(
+        stripe::JOB_REMIND,
+        Arc::new(ReminderJob {
+            store: store.clone(),
+        }),
+    );
+    runner.register(
+        stripe::JOB_ENFORCE,
+        Arc::new(EnforceJob {
+            store: store.clone(),
+        }),
+    );
+    runner.register(
+        stripe::JOB_METER,
+        Arc::new(MeterJob {
+            store: store.clone(),
+            billing: state.billing.clone(),
+        }),
+    );
+    runner.register(
+        JOB_HOUSEKEEPING,
+        Arc::new(HousekeepingJob {
+            queue: queue.clone(),
+            idempotency_ttl_secs: state.config.idempotency.ttl_secs,
+        }),
+    );
+    let runner = runner.spawn(shutdown.clone(), grace);
+    let billing = state.billing.clone();
+    let scheduler = tokio::spawn(async move {
+        let tick = stripe::schedule_tick(&billing);
+        loop {
+            if let Err(e) = stripe::schedule_periodic(&queue, &billing).await {
+                tracing::warn!(error = %e, "scheduling periodic jobs failed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+    });
+    futures::future::Either::Right(async move {
+        let _ = scheduler.await;
+        let _ = runner.await;
+    })
+}
+
+/// Trains the router's classifier from the examples file with the local embedder and
+/// installs it. Without the embedder, routing uses its rules and the default tier.
+pub(super) async fn train_classifier(state: Arc<AppState>) {
+    let live = state.chat.live.load_full();
+    if live.tiers.is_empty() {
+        return;
+    }
+    let path = PathBuf::from(&live.routing.examples_path);
+    match build_classifier(state.chat.embedder.as_ref(), &path).await {
+        Ok(classifier) => {
+            let stamp = crate::route::live::file_stamp(&path);
+            state.chat.live.rcu(|current| {
+                let mut next = crate::route::Live::clone(current);
+                next.classifier = Some(classifier.clone());
+                next.trained_on = Some(stamp.clone());
+                next
+            });
+            tracing::info!(examples = %path.display(), "router classifier trained");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "router classifier unavailable; routing by rules and the default tier")
+        }
+    }
+}
+
+/// Embeds the labeled examples and fits the classifier.
+pub async fn build_classifier(
+    embedder: Option<&crate::embed::EmbedService>,
+    path: &std::path::Path,
+) -> Result<Arc<crate::route::Classifier>, String> {
+    let Some(embedder) = embedder else {
+        return Err("embeddings are disabled".into());
+    };
+    let examples = crate::route::classifier::load_examples(path)?;
+    let mut features = Vec::with_capacity(examples.len());
+    for chunk in examples.chunks(32) {
+        let texts = chunk.iter().map(|e| e.prompt.clone()).collect();
+        let embedded = embedder.embed(texts).await.map_err(|e| e.to_string())?;
+        features.extend(embedded.into_iter().map(|e| e.vector));
+    }
+    let labels: Vec<bool> = examples
+        .iter()
+        .map(|e| e.is_hard().unwrap_or(false))
+        .collect();
+    let classifier =
+        tokio::task::spawn_blocking(move || crate::route::Classifier::train(&features, &labels))
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(Arc::new(classifier))
+}
+
+/// Swaps in a reloaded config's tiers, routing, prices and limits in one step (retraining
+/// the classifier when its examples changed). Providers, models, the listener and the store
+/// need a restart (a warning says so).
+pub struct Reloader(pub Arc<AppState>);
+
+#[async_trait::async_trait]
+impl crate::config::reload::Reload for Reloader {
+    async fn apply(&self, config: Config) -> Result<(), String> {
+        apply(&self.0, config).await
+    }
+}
+
+async fn apply(state: &AppState, config: Config) -> Result<(), String> {
+    for (tier, t) in &config.tiers {
+        for m in &t.models {
+            if state.chat.models.get(m).is_none() {
+                return Err(format!(
+                    "tiers.{tier}: model `{m}` is not served by the running gateway (new models need a restart)"
+                ));
+            }
+        }
+    }
+    let running: Vec<&String> = state.config.models.keys().collect();
+    let wanted: Vec<&String> = config.models.keys().collect();
+    if running != wanted || state.config.providers.len() != config.providers.len() {
+        tracing::warn!("[models] / [providers] changed: those changes apply after a restart");
+    }
+    let mut next = config.live();
+    let current = state.chat.live.load_full();
+    let examples = PathBuf::from(&next.routing.examples_path);
+    let stamp = crate::route::live::file_stamp(&examples);
+    if current.trained_on.as_ref() == Some(&stamp) {
+        next.classifier = current.classifier.clone();
+        next.trained_on = current.trained_on.clone();
+    } else if !next.tiers.is_empty() {
+        match build_classifier(state.chat.embedder.as_ref(), &examples).await {
+            Ok(c) => {
+                next.classifier = Some(c);
+                next.trained_on = Some(stamp);
+            }
+            Err(e) if state.chat.embedder.is_none() => {
+                tracing::debug!(error = %e, "no classifier (embeddings disabled)")
+            }
+            Err(e) => return Err(format!("routing.examples_path: {e}")),
+        }
+    }
+    state.chat.live.store(Arc::new(next));
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The operator's reports over the request log: usage grouped by tenant, key or model, and
+//! how many requests each routing decision sent where.
+
+use super::{Store, StoreError, on_pool};
+
+/// What a usage report groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    Tenant,
+    Key,
+    Model,
+}
+
+impl UsageGroup {
+    /// `tenant`, `key` or `model`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tenant" => Some(UsageGroup::Tenant),
+            "key" => Some(UsageGroup::Key),
+            "model" => Some(UsageGroup::Model),
+            _ => None,
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            UsageGroup::Tenant => "tenant_id",
+            UsageGroup::Key => "key_id",
+            UsageGroup::Model => "model",
+        }
+    }
+}
+
+/// One group's requests, tokens, spend, cache hits and savings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    /// The tenant id, key id or model (`-` where the request had none).
+    pub group: String,
+    pub requests: i64,
+    pub succeeded: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub spend_usd: f64,
+    pub cache_hits: i64,
+    pub savings_usd: f64,
+}
+
+/// Requests one routing decision sent to one model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteCount {
+    pub tier: Option<String>,
+    pub reason: Option<String>,
+    pub model: String,
+    pub requests: i64,
+}
+
+impl Store {
+    /// Usage since `since_ms` (ms since the epoch), one row per group, in group order.
+    pub async fn usage_report(
+        &self,
+        by: UsageGroup,
+        since_ms: i64,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let column = by.column();
+        let sql = format!(
+            "SELECT COALESCE({column}, '-'), COUNT(*), \
+                    CAST(COALESCE(SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT), CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION), \
+                    CAST(COALESCE(SUM(CASE WHEN status = 'cache_hit' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(saved_usd), 0) AS DOUBLE PRECISION) \
+             FROM request_log WHERE created_at >= $1 GROUP BY {column} ORDER BY 1"
+        );
+        type Row = (String, i64, i64, i64, i64, f64, i64, f64);
+        let rows: Vec<Row> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(since_ms).fetch_all(p).await)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    group,
+                    requests,
+                    succeeded,
+                    tokens_in,
+                    tokens_out,
+                    spend_usd,
+                    cache_hits,
+                    savings_usd,
+                )| {
+                    UsageRow {
+                        group,
+                        requests,
+                        succeeded,
+                        tokens_in,
+                        tokens_out,
+                        spend_usd,
+                        cache_hits,
+                        savings_usd,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Requests since `since_ms` per (tier, reason, model).
+    pub async fn routing_report(&self, since_ms: i64) -> Result<Vec<RouteCount>, StoreError> {
+        type Row = (Option<String>, Option<String>, String, i64);
+        let rows: Vec<Row> = on_pool!(self, p => sqlx::query_as(
+            "SELECT route_tier, route_reason, model, COUNT(*) FROM request_log WHERE created_at >= $1 \
+             GROUP BY route_tier, route_reason, model ORDER BY 1, 2, 3")
+            .bind(since_ms).fetch_all(p).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(tier, reason, model, requests)| RouteCount {
+                tier,
+                reason,
+                model,
+                requests,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,488 @@
+//! Limits and budgets per tenant and per key: requests and tokens per minute, spend per UTC
+//! day and month in USD.
+//!
+//! Spend is the request log's `cost_usd` (priced from the upstream's usage, or counted
+//! tokens), so it is durable: after a restart each scope's totals are summed from the store
+//! on first use. A request is admitted only while `spent + reserved` is under every limit,
+//! and reserves its worst-case cost (prompt estimate + `max_tokens`, at the priciest model it
+//! may be routed to) until it finishes and the reservation becomes the real cost: concurrent
+//! requests therefore overspend a budget by at most the last admitted request's worth.
+//! Counters live in this process: replicas each enforce the full limit (see README).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+
+use crate::error::{Code, ErrorCode};
+use crate::store::{Store, StoreError, now_ms, on_pool};
+
+/// Why a request was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    /// A limit or budget is used up until `retry_after_secs` from now.
+    #[error("{message}")]
+    Exceeded {
+        code: Code,
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// The spend so far could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ErrorCode for BudgetError {
+    fn error_code(&self) -> Code {
+        match self {
+            BudgetError::Exceeded { code, .. } => *code,
+            BudgetError::Store(s) => s.error_code(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub usd_per_day: Option<f64>,
+    pub usd_per_month: Option<f64>,
+}
+
+impl Limits {
+    fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Every tenant's limits unless `tenants.NAME` says otherwise.
+    pub tenant_default: Limits,
+    /// Every key's limits unless `keys.KEY_ID` says otherwise.
+    pub key_default: Limits,
+    pub tenants: BTreeMap<String, Limits>,
+    pub keys: BTreeMap<String, Limits>,
+}
+
+#[derive(Debug, Default)]
+struct ScopeState {
+    loaded: bool,
+    minute: i64,
+    requests: u64,
+    tokens: u64,
+    day: i64,
+    day_usd: f64,
+    month: i64,
+    month_usd: f64,
+    reserved_usd: f64,
+    reserved_tokens: u64,
+}
+
+impl ScopeState {
+    /// Starts a new minute, day or month window where one has begun since the last request.
+    fn roll(&mut self, minute: i64, day: i64, month: i64) {
+        if self.minute != minute {
+            self.minute = minute;
+            self.requests = 0;
+            self.tokens = 0;
+        }
+        if self.day != day {
+            self.day = day;
+            self.day_usd = 0.0;
+        }
+        if self.month != month {
+            self.month = month;
+            self.month_usd = 0.0;
+        }
+    }
+
+    /// The first of the scope's limits this state has reached, with when it resets.
+    fn check(&self, scope: &Scope, now: i64) -> Result<(), BudgetError> {
+        let (day, month) = (self.day, self.month);
+        let l = &scope.limits;
+        let secs = |ms: i64| (ms.max(0) as u64).div_ceil(1000).max(1);
+        let to_next_minute = secs(60_000 - now.rem_euclid(60_000));
+        let to_next_day = secs((day + 1) * 86_400_000 - now);
+        let to_next_month = secs(month_start_day(month + 1) * 86_400_000 - now);
+        // (limit, in use, code, seconds until it resets): the first one reached refuses.
+        let checks = [
+            (
+                l.requests_per_minute.map(|m| m as f64),
+                self.requests as f64,
+                Code::RequestsPerMinuteExceeded,
+                to_next_minute,
+            ),
+            (
+                l.tokens_per_minute.map(|m| m as f64),
+                (self.tokens + self.reserved_tokens) as f64,
+                Code::TokensPerMinuteExceeded,
+                to_next_minute,
+            ),
+            (
+                l.usd_per_day,
+                self.day_usd + self.reserved_usd,
+                Code::DailyBudgetExceeded,
+                to_next_day,
+            ),
+            (
+                l.usd_per_month,
+                self.month_usd + self.reserved_usd,
+                Code::MonthlyBudgetExceeded,
+                to_next_month,
+            ),
+        ];
+        for (max, used, code, retry_after) in checks {
+            if let Some(max) = max.filter(|max| used >= *max) {
+                let who = &scope.label;
+                let message = match code {
+                    Code::RequestsPerMinuteExceeded => {
+                        format!("{who} is over its limit of {max} requests per minute")
+                    }
+                    Code::TokensPerMinuteExceeded => {
+                        format!("{who} is over its limit of {max} tokens per minute")
+                    }
+                    Code::DailyBudgetExceeded => format!(
+                        "{who} has spent ${:.4} of its ${max:.2} daily budget; it resets at 00:00 UTC",
+                        self.day_usd
+                    ),
+                    _ => format!(
+                        "{who} has spent ${:.4} of its ${max:.2} monthly budget; it resets on the 1st (UTC)",
+                        self.month_usd
+                    ),
+                };
+                return Err(BudgetError::Exceeded {
+                    code,
+                    message,
+                    retry_after_secs: retry_after,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// UTC calendar helpers (no time zone database needed).
+fn day_index(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000)
+}
+
+/// (year * 12 + month0) of a day index, by the civil-from-days algorithm.
+fn month_index(day: i64) -> i64 {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    y * 12 + (m - 1)
+}
+
+/// Day index of the first day of a month index.
+fn month_start_day(month: i64) -> i64 {
+    let (y, m) = (month.div_euclid(12), month.rem_euclid(12) + 1);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// `tenant:ID` or `key:ID`.
+    key: String,
+    column: &'static str,
+    id: String,
+    label: String,
+    limits: Limits,
+}
+
+pub struct Budgets {
+    store: Store,
+    scopes: Mutex<HashMap<String, ScopeState>>,
+}
+
+/// Held while a request runs; turned into real usage by [`Reservation::settle`], released
+/// if dropped.
+pub struct Reservation {
+    budgets: Arc<Budgets>,
+    scopes: Vec<String>,
+    usd: f64,
+    tokens: u64,
+    settled: bool,
+}
+
+impl Reservation {
+    pub fn settle(mut self, tokens: u64, usd: f64) {
+        self.budgets
+            .settle(&self.scopes, self.tokens, self.usd, tokens, usd);
+        self.settled = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.budgets
+                .settle(&self.scopes, self.tokens, self.usd, 0, 0.0);
+        }
+    }
+}
+
+impl Budgets {
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            scopes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The scopes (tenant, key) with limits that apply to this caller.
+    pub fn scopes(
+        config: &LimitsConfig,
+        tenant_id: &str,
+        tenant_name: &str,
+        key_id: &str,
+    ) -> Vec<Scope> {
+        let mut out = vec![];
+        let tenant = config
+            .tenants
+            .get(tenant_name)
+            .unwrap_or(&config.tenant_default);
+        if !tenant.is_empty() {
+            out.push(Scope {
+                key: format!("tenant:{tenant_id}"),
+                column: "tenant_id",
+                id: tenant_id.to_string(),
+                label: format!("tenant `{tenant_name}`"),
+                limits: tenant.clone(),
+            });
+        }
+        let key = config.keys.get(key_id).unwrap_or(&config.key_default);
+        if !key.is_empty() {
+            out.push(Scope {
+                key: format!("key:{key_id}"),
+                column: "key_id",
+                id: key_id.to_string(),
+                label: format!("key `{key_id}`"),
+                limits: key.clone(),
+            });
+        }
+        out
+    }
+
+    async fn load(&self, scope: &Scope, now: i64) -> Result<(), StoreError> {
+        if self
+            .scopes
+            .lock()
+            .expect("budget lock")
+            .get(&scope.key)
+            .is_some_and(|s| s.loaded)
+        {
+            return Ok(());
+        }
+        let day = day_index(now);
+        let month = month_index(day);
+        let month_start = month_start_day(month) * 86_400_000;
+        let day_start = day * 86_400_000;
+        let sql = format!(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN created_at >= $2 THEN cost_usd ELSE 0 END), 0) AS DOUBLE PRECISION), \
+                    CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) \
+             FROM request_log WHERE {} = $1 AND created_at >= $3",
+            scope.column
+        );
+        let (day_usd, month_usd): (f64, f64) = on_pool!(&self.store, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(&scope.id).bind(day_start).bind(month_start).fetch_one(p).await)?;
+        let mut scopes = self.scopes.lock().expect("budget lock");
+        let s = scopes.entry(scope.key.clone()).or_default();
+        if !s.loaded {
+            s.loaded = true;
+            s.day = day;
+            s.month = month;
+            // Spend recorded in memory before the load finished is already in the log sum.
+            s.day_usd = day_usd;
+            s.month_usd = month_usd;
+        }
+        Ok(())
+    }
+
+    /// Admits a request expected to use at most `tokens` and cost at most `usd`, or says
+    /// which limit it hits and when to retry.
+    pub async fn admit(
+        self: &Arc<Self>,
+        scopes: &[Scope],
+        tokens: u64,
+        usd: f64,
+    ) -> Result<Option<Reservation>, BudgetError> {
+        if scopes.is_empty() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        for scope in scopes {
+            self.load(scope, now).await?;
+        }
+        let minute = now.div_euclid(60_000);
+        let day = day_index(now);
+        let month = month_index(day);
+        let mut states = self.scopes.lock().expect("budget lock");
+        for scope in scopes {
+            let s = states.entry(scope.key.clone()).or_default();
+            s.roll(minute, day, month);
+            s.check(scope, now)?;
+        }
+        for scope in scopes {
+            let s = states.get_mut(&scope.key).expect("entry made above");
+            s.requests += 1;
+            s.reserved_tokens += tokens;
+            s.reserved_usd += usd;
+        }
+        Ok(Some(Reservation {
+            budgets: self.clone(),
+            scopes: scopes.iter().map(|s| s.key.clone()).collect(),
+            usd,
+            tokens,
+            settled: false,
+        }))
+    }
+
+    fn settle(
+        &self,
+        scopes: &[String],
+        reserved_tokens: u64,
+        reserved_usd: f64,
+        tokens: u64,
+        usd: f64,
+    ) {
+        let mut states = self.scopes.lock().expect("budget lock");
+        for key in scopes {
+            if let Some(s) = states.get_mut(key) {
+                s.reserved_tokens = s.reserved_tokens.saturating_sub(reserved_tokens);
+                s.reserved_usd = (s.reserved_usd - reserved_usd).max(0.0);
+                s.tokens += tokens;
+                s.day_usd += usd;
+                s.month_usd += usd;
+            }
+        }
+    }
+}
+
+/// The price of `tokens_in` + `tokens_out` at per-million-token prices.
+pub fn cost_usd(tokens_in: u64, tokens_out: u64, price_in: f64, price_out: f64) -> f64 {
+    (tokens_in as f64 * price_in + tokens_out as f64 * price_out) / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar() {
+        // 2026-11-27 is day 20,784 since the epoch; November 2026 is month index 2026*12+10.
+        let day = day_index(1_795_737_600_000);
+        assert_eq!(day, 20_784);
+        assert_eq!(month_index(day), 2026 * 12 + 10);
+        assert_eq!(month_start_day(2026 * 12 + 10), 20_758); // 2026-11-01
+        assert_eq!(month_start_day(2026 * 12 + 11), 20_788); // 2026-12-01
+        assert_eq!(month_index(0), 1970 * 12);
+        assert_eq!(month_start_day(2024 * 12 + 2), 19_783); // 2024-03-01 (leap year)
+        for d in 0..30_000 {
+            let m = month_index(d);
+            assert!(month_start_day(m) <= d && d < month_start_day(m + 1));
+        }
+    }
+
+    #[tokio::test]
+    async fn reservations_bound_concurrent_spend() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("b.db").display());
+        let budgets = Budgets::new(Store::connect(&url, 2).await.unwrap());
+        let config = LimitsConfig {
+            tenant_default: Limits {
+                usd_per_day: Some(1.0),
+                requests_per_minute: Some(1000),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let scopes = Budgets::scopes(&config, "t1", "acme", "k1");
+        assert_eq!(scopes.len(), 1);
+        // Each request may cost up to $0.30: the fourth concurrent one is refused.
+        let mut held = vec![];
+        for _ in 0..4 {
+            held.push(budgets.admit(&scopes, 10, 0.3).await.unwrap().unwrap());
+        }
+        let err = budgets.admit(&scopes, 10, 0.3).await.err().unwrap();
+        assert_eq!(err.error_code().name(), "daily_budget_exceeded");
+        // They cost less than feared: room again.
+        for r in held.drain(..) {
+            r.settle(10, 0.1);
+        }
+        let r = budgets.admit(&scopes, 10, 0.3).await.unwrap().unwrap();
+        drop(r); // released, not charged
+        let spent = budgets.scopes.lock().unwrap()["tenant:t1"].day_usd;
+        assert!((spent - 0.4).abs() < 1e-9, "{spent}");
+    }
+
+    #[tokio::test]
+    async fn tokens_per_minute_and_monthly_budget_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("b.db").display());
+        let budgets = Budgets::new(Store::connect(&url, 2).await.unwrap());
+        let mut config = LimitsConfig::default();
+        config.keys.insert(
+            "k1".into(),
+            Limits {
+                tokens_per_minute: Some(100),
+                usd_per_month: Some(10.0),
+                ..Default::default()
+            },
+        );
+        // Only that key has limits.
+        assert!(Budgets::scopes(&config, "t1", "acme", "k2").is_empty());
+        let scopes = Budgets::scopes(&config, "t1", "acme", "k1");
+        assert_eq!(scopes.len(), 1);
+        // Admitted while under the limit, reserved tokens counting as used.
+        let held = budgets.admit(&scopes, 60, 0.0).await.unwrap().unwrap();
+        budgets
+            .admit(&scopes, 50, 0.0)
+            .await
+            .unwrap()
+            .unwrap()
+            .settle(40, 0.0);
+        drop(held); // released: 40 used
+        budgets
+            .admit(&scopes, 10, 0.0)
+            .await
+            .unwrap()
+            .unwrap()
+            .settle(60, 0.0);
+        let err = budgets.admit(&scopes, 1, 0.0).await.err().unwrap();
+        assert_eq!(err.error_code().name(), "tokens_per_minute_exceeded");
+        assert_eq!(err.http_status(), 429);
+        // The month's spend: a new minute frees the tokens, not the money.
+        budgets
+            .scopes
+            .lock()
+            .unwrap()
+            .get_mut("key:k1")
+            .unwrap()
+            .minute -= 1;
+        budgets
+            .admit(&scopes, 1, 10.0)
+            .await
+            .unwrap()
+            .unwrap()
+            .settle(1, 10.0);
+        let err = budgets.admit(&scopes, 1, 0.1).await.err().unwrap();
+        assert_eq!(err.error_code().name(), "monthly_budget_exceeded");
+        assert!(err.to_string().contains("monthly budget"), "{err}");
+    }
+}

@@ -1,0 +1,315 @@
+//! Local embeddings: agreement with sentence-transformers on a committed fixture (both
+//! backends), the `/v1/embeddings` API, batching and back-pressure.
+
+use crate::common;
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use common::{Options, TestApp};
+use quartermaster::embed::{Backend, EmbedModel};
+use serde_json::{Value, json};
+
+fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
+}
+
+fn fixture() -> Value {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embed_reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn check_backend(backend: Backend) {
+    let model = EmbedModel::load(&model_dir(), backend, 2, 0).expect("run models/fetch.sh");
+    let fx = fixture();
+    assert_eq!(
+        fx["max_seq_length"].as_u64().unwrap() as usize,
+        model.max_seq_length
+    );
+    let items = fx["items"].as_array().unwrap();
+    assert!(items.len() >= 50);
+    let texts: Vec<&str> = items.iter().map(|i| i["text"].as_str().unwrap()).collect();
+    // Batched together (mixed lengths in one pass) and one at a time must both agree.
+    let batched = model.embed(&texts, 16_384).unwrap();
+    let mut worst = 1.0f64;
+    for (i, item) in items.iter().enumerate() {
+        let reference: Vec<f32> = item["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(batched[i].vector.len(), 384);
+        assert_eq!(
+            batched[i].tokens as u64,
+            item["tokens"].as_u64().unwrap(),
+            "token count of {:?}",
+            texts[i]
+        );
+        let c = cosine(&batched[i].vector, &reference);
+        worst = worst.min(c);
+        assert!(c >= 0.9999, "{backend:?}: cosine {c} for {:?}", texts[i]);
+        let norm: f32 = batched[i].vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+    for (i, text) in texts.iter().enumerate().step_by(7) {
+        let solo = model.embed(&[text], 16_384).unwrap();
+        assert!(
+            cosine(&solo[0].vector, &batched[i].vector) > 0.99999,
+            "batching changes nothing"
+        );
+    }
+    let long = items
+        .iter()
+        .filter(|i| i["tokens"].as_u64().unwrap() == 256)
+        .count();
+    assert!(long >= 3, "the fixture has inputs over the window");
+    assert!(batched.iter().filter(|e| e.truncated).count() >= long);
+    eprintln!(
+        "{backend:?}: worst cosine {worst:.7} over {} inputs",
+        items.len()
+    );
+}
+
+#[test]
+fn fused_backend_matches_sentence_transformers() {
+    check_backend(Backend::Fused);
+}
+
+#[test]
+fn candle_backend_matches_sentence_transformers() {
+    check_backend(Backend::Candle);
+}
+
+#[test]
+fn missing_model_names_the_fetch_command() {
+    let err = EmbedModel::load(&PathBuf::from("/nonexistent/model"), Backend::Fused, 1, 0)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("models/fetch.sh"), "{err}");
+}
+
+fn with_embeddings(extra: &str) -> Options {
+    Options::extra(&format!(
+        "[rate_limit]\nenabled = false\n[embeddings]\nmodel_dir = \"{}\"\n{extra}",
+        model_dir().display()
+    ))
+}
+
+#[tokio::test]
+async fn embeddings_api_float_base64_and_truncation() {
+    let mut app = TestApp::spawn_with(with_embeddings("")).await;
+    let resp = app
+        .post("/v1/embeddings")
+        .json(&json!({"model": "all-MiniLM-L6-v2", "input": "hello world"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"][0]["object"], "embedding");
+    assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 384);
+    assert_eq!(v["usage"]["prompt_tokens"], 4); // [CLS] hello world [SEP]
+    let floats: Vec<f32> = v["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+
+    let long = "word ".repeat(600);
+    let resp = app
+        .post("/v1/embeddings")
+        .json(&json!({"model": "all-MiniLM-L6-v2", "input": ["hello world", long], "encoding_format": "base64"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-quartermaster-truncated-inputs"], "1");
+    let v: Value = resp.json().await.unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        decoded, floats,
+        "base64 carries the same little-endian f32s"
+    );
+    assert!(v["data"][0].get("truncated").is_none());
+    assert_eq!(v["data"][1]["truncated"], true);
+    assert_eq!(v["data"][1]["index"], 1);
+    assert_eq!(v["usage"]["prompt_tokens"], 4 + 256);
+
+    let models: Value = app
+        .get("/v1/models")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "all-MiniLM-L6-v2")
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn embeddings_bad_inputs() {
+    let mut app = TestApp::spawn_with(with_embeddings("")).await;
+    let cases = [
+        (
+            json!({"model": "all-MiniLM-L6-v2", "input": ""}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"model": "all-MiniLM-L6-v2", "input": []}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"model": "all-MiniLM-L6-v2", "input": ["ok", "  "]}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"model": "all-MiniLM-L6-v2", "input": [1, 2, 3]}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"model": "all-MiniLM-L6-v2", "input": 5}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"model": "all-MiniLM-L6-v2", "input": "x", "encoding_format": "hex"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"model": "all-MiniLM-L6-v2", "input": "x", "dimensions": 128}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"model": "text-embedding-3-small", "input": "x"}),
+            404,
+            "model_not_found",
+        ),
+        (json!({"input": "x"}), 400, "invalid_request"),
+    ];
+    for (body, status, code) in cases {
+        let resp = app.post("/v1/embeddings").json(&body).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{body}: {v}");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_batches_and_agree_with_solo() {
+    let mut app = TestApp::spawn_with(with_embeddings("")).await;
+    let texts: Vec<String> = (0..24)
+        .map(|i| format!("question number {i}: how do I rotate an API key?"))
+        .collect();
+    let solo: Value = app
+        .post("/v1/embeddings")
+        .json(&json!({"model": "all-MiniLM-L6-v2", "input": texts[5]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut handles = vec![];
+    for t in &texts {
+        let req = app
+            .post("/v1/embeddings")
+            .json(&json!({"model": "all-MiniLM-L6-v2", "input": t}));
+        handles.push(tokio::spawn(async move {
+            req.send().await.unwrap().json::<Value>().await.unwrap()
+        }));
+    }
+    let mut results = vec![];
+    for h in handles {
+        results.push(h.await.unwrap());
+    }
+    let a: Vec<f32> = solo["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let b: Vec<f32> = results[5]["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    assert!(cosine(&a, &b) > 0.99999);
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("qm_embed_batch_inputs"),
+        "batch sizes are measured"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_answers_503_with_retry_after() {
+    let mut app = TestApp::spawn_with(with_embeddings(
+        "queue_capacity = 1\nmax_batch_tokens = 256\n",
+    ))
+    .await;
+    let big: Vec<String> = (0..16)
+        .map(|i| format!("{i} {}", "lorem ipsum dolor sit amet ".repeat(40)))
+        .collect();
+    let mut handles = vec![];
+    for _ in 0..12 {
+        let req = app
+            .post("/v1/embeddings")
+            .json(&json!({"model": "all-MiniLM-L6-v2", "input": big}));
+        handles.push(tokio::spawn(async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.headers().get("retry-after").is_some(),
+                r.text().await.unwrap(),
+            )
+        }));
+    }
+    let mut ok = 0;
+    let mut rejected = 0;
+    for h in handles {
+        let (status, retry_after, body) = h.await.unwrap();
+        match status {
+            200 => ok += 1,
+            503 => {
+                assert!(retry_after);
+                assert!(body.contains("\"code\":\"overloaded\""), "{body}");
+                rejected += 1;
+            }
+            s => panic!("unexpected {s}: {body}"),
+        }
+    }
+    assert!(ok >= 1 && rejected >= 1, "ok={ok} rejected={rejected}");
+    app.shutdown().await;
+}

@@ -1,0 +1,25 @@
+//! The integration suite, one binary (each file in tests/ would be a binary linking the
+//! whole crate): the HTTP surface, the cache, retrieval, routing, billing, the local model,
+//! PostgreSQL, the real binary killed mid-write, and the official SDKs as clients.
+//! `tests/hardening` is the other binary.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api;
+mod billing;
+mod cache;
+mod cache_kill;
+mod cache_qdrant;
+mod cli;
+mod embeddings;
+mod gateway;
+mod jobs_kill;
+mod local_model;
+mod parser_props;
+mod postgres;
+mod python_sdk;
+mod rag;
+mod rag_cli;
+mod reload_sighup;
+mod routing;
