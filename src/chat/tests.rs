@@ -377,20 +377,21 @@ async fn a_cache_hit_is_replayed_as_the_same_events() {
             .unwrap(),
     )
     .await;
-    // The write-back runs in the background.
-    let mut replay = None;
+    // The write-back runs in the background: wait until the entry is stored (asking again
+    // before then would be a miss, and reach the upstream).
+    let cache = h.pipeline.cache.clone().unwrap();
     for _ in 0..200 {
-        let r = h
-            .pipeline
-            .run(request("m0", true, "meaning of life?"))
-            .await
-            .unwrap();
-        if matches!(r.meta.cache, CacheOutcome::Hit { .. }) {
-            replay = Some(r);
+        if cache.counts().await.unwrap().iter().map(|(_, n)| n).sum::<i64>() > 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    let r = h
+        .pipeline
+        .run(request("m0", true, "meaning of life?"))
+        .await
+        .unwrap();
+    let replay = matches!(r.meta.cache, CacheOutcome::Hit { .. }).then_some(r);
     let replay = replay.expect("the answer was cached");
     assert_eq!(replay.meta.answered_by, "fake-upstream");
     assert!(replay.meta.route.is_none());
