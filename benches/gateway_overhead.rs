@@ -1,4 +1,6 @@
-//! Gateway overhead against a local mock upstream, streaming and non-streaming.
+//! Gateway overhead against a local mock upstream: chat completions streaming and not, and
+//! the Responses API streamed (the gateway translates it into the same chat stream; its
+//! direct and bare-proxy peers are that chat stream, so the row is what the door adds).
 //!
 //! Starts a mock OpenAI upstream in this process and the release `quartermaster` binary as a
 //! child process, then for each mode measures, open-loop at a fixed rate, the latency of
@@ -53,19 +55,48 @@ async fn mock(body: Bytes) -> axum::response::Response {
 }
 
 /// Open loop: one request every 1/rate seconds for `secs`, each timed to the last byte.
+/// What one phase sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Stream,
+    /// A streamed Responses API request to the gateway (stored, as by default); the mock and
+    /// the bare proxy, which speak only chat completions, get the equivalent chat stream.
+    Responses,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Plain => "non-stream",
+            Mode::Stream => "stream",
+            Mode::Responses => "responses stream",
+        }
+    }
+
+    /// The path and body of the request, to the gateway or to a peer.
+    fn request(self, gateway: bool) -> (&'static str, String) {
+        if self == Mode::Responses && gateway {
+            let body = json!({"model": "m", "stream": true, "input": "Say hello"});
+            return ("/v1/responses", body.to_string());
+        }
+        let body = json!({"model": "m", "stream": self != Mode::Plain,
+            "messages": [{"role": "user", "content": "Say hello"}]});
+        ("/v1/chat/completions", body.to_string())
+    }
+}
+
 async fn open_loop(
     client: &reqwest::Client,
     url: &str,
     key: &str,
-    stream: bool,
+    (mode, gateway): (Mode, bool),
     rate: u64,
     secs: u64,
 ) -> (Vec<f64>, usize) {
     let lat = Arc::new(Mutex::new(Vec::with_capacity((rate * secs) as usize)));
     let errors = Arc::new(Mutex::new(0usize));
-    let body =
-        json!({"model":"m","stream":stream,"messages":[{"role":"user","content":"Say hello"}]})
-            .to_string();
+    let (path, body) = mode.request(gateway);
     let origin = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -83,7 +114,7 @@ async fn open_loop(
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
             let res = client
-                .post(format!("{url}/v1/chat/completions"))
+                .post(format!("{url}{path}"))
                 .bearer_auth(key)
                 .header("content-type", "application/json")
                 .body(body)
@@ -114,7 +145,7 @@ async fn open_loop(
             "{dir}/{:02}-{}-{}.tsv",
             N.fetch_add(1, Ordering::SeqCst),
             url.trim_start_matches("http://").replace([':', '.'], "_"),
-            if stream { "stream" } else { "plain" }
+            mode.label().replace(' ', "-")
         );
         let rows: String = timed
             .iter()
@@ -280,9 +311,17 @@ fn main() {
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
         let direct = mock_url.trim_end_matches("/v1").to_string();
         // Warm up connections on both paths.
-        let _ = open_loop(&client, &direct, "", false, 200, 1).await;
-        let _ = open_loop(&client, &gw.url, &gw.key, false, 200, 1).await;
-        let _ = open_loop(&client, &peer.url, "", false, 200, 1).await;
+        let _ = open_loop(&client, &direct, "", (Mode::Plain, false), 200, 1).await;
+        let _ = open_loop(&client, &gw.url, &gw.key, (Mode::Plain, true), 200, 1).await;
+        let _ = open_loop(&client, &peer.url, "", (Mode::Plain, false), 200, 1).await;
+        // An older build (QM_BENCH_GATEWAY) may have no Responses API: its row is left out.
+        let (_, probe_errors) = open_loop(&client, &gw.url, &gw.key, (Mode::Responses, true), 20, 1).await;
+        let modes: &[Mode] = if probe_errors == 0 {
+            &[Mode::Plain, Mode::Stream, Mode::Responses]
+        } else {
+            println!("(this gateway build has no /v1/responses: no Responses row)");
+            &[Mode::Plain, Mode::Stream]
+        };
         let rss_start = rss_kib(pid);
         println!("gateway overhead: open loop at {rate} req/s for {secs} s per run (loopback; mock + load generator on 1 thread)");
         println!("| mode | direct p50 / p99 ms | bare proxy p50 / p99 ms | gateway p50 / p99 ms | bare proxy added p50 / p99 ms | gateway added p50 / p99 ms | CPU per request, bare proxy / gateway µs | errors |");
@@ -291,12 +330,12 @@ fn main() {
         // median of the runs is reported with every run: one noisy run on a shared 2-core
         // machine says little on its own.
         // (gateway, bare proxy) added (p50, p99) per run and mode.
-        let mut added: [Vec<[(f64, f64); 2]>; 2] = [vec![], vec![]];
+        let mut added: [Vec<[(f64, f64); 2]>; 3] = [vec![], vec![], vec![]];
         // (bare proxy, gateway) CPU µs per request, per run and mode.
-        let mut cpu_per_request: [Vec<(f64, f64)>; 2] = [vec![], vec![]];
+        let mut cpu_per_request: [Vec<(f64, f64)>; 3] = [vec![], vec![], vec![]];
         for run in 0..runs {
-            for stream in [false, true] {
-                let (d, de) = open_loop(&client, &direct, "", stream, rate, secs).await;
+            for &mode in modes {
+                let (d, de) = open_loop(&client, &direct, "", (mode, false), rate, secs).await;
                 // CPU per request: the process's user + system time over the phase (what the
                 // gateway's background work costs in that time included), per request sent;
                 // NaN if /proc could not be read.
@@ -306,34 +345,34 @@ fn main() {
                         .map_or(f64::NAN, |(b, a)| (a - b) * 1e6 / sent.max(1) as f64)
                 };
                 let cpu = cpu_secs(peer_pid);
-                let (b, be) = open_loop(&client, &peer.url, "", stream, rate, secs).await;
+                let (b, be) = open_loop(&client, &peer.url, "", (mode, false), rate, secs).await;
                 let b_cpu = per_request(cpu, cpu_secs(peer_pid), b.len() + be);
                 let cpu = cpu_secs(pid);
-                let (g, ge) = open_loop(&client, &gw.url, &gw.key, stream, rate, secs).await;
+                let (g, ge) = open_loop(&client, &gw.url, &gw.key, (mode, true), rate, secs).await;
                 let g_cpu = per_request(cpu, cpu_secs(pid), g.len() + ge);
                 let over = |x: &[f64]| (pct(x, 0.5) - pct(&d, 0.5), pct(x, 0.99) - pct(&d, 0.99));
                 let (ga, ba) = (over(&g), over(&b));
-                added[stream as usize].push([ga, ba]);
-                cpu_per_request[stream as usize].push((b_cpu, g_cpu));
+                added[mode as usize].push([ga, ba]);
+                cpu_per_request[mode as usize].push((b_cpu, g_cpu));
                 println!(
                     "| {} (run {}) | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.0} / {:.0} | {} |",
-                    if stream { "stream" } else { "non-stream" },
+                    mode.label(),
                     run + 1,
                     pct(&d, 0.5), pct(&d, 0.99), pct(&b, 0.5), pct(&b, 0.99), pct(&g, 0.5), pct(&g, 0.99),
                     ba.0, ba.1, ga.0, ga.1, b_cpu, g_cpu, de + be + ge
                 );
             }
         }
-        for stream in [false, true] {
-            let runs = &added[stream as usize];
+        for &mode in modes {
+            let runs = &added[mode as usize];
             let m = |i: usize, p99: bool| {
                 common::median(runs.iter().map(|r| if p99 { r[i].1 } else { r[i].0 }).collect())
             };
-            let cpu = &cpu_per_request[stream as usize];
+            let cpu = &cpu_per_request[mode as usize];
             println!(
                 "median of {} runs, {}: gateway added p50 {:.3} ms, p99 {:.3} ms; bare proxy added p50 {:.3} ms, p99 {:.3} ms; CPU per request: gateway {:.0} µs, bare proxy {:.0} µs",
                 runs.len(),
-                if stream { "stream" } else { "non-stream" },
+                mode.label(),
                 m(0, false), m(0, true), m(1, false), m(1, true),
                 common::median(cpu.iter().map(|c| c.1).collect()),
                 common::median(cpu.iter().map(|c| c.0).collect()),
@@ -349,7 +388,8 @@ fn main() {
             let mut samples = vec![];
             let per = 30.min(soak);
             for i in 0..soak.div_ceil(per) {
-                let (g, _) = open_loop(&client, &gw.url, &gw.key, i % 2 == 1, rate, per).await;
+                let mode = if i % 2 == 1 { Mode::Stream } else { Mode::Plain };
+                let (g, _) = open_loop(&client, &gw.url, &gw.key, (mode, true), rate, per).await;
                 samples.push((rss_kib(pid), pct(&g, 0.99)));
             }
             println!("soak {soak} s at {rate} req/s, RSS KiB / p99 ms every {per} s: {samples:?}");

@@ -121,6 +121,17 @@ impl ChatCompletionRequest {
             .unwrap_or(false)
     }
 
+    /// Whether answering needs a model that can call tools: tools are offered and
+    /// `tool_choice` is not `none`.
+    pub fn needs_tools(&self) -> bool {
+        let offered = self
+            .extra
+            .get("tools")
+            .and_then(Value::as_array)
+            .is_some_and(|t| !t.is_empty());
+        offered && self.extra.get("tool_choice").and_then(Value::as_str) != Some("none")
+    }
+
     /// Checks what serde cannot: returns `(message, param)` for the first problem.
     pub fn validate(&self) -> Result<(), (String, String)> {
         if self.model.trim().is_empty() {

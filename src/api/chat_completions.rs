@@ -19,33 +19,53 @@ use serde_json::json;
 
 use super::REQUEST_ID;
 use super::error::ApiError;
-use super::extractors::ApiJson;
+use super::extractors::{ApiJson, ApiPath};
 use super::state::{AppState, Chat};
 use crate::auth::Principal;
-use crate::chat::{ChatBody, ChatEvent, ChatRequest};
+use crate::chat::{ChatBody, ChatEvent, ChatRequest, ChoiceDelta};
 use crate::types::{ChatChunk, ChatCompletionRequest, ModelObject, new_completion_id, unix_now};
 
+fn model_object(state: &AppState, id: &str, owned_by: &str) -> ModelObject {
+    ModelObject {
+        id: id.to_string(),
+        object: "model",
+        created: state.started_at,
+        owned_by: owned_by.to_string(),
+    }
+}
+
+/// `GET /v1/models`: the served models and the embedding model.
 pub async fn list_models(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let mut data: Vec<ModelObject> = state
         .chat
         .models
         .iter()
-        .map(|m| ModelObject {
-            id: m.name.clone(),
-            object: "model",
-            created: state.started_at,
-            owned_by: m.provider.name().to_string(),
-        })
+        .map(|m| model_object(&state, &m.name, m.provider.name()))
         .collect();
     if let Some(e) = &state.chat.embedder {
-        data.push(ModelObject {
-            id: e.model_name.clone(),
-            object: "model",
-            created: state.started_at,
-            owned_by: "quartermaster".into(),
-        });
+        data.push(model_object(&state, &e.model_name, "quartermaster"));
     }
     axum::Json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{id}`: one of them, or a routing alias (`auto`, a tier), which frameworks
+/// ask for to validate a model name.
+pub async fn retrieve_model(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<axum::Json<ModelObject>, ApiError> {
+    if let Some(m) = state.chat.models.get(&id) {
+        return Ok(axum::Json(model_object(&state, &m.name, m.provider.name())));
+    }
+    let embedder = state
+        .chat
+        .embedder
+        .as_ref()
+        .is_some_and(|e| e.model_name == id);
+    if embedder || state.chat.live.load().is_alias(&id) {
+        return Ok(axum::Json(model_object(&state, &id, "quartermaster")));
+    }
+    Err(ApiError::ModelNotFound(id))
 }
 
 pub async fn chat_completions(
@@ -134,7 +154,7 @@ impl Encoder {
                         if let Some(m) = delta.model {
                             self.model = m;
                         }
-                        let mut chunk = self.chunk(delta.choices.iter().map(|c| c.to_openai()).collect());
+                        let mut chunk = self.chunk(delta.choices.into_iter().map(ChoiceDelta::into_openai).collect());
                         chunk.extra = delta.extra;
                         if let Some(c) = self.citations.take() {
                             chunk.extra.insert("citations".into(), c);

@@ -215,10 +215,11 @@ fn keep_when_complete(response: Response, mut guard: ReleaseGuard) -> Response {
     Response::from_parts(parts, Body::from_stream(tee))
 }
 
-/// Whether an SSE body carries an error event (`data: {"error": ...}`).
+/// Whether an SSE body carries an error event: chat completions' `data: {"error": ...}`,
+/// or the Responses API's `event: error`.
 fn has_error_event(body: &[u8]) -> bool {
     let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    contains(b"data: {\"error\":") || contains(b"data:{\"error\":")
+    contains(b"data: {\"error\":") || contains(b"data:{\"error\":") || contains(b"event: error\n")
 }
 
 #[cfg(test)]
@@ -231,5 +232,12 @@ mod tests {
             b"data: {\"a\":1}\n\ndata: {\"error\":{}}\n\n"
         ));
         assert!(!has_error_event(b"data: {\"a\":1}\n\ndata: [DONE]\n\n"));
+        // The Responses API's error event; an `error` word in text is not one.
+        assert!(has_error_event(
+            b"event: error\ndata: {\"type\":\"error\",\"sequence_number\":7}\n\n"
+        ));
+        assert!(!has_error_event(
+            b"event: response.output_text.delta\ndata: {\"delta\":\"event: error\"}\n\n"
+        ));
     }
 }

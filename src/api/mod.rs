@@ -12,6 +12,7 @@ pub mod error;
 pub mod extractors;
 pub mod idempotency;
 mod ops;
+mod responses;
 mod sse;
 mod state;
 mod webhooks;
@@ -24,13 +25,14 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -45,6 +47,16 @@ pub fn router(state: Arc<AppState>) -> Router {
     let config = state.config.clone();
     let v1 = Router::new()
         .route("/v1/models", get(chat_completions::list_models))
+        .route("/v1/models/{id}", get(chat_completions::retrieve_model))
+        .route("/v1/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(responses::input_items),
+        )
         .route(
             "/v1/chat/completions",
             post(chat_completions::chat_completions),
@@ -131,7 +143,56 @@ pub fn router(state: Arc<AppState>) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(cors(&config.server.cors))
         .with_state(state)
+}
+
+/// Response headers a browser script may read: the gateway's own, the request id, and
+/// what a client needs to retry.
+const EXPOSED: &[&str] = &[
+    "x-request-id",
+    "retry-after",
+    "idempotent-replayed",
+    crate::cache::CACHE_HEADER,
+    crate::cache::KIND_HEADER,
+    crate::cache::SIMILARITY_HEADER,
+    crate::cache::ENTRY_HEADER,
+    crate::route::ROUTE_HEADER,
+    crate::route::MODEL_HEADER,
+    controls::GROUNDED_HEADER,
+];
+
+/// CORS for browsers calling the gateway directly (`[server.cors]`); with no origins
+/// configured, no cross-origin request is allowed (a preflight gets no `Access-Control-*`).
+fn cors(
+    config: &crate::config::CorsConfig,
+) -> tower::util::Either<CorsLayer, tower::layer::util::Identity> {
+    if config.allowed_origins.is_empty() {
+        return tower::util::Either::Right(tower::layer::util::Identity::new());
+    }
+    let origin = if config.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            config
+                .allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    let layer = CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers(
+            EXPOSED
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect::<Vec<_>>(),
+        )
+        .allow_credentials(config.allow_credentials)
+        .max_age(std::time::Duration::from_secs(config.max_age_secs));
+    tower::util::Either::Left(layer)
 }
 
 /// Resolves the bearer key to a [`Principal`] and attaches it to the request.

@@ -196,7 +196,12 @@ impl DeltaEvent {
 impl ChoiceDelta {
     /// OpenAI's chunk choice for this delta.
     pub fn to_openai(&self) -> ChunkChoice {
-        let mut extra = self.extra.clone();
+        self.clone().into_openai()
+    }
+
+    /// As [`Self::to_openai`], consuming the delta (the streaming path: nothing is copied).
+    pub fn into_openai(self) -> ChunkChoice {
+        let mut extra = self.extra;
         if !self.tool_calls.is_empty() {
             extra.insert(
                 "tool_calls".into(),
@@ -211,12 +216,12 @@ impl ChoiceDelta {
         ChunkChoice {
             index: self.index,
             delta: Delta {
-                role: self.role.clone(),
-                content: self.text.clone(),
+                role: self.role,
+                content: self.text,
                 extra,
             },
-            finish_reason: self.finish_reason.clone(),
-            extra: self.choice_extra.clone(),
+            finish_reason: self.finish_reason,
+            extra: self.choice_extra,
         }
     }
 }

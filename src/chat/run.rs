@@ -41,8 +41,20 @@ impl Pipeline {
         )?;
         let live = self.live.load_full();
         routing::tier_hint(&live, controls.tier.as_deref())?;
-        if !live.is_alias(&request.model) && self.models.get(&request.model).is_none() {
-            return Err(ChatError::ModelNotFound(request.model.clone()));
+        match self.models.get(&request.model) {
+            None if !live.is_alias(&request.model) => {
+                return Err(ChatError::ModelNotFound(request.model.clone()));
+            }
+            Some(m) if !m.supports_tools && request.needs_tools() => {
+                return Err(ChatError::Invalid {
+                    message: format!(
+                        "the model `{}` does not support tools (supports_tools = false); offer no tools, set tool_choice to none, or ask a model that does",
+                        m.name
+                    ),
+                    param: Some("tools".into()),
+                });
+            }
+            _ => {}
         }
         // The cache first: a hit skips retrieval, routing, budgets and the upstream. A
         // grounded request is its own cache key space (its answer depends on the documents).
@@ -171,7 +183,8 @@ impl Pipeline {
         answer::replay(request, hit, ledger, replay_chars)
     }
 
-    /// The decision's models that exist, less those a limited tenant may not use.
+    /// The decision's models that exist, less those that cannot call the tools the request
+    /// offers and those a limited tenant may not use.
     fn candidates(
         &self,
         decision: &Decision,
@@ -185,6 +198,18 @@ impl Pipeline {
             .collect();
         if routes.is_empty() {
             return Err(ChatError::ModelNotFound(request.model.clone()));
+        }
+        if request.needs_tools() {
+            routes.retain(|r| r.supports_tools);
+            if routes.is_empty() {
+                return Err(ChatError::Invalid {
+                    message: format!(
+                        "no model that `{}` routes to supports tools (supports_tools = false)",
+                        request.model
+                    ),
+                    param: Some("tools".into()),
+                });
+            }
         }
         if principal.limited {
             routes.retain(|r| {

@@ -130,6 +130,7 @@ async fn harness(scripts: Vec<Script>, cache: bool) -> Harness {
             name: format!("m{i}"),
             upstream_model: format!("m{i}"),
             provider: fake,
+            supports_tools: i != 1,
         });
     }
     let mut tiers = BTreeMap::new();
@@ -381,7 +382,15 @@ async fn a_cache_hit_is_replayed_as_the_same_events() {
     // before then would be a miss, and reach the upstream).
     let cache = h.pipeline.cache.clone().unwrap();
     for _ in 0..200 {
-        if cache.counts().await.unwrap().iter().map(|(_, n)| n).sum::<i64>() > 0 {
+        if cache
+            .counts()
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<i64>()
+            > 0
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -446,4 +455,57 @@ async fn bad_controls_are_refused_before_anything_runs() {
         .err()
         .unwrap();
     assert!(matches!(err, ChatError::ModelNotFound(_)));
+}
+
+/// `request` with a function tool offered.
+fn with_tools(model: &str, tool_choice: &str) -> ChatRequest {
+    let mut r = request(model, false, "weather in Paris?");
+    r.body.extra.insert(
+        "tools".into(),
+        json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]),
+    );
+    r.body
+        .extra
+        .insert("tool_choice".into(), json!(tool_choice));
+    r
+}
+
+#[tokio::test]
+async fn tools_go_only_to_models_that_support_them() {
+    // m0 answers 503, m1 cannot call tools: failover skips m1 when tools are offered.
+    let h = harness(
+        vec![
+            Script::Unavailable,
+            Script::Chunks(vec![text_chunk("prose", Some("stop"))]),
+        ],
+        false,
+    )
+    .await;
+    let err = h
+        .pipeline
+        .run(with_tools("auto", "auto"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ChatError::Upstream(_)), "{err:?}");
+    assert_eq!(h.providers[1].calls.load(Ordering::SeqCst), 0);
+    // Asked by name, it is a 400 naming the tools, before anything runs.
+    let err = h
+        .pipeline
+        .run(with_tools("m1", "required"))
+        .await
+        .err()
+        .unwrap();
+    match &err {
+        ChatError::Invalid { message, param } => {
+            assert_eq!(param.as_deref(), Some("tools"));
+            assert!(message.contains("does not support tools"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(err.http_status(), 400);
+    assert_eq!(h.providers[1].calls.load(Ordering::SeqCst), 0);
+    // With tool_choice none the tools are not used: any model may answer.
+    let ok = h.pipeline.run(with_tools("m1", "none")).await.unwrap();
+    assert_eq!(ok.meta.answered_by, "m1");
 }

@@ -14,7 +14,8 @@ mod sections;
 pub use crate::providers::{ModelConfig, ProviderConfig, ProviderKind};
 pub use crate::telemetry::{LogConfig, LogFormat};
 pub use sections::{
-    AdminConfig, AuthConfig, DatabaseConfig, RateLimitConfig, RequestLogConfig, ServerConfig,
+    AdminConfig, AuthConfig, CorsConfig, DatabaseConfig, RateLimitConfig, RequestLogConfig,
+    ResponsesConfig, ServerConfig,
 };
 
 /// Environment variables with this prefix override file keys: `QM__SERVER__PORT=9000`.
@@ -57,6 +58,8 @@ pub struct Config {
     pub cache: crate::cache::CacheConfig,
     /// Documents, retrieval and grounded chat.
     pub rag: crate::rag::RagConfig,
+    /// Stored Responses API responses.
+    pub responses: ResponsesConfig,
 }
 
 /// A configuration problem, with the path of the offending key.
@@ -126,6 +129,10 @@ impl Config {
         };
         self.cache.validate().map_err(|m| invalid("cache", m))?;
         self.rag.validate().map_err(|m| invalid("rag", m))?;
+        self.server
+            .cors
+            .validate()
+            .map_err(|m| invalid("server.cors", m))?;
         Ok(())
     }
 

@@ -41,6 +41,52 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// A request's body must arrive whole within this long (408 past it).
     pub body_read_timeout_secs: u64,
+    /// Browsers calling the gateway directly (`[server.cors]`): off unless origins are set.
+    pub cors: CorsConfig,
+}
+
+/// Cross-origin requests from browsers: the origins allowed (exact, e.g.
+/// `https://app.example.com`, or `*` for any origin without credentials), whether cookies
+/// and `Authorization` may be sent, and how long a preflight's answer may be cached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allow_credentials: false,
+            max_age_secs: 600,
+        }
+    }
+}
+
+impl CorsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for o in &self.allowed_origins {
+            if o == "*" {
+                if self.allow_credentials {
+                    return Err("`*` cannot be combined with allow_credentials (browsers refuse it); list the origins".into());
+                }
+                continue;
+            }
+            let rest = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"));
+            let ok = rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', ' ', '?', '#']));
+            if !ok || axum::http::HeaderValue::from_str(o).is_err() {
+                return Err(format!(
+                    "`{o}` is not an origin (scheme://host[:port], no path)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -53,6 +99,7 @@ impl Default for ServerConfig {
             config_poll_secs: 2,
             header_read_timeout_secs: 30,
             body_read_timeout_secs: 60,
+            cors: CorsConfig::default(),
         }
     }
 }
@@ -192,5 +239,20 @@ impl RequestLogConfig {
             memory_rows: self.memory_rows,
             spill_dir: Some(spill_dir),
         }
+    }
+}
+
+/// `[responses]`: how long stored Responses API responses are kept (`previous_response_id`,
+/// `GET /v1/responses/{id}`); the daily housekeeping job deletes older ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponsesConfig {
+    pub retention_days: u64,
+}
+
+impl Default for ResponsesConfig {
+    fn default() -> Self {
+        // OpenAI keeps stored responses for 30 days.
+        Self { retention_days: 30 }
     }
 }

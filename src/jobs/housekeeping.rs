@@ -1,13 +1,15 @@
-//! Daily housekeeping: finished jobs and expired idempotency keys.
+//! Daily housekeeping: finished jobs, expired idempotency keys and stored responses past
+//! their retention.
 
 use async_trait::async_trait;
 
 use super::{JobError, JobHandler, JobQueue, JobRow};
 
-/// Daily clean-up: finished jobs and expired idempotency keys.
+/// Daily clean-up: finished jobs, expired idempotency keys, old stored responses.
 pub struct HousekeepingJob {
     pub queue: JobQueue,
     pub idempotency_ttl_secs: u64,
+    pub responses_retention_days: u64,
 }
 
 #[async_trait]
@@ -16,7 +18,14 @@ impl JobHandler for HousekeepingJob {
         let jobs = self.queue.purge_done().await?;
         let keys = crate::idempotency::purge_expired(self.queue.store(), self.idempotency_ttl_secs)
             .await?;
-        tracing::info!(jobs, idempotency_keys = keys, "housekeeping done");
+        let before = crate::store::now_ms() - (self.responses_retention_days * 86_400_000) as i64;
+        let responses = self.queue.store().purge_responses(before).await?;
+        tracing::info!(
+            jobs,
+            idempotency_keys = keys,
+            responses,
+            "housekeeping done"
+        );
         Ok(())
     }
 }

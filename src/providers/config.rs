@@ -51,4 +51,12 @@ pub struct ModelConfig {
     /// Price in USD per million output (completion) tokens.
     #[serde(default)]
     pub output_usd_per_mtok: f64,
+    /// Whether the model can call tools (function calling); requests that offer tools go
+    /// only to models that can.
+    #[serde(default = "yes")]
+    pub supports_tools: bool,
+}
+
+fn yes() -> bool {
+    true
 }

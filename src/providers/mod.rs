@@ -84,6 +84,9 @@ pub struct ModelRoute {
     pub name: String,
     pub upstream_model: String,
     pub provider: Arc<dyn Provider>,
+    /// The model can call tools (a request offering tools is never routed to one that
+    /// cannot).
+    pub supports_tools: bool,
 }
 
 /// Every model the gateway serves, built from config.
@@ -116,6 +119,8 @@ impl ModelRegistry {
                     name: name.clone(),
                     upstream_model: name,
                     provider: local.clone(),
+                    // SmolLM2-135M answers a tool request with prose.
+                    supports_tools: false,
                 },
             );
             providers.insert("local".into(), local);
@@ -132,6 +137,7 @@ impl ModelRegistry {
                     name: name.clone(),
                     upstream_model,
                     provider,
+                    supports_tools: m.supports_tools,
                 },
             );
         }

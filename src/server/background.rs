@@ -54,6 +54,7 @@ pub(super) fn start_jobs(state: &Arc<AppState>) -> impl Future<Output = ()> + us
         Arc::new(HousekeepingJob {
             queue: queue.clone(),
             idempotency_ttl_secs: state.config.idempotency.ttl_secs,
+            responses_retention_days: state.config.responses.retention_days,
         }),
     );
     let runner = runner.spawn(shutdown.clone(), grace);

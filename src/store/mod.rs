@@ -5,12 +5,14 @@
 mod health;
 mod reports;
 mod request_log;
+mod responses;
 mod sqlite;
 mod tenants;
 
 pub use health::StoreHealth;
 pub use reports::{RouteCount, UsageGroup, UsageRow};
 pub use request_log::{RequestLogOptions, RequestLogRecord, RequestLogStatus, RequestLogWriter};
+pub use responses::StoredResponse;
 pub use tenants::{ApiKeyRow, Tenant, TenantRow};
 
 use std::str::FromStr;

@@ -13,6 +13,7 @@
 //! | `mock-no-usage` | like `mock-ok` but never reports usage |
 //! | `mock-hang` | no answer at all for a minute (a timeout before the first byte) |
 //! | `mock-429-then-ok` | odd-numbered calls: 429 with `Retry-After: 1`; even ones: like `mock-ok` |
+//! | `mock-tools` | a call of the first offered tool (`{"city":"Paris"}`, streamed as OpenAI's tool-call deltas in several chunks, `finish_reason: tool_calls`); once the conversation holds a tool result, the text `It is sunny in Paris.` |
 //! | `mock-NNN` | any other status NNN |
 #![allow(dead_code)]
 
@@ -117,6 +118,9 @@ async fn handle(State(stats): State<Arc<MockStats>>, body: Bytes) -> Response {
     }
     if model == "mock-hang" {
         tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    if model == "mock-tools" {
+        return tool_answer(&req);
     }
     let stream = req["stream"].as_bool().unwrap_or(false);
     let include_usage = req["stream_options"]["include_usage"]
@@ -237,4 +241,83 @@ impl Drop for CompletionGuard {
         };
         counter.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// `mock-tools`: a tool call until the conversation holds a tool result, then text.
+fn tool_answer(req: &Value) -> Response {
+    let stream = req["stream"].as_bool().unwrap_or(false);
+    let answered = req["messages"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"));
+    let tool = req["tools"][0]["function"]["name"]
+        .as_str()
+        .unwrap_or("get_weather")
+        .to_string();
+    let usage = json!({"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27});
+    if !stream {
+        let (message, finish) = if answered {
+            (
+                json!({"role": "assistant", "content": "It is sunny in Paris."}),
+                "stop",
+            )
+        } else {
+            (
+                json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_mock1", "type": "function",
+                    "function": {"name": tool, "arguments": "{\"city\":\"Paris\"}"}}]}),
+                "tool_calls",
+            )
+        };
+        return axum::Json(json!({
+            "id": "chatcmpl-tools", "object": "chat.completion", "created": 1700000000, "model": "mock-tools",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-tools", "object": "chat.completion.chunk", "created": 1700000000, "model": "mock-tools",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    };
+    let mut events = Vec::new();
+    if answered {
+        events.push(chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        ));
+        for piece in ["It is ", "sunny ", "in Paris."] {
+            events.push(chunk(json!({"content": piece}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("stop")));
+    } else {
+        events.push(chunk(
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_mock1", "type": "function",
+                "function": {"name": tool, "arguments": ""}}]}),
+            Value::Null,
+        ));
+        for piece in ["{\"city\"", ":\"Par", "is\"}"] {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                Value::Null,
+            ));
+        }
+        events.push(chunk(json!({}), json!("tool_calls")));
+    }
+    let mut usage_chunk = chunk(json!({}), Value::Null);
+    usage_chunk["choices"] = json!([]);
+    usage_chunk["usage"] = usage;
+    events.push(usage_chunk);
+    let body: String = events
+        .iter()
+        .map(|e| format!("data: {e}\n\n"))
+        .chain(std::iter::once("data: [DONE]\n\n".to_string()))
+        .collect();
+    // Several network chunks, as a real upstream sends them.
+    let pieces: Vec<Result<Bytes, Infallible>> = body
+        .split_inclusive("\n\n")
+        .map(|p| Ok(Bytes::from(p.to_string())))
+        .collect();
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(futures::stream::iter(pieces)))
+        .unwrap()
 }

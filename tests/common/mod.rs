@@ -19,6 +19,7 @@ pub use mock_upstream::MockUpstream;
 
 pub const MOCK_MODELS: &[&str] = &[
     "mock-ok",
+    "mock-tools",
     "mock-slow",
     "mock-fail-mid",
     "mock-drop-mid",

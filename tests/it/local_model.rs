@@ -284,3 +284,40 @@ fn serve_with_no_config_answers_chat_offline() {
         "{emb}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_are_refused_by_the_local_model_not_answered_in_prose() {
+    let mut app = TestApp::spawn_with(local_options("")).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    for choice in [
+        json!("auto"),
+        json!("required"),
+        json!({"type": "function", "function": {"name": "get_weather"}}),
+    ] {
+        let resp = app
+            .chat(
+                json!({"model": "smollm2-135m", "tools": tools, "tool_choice": choice,
+                "messages": [{"role": "user", "content": "Weather in Paris?"}]}),
+            )
+            .await;
+        assert_eq!(resp.status(), 400, "{choice}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["param"], "tools");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not support tools"),
+            "{err}"
+        );
+    }
+    // Without tools in play it answers as before.
+    let resp = app
+        .chat(
+            json!({"model": "smollm2-135m", "max_tokens": 3, "tools": tools, "tool_choice": "none",
+            "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    app.shutdown().await;
+}

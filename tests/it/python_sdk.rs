@@ -103,3 +103,14 @@ async fn official_openai_client_parses_cache_replays() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_client_speaks_the_responses_api() {
+    let mut app = TestApp::spawn().await;
+    run_script(
+        "openai_responses_e2e.py",
+        &[("QM_BASE_URL", &app.url), ("QM_API_KEY", &app.key)],
+    )
+    .await;
+    app.shutdown().await;
+}
