@@ -15,6 +15,7 @@ mod ops;
 mod responses;
 mod sse;
 mod state;
+mod ui_chat;
 mod webhooks;
 
 pub use admin::admin_key_hash;
@@ -57,6 +58,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/responses/{id}/input_items",
             get(responses::input_items),
         )
+        .route("/api/chat", post(ui_chat::chat))
+        .route("/api/chat/{id}/stream", get(ui_chat::resume))
         .route(
             "/v1/chat/completions",
             post(chat_completions::chat_completions),

@@ -32,6 +32,8 @@ pub struct AppState {
     pub billing: Arc<Billing>,
     /// SHA-256 of the admin key; `None` disables the admin API.
     pub admin_key: Option<[u8; 32]>,
+    /// `/api/chat` answers still running, to resume.
+    pub ui_streams: Arc<super::ui_chat::resume::Streams>,
 }
 
 /// The chat doors' part of the state: the pipeline.

@@ -139,6 +139,7 @@ impl App {
             metrics: telemetry::metrics_handle(),
             shutdown: CancellationToken::new(),
             started_at: crate::types::unix_now(),
+            ui_streams: Default::default(),
         };
         Ok(Self {
             state: Arc::new(state),

@@ -52,3 +52,10 @@ async fn the_openai_node_client_speaks_the_responses_api() {
     run_script("openai_node_e2e.mjs", &app).await;
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_chat_reads_the_ui_message_stream_and_resumes_it() {
+    let mut app = TestApp::spawn().await;
+    run_script("ui_stream_e2e.mjs", &app).await;
+    app.shutdown().await;
+}

@@ -25,3 +25,4 @@ mod rag_cli;
 mod reload_sighup;
 mod responses;
 mod routing;
+mod ui_chat;
