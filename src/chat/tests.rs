@@ -143,6 +143,7 @@ async fn harness(scripts: Vec<Script>, cache: bool) -> Harness {
     );
     let routing = RoutingConfig {
         default_tier: "t".into(),
+        tools_tier: Some("t".into()),
         backoff_base_ms: 1,
         backoff_max_ms: 1,
         ..RoutingConfig::default()

@@ -321,11 +321,23 @@ async fn a_responses_request_hits_the_cache_entry_of_the_same_chat_request() {
         .chat(json!({"model": "mock-ok", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]}))
         .await;
     assert_eq!(chat.headers()["x-quartermaster-cache"], "miss");
-    common::wait_for(10, "the chat answer is cached", || async {
-        let r = create(&app, json!({"model": "mock-ok", "instructions": "Be brief.", "input": "Say hello", "store": false})).await;
-        r.headers()["x-quartermaster-cache"] == "hit"
+    // The write-back runs in the background: wait for the entry itself (asking before it is
+    // stored would be a miss, and reach the upstream).
+    let store = app.store().await;
+    common::wait_for(10, "the chat answer is cached", || {
+        let store = store.clone();
+        async move {
+            let n: i64 = quartermaster::store::on_pool!(&store, p => sqlx::query_scalar("SELECT COUNT(*) FROM cache_entries").fetch_one(p).await).unwrap();
+            n > 0
+        }
     })
     .await;
+    let first = create(
+        &app,
+        json!({"model": "mock-ok", "instructions": "Be brief.", "input": "Say hello", "store": false}),
+    )
+    .await;
+    assert_eq!(first.headers()["x-quartermaster-cache"], "hit");
     let hit: Value = create(
         &app,
         json!({"model": "mock-ok", "instructions": "Be brief.", "input": "Say hello"}),
