@@ -63,6 +63,8 @@ enum Mode {
     /// A streamed Responses API request to the gateway (stored, as by default); the mock and
     /// the bare proxy, which speak only chat completions, get the equivalent chat stream.
     Responses,
+    /// The same with `store: false`: what the door costs without the stored response.
+    ResponsesNoStore,
 }
 
 impl Mode {
@@ -71,13 +73,15 @@ impl Mode {
             Mode::Plain => "non-stream",
             Mode::Stream => "stream",
             Mode::Responses => "responses stream",
+            Mode::ResponsesNoStore => "responses stream, store: false",
         }
     }
 
     /// The path and body of the request, to the gateway or to a peer.
     fn request(self, gateway: bool) -> (&'static str, String) {
-        if self == Mode::Responses && gateway {
-            let body = json!({"model": "m", "stream": true, "input": "Say hello"});
+        if matches!(self, Mode::Responses | Mode::ResponsesNoStore) && gateway {
+            let store = self == Mode::Responses;
+            let body = json!({"model": "m", "stream": true, "input": "Say hello", "store": store});
             return ("/v1/responses", body.to_string());
         }
         let body = json!({"model": "m", "stream": self != Mode::Plain,
@@ -317,7 +321,7 @@ fn main() {
         // An older build (QM_BENCH_GATEWAY) may have no Responses API: its row is left out.
         let (_, probe_errors) = open_loop(&client, &gw.url, &gw.key, (Mode::Responses, true), 20, 1).await;
         let modes: &[Mode] = if probe_errors == 0 {
-            &[Mode::Plain, Mode::Stream, Mode::Responses]
+            &[Mode::Plain, Mode::Stream, Mode::Responses, Mode::ResponsesNoStore]
         } else {
             println!("(this gateway build has no /v1/responses: no Responses row)");
             &[Mode::Plain, Mode::Stream]
@@ -330,9 +334,9 @@ fn main() {
         // median of the runs is reported with every run: one noisy run on a shared 2-core
         // machine says little on its own.
         // (gateway, bare proxy) added (p50, p99) per run and mode.
-        let mut added: [Vec<[(f64, f64); 2]>; 3] = [vec![], vec![], vec![]];
+        let mut added: [Vec<[(f64, f64); 2]>; 4] = Default::default();
         // (bare proxy, gateway) CPU µs per request, per run and mode.
-        let mut cpu_per_request: [Vec<(f64, f64)>; 3] = [vec![], vec![], vec![]];
+        let mut cpu_per_request: [Vec<(f64, f64)>; 4] = Default::default();
         for run in 0..runs {
             for &mode in modes {
                 let (d, de) = open_loop(&client, &direct, "", (mode, false), rate, secs).await;

@@ -8,7 +8,8 @@ warm-up runs; QUERY is 12 tokens including [CLS]/[SEP].
 batch32_sentences_per_s: sentences/s for model.encode(sentences, batch_size=32)
 (sentence-transformers' default length-sorted batching) after one warm-up batch.
 Sentences: one per line from SENTENCES_FILE, or by default the first 2048 text1
-values of /work/shared/data/cache/qqp-dev.tsv (TSV, header text1,text2,label).
+values of ../shared/data/cache/qqp-dev.tsv (relative to the repository; TSV, header
+text1,text2,label).
 Run in the venv made by scripts/embed-reference.sh:
   .venv-st/bin/python scripts/st_bench.py --threads 2
 """
@@ -25,7 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 QUERY = "What is the best way to learn Rust quickly?"  # 12 tokens with [CLS]/[SEP]
-QQP = Path("/work/shared/data/cache/qqp-dev.tsv")
+# The dev data sits beside the repository.
+QQP = Path(__file__).resolve().parent.parent.parent / "shared/data/cache/qqp-dev.tsv"
 
 
 def load_sentences(path, limit):
