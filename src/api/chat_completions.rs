@@ -7,7 +7,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Extension;
 use axum::extract::State;
@@ -17,12 +16,11 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::REQUEST_ID;
 use super::error::ApiError;
 use super::extractors::{ApiJson, ApiPath};
 use super::state::{AppState, Chat};
 use crate::auth::Principal;
-use crate::chat::{ChatBody, ChatEvent, ChatRequest, ChoiceDelta};
+use crate::chat::{ChatBody, ChatEvent, ChoiceDelta};
 use crate::types::{ChatChunk, ChatCompletionRequest, ModelObject, new_completion_id, unix_now};
 
 fn model_object(state: &AppState, id: &str, owned_by: &str) -> ModelObject {
@@ -74,17 +72,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let request = ChatRequest {
-        controls: super::controls::from_headers(&headers)?,
-        request_id: headers
-            .get(&REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        started: Instant::now(),
-        principal,
-        body,
-    };
+    let request = super::controls::chat_request(&headers, principal, body)?;
     let stream = request.body.is_stream();
     let include_usage = request.body.include_usage();
     let answer = pipeline.run(request).await?;

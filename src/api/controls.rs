@@ -27,6 +27,26 @@ fn text(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, ApiEr
     }
 }
 
+/// The pipeline's request for a body a door has decoded: the controls and the request id
+/// from the headers, started now.
+pub fn chat_request(
+    headers: &HeaderMap,
+    principal: crate::auth::Principal,
+    body: crate::types::ChatCompletionRequest,
+) -> Result<crate::chat::ChatRequest, ApiError> {
+    Ok(crate::chat::ChatRequest {
+        controls: from_headers(headers)?,
+        request_id: headers
+            .get(&super::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        started: std::time::Instant::now(),
+        principal,
+        body,
+    })
+}
+
 /// The pipeline's controls, as the request's headers carry them.
 pub fn from_headers(headers: &HeaderMap) -> Result<Controls, ApiError> {
     Ok(Controls {

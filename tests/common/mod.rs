@@ -318,3 +318,29 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Runs a client script (`program script`, in `dir`, with `env`) and asserts it succeeded
+/// and printed `N passed, 0 failed`; returns its output. The Python and JavaScript client
+/// tests share this.
+pub async fn run_client_script(
+    program: &std::path::Path,
+    script: &std::path::Path,
+    dir: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> String {
+    let mut command = tokio::process::Command::new(program);
+    command.arg(script).envs(env.iter().copied());
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let output = command.output().await.expect("the client runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{} failed:\n{stdout}\n{stderr}",
+        script.display()
+    );
+    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
+    stdout
+}

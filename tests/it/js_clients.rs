@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::TestApp;
 
@@ -21,22 +21,11 @@ async fn run_script(script: &str, app: &TestApp) -> Option<String> {
         }
         panic!("tests/js/node_modules is missing: run scripts/setup.sh (npm ci --prefix tests/js)");
     }
-    let output = tokio::process::Command::new("node")
-        .arg(dir.join(script))
-        .current_dir(&dir)
-        .env("QM_BASE_URL", &app.url)
-        .env("QM_API_KEY", &app.key)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{script} failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
-    Some(stdout)
+    let env = [
+        ("QM_BASE_URL", app.url.as_str()),
+        ("QM_API_KEY", app.key.as_str()),
+    ];
+    Some(common::run_client_script(Path::new("node"), &dir.join(script), Some(&dir), &env).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

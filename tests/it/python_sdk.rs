@@ -31,20 +31,7 @@ async fn run_script(script: &str, env: &[(&str, &str)]) -> Option<String> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
         .join(script);
-    let output = tokio::process::Command::new(python)
-        .arg(path)
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{script} failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
-    Some(stdout)
+    Some(common::run_client_script(&python, &path, None, env).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

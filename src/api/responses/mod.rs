@@ -10,7 +10,6 @@ mod decode;
 mod encode;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -19,12 +18,11 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::REQUEST_ID;
 use super::error::ApiError;
 use super::extractors::{ApiJson, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::auth::Principal;
-use crate::chat::{ChatBody, ChatRequest};
+use crate::chat::ChatBody;
 use crate::store::{Store, StoredResponse};
 pub use decode::ResponsesRequest;
 use encode::{Saver, Shell, StreamEncoder};
@@ -63,17 +61,8 @@ pub async fn create(
                 .history
         }
     };
-    let request = ChatRequest {
-        body: req.to_chat(history.clone(), &items)?,
-        controls: super::controls::from_headers(&headers)?,
-        request_id: headers
-            .get(&REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        started: Instant::now(),
-        principal,
-    };
+    let request =
+        super::controls::chat_request(&headers, principal, req.to_chat(history.clone(), &items)?)?;
     let answer = state.chat.run(request).await?;
     let meta = answer.meta;
     let shell = Shell::new(&req, meta.citations.clone());

@@ -12,7 +12,6 @@ pub mod resume;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Extension;
 use axum::extract::State;
@@ -23,12 +22,11 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::REQUEST_ID;
 use super::error::ApiError;
 use super::extractors::{ApiJson, ApiPath};
 use super::state::AppState;
 use crate::auth::Principal;
-use crate::chat::{ChatBody, ChatRequest};
+use crate::chat::ChatBody;
 
 /// The header that tells the AI SDK this is a UI message stream.
 const PROTOCOL_HEADER: &str = "x-vercel-ai-ui-message-stream";
@@ -204,17 +202,7 @@ pub async fn chat(
     let body = serde_json::from_value(Value::Object(body))
         .map_err(|e| ApiError::invalid(format!("invalid request: {e}"), None))?;
     let tenant = principal.tenant.id.clone();
-    let request = ChatRequest {
-        body,
-        controls: super::controls::from_headers(&headers)?,
-        request_id: headers
-            .get(&REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        started: Instant::now(),
-        principal,
-    };
+    let request = super::controls::chat_request(&headers, principal, body)?;
     let answer = state.chat.run(request).await?;
     let ChatBody::Stream(events) = answer.body else {
         return Err(ApiError::Internal(
