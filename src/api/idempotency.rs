@@ -215,11 +215,16 @@ fn keep_when_complete(response: Response, mut guard: ReleaseGuard) -> Response {
     Response::from_parts(parts, Body::from_stream(tee))
 }
 
-/// Whether an SSE body carries an error event: chat completions' `data: {"error": ...}`,
-/// or the Responses API's `event: error`.
+/// Whether an SSE body carries an error event, in any door's shape: chat completions'
+/// `data: {"error": ...}`, the Responses API's `event: error`, the UI message stream's
+/// `{"type": "error", ...}` part. (A `"type":"error"` inside a text delta is escaped, so it
+/// cannot match.)
 fn has_error_event(body: &[u8]) -> bool {
     let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    contains(b"data: {\"error\":") || contains(b"data:{\"error\":") || contains(b"event: error\n")
+    contains(b"data: {\"error\":")
+        || contains(b"data:{\"error\":")
+        || contains(b"event: error\n")
+        || contains(b"\"type\":\"error\"")
 }
 
 #[cfg(test)]
@@ -238,6 +243,13 @@ mod tests {
         ));
         assert!(!has_error_event(
             b"event: response.output_text.delta\ndata: {\"delta\":\"event: error\"}\n\n"
+        ));
+        // The UI message stream's error part; the same words escaped in a text delta are not.
+        assert!(has_error_event(
+            b"data: {\"errorText\":\"upstream failed\",\"type\":\"error\"}\n\n"
+        ));
+        assert!(!has_error_event(
+            b"data: {\"delta\":\"{\\\"type\\\":\\\"error\\\"}\",\"type\":\"text-delta\"}\n\n"
         ));
     }
 }
