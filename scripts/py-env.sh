@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create/update the git-ignored venv .venv-tools/ with the pinned Python client SDKs
-# from tests/python/requirements.txt (official openai and stripe packages).
+# from tests/python/requirements.txt (official openai, anthropic, stripe and langchain-openai packages).
 # Quick no-op when they are already installed at those versions.
 #   scripts/py-env.sh && .venv-tools/bin/python -c 'import openai, stripe'
 set -euo pipefail

@@ -180,11 +180,54 @@ impl ChatCompletionRequest {
     }
 }
 
+/// Token counts in OpenAI's meaning: `prompt_tokens` counts every input token, those read
+/// from or written to the upstream's prompt cache included; the details say how many were.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// How much of the prompt the upstream's prompt cache served or stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    /// Input tokens read from the cache (OpenAI's `cached_tokens`, Anthropic's
+    /// `cache_read_input_tokens`).
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// Input tokens written to the cache (Anthropic's `cache_creation_input_tokens`; OpenAI
+    /// reports none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: None,
+        }
+    }
+
+    /// Input tokens read from the upstream's prompt cache.
+    pub fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details.map_or(0, |d| d.cached_tokens)
+    }
+
+    /// Input tokens written to the upstream's prompt cache.
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .map_or(0, |d| d.cache_write_tokens)
+    }
 }
 
 /// One `chat.completion.chunk`.

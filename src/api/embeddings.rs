@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::extractors::ApiJson;
 use super::state::AppState;
 use crate::api::error::ApiError;
-use crate::embed::EmbedError;
+use crate::embed::{EmbedError, TokenEncoding};
 
 /// OpenAI's per-request input limit.
 const MAX_INPUTS: usize = 2048;
@@ -27,56 +27,120 @@ pub struct EmbeddingsRequest {
     pub dimensions: Option<usize>,
 }
 
-fn inputs(input: Value) -> Result<Vec<String>, ApiError> {
-    let texts = match input {
-        Value::String(s) => vec![s],
-        Value::Array(items) => {
-            let mut texts = Vec::with_capacity(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                match item {
-                    Value::String(s) => texts.push(s),
-                    Value::Number(_) | Value::Array(_) => {
-                        return Err(ApiError::invalid(
-                            "token arrays are not supported: send the text itself",
-                            Some("input".to_string()),
-                        ));
-                    }
-                    _ => {
-                        return Err(ApiError::invalid(
-                            format!("input[{i}] must be a string"),
-                            Some(format!("input[{i}]")),
-                        ));
+/// What `input` holds: texts, or token-id arrays (OpenAI accepts both, never mixed).
+enum Inputs {
+    Texts(Vec<String>),
+    Ids(Vec<Vec<u32>>),
+}
+
+fn invalid(message: impl Into<String>, param: &str) -> ApiError {
+    ApiError::invalid(message, Some(param.to_string()))
+}
+
+/// One token-id array: every item a non-negative integer below 2^32.
+fn ids(items: Vec<Value>, param: &str) -> Result<Vec<u32>, ApiError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(j, v)| {
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{param}[{j}] must be a token id (a non-negative integer)"),
+                        param,
+                    )
+                })
+        })
+        .collect()
+}
+
+fn inputs(input: Value) -> Result<Inputs, ApiError> {
+    let shape = "`input` must be a string, an array of strings, or token-id arrays";
+    let parsed = match input {
+        Value::String(s) => Inputs::Texts(vec![s]),
+        Value::Array(items) => match items.first() {
+            // One input as token ids: `[9906, 1917]`.
+            Some(Value::Number(_)) => Inputs::Ids(vec![ids(items, "input")?]),
+            Some(Value::Array(_)) => {
+                let mut all = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    let param = format!("input[{i}]");
+                    match item {
+                        Value::Array(inner) => all.push(ids(inner, &param)?),
+                        _ => {
+                            return Err(invalid(
+                                format!("{param} must be a token-id array like the others"),
+                                &param,
+                            ));
+                        }
                     }
                 }
+                Inputs::Ids(all)
             }
-            texts
-        }
-        _ => {
-            return Err(ApiError::invalid(
-                "`input` must be a string or an array of strings",
-                Some("input".to_string()),
-            ));
-        }
+            _ => {
+                let mut texts = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(s) => texts.push(s),
+                        _ => {
+                            let param = format!("input[{i}]");
+                            return Err(invalid(format!("{param} must be a string"), &param));
+                        }
+                    }
+                }
+                Inputs::Texts(texts)
+            }
+        },
+        _ => return Err(invalid(shape, "input")),
     };
-    if texts.is_empty() {
-        return Err(ApiError::invalid(
-            "`input` must not be empty",
-            Some("input".to_string()),
-        ));
+    let count = match &parsed {
+        Inputs::Texts(t) => t.len(),
+        Inputs::Ids(i) => i.len(),
+    };
+    if count == 0 {
+        return Err(invalid("`input` must not be empty", "input"));
     }
-    if texts.len() > MAX_INPUTS {
-        return Err(ApiError::invalid(
+    if count > MAX_INPUTS {
+        return Err(invalid(
             format!("`input` may hold at most {MAX_INPUTS} items"),
-            Some("input".to_string()),
+            "input",
         ));
     }
-    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
-        return Err(ApiError::invalid(
-            format!("input[{i}] is empty"),
-            Some("input".to_string()),
-        ));
+    let empty = match &parsed {
+        Inputs::Texts(t) => t.iter().position(|t| t.trim().is_empty()),
+        Inputs::Ids(i) => i.iter().position(Vec::is_empty),
+    };
+    if let Some(i) = empty {
+        return Err(invalid(format!("input[{i}] is empty"), "input"));
     }
-    Ok(texts)
+    Ok(parsed)
+}
+
+/// The texts to embed: token ids decoded with the embedder's encoding (off the async
+/// threads: the first use builds the encoding's tables).
+async fn texts(inputs: Inputs, encoding: TokenEncoding) -> Result<Vec<String>, ApiError> {
+    let all = match inputs {
+        Inputs::Texts(texts) => return Ok(texts),
+        Inputs::Ids(all) => all,
+    };
+    let decoded = tokio::task::spawn_blocking(move || {
+        all.iter()
+            .enumerate()
+            .map(|(i, ids)| encoding.decode(ids).map_err(|id| (i, id)))
+            .collect::<Result<Vec<String>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("decoding token ids: {e}")))?;
+    decoded.map_err(|(i, id)| {
+        invalid(
+            format!(
+                "input[{i}] holds token id {id}, which {} does not have",
+                encoding.name()
+            ),
+            "input",
+        )
+    })
 }
 
 pub async fn embeddings(
@@ -111,7 +175,7 @@ pub async fn embeddings(
             Some("dimensions".to_string()),
         ));
     }
-    let texts = inputs(req.input)?;
+    let texts = texts(inputs(req.input)?, embedder.token_encoding).await?;
     let priority = embedder.priority_for(&texts);
     let results = embedder
         .embed_for(&principal.tenant.id, priority, texts)

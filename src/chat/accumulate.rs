@@ -69,11 +69,7 @@ impl Accumulator {
     pub fn usage(&self) -> Usage {
         self.usage.unwrap_or_else(|| {
             let out = (self.completion_chars as u64).div_ceil(4);
-            Usage {
-                prompt_tokens: self.prompt_estimate,
-                completion_tokens: out,
-                total_tokens: self.prompt_estimate + out,
-            }
+            Usage::new(self.prompt_estimate, out)
         })
     }
 
@@ -106,11 +102,7 @@ impl Accumulator {
                 .map(|c| c.message.to_string().len())
                 .sum();
             let out = (out as u64).div_ceil(4);
-            Usage {
-                prompt_tokens: prompt_estimate,
-                completion_tokens: out,
-                total_tokens: prompt_estimate + out,
-            }
+            Usage::new(prompt_estimate, out)
         });
         let stored = match (cache, completion.choices.as_slice()) {
             (true, [choice])
@@ -185,11 +177,7 @@ mod tests {
     fn reported_usage_wins() {
         let mut a = Accumulator::new("m", 1, false);
         a.delta(&text("abc", Some("stop")));
-        let u = Usage {
-            prompt_tokens: 7,
-            completion_tokens: 3,
-            total_tokens: 10,
-        };
+        let u = Usage::new(7, 3);
         a.usage_reported(u);
         assert_eq!(a.usage(), u);
         assert!(a.stored_answer().is_none(), "not asked to store");

@@ -245,14 +245,7 @@ async fn a_stream_is_deltas_then_usage() {
     assert_eq!(texts(&ev), "Hello");
     match ev.last().unwrap() {
         ChatEvent::Usage { usage, model } => {
-            assert_eq!(
-                *usage,
-                Usage {
-                    prompt_tokens: 11,
-                    completion_tokens: 7,
-                    total_tokens: 18
-                }
-            );
+            assert_eq!(*usage, Usage::new(11, 7));
             assert_eq!(model.as_deref(), Some("fake-upstream"));
         }
         other => panic!("{other:?}"),

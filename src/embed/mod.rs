@@ -7,6 +7,7 @@
 mod candle_bert;
 pub mod fused;
 mod service;
+mod token_ids;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 pub use candle_bert::CandleBert;
 pub use fused::FusedBert;
 pub use service::{EmbedService, Priority};
+pub use token_ids::TokenEncoding;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EmbedError {
@@ -63,6 +65,9 @@ pub struct EmbedConfig {
     /// Longest input in tokens; longer ones are truncated (and said to be). 0 = the model's
     /// `sentence_bert_config.json` value, else 256.
     pub max_seq_length: usize,
+    /// The OpenAI encoding that token-id inputs (`input: [[9906, 1917]]`, as LangChain's
+    /// `OpenAIEmbeddings` sends by default) are decoded with before embedding.
+    pub token_encoding: TokenEncoding,
 }
 
 impl Default for EmbedConfig {
@@ -77,6 +82,7 @@ impl Default for EmbedConfig {
             slice_tokens: 512,
             queue_capacity: 1024,
             max_seq_length: 0,
+            token_encoding: TokenEncoding::Cl100kBase,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{EmbedConfig, EmbedError, EmbedModel, Embedding};
+use super::{EmbedConfig, EmbedError, EmbedModel, Embedding, TokenEncoding};
 
 /// Who waits for an embedding, and how urgently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +69,8 @@ pub struct EmbedService {
     pub model_name: String,
     pub dimensions: usize,
     pub max_seq_length: usize,
+    /// How token-id inputs are decoded.
+    pub token_encoding: TokenEncoding,
 }
 
 /// Estimated tokens in a text before tokenizing (about 4 characters a token), capped at the
@@ -93,6 +95,7 @@ impl EmbedService {
             model_name: config.model_name.clone(),
             dimensions: model.dimensions,
             max_seq_length: model.max_seq_length,
+            token_encoding: config.token_encoding,
         };
         let limits = PassLimits {
             max_tokens: config.max_batch_tokens.max(model.max_seq_length),

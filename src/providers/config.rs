@@ -9,6 +9,8 @@ use serde::Deserialize;
 pub enum ProviderKind {
     /// Any OpenAI-compatible HTTP API: OpenAI, Groq, Together, vLLM, Ollama, ...
     Openai,
+    /// Anthropic's Messages API (`{base_url}/messages`, `x-api-key`, `anthropic-version`).
+    Anthropic,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +30,12 @@ pub struct ProviderConfig {
     /// Longest silence between two reads from the upstream (a stalled stream fails after it).
     #[serde(default = "default_read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// `kind = "anthropic"`: the `anthropic-version` header (default `2023-06-01`).
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// `kind = "anthropic"`: beta features, sent comma-joined as `anthropic-beta`.
+    #[serde(default)]
+    pub anthropic_beta: Vec<String>,
 }
 
 fn default_connect_timeout_ms() -> u64 {

@@ -1,10 +1,12 @@
 //! Model providers behind one trait. The API layer asks a provider for a completion or a
 //! stream of chunks and never sees HTTP clients or model code; one file per backend.
 
+mod anthropic;
 mod config;
 pub mod local;
 mod openai;
 
+pub use anthropic::AnthropicProvider;
 pub use config::{ModelConfig, ProviderConfig, ProviderKind};
 pub use local::{LocalConfig, LocalProvider};
 pub use openai::OpenAiProvider;
@@ -106,6 +108,7 @@ impl ModelRegistry {
         for (name, p) in provider_configs {
             let provider: Arc<dyn Provider> = match p.kind {
                 ProviderKind::Openai => Arc::new(OpenAiProvider::new(name, p)?),
+                ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(name, p)?),
             };
             providers.insert(name.clone(), provider);
         }

@@ -86,14 +86,18 @@ impl Rag {
                 "heading": h.chunk.heading,
                 "text": text,
             }));
-            citations.push(json!({
+            let mut citation = json!({
                 "index": n,
                 "chunk_id": h.chunk.chunk_id,
                 "document_id": h.chunk.document_id,
                 "title": h.chunk.title,
                 "heading": h.chunk.heading,
                 "score": h.chunk.score,
-            }));
+            });
+            if let Some(url) = source_url(&h.chunk.metadata) {
+                citation["url"] = json!(url);
+            }
+            citations.push(citation);
         }
         let question = last_user_text(request).unwrap_or_default();
         let rendered = self
@@ -116,4 +120,13 @@ impl Rag {
         );
         Ok(Value::Array(citations))
     }
+}
+
+/// Where a document lives on the web, if its metadata says (`url`, an http(s) address): a
+/// citation carries it so a frontend can link the source.
+fn source_url(metadata: &crate::rag::Metadata) -> Option<&str> {
+    metadata
+        .get("url")
+        .and_then(serde_json::Value::as_str)
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
 }

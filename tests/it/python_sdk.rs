@@ -101,3 +101,46 @@ async fn official_openai_client_speaks_the_responses_api() {
     .await;
     app.shutdown().await;
 }
+
+/// tiktoken's `cl100k_base.tiktoken`, rebuilt from the ranks tiktoken-rs ships (base64 of
+/// each token's bytes, then its rank, one per line; the script checks tiktoken accepts it,
+/// and tiktoken checks its sha256).
+fn cl100k_ranks_file() -> tempfile::NamedTempFile {
+    use base64::Engine;
+    use std::io::Write;
+    let bpe = tiktoken_rs::cl100k_base().unwrap();
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    let mut out = String::new();
+    // 100,256 ordinary ranks; the special tokens follow and are not in the file.
+    for rank in 0..100_256u32 {
+        let bytes = bpe.decode_bytes(&[rank]).unwrap();
+        out.push_str(&base64::engine::general_purpose::STANDARD.encode(bytes));
+        out.push(' ');
+        out.push_str(&rank.to_string());
+        out.push('\n');
+    }
+    file.write_all(out.as_bytes()).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn langchain_openai_embeddings_default_call() {
+    let mut app = TestApp::spawn_with(common::Options::extra(&format!(
+        "[rate_limit]\nenabled = false\n[embeddings]\nmodel_dir = \"{}\"\n",
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/all-MiniLM-L6-v2")
+            .display()
+    )))
+    .await;
+    let ranks = cl100k_ranks_file();
+    run_script(
+        "langchain_embeddings_e2e.py",
+        &[
+            ("QM_BASE_URL", &app.url),
+            ("QM_API_KEY", &app.key),
+            ("QM_TIKTOKEN_CL100K", ranks.path().to_str().unwrap()),
+        ],
+    )
+    .await;
+    app.shutdown().await;
+}

@@ -722,3 +722,59 @@ async fn bad_documents_and_queries_are_clear_errors() {
         .await;
     assert_eq!(r.status(), 404);
 }
+
+/// A document with a `url` is a linked source on every door: the citation carries it, the
+/// Responses door annotates with `url_citation`, the UI message stream adds a `source-url`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_url_reaches_every_door() {
+    let mut app = TestApp::spawn_with(rag_options("", None)).await;
+    let handbook = std::fs::read_to_string(fixture("handbook.md")).unwrap();
+    let form = Form::new()
+        .part(
+            "file",
+            Part::bytes(handbook.into_bytes()).file_name("handbook.md"),
+        )
+        .text("metadata", r#"{"url": "https://help.acme.test/handbook"}"#);
+    let (status, body) = upload(&app, &app.key, form).await;
+    assert_eq!(status, 200, "{body}");
+    let question = "How long does it take for a refund to be issued?";
+
+    let r = app
+        .post("/v1/responses")
+        .json(&json!({"model": "rag/mock-ok", "input": question}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let resp: Value = r.json().await.unwrap();
+    let annotations = resp["output"][0]["content"][0]["annotations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("annotations in {resp}"));
+    assert!(!annotations.is_empty(), "{resp}");
+    for a in annotations {
+        assert_eq!(a["type"], "url_citation", "{a}");
+        assert_eq!(a["url"], "https://help.acme.test/handbook");
+        assert!(a["title"].as_str().is_some_and(|t| !t.is_empty()), "{a}");
+    }
+
+    let r = app
+        .post("/api/chat")
+        .json(&json!({"id": "c1", "model": "rag/mock-ok", "trigger": "submit-message",
+            "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": question}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (parts, done) = sse_json(&r.text().await.unwrap());
+    assert!(done);
+    let docs: Vec<&Value> = parts
+        .iter()
+        .filter(|p| p["type"] == "source-document")
+        .collect();
+    let urls: Vec<&Value> = parts.iter().filter(|p| p["type"] == "source-url").collect();
+    assert!(!docs.is_empty());
+    assert_eq!(docs.len(), urls.len(), "{parts:?}");
+    assert_eq!(urls[0]["url"], "https://help.acme.test/handbook");
+    assert_eq!(urls[0]["sourceId"], docs[0]["sourceId"]);
+    app.shutdown().await;
+}

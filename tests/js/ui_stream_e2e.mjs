@@ -55,6 +55,27 @@ const text = (m) => m.parts.filter((p) => p.type === 'text').map((p) => p.text).
   check(text(answer) === 'It is sunny in Paris.', `after the tool: ${text(answer)}`);
 }
 
+// A grounded answer: every citation is a source-document part, and a source-url part when
+// its document has a `url` (the gateway runs with the embedder for this).
+{
+  const form = new FormData();
+  form.append('file', new Blob(['# Refunds\n\nRefunds are issued within five business days of the request.\n'],
+    { type: 'text/markdown' }), 'refunds.md');
+  form.append('metadata', JSON.stringify({ url: 'https://help.acme.test/refunds' }));
+  const ingest = await fetch(process.env.QM_BASE_URL + '/v1/documents', {
+    method: 'POST', headers: { Authorization: `Bearer ${process.env.QM_API_KEY}` }, body: form,
+  });
+  check(ingest.status === 200, `ingest: ${ingest.status} ${await ingest.text()}`);
+  const m = await send('chat-sources', [user('u6', 'How long do refunds take?')], 'rag/mock-ok');
+  const docs = m.parts.filter((p) => p.type === 'source-document');
+  const urls = m.parts.filter((p) => p.type === 'source-url');
+  check(docs.length >= 1 && docs[0].filename === 'refunds.md' && docs[0].mediaType === 'text/plain',
+    `source-document parts: ${JSON.stringify(m.parts)}`);
+  check(urls.length === docs.length && urls[0].url === 'https://help.acme.test/refunds'
+    && urls[0].sourceId === docs[0].sourceId, `source-url parts: ${JSON.stringify(urls)}`);
+  check(text(m) === 'Hello from the mock', `grounded text: ${text(m)}`);
+}
+
 // A failure after the stream began is an error part; one before it is the HTTP error.
 {
   const errors = [];

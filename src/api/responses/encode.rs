@@ -25,7 +25,8 @@ pub struct Shell {
     pub created_at: i64,
     pub model: String,
     settings: Map<String, Value>,
-    /// A grounded answer's citations, as `file_citation` annotations of its text.
+    /// A grounded answer's citations, as `file_citation` annotations of its text
+    /// (`url_citation` for a document with a `url`).
     pub citations: Option<Value>,
 }
 
@@ -100,8 +101,18 @@ impl Shell {
                 .iter()
                 .map(|c| {
                     let doc = c.get("document_id").cloned().unwrap_or(Value::Null);
-                    let name = c.get("title").filter(|t| !t.is_null()).cloned().unwrap_or(doc.clone());
-                    json!({"type": "file_citation", "file_id": doc, "filename": name, "index": text_len})
+                    let name = c
+                        .get("title")
+                        .filter(|t| !t.is_null())
+                        .cloned()
+                        .unwrap_or(doc.clone());
+                    match c.get("url").and_then(Value::as_str) {
+                        // A document on the web: OpenAI's own annotation for a linked source.
+                        Some(url) => json!({"type": "url_citation", "url": url, "title": name,
+                            "start_index": 0, "end_index": text_len}),
+                        None => json!({"type": "file_citation", "file_id": doc, "filename": name,
+                            "index": text_len}),
+                    }
                 })
                 .collect(),
         )
@@ -164,7 +175,7 @@ fn function_call_item(
 fn usage_json(u: Usage) -> Value {
     json!({
         "input_tokens": u.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": u.cached_tokens()},
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": u.total_tokens,

@@ -1,6 +1,6 @@
 //! Pipeline events as the AI SDK's UI message stream (protocol v1, what `useChat` reads):
 //! `start`, the route decision and cache hit as `data-*` parts, a `source-document` per
-//! citation, `start-step`, text as `text-start` / `text-delta` / `text-end`, tool calls as
+//! citation (and a `source-url` when its document has a `url`), `start-step`, text as `text-start` / `text-delta` / `text-end`, tool calls as
 //! `tool-input-start` / `tool-input-delta` / `tool-input-available`, `finish-step`,
 //! `message-metadata` (model, usage), `finish` with the reason; a failure is an `error` part.
 //! The SSE framing (`data: ...`, then `[DONE]`) is the caller's.
@@ -77,6 +77,7 @@ pub fn parts(
                         "inputTokens": usage.prompt_tokens,
                         "outputTokens": usage.completion_tokens,
                         "totalTokens": usage.total_tokens,
+                        "cachedInputTokens": usage.cached_tokens(),
                     });
                 }
                 ChatEvent::Error(e) => {
@@ -147,6 +148,9 @@ fn meta_parts(meta: &Meta) -> Vec<Value> {
                 json!({"type": "source-document", "sourceId": source_id, "mediaType": "text/plain",
                 "title": title, "filename": document}),
             );
+            if let Some(url) = c.get("url").and_then(Value::as_str) {
+                out.push(json!({"type": "source-url", "sourceId": source_id, "url": url, "title": title}));
+            }
         }
     }
     out

@@ -153,11 +153,7 @@ fn generate_inner(
     if !cut_at_stop_sequence {
         flush_held(model, &generated, emitted, tx)?;
     }
-    let usage = Usage {
-        prompt_tokens: prompt.len() as u64,
-        completion_tokens: generated.len() as u64,
-        total_tokens: (prompt.len() + generated.len()) as u64,
-    };
+    let usage = Usage::new(prompt.len() as u64, generated.len() as u64);
     let _ = tx.blocking_send(GenEvent::Done {
         finish_reason,
         usage,

@@ -1,0 +1,352 @@
+//! Anthropic's Messages API as an upstream (`kind = "anthropic"`). Chat requests are
+//! translated into Messages requests (`request.rs`), answers back into chat completions
+//! (`response.rs`) and Anthropic's typed SSE events into `chat.completion.chunk`s
+//! (`stream.rs`), so the rest of the gateway sees OpenAI's wire format only.
+//!
+//! As in `openai.rs`: one reqwest client, the URL (`{base_url}/messages`) and headers
+//! (`x-api-key`, `anthropic-version`, `anthropic-beta`) built once, no retries (the router
+//! owns them), an idle timeout per stream event reported as a timeout, and the upstream's
+//! error statuses (with `Retry-After`) passed on as `ProviderError::Status`. Anthropic's
+//! `529 overloaded_error` keeps its status; the router retries every status from 500 up.
+
+mod request;
+mod response;
+mod stream;
+
+use std::time::Duration;
+
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::StreamExt;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use secrecy::ExposeSecret;
+
+use super::ProviderConfig;
+use super::{ChunkStream, Provider, ProviderError};
+use crate::types::{ChatCompletion, ChatCompletionRequest};
+
+/// `anthropic-version` when the config names none.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+pub struct AnthropicProvider {
+    name: String,
+    http: reqwest::Client,
+    /// `{base_url}/messages`.
+    url: reqwest::Url,
+    /// `x-api-key` (sensitive), `anthropic-version`, `anthropic-beta`, `content-type`.
+    headers: HeaderMap,
+    /// Longest wait for the next stream event.
+    idle_timeout: Duration,
+}
+
+impl AnthropicProvider {
+    pub fn new(name: &str, config: &ProviderConfig) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
+        let api_key = match (&config.api_key_env, &config.api_key) {
+            (Some(var), _) => std::env::var(var).unwrap_or_default(),
+            (None, Some(key)) => key.expose_secret().to_string(),
+            (None, None) => String::new(),
+        };
+        if api_key.is_empty() {
+            tracing::warn!(
+                provider = name,
+                "no API key configured for provider; sending requests without one"
+            );
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            // An idle-read timeout (streams are also watched per event, below).
+            .read_timeout(Duration::from_millis(config.read_timeout_ms + 1_000))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        let url = reqwest::Url::parse(&format!(
+            "{}/messages",
+            config.base_url.trim_end_matches('/')
+        ))
+        .map_err(|e| anyhow::anyhow!("provider `{name}`: base_url is not a valid URL: {e}"))?;
+        let header = |what: &str, value: &str| {
+            HeaderValue::from_str(value)
+                .map_err(|_| anyhow::anyhow!("provider `{name}`: {what} is not a valid header"))
+        };
+        let mut headers = HeaderMap::new();
+        if !api_key.is_empty() {
+            let mut key = header("the API key", &api_key)?;
+            key.set_sensitive(true);
+            headers.insert("x-api-key", key);
+        }
+        let version = config
+            .anthropic_version
+            .as_deref()
+            .unwrap_or(DEFAULT_ANTHROPIC_VERSION);
+        headers.insert("anthropic-version", header("anthropic_version", version)?);
+        if !config.anthropic_beta.is_empty() {
+            let beta = config.anthropic_beta.join(",");
+            headers.insert("anthropic-beta", header("anthropic_beta", &beta)?);
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(Self {
+            name: name.to_string(),
+            http,
+            url,
+            headers,
+            idle_timeout: Duration::from_millis(config.read_timeout_ms),
+        })
+    }
+
+    async fn send(&self, body: &serde_json::Value) -> Result<reqwest::Response, ProviderError> {
+        let body = serde_json::to_vec(body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
+        self.http
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| map_reqwest(&e))
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for AnthropicProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn complete(
+        &self,
+        request: ChatCompletionRequest,
+    ) -> Result<ChatCompletion, ProviderError> {
+        let body = request::messages_request(&request, false)?;
+        let response = self.send(&body).await?;
+        if !response.status().is_success() {
+            return Err(status_error(response).await);
+        }
+        let bytes = response.bytes().await.map_err(|e| map_reqwest(&e))?;
+        let message = serde_json::from_slice(&bytes).map_err(|e| {
+            ProviderError::Protocol(format!("the upstream's answer is not a message: {e}"))
+        })?;
+        Ok(response::completion(message))
+    }
+
+    async fn stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream, ProviderError> {
+        let body = request::messages_request(&request, true)?;
+        let response = tokio::time::timeout(self.idle_timeout, self.send(&body))
+            .await
+            .map_err(|_| ProviderError::Timeout)??;
+        if !response.status().is_success() {
+            return Err(status_error(response).await);
+        }
+        let mut events = response.bytes_stream().eventsource();
+        let idle = self.idle_timeout;
+        Ok(Box::pin(async_stream::stream! {
+            let mut state = stream::StreamState::new(crate::types::unix_now());
+            loop {
+                let event = match tokio::time::timeout(idle, events.next()).await {
+                    Ok(Some(Ok(event))) => event,
+                    Ok(Some(Err(e))) => {
+                        yield Err(map_event_error(e));
+                        break;
+                    }
+                    Ok(None) => {
+                        // The body ended before `message_stop`: the answer is cut off.
+                        yield Err(ProviderError::Connection("stream ended early".into()));
+                        break;
+                    }
+                    Err(_) => {
+                        yield Err(ProviderError::Timeout);
+                        break;
+                    }
+                };
+                match state.on_event(&event.event, &event.data) {
+                    Ok(chunks) => {
+                        for chunk in chunks {
+                            yield Ok(chunk);
+                        }
+                        if state.is_done() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        yield Err(e);
+                        break;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// An error status (for a stream: before it began), with `Retry-After`. The message and
+/// code are Anthropic's (`{"type":"error","error":{"type":"rate_limit_error","message"}}`:
+/// the code is the error's `type`); any other body is quoted briefly.
+async fn status_error(response: reqwest::Response) -> ProviderError {
+    let status = response.status().as_u16();
+    let retry_after_secs = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = match response.bytes().await {
+        Ok(b) => b,
+        Err(e) => return map_reqwest(&e),
+    };
+    let (message, code) = match serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .as_ref()
+        .and_then(|v| v.get("error"))
+    {
+        Some(serde_json::Value::String(m)) => (Some(m.clone()), None),
+        Some(e) => message_and_code(e),
+        None => (None, None),
+    };
+    let message = message.unwrap_or_else(|| quote_body(status, &body));
+    ProviderError::Status {
+        status,
+        message,
+        code,
+        retry_after_secs,
+    }
+}
+
+/// `message`, and `type` (Anthropic) or `code` (an OpenAI-shaped proxy), of an error object.
+fn message_and_code(error: &serde_json::Value) -> (Option<String>, Option<String>) {
+    let field = |name: &str| error.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    (field("message"), field("type").or_else(|| field("code")))
+}
+
+/// Longest part of a non-JSON error body passed on in an error message.
+const MAX_QUOTED_CHARS: usize = 200;
+
+fn quote_body(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.is_empty() {
+        return format!("the upstream answered {status} with no error message");
+    }
+    match collapsed.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((cut, _)) => format!("the upstream answered {status}: {}...", &collapsed[..cut]),
+        None => format!("the upstream answered {status}: {collapsed}"),
+    }
+}
+
+fn map_event_error(e: EventStreamError<reqwest::Error>) -> ProviderError {
+    match e {
+        EventStreamError::Transport(e) => map_reqwest(&e),
+        EventStreamError::Utf8(e) => ProviderError::Protocol(e.to_string()),
+        EventStreamError::Parser(e) => ProviderError::Protocol(e.to_string()),
+    }
+}
+
+fn map_reqwest(e: &reqwest::Error) -> ProviderError {
+    if e.is_timeout() {
+        ProviderError::Timeout
+    } else {
+        ProviderError::Connection(without_url(e))
+    }
+}
+
+/// reqwest errors name the URL; keep the message but not the upstream's address.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connect"
+    } else if e.is_body() {
+        "body"
+    } else {
+        "request"
+    };
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    format!("{kind} error: {detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> ProviderConfig {
+        toml::from_str(&format!(
+            "kind = \"anthropic\"\nbase_url = \"https://api.anthropic.com/v1/\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn url_and_headers() {
+        let p = AnthropicProvider::new("a", &config("api_key = \"sk-ant-test\"")).unwrap();
+        assert_eq!(p.url.as_str(), "https://api.anthropic.com/v1/messages");
+        assert_eq!(p.headers["x-api-key"], "sk-ant-test");
+        assert!(p.headers["x-api-key"].is_sensitive());
+        assert_eq!(p.headers["anthropic-version"], DEFAULT_ANTHROPIC_VERSION);
+        assert_eq!(p.headers["content-type"], "application/json");
+        assert!(p.headers.get("anthropic-beta").is_none());
+        assert!(p.headers.get("authorization").is_none());
+
+        let p = AnthropicProvider::new(
+            "a",
+            &config(
+                "anthropic_version = \"2024-01-01\"\n\
+                 anthropic_beta = [\"prompt-caching-2024-07-31\", \"output-128k-2025-02-19\"]",
+            ),
+        )
+        .unwrap();
+        assert!(p.headers.get("x-api-key").is_none());
+        assert_eq!(p.headers["anthropic-version"], "2024-01-01");
+        assert_eq!(
+            p.headers["anthropic-beta"],
+            "prompt-caching-2024-07-31,output-128k-2025-02-19"
+        );
+        assert!(
+            toml::from_str::<ProviderConfig>(
+                "kind = \"anthropic\"\nbase_url = \"x\"\nanthropic_betas = []"
+            )
+            .is_err(),
+            "unknown fields are still refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn anthropic_error_bodies() {
+        let response = http::Response::builder()
+            .status(429)
+            .header("retry-after", "1")
+            .body(
+                r#"{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}"#,
+            )
+            .unwrap();
+        match status_error(reqwest::Response::from(response)).await {
+            ProviderError::Status {
+                status,
+                message,
+                code,
+                retry_after_secs,
+            } => {
+                assert_eq!(status, 429);
+                assert!(message.starts_with("Number of request tokens"), "{message}");
+                assert_eq!(code.as_deref(), Some("rate_limit_error"));
+                assert_eq!(retry_after_secs, Some(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let response = http::Response::builder()
+            .status(529)
+            .body(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)
+            .unwrap();
+        let e = status_error(reqwest::Response::from(response)).await;
+        assert_eq!(e.kind(), "server_error");
+        assert!(
+            matches!(&e, ProviderError::Status { status: 529, code: Some(c), .. } if c == "overloaded_error"),
+            "{e:?}"
+        );
+        let response = http::Response::builder()
+            .status(502)
+            .body("<html>Bad gateway</html>")
+            .unwrap();
+        let e = status_error(reqwest::Response::from(response)).await;
+        assert!(
+            e.to_string()
+                .contains("the upstream answered 502: <html>Bad gateway")
+        );
+    }
+}

@@ -1,0 +1,563 @@
+//! Anthropic's streamed events as `chat.completion.chunk`s. `message_start` gives the
+//! role chunk, text deltas become `content`, a `tool_use` block's start and its
+//! `input_json_delta`s become `tool_calls` deltas (indexed by the call's ordinal among the
+//! message's tool calls), `message_delta`'s stop reason the finish reason, and
+//! `message_stop` a last chunk with empty `choices` and the usage. `ping` and event types
+//! this does not know (thinking and signature deltas, newer events) are ignored; an
+//! `error` event ends the stream as a mid-stream failure.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use super::ProviderError;
+use super::response::{AnthropicUsage, finish_reason};
+use crate::types::{ChatChunk, ChunkChoice, Delta};
+
+/// What one stream has said so far.
+pub(super) struct StreamState {
+    id: String,
+    model: String,
+    created: i64,
+    usage: AnthropicUsage,
+    /// Content block index -> (tool call ordinal, whether any arguments were sent).
+    tools: HashMap<u64, (u32, bool)>,
+    next_tool: u32,
+    finished: bool,
+    done: bool,
+}
+
+impl StreamState {
+    pub fn new(created: i64) -> Self {
+        Self {
+            id: String::new(),
+            model: String::new(),
+            created,
+            usage: AnthropicUsage::default(),
+            tools: HashMap::new(),
+            next_tool: 0,
+            finished: false,
+            done: false,
+        }
+    }
+
+    /// Whether `message_stop` arrived (nothing follows it).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The chunks one SSE event (`event:` name and `data:`) makes.
+    pub fn on_event(&mut self, event: &str, data: &str) -> Result<Vec<ChatChunk>, ProviderError> {
+        if data.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let v: Value = serde_json::from_str(data).map_err(|e| {
+            ProviderError::Protocol(format!("an upstream stream event is not JSON: {e}"))
+        })?;
+        // The data's own `type` names the event; the `event:` line says the same.
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or(event);
+        let mut out = Vec::new();
+        match kind {
+            "message_start" => {
+                let message = v.get("message").unwrap_or(&Value::Null);
+                let field = |k: &str| message.get(k).and_then(Value::as_str).unwrap_or("");
+                self.id = field("id").to_string();
+                self.model = field("model").to_string();
+                self.update_usage(message.get("usage"))?;
+                out.push(self.chunk(
+                    Delta {
+                        role: Some("assistant".into()),
+                        ..Default::default()
+                    },
+                    None,
+                ));
+            }
+            "content_block_start" => {
+                let block = v.get("content_block").unwrap_or(&Value::Null);
+                match block.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        let text = block.get("text").and_then(Value::as_str).unwrap_or("");
+                        if !text.is_empty() {
+                            out.push(self.content(text));
+                        }
+                    }
+                    Some("tool_use") => {
+                        let ordinal = self.next_tool;
+                        self.next_tool += 1;
+                        self.tools.insert(index_of(&v)?, (ordinal, false));
+                        let call = json!({
+                            "index": ordinal,
+                            "id": block.get("id").cloned().unwrap_or(Value::Null),
+                            "type": "function",
+                            "function": {
+                                "name": block.get("name").cloned().unwrap_or(Value::Null),
+                                "arguments": "",
+                            },
+                        });
+                        out.push(self.tool_delta(call));
+                    }
+                    _ => {} // thinking, server tools, ...
+                }
+            }
+            "content_block_delta" => {
+                let delta = v.get("delta").unwrap_or(&Value::Null);
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let text = delta.get("text").and_then(Value::as_str).unwrap_or("");
+                        if !text.is_empty() {
+                            out.push(self.content(text));
+                        }
+                    }
+                    Some("input_json_delta") => {
+                        let piece = delta
+                            .get("partial_json")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        if let Some((ordinal, sent)) = self.tools.get_mut(&index_of(&v)?)
+                            && !piece.is_empty()
+                        {
+                            *sent = true;
+                            let call = json!({"index": *ordinal, "function": {"arguments": piece}});
+                            out.push(self.tool_delta(call));
+                        }
+                    }
+                    _ => {} // thinking_delta, signature_delta, citations_delta, ...
+                }
+            }
+            "content_block_stop" => {
+                // A call without arguments still gets a JSON object as its arguments.
+                if let Some((ordinal, false)) = v
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .and_then(|i| self.tools.get(&i).copied())
+                {
+                    let call = json!({"index": ordinal, "function": {"arguments": "{}"}});
+                    out.push(self.tool_delta(call));
+                }
+            }
+            "message_delta" => {
+                self.update_usage(v.get("usage"))?;
+                if let Some(stop) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    out.push(self.finish(finish_reason(stop)));
+                }
+            }
+            "message_stop" => {
+                if !self.finished {
+                    out.push(self.finish("stop"));
+                }
+                out.push(ChatChunk {
+                    choices: Vec::new(),
+                    usage: Some(self.usage.to_usage()),
+                    ..self.chunk(Delta::default(), None)
+                });
+                self.done = true;
+            }
+            "error" => {
+                let error = v.get("error").unwrap_or(&Value::Null);
+                let field = |k: &str| error.get(k).and_then(Value::as_str).map(str::to_string);
+                return Err(ProviderError::MidStream {
+                    message: field("message").unwrap_or_else(|| "upstream stream failed".into()),
+                    code: field("type"),
+                });
+            }
+            _ => {} // ping, and whatever Anthropic adds
+        }
+        Ok(out)
+    }
+
+    fn update_usage(&mut self, usage: Option<&Value>) -> Result<(), ProviderError> {
+        let Some(usage) = usage.filter(|u| !u.is_null()) else {
+            return Ok(());
+        };
+        let later: AnthropicUsage = serde_json::from_value(usage.clone())
+            .map_err(|e| ProviderError::Protocol(format!("upstream usage: {e}")))?;
+        self.usage.update(&later);
+        Ok(())
+    }
+
+    fn chunk(&self, delta: Delta, finish_reason: Option<String>) -> ChatChunk {
+        ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason,
+                extra: Map::new(),
+            }],
+            usage: None,
+            extra: Map::new(),
+        }
+    }
+
+    fn content(&self, text: &str) -> ChatChunk {
+        let delta = Delta {
+            content: Some(text.to_string()),
+            ..Default::default()
+        };
+        self.chunk(delta, None)
+    }
+
+    fn tool_delta(&self, call: Value) -> ChatChunk {
+        let mut delta = Delta::default();
+        delta.extra.insert("tool_calls".into(), json!([call]));
+        self.chunk(delta, None)
+    }
+
+    fn finish(&mut self, reason: &str) -> ChatChunk {
+        self.finished = true;
+        self.chunk(Delta::default(), Some(reason.to_string()))
+    }
+}
+
+fn index_of(event: &Value) -> Result<u64, ProviderError> {
+    event.get("index").and_then(Value::as_u64).ok_or_else(|| {
+        ProviderError::Protocol("an upstream content block event has no index".into())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{PromptTokensDetails, Usage};
+    use futures::StreamExt;
+
+    /// Runs an SSE transcript through the same parser and state as the provider.
+    async fn run(transcript: &str) -> (Vec<Value>, Option<ProviderError>) {
+        // Cut into uneven network chunks so events straddle them.
+        let bytes = transcript.as_bytes().to_vec();
+        let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = bytes
+            .chunks(37)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let mut events =
+            eventsource_stream::Eventsource::eventsource(futures::stream::iter(pieces));
+        let mut state = StreamState::new(1_700_000_000);
+        let mut chunks = Vec::new();
+        while let Some(event) = events.next().await {
+            let event = event.unwrap();
+            match state.on_event(&event.event, &event.data) {
+                Ok(out) => chunks.extend(out.iter().map(|c| serde_json::to_value(c).unwrap())),
+                Err(e) => return (chunks, Some(e)),
+            }
+            if state.is_done() {
+                return (chunks, None);
+            }
+        }
+        (
+            chunks,
+            Some(ProviderError::Connection("stream ended early".into())),
+        )
+    }
+
+    fn sse(events: &[(&str, Value)]) -> String {
+        events
+            .iter()
+            .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+            .collect()
+    }
+
+    fn start(input: u64, read: u64, write: u64) -> (&'static str, Value) {
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {
+            "id": "msg_01abc", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": input, "cache_creation_input_tokens": write,
+                "cache_read_input_tokens": read, "output_tokens": 1}}}),
+        )
+    }
+
+    fn text_block(index: u64) -> (&'static str, Value) {
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "text", "text": ""}}),
+        )
+    }
+
+    fn text(index: u64, t: &str) -> (&'static str, Value) {
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "text_delta", "text": t}}),
+        )
+    }
+
+    fn tool_block(index: u64, id: &str) -> (&'static str, Value) {
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "tool_use", "id": id, "name": "get_weather", "input": {}}}),
+        )
+    }
+
+    fn json_piece(index: u64, piece: &str) -> (&'static str, Value) {
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "input_json_delta", "partial_json": piece}}),
+        )
+    }
+
+    fn stop_block(index: u64) -> (&'static str, Value) {
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        )
+    }
+
+    fn message_delta(stop: &str, output: u64) -> (&'static str, Value) {
+        (
+            "message_delta",
+            json!({"type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": output}}),
+        )
+    }
+
+    fn message_stop() -> (&'static str, Value) {
+        ("message_stop", json!({"type": "message_stop"}))
+    }
+
+    fn ping() -> (&'static str, Value) {
+        ("ping", json!({"type": "ping"}))
+    }
+
+    fn contents(chunks: &[Value]) -> String {
+        chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect()
+    }
+
+    fn usage_of(chunks: &[Value]) -> Usage {
+        let last = chunks.last().unwrap();
+        assert_eq!(last["choices"], json!([]));
+        serde_json::from_value(last["usage"].clone()).unwrap()
+    }
+
+    /// Text with pings and unknown events (thinking, signatures, a future event type) in
+    /// between, and usage with cache reads and writes.
+    #[tokio::test]
+    async fn text_stream_with_noise_and_cache_usage() {
+        let transcript = sse(&[
+            start(10, 3, 2),
+            ping(),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "thinking", "thinking": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "thinking_delta", "thinking": "Let me think"}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "signature_delta", "signature": "EqQB"}}),
+            ),
+            stop_block(0),
+            text_block(1),
+            text(1, "Hello"),
+            ping(),
+            (
+                "brand_new_event",
+                json!({"type": "brand_new_event", "stuff": [1]}),
+            ),
+            text(1, " from Claude."),
+            stop_block(1),
+            message_delta("end_turn", 6),
+            message_stop(),
+        ]);
+        let (chunks, err) = run(&transcript).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(
+            chunks[0]["choices"][0]["delta"],
+            json!({"role": "assistant"})
+        );
+        for c in &chunks {
+            assert_eq!(
+                (&c["id"], &c["model"], &c["object"], &c["created"]),
+                (
+                    &json!("msg_01abc"),
+                    &json!("claude-sonnet-4-5"),
+                    &json!("chat.completion.chunk"),
+                    &json!(1_700_000_000)
+                )
+            );
+        }
+        assert_eq!(contents(&chunks), "Hello from Claude.");
+        let finish = &chunks[chunks.len() - 2];
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        assert!(
+            chunks[..chunks.len() - 2]
+                .iter()
+                .all(|c| c["choices"][0]["finish_reason"].is_null())
+        );
+        let u = usage_of(&chunks);
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (15, 6, 21)
+        );
+        assert_eq!(
+            u.prompt_tokens_details,
+            Some(PromptTokensDetails {
+                cached_tokens: 3,
+                cache_write_tokens: 2
+            })
+        );
+    }
+
+    /// One tool call whose input arrives in many pieces: one start delta with id and name,
+    /// then argument pieces that join into the input.
+    #[tokio::test]
+    async fn tool_call_split_across_many_deltas() {
+        let pieces = ["", "{\"ci", "ty\"", ": \"Pa", "ri", "s\"}"];
+        let mut events = vec![
+            start(20, 0, 0),
+            text_block(0),
+            text(0, "Let me check."),
+            stop_block(0),
+            tool_block(1, "toolu_01A"),
+        ];
+        events.extend(pieces.iter().map(|p| json_piece(1, p)));
+        events.extend([stop_block(1), message_delta("tool_use", 30), message_stop()]);
+        let (chunks, err) = run(&sse(&events)).await;
+        assert!(err.is_none(), "{err:?}");
+        let calls: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+            .collect();
+        assert_eq!(
+            calls[0],
+            &json!([{"index": 0, "id": "toolu_01A", "type": "function",
+                "function": {"name": "get_weather", "arguments": ""}}])
+        );
+        assert_eq!(calls.len(), 6, "the empty piece is skipped");
+        let args: String = calls[1..]
+            .iter()
+            .map(|c| {
+                assert_eq!(c[0]["index"], 0);
+                c[0]["function"]["arguments"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            serde_json::from_str::<Value>(&args).unwrap(),
+            json!({"city": "Paris"})
+        );
+        assert_eq!(
+            chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
+        assert_eq!(usage_of(&chunks), Usage::new(20, 30));
+    }
+
+    /// Two parallel calls (after a text block, so block indexes 1 and 2) are tool calls 0
+    /// and 1; a call without input gets `{}` as its arguments.
+    #[tokio::test]
+    async fn parallel_tool_calls_are_indexed_from_zero() {
+        let transcript = sse(&[
+            start(5, 0, 0),
+            text_block(0),
+            text(0, "Checking both."),
+            stop_block(0),
+            tool_block(1, "toolu_P"),
+            json_piece(1, "{\"city\":"),
+            json_piece(1, "\"Paris\"}"),
+            stop_block(1),
+            tool_block(2, "toolu_B"),
+            json_piece(2, "{\"city\":\"Berlin\"}"),
+            stop_block(2),
+            tool_block(3, "toolu_N"),
+            stop_block(3),
+            message_delta("tool_use", 40),
+            message_stop(),
+        ]);
+        let (chunks, err) = run(&transcript).await;
+        assert!(err.is_none(), "{err:?}");
+        let mut args: HashMap<u64, String> = HashMap::new();
+        let mut ids = Vec::new();
+        for c in &chunks {
+            if let Some(calls) = c["choices"][0]["delta"].get("tool_calls") {
+                let call = &calls[0];
+                if let Some(id) = call["id"].as_str() {
+                    ids.push((call["index"].as_u64().unwrap(), id.to_string()));
+                }
+                args.entry(call["index"].as_u64().unwrap())
+                    .or_default()
+                    .push_str(call["function"]["arguments"].as_str().unwrap());
+            }
+        }
+        assert_eq!(
+            ids,
+            [
+                (0, "toolu_P".into()),
+                (1, "toolu_B".into()),
+                (2, "toolu_N".into())
+            ]
+        );
+        assert_eq!(args[&0], "{\"city\":\"Paris\"}");
+        assert_eq!(args[&1], "{\"city\":\"Berlin\"}");
+        assert_eq!(args[&2], "{}");
+    }
+
+    #[tokio::test]
+    async fn max_tokens_is_length() {
+        let transcript = sse(&[
+            start(4, 0, 0),
+            text_block(0),
+            text(0, "Once upon a"),
+            stop_block(0),
+            message_delta("max_tokens", 3),
+            message_stop(),
+        ]);
+        let (chunks, err) = run(&transcript).await;
+        assert!(err.is_none());
+        assert_eq!(contents(&chunks), "Once upon a");
+        assert_eq!(
+            chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+            "length"
+        );
+        assert_eq!(usage_of(&chunks), Usage::new(4, 3));
+    }
+
+    #[tokio::test]
+    async fn error_event_fails_mid_stream() {
+        let transcript = sse(&[
+            start(4, 0, 0),
+            text_block(0),
+            text(0, "Hel"),
+            text(0, "lo"),
+            (
+                "error",
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            ),
+        ]);
+        let (chunks, err) = run(&transcript).await;
+        assert_eq!(contents(&chunks), "Hello");
+        match err {
+            Some(ProviderError::MidStream { message, code }) => {
+                assert_eq!(
+                    (message.as_str(), code.as_deref()),
+                    ("Overloaded", Some("overloaded_error"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A body that ends before `message_stop` is cut off; data that is not JSON is a
+    /// protocol error.
+    #[tokio::test]
+    async fn truncated_and_malformed_streams() {
+        let (chunks, err) = run(&sse(&[start(4, 0, 0), text_block(0), text(0, "Hi")])).await;
+        assert_eq!(contents(&chunks), "Hi");
+        assert!(matches!(err, Some(ProviderError::Connection(_))), "{err:?}");
+        let (_, err) = run("event: message_start\ndata: {not json\n\n").await;
+        assert!(matches!(err, Some(ProviderError::Protocol(_))), "{err:?}");
+    }
+}
