@@ -5,6 +5,7 @@ mod anthropic;
 mod config;
 pub mod local;
 mod openai;
+mod transport;
 
 pub use anthropic::AnthropicProvider;
 pub use config::{ModelConfig, ProviderConfig, ProviderKind};

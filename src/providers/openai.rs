@@ -14,11 +14,11 @@
 use std::time::Duration;
 
 use async_openai::config::{Config as _, OpenAIConfig};
-use eventsource_stream::{EventStreamError, Eventsource};
+use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use secrecy::ExposeSecret;
 
 use super::ProviderConfig;
+use super::transport::{self, map_event_error, map_reqwest, message_and_code};
 use super::{ChunkStream, Provider, ProviderError};
 use crate::types::{ChatChunk, ChatCompletion, ChatCompletionRequest, StreamOptions};
 
@@ -35,27 +35,8 @@ pub struct OpenAiProvider {
 
 impl OpenAiProvider {
     pub fn new(name: &str, config: &ProviderConfig) -> anyhow::Result<Self> {
-        // One TLS crypto provider for the process (ring: builds without cmake).
-        crate::install_crypto_provider();
-        let api_key = match (&config.api_key_env, &config.api_key) {
-            (Some(var), _) => std::env::var(var).unwrap_or_default(),
-            (None, Some(key)) => key.expose_secret().to_string(),
-            (None, None) => String::new(),
-        };
-        if api_key.is_empty() {
-            tracing::warn!(
-                provider = name,
-                "no API key configured for provider; sending requests without one"
-            );
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            // An idle-read timeout, not a total one: long streams are fine, silence is not.
-            // Streams are also watched per event (below), which fires first and is reported
-            // as a timeout; this one covers non-streamed answers.
-            .read_timeout(Duration::from_millis(config.read_timeout_ms + 1_000))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()?;
+        let api_key = transport::api_key(name, config);
+        let http = transport::client(config)?;
         let openai = OpenAIConfig::new()
             .with_api_base(config.base_url.trim_end_matches('/'))
             .with_api_key(api_key.clone())
@@ -77,8 +58,6 @@ impl OpenAiProvider {
         }
         Ok(Self {
             name: name.to_string(),
-            // No retries here: the gateway's router owns them (budgeted, jittered, with
-            // failover and circuit breakers).
             http,
             url,
             headers,
@@ -180,103 +159,21 @@ impl Provider for OpenAiProvider {
     }
 }
 
-/// An error status (for a stream: before it began), with `Retry-After`. The message is the
-/// upstream's own when the body is an error envelope (OpenAI's `{"error": {"message", ...}}`
-/// or Ollama's `{"error": "..."}`); any other body (a proxy's HTML page, plain text) is
-/// quoted, whitespace collapsed, up to `MAX_QUOTED_CHARS` characters.
+/// An error status, in OpenAI's dialect (the code is the error object's `code`).
 async fn status_error(response: reqwest::Response) -> ProviderError {
-    let status = response.status().as_u16();
-    let retry_after_secs = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let body = match response.bytes().await {
-        Ok(b) => b,
-        Err(e) => return map_reqwest(&e),
-    };
-    let (message, code) = match serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .as_ref()
-        .and_then(|v| v.get("error"))
-    {
-        Some(serde_json::Value::String(m)) => (Some(m.clone()), None),
-        Some(e) => message_and_code(e),
-        None => (None, None),
-    };
-    let message = message.unwrap_or_else(|| quote_body(status, &body));
-    ProviderError::Status {
-        status,
-        message,
-        code,
-        retry_after_secs,
-    }
-}
-
-/// Longest part of a non-JSON error body passed on in an error message.
-const MAX_QUOTED_CHARS: usize = 200;
-
-fn quote_body(status: u16, body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if collapsed.is_empty() {
-        return format!("the upstream answered {status} with no error message");
-    }
-    match collapsed.char_indices().nth(MAX_QUOTED_CHARS) {
-        Some((cut, _)) => format!("the upstream answered {status}: {}...", &collapsed[..cut]),
-        None => format!("the upstream answered {status}: {collapsed}"),
-    }
-}
-
-fn map_event_error(e: EventStreamError<reqwest::Error>) -> ProviderError {
-    match e {
-        EventStreamError::Transport(e) => map_reqwest(&e),
-        EventStreamError::Utf8(e) => ProviderError::Protocol(e.to_string()),
-        EventStreamError::Parser(e) => ProviderError::Protocol(e.to_string()),
-    }
-}
-
-fn map_reqwest(e: &reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::Timeout
-    } else {
-        ProviderError::Connection(without_url(e))
-    }
-}
-
-/// `message` and `code` of an OpenAI error object, when they are strings.
-fn message_and_code(error: &serde_json::Value) -> (Option<String>, Option<String>) {
-    let field = |name: &str| error.get(name).and_then(|v| v.as_str()).map(str::to_string);
-    (field("message"), field("code"))
+    transport::status_error(response, &["code"]).await
 }
 
 fn mid_stream_error(error: &serde_json::Value) -> ProviderError {
-    let (message, code) = message_and_code(error);
+    let (message, code) = message_and_code(error, &["code"]);
     let message = message.unwrap_or_else(|| "upstream stream failed".to_string());
     ProviderError::MidStream { message, code }
-}
-
-/// reqwest errors name the URL; keep the message but not the upstream's address.
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_connect() {
-        "connect"
-    } else if e.is_body() {
-        "body"
-    } else {
-        "request"
-    };
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    format!("{kind} error: {detail}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::transport::MAX_QUOTED_CHARS;
 
     async fn error_for(status: u16, body: &'static str) -> ProviderError {
         let response = http::Response::builder()

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod mock_anthropic;
 pub mod mock_stripe;
 pub mod mock_upstream;
 

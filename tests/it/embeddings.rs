@@ -169,6 +169,29 @@ async fn embeddings_api_float_base64_and_truncation() {
     app.shutdown().await;
 }
 
+/// `POST /v1/embeddings` of `input` to the MiniLM model: the status and the body.
+async fn embed_raw(app: &TestApp, input: Value) -> (u16, Value) {
+    let resp = app
+        .post("/v1/embeddings")
+        .json(&json!({"model": "all-MiniLM-L6-v2", "input": input}))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// The vectors of a successful embedding of `input`.
+async fn embed(app: &TestApp, input: Value) -> Vec<Value> {
+    let (status, v) = embed_raw(app, input).await;
+    assert_eq!(status, 200, "{v}");
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["embedding"].clone())
+        .collect()
+}
+
 /// Token ids (as tiktoken gives them, and LangChain sends them) embed like their text.
 #[tokio::test]
 async fn token_id_inputs_embed_like_their_text() {
@@ -176,27 +199,19 @@ async fn token_id_inputs_embed_like_their_text() {
     let texts = ["hello world", "How do I rotate an API key? Ünïcödé 🦀"];
     let cl100k = tiktoken_rs::cl100k_base().unwrap();
     let o200k = tiktoken_rs::o200k_base().unwrap();
-    let embed = |input: Value| {
-        let req = app
-            .post("/v1/embeddings")
-            .json(&json!({"model": "all-MiniLM-L6-v2", "input": input}));
-        async move {
-            let resp = req.send().await.unwrap();
-            assert_eq!(resp.status(), 200);
-            let v: Value = resp.json().await.unwrap();
-            v["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d["embedding"].clone())
-                .collect::<Vec<Value>>()
-        }
-    };
-    let by_text = embed(json!(texts)).await;
+    let by_text = embed(&app, json!(texts)).await;
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| cl100k.encode_ordinary(t)).collect();
     assert_eq!(ids[0], vec![15339, 1917]);
-    assert_eq!(embed(json!(ids)).await, by_text, "arrays of id arrays");
-    assert_eq!(embed(json!(ids[1])).await, by_text[1..], "one id array");
+    assert_eq!(
+        embed(&app, json!(ids)).await,
+        by_text,
+        "arrays of id arrays"
+    );
+    assert_eq!(
+        embed(&app, json!(ids[1])).await,
+        by_text[1..],
+        "one id array"
+    );
     // The encoding is configured: o200k_base ids are not cl100k_base's (this text has ids
     // past cl100k_base's last one: a 400 naming it).
     let o200k_ids = o200k.encode_ordinary(texts[1]);
@@ -204,14 +219,8 @@ async fn token_id_inputs_embed_like_their_text() {
         .iter()
         .find(|&&id| id > 100_300)
         .expect("an id only o200k_base has");
-    let resp = app
-        .post("/v1/embeddings")
-        .json(&json!({"model": "all-MiniLM-L6-v2", "input": [o200k_ids.clone()]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let v: Value = resp.json().await.unwrap();
+    let (status, v) = embed_raw(&app, json!([o200k_ids.clone()])).await;
+    assert_eq!(status, 400);
     assert!(
         v["error"]["message"]
             .as_str()
@@ -221,16 +230,7 @@ async fn token_id_inputs_embed_like_their_text() {
     );
     app.shutdown().await;
     let mut app = TestApp::spawn_with(with_embeddings("token_encoding = \"o200k_base\"")).await;
-    let resp: Value = app
-        .post("/v1/embeddings")
-        .json(&json!({"model": "all-MiniLM-L6-v2", "input": [o200k_ids]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(resp["data"][0]["embedding"], by_text[1]);
+    assert_eq!(embed(&app, json!([o200k_ids])).await, by_text[1..]);
     app.shutdown().await;
 }
 

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod anthropic_upstream;
 mod api;
 mod billing;
 mod cache;

@@ -15,12 +15,12 @@ mod stream;
 
 use std::time::Duration;
 
-use eventsource_stream::{EventStreamError, Eventsource};
+use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use secrecy::ExposeSecret;
 
 use super::ProviderConfig;
+use super::transport::{self, map_event_error, map_reqwest};
 use super::{ChunkStream, Provider, ProviderError};
 use crate::types::{ChatCompletion, ChatCompletionRequest};
 
@@ -40,24 +40,8 @@ pub struct AnthropicProvider {
 
 impl AnthropicProvider {
     pub fn new(name: &str, config: &ProviderConfig) -> anyhow::Result<Self> {
-        crate::install_crypto_provider();
-        let api_key = match (&config.api_key_env, &config.api_key) {
-            (Some(var), _) => std::env::var(var).unwrap_or_default(),
-            (None, Some(key)) => key.expose_secret().to_string(),
-            (None, None) => String::new(),
-        };
-        if api_key.is_empty() {
-            tracing::warn!(
-                provider = name,
-                "no API key configured for provider; sending requests without one"
-            );
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            // An idle-read timeout (streams are also watched per event, below).
-            .read_timeout(Duration::from_millis(config.read_timeout_ms + 1_000))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()?;
+        let api_key = transport::api_key(name, config);
+        let http = transport::client(config)?;
         let url = reqwest::Url::parse(&format!(
             "{}/messages",
             config.base_url.trim_end_matches('/')
@@ -174,91 +158,11 @@ impl Provider for AnthropicProvider {
     }
 }
 
-/// An error status (for a stream: before it began), with `Retry-After`. The message and
-/// code are Anthropic's (`{"type":"error","error":{"type":"rate_limit_error","message"}}`:
-/// the code is the error's `type`); any other body is quoted briefly.
+/// An error status, in Anthropic's dialect
+/// (`{"type":"error","error":{"type":"rate_limit_error","message"}}`: the code is the error's
+/// `type`, or `code` from an OpenAI-shaped proxy in front).
 async fn status_error(response: reqwest::Response) -> ProviderError {
-    let status = response.status().as_u16();
-    let retry_after_secs = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let body = match response.bytes().await {
-        Ok(b) => b,
-        Err(e) => return map_reqwest(&e),
-    };
-    let (message, code) = match serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .as_ref()
-        .and_then(|v| v.get("error"))
-    {
-        Some(serde_json::Value::String(m)) => (Some(m.clone()), None),
-        Some(e) => message_and_code(e),
-        None => (None, None),
-    };
-    let message = message.unwrap_or_else(|| quote_body(status, &body));
-    ProviderError::Status {
-        status,
-        message,
-        code,
-        retry_after_secs,
-    }
-}
-
-/// `message`, and `type` (Anthropic) or `code` (an OpenAI-shaped proxy), of an error object.
-fn message_and_code(error: &serde_json::Value) -> (Option<String>, Option<String>) {
-    let field = |name: &str| error.get(name).and_then(|v| v.as_str()).map(str::to_string);
-    (field("message"), field("type").or_else(|| field("code")))
-}
-
-/// Longest part of a non-JSON error body passed on in an error message.
-const MAX_QUOTED_CHARS: usize = 200;
-
-fn quote_body(status: u16, body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if collapsed.is_empty() {
-        return format!("the upstream answered {status} with no error message");
-    }
-    match collapsed.char_indices().nth(MAX_QUOTED_CHARS) {
-        Some((cut, _)) => format!("the upstream answered {status}: {}...", &collapsed[..cut]),
-        None => format!("the upstream answered {status}: {collapsed}"),
-    }
-}
-
-fn map_event_error(e: EventStreamError<reqwest::Error>) -> ProviderError {
-    match e {
-        EventStreamError::Transport(e) => map_reqwest(&e),
-        EventStreamError::Utf8(e) => ProviderError::Protocol(e.to_string()),
-        EventStreamError::Parser(e) => ProviderError::Protocol(e.to_string()),
-    }
-}
-
-fn map_reqwest(e: &reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::Timeout
-    } else {
-        ProviderError::Connection(without_url(e))
-    }
-}
-
-/// reqwest errors name the URL; keep the message but not the upstream's address.
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_connect() {
-        "connect"
-    } else if e.is_body() {
-        "body"
-    } else {
-        "request"
-    };
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    format!("{kind} error: {detail}")
+    transport::status_error(response, &["type", "code"]).await
 }
 
 #[cfg(test)]
