@@ -107,6 +107,45 @@ impl Code {
     pub const fn name(self) -> &'static str {
         self.parts().2
     }
+
+    /// Anthropic's error `type` for this code (the Messages door's error shape). An
+    /// upstream's own error keeps the type its status means (`upstream_kind`).
+    pub const fn anthropic_kind(self) -> &'static str {
+        use Code::*;
+        match self {
+            MissingApiKey | InvalidApiKey | InvalidAdminKey => "authentication_error",
+            AdminDisabled => "permission_error",
+            PaymentRequired => "billing_error",
+            ModelNotFound | NotFound => "not_found_error",
+            RequestTooLarge | DocumentTooLarge => "request_too_large",
+            RateLimitExceeded
+            | TooManyFailedAuthentications
+            | RequestsPerMinuteExceeded
+            | TokensPerMinuteExceeded
+            | DailyBudgetExceeded
+            | MonthlyBudgetExceeded => "rate_limit_error",
+            Overloaded => "overloaded_error",
+            UpstreamTimeout | RequestTimeout => "timeout_error",
+            UpstreamError | UpstreamUnavailable | StoreUnavailable | Internal => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// Anthropic's error `type` for an upstream's error status passed on to the client.
+    pub const fn anthropic_kind_of_status(status: u16) -> &'static str {
+        match status {
+            401 => "authentication_error",
+            402 => "billing_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            504 => "timeout_error",
+            529 | 503 => "overloaded_error",
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
 }
 
 /// A domain error's place in the table.

@@ -31,6 +31,19 @@ pub struct ChatCompletionRequest {
     /// Everything else (tools, response_format, logprobs, user, ...), passed through.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// The request as the client sent it in an upstream's own protocol, for a provider of
+    /// that protocol to send untranslated (never serialized: the cache keys and other
+    /// providers see the canonical fields only). A step that changes the request's meaning
+    /// (grounding) clears it.
+    #[serde(skip)]
+    pub native: Option<Native>,
+}
+
+/// A request body in a protocol other than chat completions, kept whole.
+#[derive(Debug, Clone)]
+pub enum Native {
+    /// An Anthropic Messages request (`POST /v1/messages`), as the client sent it.
+    Anthropic(std::sync::Arc<Map<String, Value>>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -303,6 +316,39 @@ pub struct ModelObject {
     pub object: &'static str,
     pub created: i64,
     pub owned_by: String,
+    /// Anthropic's model fields beside OpenAI's, so both SDKs read the same object.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub display_name: String,
+    /// `created` as RFC 3339.
+    pub created_at: String,
+}
+
+/// The UTC date (year, month 1-12, day 1-31) of a day index since 1970-01-01, by Howard
+/// Hinnant's civil-from-days algorithm (no time zone database needed).
+pub fn civil_from_days(day: i64) -> (i64, u32, u32) {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A Unix time as RFC 3339 in UTC (`2026-12-06T11:15:00Z`).
+pub fn rfc3339(unix_secs: i64) -> String {
+    let (y, m, d) = civil_from_days(unix_secs.div_euclid(86_400));
+    let s = unix_secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 pub fn new_completion_id() -> String {
@@ -395,11 +441,12 @@ macro_rules! when_missing {
 
 /// `Deserialize` for a struct of named fields plus `extra: Map<String, Value>` that takes
 /// every other field: `open_struct!(Type, "what it is", { field [as "json name"]: FieldType
-/// => required | default | (expression), ... })`.
+/// => required | default | (expression), ... } [, skip(field, ...)])`; skipped fields are
+/// not read from the wire and start at their default.
 macro_rules! open_struct {
     ($ty:ident, $expecting:literal, {
         $($field:ident $(as $wire:literal)? : $fty:ty => $missing:tt),* $(,)?
-    }) => {
+    } $(, skip($($skip:ident),*))?) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 struct OpenVisitor;
@@ -435,6 +482,7 @@ macro_rules! open_struct {
                                 Some(v) => v,
                                 None => when_missing!($missing, wire_name!($field $(, $wire)?)),
                             },)*
+                            $($($skip: Default::default(),)*)?
                             extra,
                         })
                     }
@@ -457,7 +505,7 @@ open_struct!(ChatCompletionRequest, "a chat completion request object", {
     n: Option<u32> => default,
     stop: Option<Stop> => default,
     seed: Option<i64> => default,
-});
+}, skip(native));
 
 open_struct!(StreamOptions, "a stream options object", {
     include_usage: Option<bool> => default,

@@ -1,4 +1,5 @@
-//! `POST /v1/chat/completions` and `GET /v1/models`: OpenAI's wire format exactly, streamed
+//! `POST /v1/chat/completions` and `GET /v1/models` (also readable by Anthropic's SDKs):
+//! OpenAI's wire format exactly, streamed
 //! or not. The door decodes the request (the body is already the pipeline's canonical form),
 //! runs the pipeline, and encodes its answer: a `chat.completion`, or `chat.completion.chunk`
 //! events with one id and `created` for the whole stream, `finish_reason` null until the
@@ -29,6 +30,9 @@ fn model_object(state: &AppState, id: &str, owned_by: &str) -> ModelObject {
         object: "model",
         created: state.started_at,
         owned_by: owned_by.to_string(),
+        kind: "model",
+        display_name: id.to_string(),
+        created_at: crate::types::rfc3339(state.started_at),
     }
 }
 
@@ -43,7 +47,11 @@ pub async fn list_models(State(state): State<Arc<AppState>>) -> impl IntoRespons
     if let Some(e) = &state.chat.embedder {
         data.push(model_object(&state, &e.model_name, "quartermaster"));
     }
-    axum::Json(json!({"object": "list", "data": data}))
+    // OpenAI's list, with the fields of Anthropic's page (one page: `has_more` false).
+    let first = data.first().map(|m| m.id.clone());
+    let last = data.last().map(|m| m.id.clone());
+    axum::Json(json!({"object": "list", "data": data, "has_more": false,
+        "first_id": first, "last_id": last}))
 }
 
 /// `GET /v1/models/{id}`: one of them, or a routing alias (`auto`, a tier), which frameworks

@@ -91,6 +91,18 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// What an error response says, kept on it (a response extension) so that a door with an
+/// error shape of its own (the Messages API's) can write it in that shape instead.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub code: Code,
+    pub status: u16,
+    /// The message the client sees (a 5xx's internals already replaced).
+    pub message: String,
+    /// An upstream's own error code, when the error is the upstream's.
+    pub upstream_code: Option<String>,
+}
+
 /// OpenAI's error envelope.
 #[derive(Debug, Serialize)]
 pub struct ErrorEnvelope<'a> {
@@ -195,6 +207,20 @@ impl ApiError {
         }
     }
 
+    /// What the client is told, in no particular shape.
+    pub fn rendered(&self) -> Rendered {
+        let envelope = self.envelope();
+        Rendered {
+            code: self.error_code(),
+            status: self.http_status(),
+            message: envelope.error.message,
+            upstream_code: match self {
+                ApiError::Upstream { code, .. } => code.clone(),
+                _ => None,
+            },
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(&self.envelope()).expect("error envelope serializes")
     }
@@ -246,6 +272,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        response.extensions_mut().insert(self.rendered());
         response
     }
 }

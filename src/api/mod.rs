@@ -11,6 +11,7 @@ mod embeddings;
 pub mod error;
 pub mod extractors;
 pub mod idempotency;
+mod messages;
 mod ops;
 mod responses;
 mod sse;
@@ -58,6 +59,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/responses/{id}/input_items",
             get(responses::input_items),
         )
+        .route("/v1/messages", post(messages::create))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/api/chat", post(ui_chat::chat))
         .route("/api/chat/{id}/stream", get(ui_chat::resume))
         .route(
@@ -131,6 +134,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(door_errors))
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(move |mut req: Request, next: Next| async move {
@@ -198,6 +202,31 @@ fn cors(
     tower::util::Either::Left(layer)
 }
 
+/// Errors in the shape of the door a request came to: Anthropic's for the Messages API,
+/// OpenAI's (as written) everywhere else.
+async fn door_errors(req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/v1/messages") {
+        messages::error::anthropic_errors(req, next).await
+    } else {
+        next.run(req).await
+    }
+}
+
+/// The caller's key: `Authorization: Bearer KEY`, or `x-api-key: KEY` (Anthropic's SDKs).
+/// `None`: neither header; `Some(None)`: a header that holds no usable key.
+fn presented_key(headers: &axum::http::HeaderMap) -> Option<Option<String>> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        return Some(v.to_str().ok().and_then(bearer_token).map(str::to_string));
+    }
+    headers.get("x-api-key").map(|v| {
+        v.to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+    })
+}
+
 /// Resolves the bearer key to a [`Principal`] and attaches it to the request.
 async fn authenticate(
     State(state): State<Arc<AppState>>,
@@ -205,10 +234,7 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     let principal = if state.config.auth.required {
-        let token: Option<Option<String>> = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.to_str().ok().and_then(bearer_token).map(str::to_string));
+        let token = presented_key(req.headers());
         let peer = req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()

@@ -138,6 +138,8 @@ impl Grounding {
             .await
             .map_err(ChatError::Rag)?;
         let json = self.rag.ground(request, &hits).map_err(ChatError::Rag)?;
+        // The prompt now holds the context: a client's own-protocol body no longer says it.
+        request.native = None;
         let placed = json.as_array().map_or(0, Vec::len);
         let mut documents: Vec<String> = Vec::new();
         for h in hits.iter().take(placed) {

@@ -10,6 +10,7 @@
 mod accumulate;
 mod answer;
 mod cache_step;
+mod count;
 pub mod events;
 mod grounding;
 mod routing;

@@ -252,10 +252,7 @@ impl Pipeline {
         );
         let worst_usd = routes
             .iter()
-            .map(|r| {
-                let (pi, po) = live.price(&r.name);
-                crate::usage::cost_usd(prompt_estimate, max_out, pi, po)
-            })
+            .map(|r| live.price(&r.name).worst(prompt_estimate, max_out))
             .fold(0.0, f64::max);
         Ok(self
             .budgets

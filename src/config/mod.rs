@@ -328,7 +328,11 @@ impl Config {
             }
         }
         for (name, m) in &self.models {
-            if m.input_usd_per_mtok < 0.0 || m.output_usd_per_mtok < 0.0 {
+            let p = m.price();
+            if [p.input, p.output, p.cache_read, p.cache_write]
+                .iter()
+                .any(|x| *x < 0.0 || !x.is_finite())
+            {
                 return Err(invalid(
                     format!("models.{name}"),
                     "prices cannot be negative".into(),
@@ -343,7 +347,7 @@ impl Config {
         let prices = self
             .models
             .iter()
-            .map(|(name, m)| (name.clone(), (m.input_usd_per_mtok, m.output_usd_per_mtok)))
+            .map(|(name, m)| (name.clone(), m.price()))
             .collect();
         crate::route::Live::new(
             self.routing.clone(),

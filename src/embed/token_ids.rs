@@ -49,6 +49,11 @@ impl TokenEncoding {
         }
     }
 
+    /// How many tokens `text` is in this encoding (special tokens read as text).
+    pub fn count(self, text: &str) -> usize {
+        self.bpe().encode_ordinary(text).len()
+    }
+
     /// Builds the tables now, so the first request that sends ids does not wait for them.
     pub fn warm(self) {
         let _ = self.bpe();

@@ -59,10 +59,34 @@ pub struct ModelConfig {
     /// Price in USD per million output (completion) tokens.
     #[serde(default)]
     pub output_usd_per_mtok: f64,
+    /// Price in USD per million prompt tokens read from the upstream's prompt cache
+    /// (Anthropic's `cache_read_input_tokens`, OpenAI's `cached_tokens`); default: the input
+    /// price.
+    #[serde(default)]
+    pub cache_read_usd_per_mtok: Option<f64>,
+    /// Price in USD per million prompt tokens written to the upstream's prompt cache
+    /// (Anthropic's `cache_creation_input_tokens`); default: the input price.
+    #[serde(default)]
+    pub cache_write_usd_per_mtok: Option<f64>,
     /// Whether the model can call tools (function calling); requests that offer tools go
     /// only to models that can.
     #[serde(default = "yes")]
     pub supports_tools: bool,
+}
+
+impl ModelConfig {
+    pub fn price(&self) -> crate::usage::Price {
+        crate::usage::Price {
+            input: self.input_usd_per_mtok,
+            output: self.output_usd_per_mtok,
+            cache_read: self
+                .cache_read_usd_per_mtok
+                .unwrap_or(self.input_usd_per_mtok),
+            cache_write: self
+                .cache_write_usd_per_mtok
+                .unwrap_or(self.input_usd_per_mtok),
+        }
+    }
 }
 
 fn yes() -> bool {

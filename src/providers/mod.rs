@@ -79,6 +79,15 @@ pub trait Provider: Send + Sync {
     /// Streams chunks. Providers request usage from the upstream whatever the client asked,
     /// so the gateway can account for every token; the API layer decides what to forward.
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream, ProviderError>;
+
+    /// The request's input tokens as the upstream counts them, when it can say (Anthropic's
+    /// `count_tokens`); `None`: the gateway estimates.
+    async fn count_tokens(
+        &self,
+        _request: &ChatCompletionRequest,
+    ) -> Option<Result<u64, ProviderError>> {
+        None
+    }
 }
 
 /// A served model: what clients call it, which provider answers, and under what name.

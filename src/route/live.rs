@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{Classifier, RoutingConfig, TierConfig};
-use crate::usage::LimitsConfig;
+use crate::usage::{LimitsConfig, Price};
 
 #[derive(Clone)]
 pub struct Live {
     pub routing: RoutingConfig,
     pub tiers: BTreeMap<String, TierConfig>,
     pub limits: LimitsConfig,
-    /// Per-million-token prices (input, output) by model name.
-    pub prices: HashMap<String, (f64, f64)>,
+    /// Prices by model name.
+    pub prices: HashMap<String, Price>,
     pub classifier: Option<Arc<Classifier>>,
     /// The examples file the classifier was trained on, with its mtime and length.
     pub trained_on: Option<(PathBuf, Option<SystemTime>, u64)>,
@@ -28,7 +28,7 @@ impl Live {
         routing: RoutingConfig,
         tiers: BTreeMap<String, TierConfig>,
         limits: LimitsConfig,
-        prices: HashMap<String, (f64, f64)>,
+        prices: HashMap<String, Price>,
     ) -> Self {
         Self {
             routing,
@@ -40,9 +40,9 @@ impl Live {
         }
     }
 
-    /// (input, output) USD per million tokens; unpriced models (the local one) cost 0.
-    pub fn price(&self, model: &str) -> (f64, f64) {
-        self.prices.get(model).copied().unwrap_or((0.0, 0.0))
+    /// A model's prices; unpriced models (the local one) cost 0.
+    pub fn price(&self, model: &str) -> Price {
+        self.prices.get(model).copied().unwrap_or_default()
     }
 
     pub fn is_alias(&self, model: &str) -> bool {

@@ -169,18 +169,10 @@ fn day_index(ms: i64) -> i64 {
     ms.div_euclid(86_400_000)
 }
 
-/// (year * 12 + month0) of a day index, by the civil-from-days algorithm.
+/// (year * 12 + month0) of a day index.
 fn month_index(day: i64) -> i64 {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    y * 12 + (m - 1)
+    let (y, m, _) = crate::types::civil_from_days(day);
+    y * 12 + (i64::from(m) - 1)
 }
 
 /// Day index of the first day of a month index.
@@ -379,15 +371,84 @@ pub fn cost_usd(tokens_in: u64, tokens_out: u64, price_in: f64, price_out: f64) 
     (tokens_in as f64 * price_in + tokens_out as f64 * price_out) / 1e6
 }
 
+/// A model's prices in USD per million tokens. Prompt tokens read from or written to the
+/// upstream's prompt cache have prices of their own (Anthropic: reads ~0.1×, writes 1.25× the
+/// input price); unset, they cost the input price.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    pub cache_read: f64,
+    pub cache_write: f64,
+}
+
+impl Price {
+    /// What `usage` costs: `prompt_tokens` counts cache reads and writes, priced apart.
+    pub fn cost(&self, usage: &crate::types::Usage) -> f64 {
+        let read = usage.cached_tokens().min(usage.prompt_tokens);
+        let write = usage
+            .cache_write_tokens()
+            .min(usage.prompt_tokens.saturating_sub(read));
+        let plain = usage.prompt_tokens - read - write;
+        (plain as f64 * self.input
+            + read as f64 * self.cache_read
+            + write as f64 * self.cache_write
+            + usage.completion_tokens as f64 * self.output)
+            / 1e6
+    }
+
+    /// The most `prompt` + `output` tokens can cost (every prompt token at the dearest of the
+    /// input prices), for reservations.
+    pub fn worst(&self, prompt: u64, output: u64) -> f64 {
+        let input = self.input.max(self.cache_write).max(self.cache_read);
+        cost_usd(prompt, output, input, self.output)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompt_cache_prices() {
+        let p = Price {
+            input: 3.0,
+            output: 15.0,
+            cache_read: 0.3,
+            cache_write: 3.75,
+        };
+        let mut u = crate::types::Usage::new(1_000, 200);
+        u.prompt_tokens_details = Some(crate::types::PromptTokensDetails {
+            cached_tokens: 600,
+            cache_write_tokens: 100,
+        });
+        // 300 plain, 600 read, 100 written, 200 out.
+        assert!((p.cost(&u) - 4_455e-6).abs() < 1e-12, "{}", p.cost(&u));
+        // No cache tokens: the plain price.
+        let plain = crate::types::Usage::new(1_000, 200);
+        assert!((p.cost(&plain) - cost_usd(1_000, 200, 3.0, 15.0)).abs() < 1e-12);
+        // Reservations assume the dearest input price.
+        assert!((p.worst(1_000, 200) - cost_usd(1_000, 200, 3.75, 15.0)).abs() < 1e-12);
+        // Counts an upstream got wrong (more cached than prompt) never go negative.
+        u.prompt_tokens_details = Some(crate::types::PromptTokensDetails {
+            cached_tokens: 5_000,
+            cache_write_tokens: 5_000,
+        });
+        assert!(p.cost(&u) >= 0.0);
+    }
 
     #[test]
     fn calendar() {
         // 2026-11-27 is day 20,784 since the epoch; November 2026 is month index 2026*12+10.
         let day = day_index(1_795_737_600_000);
         assert_eq!(day, 20_784);
+        assert_eq!(crate::types::civil_from_days(day), (2026, 11, 27));
+        assert_eq!(crate::types::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(crate::types::civil_from_days(19_783 + 28), (2024, 3, 29));
+        assert_eq!(
+            crate::types::rfc3339(1_795_737_600 + 3_661),
+            "2026-11-27T01:01:01Z"
+        );
         assert_eq!(month_index(day), 2026 * 12 + 10);
         assert_eq!(month_start_day(2026 * 12 + 10), 20_758); // 2026-11-01
         assert_eq!(month_start_day(2026 * 12 + 11), 20_788); // 2026-12-01

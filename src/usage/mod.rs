@@ -4,7 +4,7 @@
 
 mod budget;
 
-pub use budget::{BudgetError, Budgets, Limits, LimitsConfig, Reservation, Scope, cost_usd};
+pub use budget::{BudgetError, Budgets, Limits, LimitsConfig, Price, Reservation, Scope, cost_usd};
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -33,8 +33,8 @@ pub struct Ledger {
     done: bool,
     /// Budget reservation: settled with the real cost, or released.
     pub reservation: Option<Reservation>,
-    /// (input, output) USD per million tokens of the model that answered.
-    price: (f64, f64),
+    /// The prices of the model that answered.
+    price: Price,
 }
 
 impl Ledger {
@@ -66,12 +66,12 @@ impl Ledger {
             started: open.started,
             done: false,
             reservation: None,
-            price: (0.0, 0.0),
+            price: Price::default(),
         }
     }
 
     /// The model (and its provider and prices) that answers.
-    pub fn use_model(&mut self, model: &str, provider: &str, price: (f64, f64)) {
+    pub fn use_model(&mut self, model: &str, provider: &str, price: Price) {
         self.record.model = model.to_string();
         self.record.provider = Some(provider.to_string());
         self.price = price;
@@ -104,12 +104,7 @@ impl Ledger {
     pub async fn finish_ok(&mut self, usage: Usage) {
         self.record.tokens_in = usage.prompt_tokens;
         self.record.tokens_out = usage.completion_tokens;
-        let cost = cost_usd(
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            self.price.0,
-            self.price.1,
-        );
+        let cost = self.price.cost(&usage);
         self.record.cost_usd = cost;
         if let Some(r) = self.reservation.take() {
             r.settle(

@@ -10,9 +10,14 @@
 //! | `claude-tools` | a `tool_use` of the first offered tool with input `{"city":"Paris"}` in 5 `input_json_delta`s, `tool_use`; once the conversation holds a `tool_result`, the text `It is sunny in Paris.` |
 //! | `claude-parallel` | two `tool_use` blocks of the first offered tool: Paris, then Berlin |
 //! | `claude-max` | text cut off, `max_tokens` |
+//! | `claude-stop` | `Counting 1 2`, stopped by the stop sequence `3` (`stop_sequence`) |
 //! | `claude-fail-mid` | 2 text deltas, then an `error` event (`overloaded_error`) and the end |
 //! | `claude-429` | 429 with `retry-after: 1` and Anthropic's error body |
 //! | `claude-529` | 529 `overloaded_error` |
+//! | `gold-*` | the scripted answers of `scenario.rs`, in Anthropic's format |
+//!
+//! `POST /v1/messages/count_tokens` answers `{"input_tokens": N}` with N the characters of
+//! the request's messages, system and tools over 4 (refusing fields the real API refuses).
 //!
 //! Non-streamed requests get the same content as one message.
 #![allow(dead_code)]
@@ -55,6 +60,7 @@ impl MockAnthropic {
         let stats = Arc::new(MockStats::default());
         let app = Router::new()
             .route("/v1/messages", post(handle))
+            .route("/v1/messages/count_tokens", post(count_tokens))
             .with_state(stats.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
@@ -147,6 +153,10 @@ async fn handle(State(stats): State<Arc<MockStats>>, headers: HeaderMap, body: B
             "max_tokens: Field required",
         );
     }
+    if let Some(s) = super::scenario::for_request(&model, &req) {
+        let id = format!("msg_gold_{}", stats.calls.load(Ordering::SeqCst));
+        return gold(&model, &id, &req, &s);
+    }
     match model.as_str() {
         "claude-429" => {
             let mut resp = anthropic_error(
@@ -195,6 +205,7 @@ async fn handle(State(stats): State<Arc<MockStats>>, headers: HeaderMap, body: B
             "tool_use",
         ),
         "claude-max" => (Answer::Text(vec!["Once upon", " a time"]), "max_tokens"),
+        "claude-stop" => (Answer::Text(vec!["Counting", " 1 2"]), "stop_sequence"),
         "claude-fail-mid" => (Answer::Text(vec!["Hello", " from"]), "end_turn"),
         _ => (
             Answer::Text(vec!["Hello", " from", " Claude", "."]),
@@ -210,6 +221,11 @@ async fn handle(State(stats): State<Arc<MockStats>>, headers: HeaderMap, body: B
     let usage = json!({"input_tokens": 11, "output_tokens": output_tokens,
         "cache_creation_input_tokens": write, "cache_read_input_tokens": read});
     let id = format!("msg_mock_{}", stats.calls.load(Ordering::SeqCst));
+    let stop_sequence = if stop_reason == "stop_sequence" {
+        json!("3")
+    } else {
+        Value::Null
+    };
 
     if !req["stream"].as_bool().unwrap_or(false) {
         if model == "claude-fail-mid" {
@@ -233,7 +249,7 @@ async fn handle(State(stats): State<Arc<MockStats>>, headers: HeaderMap, body: B
         };
         return axum::Json(json!({
             "id": id, "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": stop_reason, "stop_sequence": null, "usage": usage,
+            "stop_reason": stop_reason, "stop_sequence": stop_sequence, "usage": usage,
         }))
         .into_response();
     }
@@ -320,7 +336,7 @@ async fn handle(State(stats): State<Arc<MockStats>>, headers: HeaderMap, body: B
             }
         }
         let delta = json!({"type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
             "usage": {"output_tokens": output_tokens}});
         if !send(delta).await || !send(json!({"type": "message_stop"})).await {
             return;
@@ -333,6 +349,90 @@ async fn handle(State(stats): State<Arc<MockStats>>, headers: HeaderMap, body: B
         .header("request-id", "req_mock")
         .body(body)
         .unwrap()
+}
+
+/// A `gold-*` scenario: whole, or streamed with each event split across two network chunks.
+fn gold(model: &str, id: &str, req: &Value, s: &super::scenario::Scenario) -> Response {
+    use super::scenario::{Finish, PROMPT_TOKENS, Step};
+    if !req["stream"].as_bool().unwrap_or(false) {
+        if s.finish == Finish::FailMid {
+            return anthropic_error(
+                StatusCode::from_u16(529).unwrap(),
+                "overloaded_error",
+                "Overloaded",
+            );
+        }
+        let mut content = Vec::new();
+        let text = s.text();
+        if !text.is_empty() {
+            content.push(json!({"type": "text", "text": text}));
+        }
+        for step in &s.steps {
+            if let Step::Tool {
+                ordinal,
+                name,
+                pieces,
+            } = step
+            {
+                let input: Value = serde_json::from_str(&pieces.concat()).unwrap();
+                content.push(
+                    json!({"type": "tool_use", "id": format!("toolu_gold{}", ordinal + 1),
+                    "name": name, "input": input}),
+                );
+            }
+        }
+        let stop = match s.finish {
+            Finish::Length => "max_tokens",
+            Finish::ToolCalls => "tool_use",
+            _ => "end_turn",
+        };
+        return axum::Json(
+            json!({"id": id, "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": stop, "stop_sequence": null,
+            "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": s.output_tokens(),
+                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}),
+        )
+        .into_response();
+    }
+    let pieces: Vec<Result<Bytes, Infallible>> = super::scenario::anthropic_sse(model, id, s)
+        .into_iter()
+        .flat_map(|e| {
+            let cut = e.len() / 2;
+            [
+                Ok(Bytes::from(e[..cut].to_string())),
+                Ok(Bytes::from(e[cut..].to_string())),
+            ]
+        })
+        .collect();
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(futures::stream::iter(pieces)))
+        .unwrap()
+}
+
+/// `count_tokens`: a count from the request's size; fields the real endpoint refuses are a 400.
+async fn count_tokens(
+    State(stats): State<Arc<MockStats>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    stats.calls.fetch_add(1, Ordering::SeqCst);
+    *stats.last_headers.lock().unwrap() = Some(headers);
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    *stats.last_request.lock().unwrap() = Some(req.clone());
+    for refused in ["max_tokens", "stream", "temperature", "metadata"] {
+        if req.get(refused).is_some() {
+            return anthropic_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("{refused}: Extra inputs are not permitted"),
+            );
+        }
+    }
+    let size = req["messages"].to_string().len()
+        + req["system"].to_string().len()
+        + req["tools"].to_string().len();
+    axum::Json(json!({"input_tokens": size / 4})).into_response()
 }
 
 struct CompletionGuard {

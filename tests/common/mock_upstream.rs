@@ -15,6 +15,7 @@
 //! | `mock-429-then-ok` | odd-numbered calls: 429 with `Retry-After: 1`; even ones: like `mock-ok` |
 //! | `mock-tools` | a call of the first offered tool (`{"city":"Paris"}`, streamed as OpenAI's tool-call deltas in several chunks, `finish_reason: tool_calls`); once the conversation holds a tool result, the text `It is sunny in Paris.` |
 //! | `mock-NNN` | any other status NNN |
+//! | `gold-*` | the scripted answers of `scenario.rs`, in OpenAI's format |
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -121,6 +122,9 @@ async fn handle(State(stats): State<Arc<MockStats>>, body: Bytes) -> Response {
     }
     if model == "mock-tools" {
         return tool_answer(&req);
+    }
+    if let Some(s) = super::scenario::for_request(&model, &req) {
+        return gold(&model, &req, &s);
     }
     let stream = req["stream"].as_bool().unwrap_or(false);
     let include_usage = req["stream_options"]["include_usage"]
@@ -241,6 +245,63 @@ impl Drop for CompletionGuard {
         };
         counter.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// A `gold-*` scenario: whole, or streamed with each event split across two network chunks.
+fn gold(model: &str, req: &Value, s: &super::scenario::Scenario) -> Response {
+    use super::scenario::{Finish, PROMPT_TOKENS, Step};
+    if !req["stream"].as_bool().unwrap_or(false) {
+        if s.finish == Finish::FailMid {
+            return openai_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Overloaded",
+                "overloaded_error",
+            );
+        }
+        let calls: Vec<Value> = s
+            .steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Tool {
+                    ordinal,
+                    name,
+                    pieces,
+                } => Some(json!({"id": format!("call_gold{}", ordinal + 1),
+                    "type": "function", "function": {"name": name, "arguments": pieces.concat()}})),
+                Step::Text(_) => None,
+            })
+            .collect();
+        let text = s.text();
+        let mut message = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+        if !calls.is_empty() {
+            message["tool_calls"] = Value::Array(calls);
+        }
+        let finish = match s.finish {
+            Finish::Length => "length",
+            Finish::ToolCalls => "tool_calls",
+            _ => "stop",
+        };
+        let n = s.output_tokens();
+        return axum::Json(json!({"id": "chatcmpl-gold", "object": "chat.completion", "created": 1700000000,
+            "model": model, "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": n, "total_tokens": PROMPT_TOKENS + n,
+                "prompt_tokens_details": {"cached_tokens": 0}}}))
+        .into_response();
+    }
+    let pieces: Vec<Result<Bytes, Infallible>> = super::scenario::openai_sse(model, s)
+        .into_iter()
+        .flat_map(|e| {
+            let cut = e.len() / 2;
+            [
+                Ok(Bytes::from(e[..cut].to_string())),
+                Ok(Bytes::from(e[cut..].to_string())),
+            ]
+        })
+        .collect();
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(futures::stream::iter(pieces)))
+        .unwrap()
 }
 
 /// `mock-tools`: a tool call until the conversation holds a tool result, then text.

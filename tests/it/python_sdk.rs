@@ -18,7 +18,7 @@ fn python() -> Option<PathBuf> {
 /// Runs `tests/python/{script}` with `env`; asserts it succeeded with no failed case and
 /// returns its output. `None` only when QM_SKIP_PYTHON=1 and no interpreter is found: the
 /// suite demands the clients otherwise (not a silent pass).
-async fn run_script(script: &str, env: &[(&str, &str)]) -> Option<String> {
+pub async fn run_script(script: &str, env: &[(&str, &str)]) -> Option<String> {
     let Some(python) = python() else {
         if std::env::var("QM_SKIP_PYTHON").as_deref() == Ok("1") {
             eprintln!("SKIPPED {script}: QM_SKIP_PYTHON=1");

@@ -45,6 +45,12 @@ pub struct UiChatRequest {
     pub top_p: Option<f64>,
     #[serde(default, alias = "maxOutputTokens")]
     pub max_tokens: Option<u32>,
+    /// Function tools the model may call, in chat completions' shape (the client runs them
+    /// and sends their results back as tool parts).
+    #[serde(default)]
+    pub tools: Option<Value>,
+    #[serde(default, alias = "toolChoice")]
+    pub tool_choice: Option<Value>,
     // `trigger` (`submit-message` or `regenerate-message`: the messages sent are already
     // the ones to answer), `messageId` and any other body field are not read.
 }
@@ -194,6 +200,11 @@ pub async fn chat(
         ("temperature", req.temperature.map(Value::from)),
         ("top_p", req.top_p.map(Value::from)),
         ("max_tokens", req.max_tokens.map(Value::from)),
+        ("tools", req.tools.clone().filter(|t| !t.is_null())),
+        (
+            "tool_choice",
+            req.tool_choice.clone().filter(|t| !t.is_null()),
+        ),
     ] {
         if let Some(v) = v {
             body.insert(k.into(), v);

@@ -32,6 +32,8 @@ pub struct AnthropicProvider {
     http: reqwest::Client,
     /// `{base_url}/messages`.
     url: reqwest::Url,
+    /// `{base_url}/messages/count_tokens`.
+    count_url: reqwest::Url,
     /// `x-api-key` (sensitive), `anthropic-version`, `anthropic-beta`, `content-type`.
     headers: HeaderMap,
     /// Longest wait for the next stream event.
@@ -42,11 +44,12 @@ impl AnthropicProvider {
     pub fn new(name: &str, config: &ProviderConfig) -> anyhow::Result<Self> {
         let api_key = transport::api_key(name, config);
         let http = transport::client(config)?;
-        let url = reqwest::Url::parse(&format!(
-            "{}/messages",
-            config.base_url.trim_end_matches('/')
-        ))
-        .map_err(|e| anyhow::anyhow!("provider `{name}`: base_url is not a valid URL: {e}"))?;
+        let endpoint = |path: &str| {
+            reqwest::Url::parse(&format!("{}/{path}", config.base_url.trim_end_matches('/')))
+                .map_err(|e| anyhow::anyhow!("provider `{name}`: base_url is not a valid URL: {e}"))
+        };
+        let url = endpoint("messages")?;
+        let count_url = endpoint("messages/count_tokens")?;
         let header = |what: &str, value: &str| {
             HeaderValue::from_str(value)
                 .map_err(|_| anyhow::anyhow!("provider `{name}`: {what} is not a valid header"))
@@ -71,15 +74,24 @@ impl AnthropicProvider {
             name: name.to_string(),
             http,
             url,
+            count_url,
             headers,
             idle_timeout: Duration::from_millis(config.read_timeout_ms),
         })
     }
 
     async fn send(&self, body: &serde_json::Value) -> Result<reqwest::Response, ProviderError> {
+        self.post(&self.url, body).await
+    }
+
+    async fn post(
+        &self,
+        url: &reqwest::Url,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::Response, ProviderError> {
         let body = serde_json::to_vec(body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
         self.http
-            .post(self.url.clone())
+            .post(url.clone())
             .headers(self.headers.clone())
             .body(body)
             .send()
@@ -108,6 +120,13 @@ impl Provider for AnthropicProvider {
             ProviderError::Protocol(format!("the upstream's answer is not a message: {e}"))
         })?;
         Ok(response::completion(message))
+    }
+
+    async fn count_tokens(
+        &self,
+        request: &ChatCompletionRequest,
+    ) -> Option<Result<u64, ProviderError>> {
+        Some(self.count(request).await)
     }
 
     async fn stream(&self, request: ChatCompletionRequest) -> Result<ChunkStream, ProviderError> {
@@ -157,6 +176,38 @@ impl Provider for AnthropicProvider {
         }))
     }
 }
+
+impl AnthropicProvider {
+    /// `POST /v1/messages/count_tokens` with the fields it takes.
+    async fn count(&self, request: &ChatCompletionRequest) -> Result<u64, ProviderError> {
+        let mut body = request::messages_request(request, false)?;
+        if let Some(o) = body.as_object_mut() {
+            o.retain(|k, _| COUNTED_FIELDS.contains(&k.as_str()));
+        }
+        let response = self.post(&self.count_url, &body).await?;
+        if !response.status().is_success() {
+            return Err(status_error(response).await);
+        }
+        let bytes = response.bytes().await.map_err(|e| map_reqwest(&e))?;
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("input_tokens").and_then(serde_json::Value::as_u64))
+            .ok_or_else(|| {
+                ProviderError::Protocol("the upstream's token count has no input_tokens".into())
+            })
+    }
+}
+
+/// The fields `count_tokens` accepts (it refuses `max_tokens`, `temperature` and the like).
+const COUNTED_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "mcp_servers",
+];
 
 /// An error status, in Anthropic's dialect
 /// (`{"type":"error","error":{"type":"rate_limit_error","message"}}`: the code is the error's

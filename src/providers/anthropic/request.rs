@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use super::ProviderError;
-use crate::types::{ChatCompletionRequest, ChatMessage, ContentPart, MessageContent, Role};
+use crate::types::{ChatCompletionRequest, ChatMessage, ContentPart, MessageContent, Native, Role};
 
 /// `max_tokens` when the request sets none (Anthropic requires one).
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
@@ -23,11 +23,23 @@ pub(super) fn invalid(message: String) -> ProviderError {
     }
 }
 
-/// The Messages request body for `request` (`"stream": true` when `stream`).
+/// The Messages request body for `request` (`"stream": true` when `stream`). A request
+/// that came in as a Messages request is sent as the client wrote it (`cache_control`,
+/// `thinking` and every other field byte for byte), only its model and `stream` set.
 pub(super) fn messages_request(
     request: &ChatCompletionRequest,
     stream: bool,
 ) -> Result<Value, ProviderError> {
+    if let Some(Native::Anthropic(native)) = &request.native {
+        let mut body = (**native).clone();
+        body.insert("model".into(), json!(request.model));
+        if stream {
+            body.insert("stream".into(), json!(true));
+        } else {
+            body.remove("stream");
+        }
+        return Ok(Value::Object(body));
+    }
     if request.n.is_some_and(|n| n > 1) {
         return Err(invalid(
             "`n` greater than 1 is not supported by this model's provider".into(),

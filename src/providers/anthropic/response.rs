@@ -17,6 +17,9 @@ pub(super) struct Message {
     pub content: Vec<Value>,
     #[serde(default)]
     pub stop_reason: Option<String>,
+    /// The stop sequence that ended the answer (`stop_reason: "stop_sequence"`).
+    #[serde(default)]
+    pub stop_sequence: Option<String>,
     #[serde(default)]
     pub usage: AnthropicUsage,
 }
@@ -61,7 +64,9 @@ impl AnthropicUsage {
             self.input_tokens.unwrap_or(0) + read + write,
             self.output_tokens.unwrap_or(0),
         );
-        if read > 0 || write > 0 {
+        // Reported (even as 0): the client learns the prompt cache was consulted, as
+        // OpenAI's `cached_tokens: 0` says.
+        if self.cache_read_input_tokens.is_some() || self.cache_creation_input_tokens.is_some() {
             usage.prompt_tokens_details = Some(PromptTokensDetails {
                 cached_tokens: read,
                 cache_write_tokens: write,
@@ -110,6 +115,10 @@ pub(super) fn completion(message: Message) -> ChatCompletion {
         reply["tool_calls"] = Value::Array(tool_calls);
     }
     let finish = message.stop_reason.as_deref().map_or("stop", finish_reason);
+    let mut choice_extra = Map::new();
+    if let Some(seq) = message.stop_sequence.filter(|s| !s.is_empty()) {
+        choice_extra.insert("stop_sequence".into(), Value::String(seq));
+    }
     ChatCompletion {
         id: message.id,
         object: "chat.completion".into(),
@@ -119,7 +128,7 @@ pub(super) fn completion(message: Message) -> ChatCompletion {
             index: 0,
             message: reply,
             finish_reason: Some(finish.to_string()),
-            extra: Map::new(),
+            extra: choice_extra,
         }],
         usage: Some(message.usage.to_usage()),
         extra: Map::new(),

@@ -138,7 +138,16 @@ impl StreamState {
             "message_delta" => {
                 self.update_usage(v.get("usage"))?;
                 if let Some(stop) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
-                    out.push(self.finish(finish_reason(stop)));
+                    let mut chunk = self.finish(finish_reason(stop));
+                    // Which stop sequence matched: OpenAI's finish reason cannot say it, a
+                    // door speaking Messages can.
+                    if let (Some(c), Some(seq)) = (
+                        chunk.choices.first_mut(),
+                        v.pointer("/delta/stop_sequence").filter(|s| s.is_string()),
+                    ) {
+                        c.extra.insert("stop_sequence".into(), seq.clone());
+                    }
+                    out.push(chunk);
                 }
             }
             "message_stop" => {
