@@ -8,8 +8,13 @@
 //!    MiniLM embedder, HNSW), a local mock upstream; the time from request to the last byte
 //!    of a full SSE replay, for exact hits and for semantic hits (which embed the query).
 //!
+//! 3. With `QM_BENCH_DATABASE_URL` (a PostgreSQL with pgvector, e.g. from `scripts/pg.sh
+//!    start`): the same vectors and queries in the `pgvector` backend's table (what replicas
+//!    share), its search p50/p99 and recall@1 against the same exact scan.
+//!
 //! `cargo bench --bench cache` (env: QM_BENCH_HNSW_SIZES=100000[,1000000],
-//! QM_BENCH_QUERIES=1000, QM_BENCH_HITS=300, QM_BENCH_EF_CONSTRUCTION=200).
+//! QM_BENCH_QUERIES=1000, QM_BENCH_HITS=300, QM_BENCH_EF_CONSTRUCTION=200,
+//! QM_BENCH_DATABASE_URL).
 
 mod common;
 
@@ -44,6 +49,120 @@ fn params() -> HnswParams {
     }
 }
 
+/// Paraphrase-like queries of stored entries (cosine about 0.96 to their source).
+fn queries_of(data: &[Vec<f32>], queries: usize) -> Vec<Vec<f32>> {
+    let n = data.len();
+    let mut rng = Rng(42);
+    (0..queries)
+        .map(|_| {
+            let src = &data[(rng.next() % n as u64) as usize];
+            let mut r: Vec<f32> = (0..DIM).map(|_| rng.gauss()).collect();
+            normalise(&mut r);
+            let mut q: Vec<f32> = src.iter().zip(&r).map(|(x, y)| x + 0.3 * y).collect();
+            normalise(&mut q);
+            q
+        })
+        .collect()
+}
+
+/// The nearest stored vector of each query, by an exact scan.
+fn exact_nearest(data: &[Vec<f32>], qs: &[Vec<f32>]) -> Vec<usize> {
+    qs.par_iter()
+        .map(|q| {
+            (0..data.len())
+                .max_by(|&a, &b| dot(q, &data[a]).partial_cmp(&dot(q, &data[b])).unwrap())
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The `pgvector` backend at `n` entries: bulk-loaded, the HNSW index built, then searched.
+async fn bench_pgvector(url: &str, n: usize, queries: usize) {
+    use quartermaster::cache::VectorIndex;
+    use quartermaster::cache::pgvector::{PgVectorIndex, PgvectorCacheConfig};
+    let store = quartermaster::store::Store::connect(url, 4).await.unwrap();
+    let quartermaster::store::Pool::Postgres(pool) = store.pool().clone() else {
+        panic!("QM_BENCH_DATABASE_URL must be PostgreSQL");
+    };
+    let data = dataset(n, 0x5EED ^ n as u64);
+    for sql in [
+        "DELETE FROM cache_entries WHERE tenant_id = 'bench'",
+        "DROP INDEX IF EXISTS cache_vectors_hnsw",
+        "SET maintenance_work_mem = '512MB'",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let t = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let ids: Vec<String> = chunk.iter().map(|i| format!("ce_{i:032x}")).collect();
+        let vectors: Vec<pgvector::Vector> = chunk
+            .iter()
+            .map(|&i| pgvector::Vector::from(data[i].clone()))
+            .collect();
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO cache_entries (id, tenant_id, exact_key, fingerprint, query_text, model, response, checksum, cost_usd, created_at, expires_at, last_hit_at) \
+             SELECT id, 'bench', id, 'fp', '', 'm', '{}', '', 0, 0, 9223372036854775807, 0 FROM UNNEST($1::text[]) AS id",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO cache_vectors (entry_id, tenant_id, fingerprint, embedding) \
+             SELECT id, 'bench', 'fp', v FROM UNNEST($1::text[], $2::vector[]) AS t(id, v)",
+        )
+        .bind(&ids)
+        .bind(&vectors)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let load = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    sqlx::query("SET maintenance_work_mem = '512MB'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE INDEX cache_vectors_hnsw ON cache_vectors USING hnsw (embedding vector_ip_ops) WITH (m = 16, ef_construction = 64)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let build = t.elapsed().as_secs_f64();
+    let index = PgVectorIndex::new(&store, PgvectorCacheConfig::default()).unwrap();
+    let qs = queries_of(&data, queries);
+    let exact = exact_nearest(&data, &qs);
+    for q in qs.iter().take(20) {
+        index.search("bench", "fp", q, 1).await.unwrap(); // warm the pages
+    }
+    let mut lat = Vec::with_capacity(queries);
+    let mut hits = 0;
+    for (q, e) in qs.iter().zip(&exact) {
+        let t = Instant::now();
+        let r = index.search("bench", "fp", q, 1).await.unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        if r.first().map(|c| c.entry_id.as_str()) == Some(format!("ce_{e:032x}").as_str()) {
+            hits += 1;
+        }
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "| {n} | pgvector (m 16, ef_construction 64, ef_search {}), through the pool | {:.3} ms | {:.3} ms | {:.2} % | load {load:.1} s, index build {build:.1} s |",
+        PgvectorCacheConfig::default().ef_search,
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        hits as f64 * 100.0 / queries as f64,
+    );
+    sqlx::query("DELETE FROM cache_entries WHERE tenant_id = 'bench'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    store.close().await;
+}
+
 fn bench_index(n: usize, queries: usize) {
     let me = std::process::id();
     let data = dataset(n, 0x5EED ^ n as u64);
@@ -59,18 +178,7 @@ fn bench_index(n: usize, queries: usize) {
     index.load_tenant("bench", items);
     let build = t.elapsed().as_secs_f64();
     let after = rss_kib(me);
-    // Queries: paraphrases of stored entries, cosine about 0.96 to their source.
-    let mut rng = Rng(42);
-    let qs: Vec<Vec<f32>> = (0..queries)
-        .map(|_| {
-            let src = &data[(rng.next() % n as u64) as usize];
-            let mut r: Vec<f32> = (0..DIM).map(|_| rng.gauss()).collect();
-            normalise(&mut r);
-            let mut q: Vec<f32> = src.iter().zip(&r).map(|(x, y)| x + 0.3 * y).collect();
-            normalise(&mut q);
-            q
-        })
-        .collect();
+    let qs = queries_of(&data, queries);
     let mut lat = Vec::with_capacity(queries);
     let mut found = Vec::with_capacity(queries);
     for q in &qs {
@@ -83,14 +191,7 @@ fn bench_index(n: usize, queries: usize) {
     // The peer: an exact scan over the same vectors with the same (vectorized) dot
     // product, one thread, like a search.
     let mut exact_lat = Vec::with_capacity(queries.min(200));
-    let exact: Vec<usize> = qs
-        .par_iter()
-        .map(|q| {
-            (0..n)
-                .max_by(|&a, &b| dot(q, &data[a]).partial_cmp(&dot(q, &data[b])).unwrap())
-                .unwrap()
-        })
-        .collect();
+    let exact = exact_nearest(&data, &qs);
     for q in qs.iter().take(200) {
         let t = Instant::now();
         let best = (0..n)
@@ -256,8 +357,16 @@ async fn main() {
         "| entries | HNSW p50 | HNSW p99 | exact scan p50 | speed-up | recall@1 vs exact | build | memory per entry |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for n in sizes {
+    for &n in &sizes {
         bench_index(n, queries);
+    }
+    if let Ok(url) = std::env::var("QM_BENCH_DATABASE_URL") {
+        println!("\nThe pgvector backend (shared by replicas), the same vectors and queries:\n");
+        println!("| entries | index | p50 | p99 | recall@1 vs exact | load |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for &n in &sizes {
+            bench_pgvector(&url, n, queries).await;
+        }
     }
     bench_hits(env_or::<usize>("QM_BENCH_HITS", 300)).await;
 }

@@ -1,6 +1,8 @@
 //! Gateway overhead against a local mock upstream: chat completions streaming and not, and
-//! the Responses API streamed (the gateway translates it into the same chat stream; its
-//! direct and bare-proxy peers are that chat stream, so the row is what the door adds).
+//! each other door streamed: the Responses API (stored and not), the AI SDK's UI message
+//! stream (`/api/chat`) and Anthropic's Messages API. The gateway translates each into the
+//! same chat stream; their direct and bare-proxy peers are that chat stream, so each row is
+//! what its door adds.
 //!
 //! Starts a mock OpenAI upstream in this process and the release `quartermaster` binary as a
 //! child process, then for each mode measures, open-loop at a fixed rate, the latency of
@@ -65,7 +67,13 @@ enum Mode {
     Responses,
     /// The same with `store: false`: what the door costs without the stored response.
     ResponsesNoStore,
+    /// `POST /api/chat` (the UI message stream; each answer runs in its own task).
+    UiChat,
+    /// `POST /v1/messages`, streamed, answered by the OpenAI-compatible mock.
+    Messages,
 }
+
+const MODES: usize = 6;
 
 impl Mode {
     fn label(self) -> &'static str {
@@ -74,15 +82,33 @@ impl Mode {
             Mode::Stream => "stream",
             Mode::Responses => "responses stream",
             Mode::ResponsesNoStore => "responses stream, store: false",
+            Mode::UiChat => "ui message stream (/api/chat)",
+            Mode::Messages => "messages stream (/v1/messages)",
         }
     }
 
     /// The path and body of the request, to the gateway or to a peer.
     fn request(self, gateway: bool) -> (&'static str, String) {
-        if matches!(self, Mode::Responses | Mode::ResponsesNoStore) && gateway {
-            let store = self == Mode::Responses;
-            let body = json!({"model": "m", "stream": true, "input": "Say hello", "store": store});
-            return ("/v1/responses", body.to_string());
+        if gateway {
+            match self {
+                Mode::Responses | Mode::ResponsesNoStore => {
+                    let store = self == Mode::Responses;
+                    let body =
+                        json!({"model": "m", "stream": true, "input": "Say hello", "store": store});
+                    return ("/v1/responses", body.to_string());
+                }
+                Mode::UiChat => {
+                    let body = json!({"id": "bench-chat", "trigger": "submit-message", "model": "m",
+                        "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "Say hello"}]}]});
+                    return ("/api/chat", body.to_string());
+                }
+                Mode::Messages => {
+                    let body = json!({"model": "m", "stream": true, "max_tokens": 1024,
+                        "messages": [{"role": "user", "content": "Say hello"}]});
+                    return ("/v1/messages", body.to_string());
+                }
+                Mode::Plain | Mode::Stream => {}
+            }
         }
         let body = json!({"model": "m", "stream": self != Mode::Plain,
             "messages": [{"role": "user", "content": "Say hello"}]});
@@ -318,14 +344,17 @@ fn main() {
         let _ = open_loop(&client, &direct, "", (Mode::Plain, false), 200, 1).await;
         let _ = open_loop(&client, &gw.url, &gw.key, (Mode::Plain, true), 200, 1).await;
         let _ = open_loop(&client, &peer.url, "", (Mode::Plain, false), 200, 1).await;
-        // An older build (QM_BENCH_GATEWAY) may have no Responses API: its row is left out.
-        let (_, probe_errors) = open_loop(&client, &gw.url, &gw.key, (Mode::Responses, true), 20, 1).await;
-        let modes: &[Mode] = if probe_errors == 0 {
-            &[Mode::Plain, Mode::Stream, Mode::Responses, Mode::ResponsesNoStore]
-        } else {
-            println!("(this gateway build has no /v1/responses: no Responses row)");
-            &[Mode::Plain, Mode::Stream]
-        };
+        // An older build (QM_BENCH_GATEWAY) may lack a door: its row is left out.
+        let mut modes = vec![Mode::Plain, Mode::Stream];
+        for door in [Mode::Responses, Mode::ResponsesNoStore, Mode::UiChat, Mode::Messages] {
+            let (_, probe_errors) = open_loop(&client, &gw.url, &gw.key, (door, true), 20, 1).await;
+            if probe_errors == 0 {
+                modes.push(door);
+            } else {
+                println!("(this gateway build fails {}: no row for it)", door.label());
+            }
+        }
+        let modes = &modes[..];
         let rss_start = rss_kib(pid);
         println!("gateway overhead: open loop at {rate} req/s for {secs} s per run (loopback; mock + load generator on 1 thread)");
         println!("| mode | direct p50 / p99 ms | bare proxy p50 / p99 ms | gateway p50 / p99 ms | bare proxy added p50 / p99 ms | gateway added p50 / p99 ms | CPU per request, bare proxy / gateway µs | errors |");
@@ -334,9 +363,9 @@ fn main() {
         // median of the runs is reported with every run: one noisy run on a shared 2-core
         // machine says little on its own.
         // (gateway, bare proxy) added (p50, p99) per run and mode.
-        let mut added: [Vec<[(f64, f64); 2]>; 4] = Default::default();
+        let mut added: [Vec<[(f64, f64); 2]>; MODES] = Default::default();
         // (bare proxy, gateway) CPU µs per request, per run and mode.
-        let mut cpu_per_request: [Vec<(f64, f64)>; 4] = Default::default();
+        let mut cpu_per_request: [Vec<(f64, f64)>; MODES] = Default::default();
         for run in 0..runs {
             for &mode in modes {
                 let (d, de) = open_loop(&client, &direct, "", (mode, false), rate, secs).await;

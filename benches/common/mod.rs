@@ -38,10 +38,22 @@ impl Drop for Gateway {
     }
 }
 
+/// The gateway's database: `QM_BENCH_DATABASE_URL` (PostgreSQL, e.g. from `scripts/pg.sh
+/// start`) or a fresh SQLite file. With `QM_BENCH_LIMITS=1` every key and tenant has limits
+/// and budgets (far above what a run uses): each request is admitted against them, shared
+/// across replicas on PostgreSQL.
 pub fn start_gateway(mock_url: &str, extra: &str) -> Gateway {
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let db = std::env::var("QM_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let limits = if std::env::var("QM_BENCH_LIMITS").as_deref() == Ok("1") {
+        "[limits.key_default]\nrequests_per_minute = 100000000\ntokens_per_minute = 100000000000\n\
+         [limits.tenant_default]\nusd_per_day = 1000000.0\nusd_per_month = 10000000.0\n"
+    } else {
+        ""
+    };
+    let extra = format!("{extra}\n{limits}");
     let config = dir.path().join("bench.toml");
     std::fs::write(
         &config,

@@ -1,5 +1,6 @@
 //! The cache's vector index behind one trait: the in-process HNSW graph (`crate::index`, the
-//! default) or Qdrant shared by every replica (`qdrant.rs`). Entries are found by (tenant,
+//! default; kept in step across replicas by `sync.rs`), a pgvector table in the PostgreSQL
+//! store (`pgvector.rs`) or Qdrant (`qdrant.rs`), both shared by every replica. Entries are found by (tenant,
 //! parameter fingerprint, vector); the store stays the source of truth for everything else.
 
 use crate::index::{Candidate, HnswIndex};

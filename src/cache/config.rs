@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{HnswParams, qdrant, verify};
+use super::{HnswParams, pgvector, qdrant, verify};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -10,6 +10,8 @@ pub enum IndexBackend {
     #[default]
     Hnsw,
     Qdrant,
+    /// A table in the PostgreSQL store, shared by every replica.
+    Pgvector,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +45,10 @@ pub struct CacheConfig {
     pub backend: IndexBackend,
     pub hnsw: HnswParams,
     pub qdrant: qdrant::QdrantConfig,
+    pub pgvector: pgvector::PgvectorCacheConfig,
+    /// With the in-process `hnsw` backend on PostgreSQL: replicas tell each other of new and
+    /// removed entries (LISTEN/NOTIFY), each applying them to its own graph.
+    pub sync: bool,
 }
 
 impl Default for CacheConfig {
@@ -63,6 +69,8 @@ impl Default for CacheConfig {
             backend: IndexBackend::Hnsw,
             hnsw: HnswParams::default(),
             qdrant: qdrant::QdrantConfig::default(),
+            pgvector: pgvector::PgvectorCacheConfig::default(),
+            sync: true,
         }
     }
 }

@@ -9,7 +9,9 @@ mod config;
 mod controls;
 pub mod eval;
 pub mod key;
+pub mod pgvector;
 pub mod qdrant;
+pub mod sync;
 pub mod verify;
 
 use std::sync::Arc;
@@ -143,6 +145,8 @@ pub struct Cache {
     loaded: AtomicBool,
     checks: Vec<Check>,
     learned: Option<verify::LearnedVerifier>,
+    /// Other replicas' changes to the in-process graph (`hnsw` on PostgreSQL).
+    sync: Option<sync::CacheSync>,
 }
 
 type EntryRow = (String, String, String, String, f64, i64);
@@ -158,6 +162,10 @@ impl Cache {
                 Arc::new(qdrant::QdrantIndex::connect(&config.qdrant).await?),
                 None,
             ),
+            IndexBackend::Pgvector => (
+                Arc::new(pgvector::PgVectorIndex::new(&store, config.pgvector)?),
+                None,
+            ),
         };
         let checks = match config.verifier {
             VerifierMode::None => Vec::new(),
@@ -165,6 +173,9 @@ impl Cache {
         };
         let learned = (config.verifier == VerifierMode::Learned).then_some(DEFAULT_VERIFIER);
         let loaded = AtomicBool::new(!index.needs_load());
+        let sync = (hnsw.is_some() && config.sync)
+            .then(|| sync::CacheSync::new(&store))
+            .flatten();
         Ok(Self {
             config,
             store,
@@ -173,6 +184,7 @@ impl Cache {
             loaded,
             checks,
             learned,
+            sync,
         })
     }
 
@@ -381,6 +393,13 @@ impl Cache {
                 tracing::warn!(error = %e, "cache entry stored but not indexed");
                 metrics::counter!("qm_cache_index_errors_total").increment(1);
             }
+            if let Some(s) = &self.sync {
+                s.publish(sync::Change::Add {
+                    tenant: entry.tenant.clone(),
+                    ids: vec![id.clone()],
+                })
+                .await;
+            }
         }
         metrics::counter!("qm_cache_writes_total").increment(1);
         Ok(id)
@@ -392,6 +411,42 @@ impl Cache {
             // candidate is read back from the store); it only costs a wasted lookup.
             tracing::warn!(error = %e, "cache index removal failed");
         }
+        if let Some(s) = &self.sync {
+            s.publish(sync::Change::Remove {
+                tenant: tenant.to_string(),
+                ids: ids.to_vec(),
+            })
+            .await;
+        }
+    }
+
+    /// An entry's fingerprint and vector, if it is live (another replica's new entry).
+    async fn indexed_vector(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<(String, Vec<f32>)>, StoreError> {
+        let row: Option<(String, Option<Vec<u8>>)> = on_pool!(&self.store, p => sqlx::query_as(
+            "SELECT fingerprint, embedding FROM cache_entries WHERE tenant_id = $1 AND id = $2 AND expires_at > $3")
+            .bind(tenant).bind(id).bind(now_ms()).fetch_optional(p).await)?;
+        Ok(row.and_then(|(fp, bytes)| Some((fp, bytes_vector(&bytes?)?))))
+    }
+
+    /// Indexes the live entries created since `since_ms` (already indexed ones are skipped):
+    /// what other replicas stored while this one was not listening.
+    async fn index_since(&self, since_ms: i64) -> Result<usize, StoreError> {
+        let Some(hnsw) = &self.hnsw else { return Ok(0) };
+        let rows: Vec<(String, String, String, Vec<u8>)> = on_pool!(&self.store, p => sqlx::query_as(
+            "SELECT id, tenant_id, fingerprint, embedding FROM cache_entries \
+             WHERE created_at >= $1 AND expires_at > $2 AND embedding IS NOT NULL")
+            .bind(since_ms).bind(now_ms()).fetch_all(p).await)?;
+        let n = rows.len();
+        for (id, tenant, fp, bytes) in rows {
+            if let Some(v) = bytes_vector(&bytes) {
+                hnsw.insert_sync(&tenant, &id, &fp, &v);
+            }
+        }
+        Ok(n)
     }
 
     async fn delete_ids(&self, tenant: &str, ids: &[String]) -> Result<u64, StoreError> {
@@ -417,6 +472,12 @@ impl Cache {
             .bind(tenant).execute(p).await.map(|r| r.rows_affected()))?;
         if let Err(e) = self.index.remove_tenant(tenant).await {
             tracing::warn!(error = %e, "cache index tenant removal failed");
+        }
+        if let Some(s) = &self.sync {
+            s.publish(sync::Change::Tenant {
+                tenant: tenant.to_string(),
+            })
+            .await;
         }
         metrics::counter!("qm_cache_invalidations_total", "by" => "tenant").increment(n);
         Ok(n)

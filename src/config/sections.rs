@@ -203,6 +203,9 @@ pub struct RequestLogConfig {
     /// so replicas may share it. Empty: beside a SQLite database file, else
     /// `quartermaster-spill` in the working folder.
     pub spill_dir: PathBuf,
+    /// Journal every row in the spill folder before its response is finished, so a process
+    /// killed with rows in memory loses none (the next start on the folder replays them).
+    pub journal: bool,
 }
 
 impl Default for RequestLogConfig {
@@ -213,6 +216,7 @@ impl Default for RequestLogConfig {
             flush_interval_ms: 50,
             memory_rows: 100_000,
             spill_dir: PathBuf::new(),
+            journal: true,
         }
     }
 }
@@ -238,6 +242,7 @@ impl RequestLogConfig {
             flush_interval: std::time::Duration::from_millis(self.flush_interval_ms),
             memory_rows: self.memory_rows,
             spill_dir: Some(spill_dir),
+            journal: self.journal,
         }
     }
 }

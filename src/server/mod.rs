@@ -183,7 +183,17 @@ impl App {
         ));
         if let Some(cache) = &state.chat.cache {
             tokio::spawn(cache.clone().run_upkeep(state.shutdown.clone()));
+            tokio::spawn(cache.clone().run_sync(state.shutdown.clone()));
         }
+        // Shared limit leases are given back when idle, and all of them once every request
+        // has finished (`leases_done`, below).
+        let leases_done = CancellationToken::new();
+        let leases = state
+            .chat
+            .budgets
+            .leases()
+            .cloned()
+            .map(|l| tokio::spawn(l.run(leases_done.clone())));
         tokio::spawn(background::train_classifier(state.clone()));
         if let Some(path) = config_path {
             tokio::spawn(crate::config::reload::watch(
@@ -225,6 +235,14 @@ impl App {
         }
         // Handlers that saw a disconnect may still be handing their record over.
         tokio::task::yield_now().await;
+        leases_done.cancel();
+        if let Some(task) = leases
+            && tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("shutdown: limit leases were not all given back");
+        }
         let store = state.store.clone();
         drop(state);
         match tokio::time::timeout(Duration::from_secs(30), log_task).await {

@@ -3,6 +3,7 @@
 //! milliseconds since the epoch); each has its own migrations folder for what differs.
 
 mod health;
+pub mod limits;
 mod reports;
 mod request_log;
 mod responses;

@@ -7,13 +7,15 @@
 //! and reserves its worst-case cost (prompt estimate + `max_tokens`, at the priciest model it
 //! may be routed to) until it finishes and the reservation becomes the real cost: concurrent
 //! requests therefore overspend a budget by at most the last admitted request's worth.
-//! Counters live in this process: replicas each enforce the full limit (see README).
+//! On PostgreSQL every replica also takes its allowance from counters shared in the
+//! database (`lease.rs`), so the limits hold across replicas with the same bound.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
+use super::lease::{Leases, Taken};
 use crate::error::{Code, ErrorCode};
 use crate::store::{Store, StoreError, now_ms, on_pool};
 
@@ -103,10 +105,10 @@ impl ScopeState {
     fn check(&self, scope: &Scope, now: i64) -> Result<(), BudgetError> {
         let (day, month) = (self.day, self.month);
         let l = &scope.limits;
-        let secs = |ms: i64| (ms.max(0) as u64).div_ceil(1000).max(1);
-        let to_next_minute = secs(60_000 - now.rem_euclid(60_000));
-        let to_next_day = secs((day + 1) * 86_400_000 - now);
-        let to_next_month = secs(month_start_day(month + 1) * 86_400_000 - now);
+        let to_next_minute =
+            retry_after_secs(Code::RequestsPerMinuteExceeded, now, now.div_euclid(60_000));
+        let to_next_day = retry_after_secs(Code::DailyBudgetExceeded, now, day);
+        let to_next_month = retry_after_secs(Code::MonthlyBudgetExceeded, now, month);
         // (limit, in use, code, seconds until it resets): the first one reached refuses.
         let checks = [
             (
@@ -164,19 +166,30 @@ impl ScopeState {
     }
 }
 
+/// Seconds from `now` until the window of a limit's code ends (`window`: the minute, day or
+/// month index), at least 1.
+pub(super) fn retry_after_secs(code: Code, now: i64, window: i64) -> u64 {
+    let end = match code {
+        Code::DailyBudgetExceeded => (window + 1) * 86_400_000,
+        Code::MonthlyBudgetExceeded => month_start_day(window + 1) * 86_400_000,
+        _ => (window + 1) * 60_000,
+    };
+    ((end - now).max(0) as u64).div_ceil(1000).max(1)
+}
+
 /// UTC calendar helpers (no time zone database needed).
-fn day_index(ms: i64) -> i64 {
+pub(super) fn day_index(ms: i64) -> i64 {
     ms.div_euclid(86_400_000)
 }
 
 /// (year * 12 + month0) of a day index.
-fn month_index(day: i64) -> i64 {
+pub(super) fn month_index(day: i64) -> i64 {
     let (y, m, _) = crate::types::civil_from_days(day);
     y * 12 + (i64::from(m) - 1)
 }
 
 /// Day index of the first day of a month index.
-fn month_start_day(month: i64) -> i64 {
+pub(super) fn month_start_day(month: i64) -> i64 {
     let (y, m) = (month.div_euclid(12), month.rem_euclid(12) + 1);
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -190,16 +203,19 @@ fn month_start_day(month: i64) -> i64 {
 #[derive(Debug, Clone)]
 pub struct Scope {
     /// `tenant:ID` or `key:ID`.
-    key: String,
-    column: &'static str,
-    id: String,
-    label: String,
-    limits: Limits,
+    pub(super) key: String,
+    /// The request log's column for the scope's id (`tenant_id`, `key_id`).
+    pub(super) column: &'static str,
+    pub(super) id: String,
+    pub(super) label: String,
+    pub(super) limits: Limits,
 }
 
 pub struct Budgets {
     store: Store,
     scopes: Mutex<HashMap<String, ScopeState>>,
+    /// The counters every replica shares (PostgreSQL).
+    leases: Option<Arc<Leases>>,
 }
 
 /// Held while a request runs; turned into real usage by [`Reservation::settle`], released
@@ -209,6 +225,8 @@ pub struct Reservation {
     scopes: Vec<String>,
     usd: f64,
     tokens: u64,
+    /// What it took from the shared counters' leases.
+    shared: Vec<Taken>,
     settled: bool,
 }
 
@@ -216,6 +234,9 @@ impl Reservation {
     pub fn settle(mut self, tokens: u64, usd: f64) {
         self.budgets
             .settle(&self.scopes, self.tokens, self.usd, tokens, usd);
+        if let Some(l) = &self.budgets.leases {
+            l.settle(&self.shared, tokens, usd);
+        }
         self.settled = true;
     }
 }
@@ -225,16 +246,28 @@ impl Drop for Reservation {
         if !self.settled {
             self.budgets
                 .settle(&self.scopes, self.tokens, self.usd, 0, 0.0);
+            if let Some(l) = &self.budgets.leases {
+                l.put_back(&self.shared, false);
+            }
         }
     }
 }
 
 impl Budgets {
+    /// Budgets on `store`: shared by every replica on PostgreSQL, this process's own on
+    /// SQLite.
     pub fn new(store: Store) -> Arc<Self> {
+        let leases = (store.backend() == "postgres").then(|| Leases::new(store.clone()));
         Arc::new(Self {
             store,
             scopes: Mutex::new(HashMap::new()),
+            leases,
         })
+    }
+
+    /// The shared counters' leases (PostgreSQL): their upkeep task gives idle ones back.
+    pub fn leases(&self) -> Option<&Arc<Leases>> {
+        self.leases.as_ref()
     }
 
     /// The scopes (tenant, key) with limits that apply to this caller.
@@ -321,6 +354,37 @@ impl Budgets {
         for scope in scopes {
             self.load(scope, now).await?;
         }
+        self.reserve_locally(scopes, now, tokens, usd)?;
+        let mut reservation = Reservation {
+            budgets: self.clone(),
+            scopes: scopes.iter().map(|s| s.key.clone()).collect(),
+            usd,
+            tokens,
+            shared: Vec::new(),
+            settled: false,
+        };
+        if let Some(leases) = &self.leases {
+            match leases.take(scopes, tokens, usd).await {
+                Ok(taken) => reservation.shared = taken,
+                // Dropping the reservation releases what it holds here.
+                Err(Ok(refused)) => return Err(refused),
+                Err(Err(e)) => {
+                    // The database is unreachable: this replica's own counters decide.
+                    tracing::warn!(error = %e, "shared limits unavailable; enforcing this replica's counters only");
+                }
+            }
+        }
+        Ok(Some(reservation))
+    }
+
+    /// Checks this process's counters and reserves in them (no await while the lock is held).
+    fn reserve_locally(
+        &self,
+        scopes: &[Scope],
+        now: i64,
+        tokens: u64,
+        usd: f64,
+    ) -> Result<(), BudgetError> {
         let minute = now.div_euclid(60_000);
         let day = day_index(now);
         let month = month_index(day);
@@ -336,13 +400,7 @@ impl Budgets {
             s.reserved_tokens += tokens;
             s.reserved_usd += usd;
         }
-        Ok(Some(Reservation {
-            budgets: self.clone(),
-            scopes: scopes.iter().map(|s| s.key.clone()).collect(),
-            usd,
-            tokens,
-            settled: false,
-        }))
+        Ok(())
     }
 
     fn settle(

@@ -3,8 +3,10 @@
 //! budget reservation is settled or released (`budget.rs`: limits and spend).
 
 mod budget;
+mod lease;
 
 pub use budget::{BudgetError, Budgets, Limits, LimitsConfig, Price, Reservation, Scope, cost_usd};
+pub use lease::Leases;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;

@@ -6,6 +6,7 @@ pub mod binary;
 pub mod mock_anthropic;
 pub mod mock_stripe;
 pub mod mock_upstream;
+pub mod nginx;
 pub mod scenario;
 
 use std::path::{Path, PathBuf};

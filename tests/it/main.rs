@@ -26,6 +26,7 @@ mod python_sdk;
 mod rag;
 mod rag_cli;
 mod reload_sighup;
+mod replicas;
 mod responses;
 mod routing;
 mod ui_chat;

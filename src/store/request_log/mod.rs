@@ -18,6 +18,7 @@
 //! `insert.rs`, the spill file in `spill.rs`.
 
 mod insert;
+mod journal;
 mod spill;
 mod writer;
 
@@ -82,6 +83,9 @@ struct Row {
     saved_usd: f64,
     route_tier: Option<String>,
     route_reason: Option<String>,
+    /// The journal segment holding the row, until it is written.
+    #[serde(skip)]
+    segment: Option<u64>,
 }
 
 impl From<RequestLogRecord> for Row {
@@ -106,6 +110,7 @@ impl From<RequestLogRecord> for Row {
             saved_usd: r.saved_usd,
             route_tier: r.route_tier,
             route_reason: r.route_reason.map(str::to_string),
+            segment: None,
         }
     }
 }
@@ -121,6 +126,8 @@ pub struct RequestLogOptions {
     /// The folder where rows beyond `memory_rows` are kept until the database is back
     /// (`None`: they are dropped, and counted).
     pub spill_dir: Option<PathBuf>,
+    /// Journal every row in `spill_dir` as it is handed over (`journal.rs`).
+    pub journal: bool,
 }
 
 impl RequestLogOptions {
@@ -132,6 +139,7 @@ impl RequestLogOptions {
             flush_interval,
             memory_rows: 100_000,
             spill_dir: None,
+            journal: false,
         }
     }
 }
@@ -143,6 +151,7 @@ struct Shared {
     backlog: AtomicU64,
     spilled: AtomicU64,
     failing: AtomicBool,
+    journal: Option<journal::Journal>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,7 +167,7 @@ pub struct RequestLogStatus {
 /// The sending side; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct RequestLogWriter {
-    tx: mpsc::Sender<RequestLogRecord>,
+    tx: mpsc::Sender<Row>,
     shared: Arc<Shared>,
 }
 
@@ -167,7 +176,16 @@ impl RequestLogWriter {
     /// is drained (written, or spilled when the database is down).
     pub fn spawn(store: Store, options: RequestLogOptions) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
-        let shared = Arc::new(Shared::default());
+        let journal = match (&options.spill_dir, options.journal) {
+            (Some(dir), true) => journal::Journal::open(dir)
+                .inspect_err(|e| tracing::error!(error = %e, dir = %dir.display(), "request log: no journal; rows in memory are lost if the process is killed"))
+                .ok(),
+            _ => None,
+        };
+        let shared = Arc::new(Shared {
+            journal,
+            ..Default::default()
+        });
         let handle = tokio::spawn(Writer::new(rx, shared.clone(), options).run(store));
         (Self { tx, shared }, handle)
     }
@@ -178,23 +196,42 @@ impl RequestLogWriter {
     pub async fn send(&self, record: RequestLogRecord) {
         metrics::gauge!("qm_request_log_queue_depth")
             .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
-        if self.tx.send(record).await.is_err() {
+        let row = self.journaled(record);
+        if self.tx.send(row).await.is_err() {
             tracing::error!("request log record after shutdown: dropped");
             metrics::counter!("qm_request_log_dropped_total").increment(1);
         }
     }
 
-    /// For code that cannot await (drop guards): sends from a spawned task.
+    /// For code that cannot await (drop guards): journals the record at once, sends it from
+    /// a spawned task.
     pub fn send_detached(&self, record: RequestLogRecord) {
-        let this = self.clone();
+        let row = self.journaled(record);
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(async move { this.send(record).await });
+                let tx = self.tx.clone();
+                handle.spawn(async move {
+                    if tx.send(row).await.is_err() {
+                        metrics::counter!("qm_request_log_dropped_total").increment(1);
+                    }
+                });
             }
             Err(_) => {
-                let _ = self.tx.try_send(record);
+                let _ = self.tx.try_send(row);
             }
         }
+    }
+
+    /// The record as a row with its id, appended to the journal when there is one.
+    fn journaled(&self, record: RequestLogRecord) -> Row {
+        let mut row = Row::from(record);
+        if let Some(j) = &self.shared.journal
+            && let Err(e) = j.append(&mut row)
+        {
+            metrics::counter!("qm_request_log_journal_errors_total").increment(1);
+            tracing::warn!(error = %e, "request log: row not journaled");
+        }
+        row
     }
 
     pub fn status(&self) -> RequestLogStatus {
@@ -244,6 +281,86 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("log.db").display());
         let store = Store::connect(&url, 2).await.unwrap();
         (dir, store)
+    }
+
+    fn journal_files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().contains("journal"))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Every row goes through the journal; written rows leave no journal file behind once
+    /// the writer is done.
+    #[tokio::test]
+    async fn journaled_rows_are_written_and_the_journal_emptied() {
+        let (dir, store) = store().await;
+        let spill = dir.path().join("spill");
+        let mut options = RequestLogOptions::new(64, 16, Duration::from_millis(5));
+        options.spill_dir = Some(spill.clone());
+        options.journal = true;
+        let (writer, task) = RequestLogWriter::spawn(store.clone(), options);
+        for i in 0..100 {
+            writer.send(record(i)).await;
+        }
+        assert!(journal_files(&spill) >= 1, "the rows were journaled");
+        wait_for_rows(&store, 100).await;
+        drop(writer);
+        task.await.unwrap();
+        assert_eq!(journal_files(&spill), 0, "nothing left to replay");
+    }
+
+    /// A process killed with rows in memory: its journal still holds them (and its locks
+    /// are gone with it), so the next writer on the folder writes them, once.
+    #[tokio::test]
+    async fn a_killed_process_rows_are_replayed_from_its_journal() {
+        let (dir, store) = store().await;
+        let spill = dir.path().join("spill");
+        let journal = journal::Journal::open(&spill).unwrap();
+        let mut rows: Vec<Row> = (0..10).map(|i| Row::from(record(i))).collect();
+        for r in &mut rows {
+            journal.append(r).unwrap();
+        }
+        // Two rows were written before the "kill": the replay must not add them again.
+        insert::insert_batch(&store, &rows[..2]).await.unwrap();
+        drop(journal); // rows outstanding: the file stays, its lock goes
+        assert_eq!(journal_files(&spill), 1);
+        let mut options = RequestLogOptions::new(16, 8, Duration::from_millis(5));
+        options.spill_dir = Some(spill.clone());
+        options.journal = true;
+        let (writer, task) = RequestLogWriter::spawn(store.clone(), options);
+        wait_for_rows(&store, 10).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(store.count_request_log().await.unwrap(), 10, "written once");
+        drop(writer);
+        task.await.unwrap();
+        assert_eq!(journal_files(&spill), 0);
+    }
+
+    /// Segments rotate; a closed one goes as soon as its rows are done.
+    #[test]
+    fn closed_segments_go_when_their_rows_are_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = journal::Journal::open(dir.path()).unwrap();
+        let mut first: Vec<Row> = (0..journal::SEGMENT_ROWS as usize)
+            .map(|i| Row::from(record(i)))
+            .collect();
+        for r in &mut first {
+            journal.append(r).unwrap();
+        }
+        let mut next = Row::from(record(99_999));
+        journal.append(&mut next).unwrap();
+        assert_eq!(journal.segments(), 2, "a full segment rotated");
+        journal.done(&first[..10]);
+        assert_eq!(journal.segments(), 2, "rows still outstanding");
+        journal.done(&first[10..]);
+        assert_eq!(journal.segments(), 1, "the closed segment is gone");
+        assert_eq!(journal_files(dir.path()), 1);
     }
 
     /// Waits (up to 20 s) until the table holds `n` rows.

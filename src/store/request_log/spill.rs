@@ -19,14 +19,14 @@ const EXTENSION: &str = "jsonl";
 
 /// An exclusive advisory lock, held until the file is closed; false if another holds it.
 #[cfg(unix)]
-fn try_lock(file: &File) -> bool {
+pub(super) fn try_lock(file: &File) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: flock on a descriptor we own.
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 #[cfg(not(unix))]
-fn try_lock(_: &File) -> bool {
+pub(super) fn try_lock(_: &File) -> bool {
     true
 }
 

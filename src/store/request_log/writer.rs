@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::insert::insert_with_timeout;
 use super::spill::Spill;
-use super::{RequestLogOptions, RequestLogRecord, Row, Shared};
+use super::{RequestLogOptions, Row, Shared};
 use crate::store::{Store, StoreError};
 
 /// Retry delays while the database does not take rows.
@@ -41,9 +41,9 @@ pub(super) struct Writer {
     spill: Option<Spill>,
     shared: Arc<Shared>,
     options: RequestLogOptions,
-    rx: mpsc::Receiver<RequestLogRecord>,
+    rx: mpsc::Receiver<Row>,
     /// `recv_many`'s buffer, kept to reuse its allocation.
-    incoming: Vec<RequestLogRecord>,
+    incoming: Vec<Row>,
     /// `options.batch_size`, at least 1.
     batch_size: usize,
     /// Every sender is gone and the channel drained: nothing more will come.
@@ -56,7 +56,7 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn new(
-        rx: mpsc::Receiver<RequestLogRecord>,
+        rx: mpsc::Receiver<Row>,
         shared: Arc<Shared>,
         options: RequestLogOptions,
     ) -> Self {
@@ -186,6 +186,8 @@ impl Writer {
                 self.queue.push_front(row);
             }
             self.take(std::iter::empty());
+        } else {
+            self.journal_done(&batch);
         }
         match result {
             Ok(()) => {
@@ -248,7 +250,8 @@ impl Writer {
         if self.rejections >= MAX_REJECTIONS {
             tracing::error!(error = %e, rows = n, "request log: the database refuses these rows; dropped");
             metrics::counter!("qm_request_log_dropped_total").increment(n as u64);
-            self.queue.drain(..n.min(self.queue.len()));
+            let dropped: Vec<Row> = self.queue.drain(..n.min(self.queue.len())).collect();
+            self.journal_done(&dropped);
             self.rejections = 0;
         } else {
             tracing::warn!(error = %e, attempt = self.rejections, "request log insert failed; retrying");
@@ -297,8 +300,8 @@ impl Writer {
 
     /// Queues received records, moving the oldest overflow past `memory_rows` to the spill
     /// file.
-    fn take(&mut self, records: impl Iterator<Item = RequestLogRecord>) {
-        self.queue.extend(records.map(Row::from));
+    fn take(&mut self, rows: impl Iterator<Item = Row>) {
+        self.queue.extend(rows);
         let limit = self.options.memory_rows.max(self.options.batch_size);
         if self.queue.len() > limit {
             let overflow: Vec<Row> = self.queue.drain(..self.queue.len() - limit).collect();
@@ -320,6 +323,8 @@ impl Writer {
             },
             None => false,
         };
+        // Kept in the spill file, or dropped: the journal need not keep them either way.
+        self.journal_done(&rows);
         if kept {
             metrics::counter!("qm_request_log_spilled_total").increment(n);
         } else {
@@ -391,6 +396,13 @@ impl Writer {
         );
         self.spill_rows(rest);
         true
+    }
+
+    /// Rows the journal no longer needs to keep (written, spilled or dropped).
+    fn journal_done(&self, rows: &[Row]) {
+        if let Some(j) = &self.shared.journal {
+            j.done(rows);
+        }
     }
 
     /// A write went through: clears the failing state and resets the retry backoff.
