@@ -71,7 +71,7 @@ def forward_np(W: dict[str, np.ndarray], A: np.ndarray, B: np.ndarray, f: np.nda
     hdn = np.maximum(z @ W["mlp1_w"].T + W["mlp1_b"], 0)
     net = float((hdn @ W["mlp2_w"].T + W["mlp2_b"])[0])
     lin = float((f @ W["lin_w"].T + W["lin_b"])[0])
-    if float(W["veto"][0]) > 0:
+    if "veto" in W and float(W["veto"][0]) > 0:
         return lin - _softplus(net)
     return lin + net
 
@@ -162,8 +162,9 @@ def build_torch():
                 "mlp2_b": self.mlp2.bias.detach().numpy().astype(np.float32),
                 "lin_w": self.lin.weight.detach().numpy().astype(np.float32),
                 "lin_b": self.lin.bias.detach().numpy().astype(np.float32),
-                "veto": np.array([1.0 if self.veto else 0.0], np.float32),
             }
+            if self.veto:
+                w["veto"] = np.array([1.0], np.float32)
             if not self.use_feats:
                 w["mlp1_w"][:, -N_FEAT:] = 0
                 w["lin_w"][:] = 0

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Trains the semantic-cache pair verifier (see README.md) on the EVEN half of qqp-dev.tsv and
-stsb-dev.tsv, traps-train.tsv and hard negatives mined from the even half; chooses
+stsb-dev.tsv, traps-train.tsv and more traps generated from the even half (hard negatives
+mined from the even half are available but weighted 0: they hurt in CV); chooses
 hyperparameters by cross-validation within the even half; evaluates on the ODD half and
-traps-eval.tsv; exports verifier.safetensors and reference.json.
+traps-eval.tsv; exports verifier.safetensors, reference.json and metrics.json.
 
     OMP_NUM_THREADS=1 /tmp/vvenv/bin/python train.py            # CV over the grid, final fit, eval, export
     ... train.py --no-cv                                         # final fit with the defaults only
@@ -73,8 +74,6 @@ def threshold_for_precision(scores, y, target=0.95, min_hits=20):
     accepted) keep precision >= target: the even-half tuning rule."""
     t, p, rec = pr_points(scores, y)
     best = float(t[0]) + 1e-6
-    n = 0
-    order = np.argsort(-scores)
     for k in range(len(t)):
         n = int((scores >= t[k]).sum())
         if p[k] < target and n >= min_hits:
@@ -367,13 +366,35 @@ def load_weights(path: Path = OUT):
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
 
-def make_reference(W, states, pairs_by_kind, path: Path):
+def reference_pairs(ev_traps, odd_qqp, odd_stsb):
+    """~20 pairs for the Rust parity test: one per traps-eval kind, some odd QQP and STS-B pairs,
+    and three hand-written ones."""
+    picks = []
+    rng = np.random.default_rng(1)
+    kinds = {}
+    for p in ev_traps:
+        kinds.setdefault(p.kind, []).append(p)
+    for k in sorted(kinds):
+        picks.append(kinds[k][int(rng.integers(len(kinds[k])))])
+    picks += odd_qqp[1:60:10] + odd_stsb[:1]
+    picks += [D.Pair("flights from New York to Florida", "flights from Florida to New York", 0, "manual", "direction"),
+              D.Pair("How do I sort a list in Python?", "How do I sort a list in Rust?", 0, "manual", "target"),
+              D.Pair("How do I learn Python?", "What is the best way to learn Python?", 1, "manual", "paraphrase")]
+    return picks
+
+
+def make_reference(W, pairs_by_kind, path: Path):
+    """Expected logits from a fresh float32 MiniLM pass (training read float16-rounded states)."""
+    from minilm import MiniLM
+    enc = MiniLM()
     rows = []
     for p in pairs_by_kind:
-        A, B = states.tokens(p.a).astype(np.float32), states.tokens(p.b).astype(np.float32)
-        f = lexical.features(p.a, p.b, states.cos(p.a, p.b))
+        (A, ea), (B, eb) = enc.encode_one(p.a), enc.encode_one(p.b)
+        A, B = A[: D.MAX_HEAD_TOKENS], B[: D.MAX_HEAD_TOKENS]
+        cos = float(ea @ eb)
+        f = lexical.features(p.a, p.b, cos)
         rows.append(dict(text1=p.a, text2=p.b, label=p.y, kind=p.kind or p.src,
-                         tokens1=len(A), tokens2=len(B), cosine=round(states.cos(p.a, p.b), 6),
+                         tokens1=len(A), tokens2=len(B), cosine=round(cos, 6),
                          features=[round(x, 6) for x in f],
                          logit=round(forward_np(W, A, B, np.array(f, np.float32)), 5)))
     path.write_text(json.dumps({"model": "verifier.safetensors",
@@ -391,6 +412,8 @@ def main():
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--grid", type=str, default="", help="comma-separated grid entries to run (default all)")
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--reference-only", action="store_true",
+                    help="only rewrite reference.json from the exported weights")
     ap.add_argument("--no-mine", action="store_true")
     ap.add_argument("--extra-traps", type=float, default=4.0,
                     help="also train on traps made from the even half with caps scaled by this (0 = none)")
@@ -418,6 +441,11 @@ def main():
                  if not k.startswith("dup_") and (a, b) not in have]
         tr_traps += extra
     ev_traps = D.trap_pairs("eval")
+    if args.reference_only:
+        W, _ = load_weights()
+        make_reference(W, reference_pairs(ev_traps, odd_qqp, odd_stsb), REF)
+        print(f"wrote {REF.name}")
+        return
     states = D.States()
     states.ensure({t for ps in (even, odd_qqp, odd_stsb, tr_traps, ev_traps) for p in ps for t in (p.a, p.b)})
     mined = [] if args.no_mine else D.mine_negatives(even, states)
@@ -520,23 +548,11 @@ def main():
         W_n = sum(v.size for v in W.values())
         results["parameters"] = int(W_n)
         print(f"\nparameters: {W_n} ({OUT.stat().st_size} bytes as float32 safetensors)")
-        picks = []
-        rng = np.random.default_rng(1)
-        kinds = {}
-        for p in ev_traps:
-            kinds.setdefault(p.kind, []).append(p)
-        for k in sorted(kinds):
-            for j in rng.choice(len(kinds[k]), min(2, len(kinds[k])), replace=False):
-                picks.append(kinds[k][int(j)])
-        for p in odd_qqp[1:40:8]:
-            picks.append(p)
-        picks += [D.Pair("flights from New York to Florida", "flights from Florida to New York", 0, "manual", "direction"),
-                  D.Pair("How do I sort a list in Python?", "How do I sort a list in Rust?", 0, "manual", "target"),
-                  D.Pair("How do I learn Python?", "What is the best way to learn Python?", 1, "manual", "paraphrase")]
-        states.ensure({t for p in picks for t in (p.a, p.b)})
-        make_reference(W, states, picks, REF)
+        picks = reference_pairs(ev_traps, odd_qqp, odd_stsb)
+        make_reference(W, picks, REF)
         print(f"wrote {OUT.name}, {REF.name} ({len(picks)} pairs)")
-    METRICS.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    if not args.eval_only:
+        METRICS.write_text(json.dumps(results, indent=1, default=float) + "\n")
     print(f"total {time.time() - t0:.0f} s")
 
 

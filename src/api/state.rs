@@ -34,6 +34,8 @@ pub struct AppState {
     pub admin_key: Option<[u8; 32]>,
     /// `/api/chat` answers still running, to resume.
     pub ui_streams: Arc<super::ui_chat::resume::Streams>,
+    /// Stored Responses API responses, written in group commits.
+    pub response_saver: crate::store::ResponseSaver,
 }
 
 /// The chat doors' part of the state: the pipeline.

@@ -122,6 +122,7 @@ impl App {
                 .then(|| config.local.model_name.clone()),
             grace_over: CancellationToken::new(),
         };
+        let response_saver = crate::store::ResponseSaver::spawn(store.clone());
         let state = AppState {
             chat: Arc::new(chat),
             jobs: crate::jobs::JobQueue::new(store.clone(), config.jobs.clone()),
@@ -140,6 +141,7 @@ impl App {
             shutdown: CancellationToken::new(),
             started_at: crate::types::unix_now(),
             ui_streams: Default::default(),
+            response_saver,
         };
         Ok(Self {
             state: Arc::new(state),

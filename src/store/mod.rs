@@ -13,7 +13,7 @@ mod tenants;
 pub use health::StoreHealth;
 pub use reports::{RouteCount, UsageGroup, UsageRow};
 pub use request_log::{RequestLogOptions, RequestLogRecord, RequestLogStatus, RequestLogWriter};
-pub use responses::StoredResponse;
+pub use responses::{ResponseSaver, StoredResponse};
 pub use tenants::{ApiKeyRow, Tenant, TenantRow};
 
 use std::str::FromStr;

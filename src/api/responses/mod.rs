@@ -67,7 +67,7 @@ pub async fn create(
     let meta = answer.meta;
     let shell = Shell::new(&req, meta.citations.clone());
     let conversation = Conversation {
-        store: state.store.clone(),
+        saver: state.response_saver.clone(),
         tenant,
         id: shell.id.clone(),
         items,
@@ -124,7 +124,7 @@ async fn resolve_references(
 
 /// What is stored of a finished response.
 struct Conversation {
-    store: Store,
+    saver: crate::store::ResponseSaver,
     tenant: String,
     id: String,
     items: Vec<Value>,
@@ -143,8 +143,8 @@ impl Conversation {
             input_items: self.items,
             history,
         };
-        self.store
-            .save_response(&self.id, &self.tenant, &stored, &output)
+        self.saver
+            .save(&self.id, &self.tenant, &stored, &output)
             .await?;
         Ok(())
     }
