@@ -41,7 +41,7 @@ use quartermaster::index::dot;
 use quartermaster::rag::embedded::EmbeddedStore;
 use quartermaster::rag::eval::{ingest_many, read_beir_corpus};
 use quartermaster::rag::pg::PgVectorStore;
-use quartermaster::rag::store::vector_to_bytes;
+use quartermaster::rag::store::{ChunkStore, vector_to_bytes};
 use quartermaster::rag::{
     ChunkStore, Filter, IngestDoc, PgVectorParams, Rag, RagConfig, ScoredChunk, embed_input,
 };
@@ -787,8 +787,23 @@ async fn bench_search(report: &mut Report, pg_admin: Option<&str>, n: usize) -> 
     let write_secs = started.elapsed().as_secs_f64();
     eprintln!("embedded: opening the store (reads the rows, builds hnsw_rs and BM25)");
     let started = Instant::now();
-    let embedded = EmbeddedStore::open(pool.clone(), embedded_params).await?;
+    let snapshots = dir.path().join("graphs");
+    let embedded =
+        EmbeddedStore::open(pool.clone(), embedded_params, Some(snapshots.clone())).await?;
     let build_secs = started.elapsed().as_secs_f64();
+    // The graph saved (as at shutdown), then loaded by a second open (as at the next start).
+    let started = Instant::now();
+    embedded.save_snapshot().await;
+    let save_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let reopened = EmbeddedStore::open(pool.clone(), embedded_params, Some(snapshots)).await?;
+    let reopen_secs = started.elapsed().as_secs_f64();
+    let searched_reopened = measure(&reopened, warmup, queries, &truth, exact_n).await?;
+    drop(reopened);
+    report.note(format!(
+        "embedded graph snapshot at {n} chunks: saved in {save_secs:.1} s; the next open (rows read, BM25,          the graph loaded from its snapshot) took {reopen_secs:.1} s against {build_secs:.1} s building it,          recall@{K} after the reload {:.3}",
+        searched_reopened.recall
+    ));
     eprintln!("embedded: searching");
     let searched = measure(&embedded, warmup, queries, &truth, exact_n).await?;
     report.search.push(search_row(

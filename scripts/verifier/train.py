@@ -346,7 +346,6 @@ def even_thresholds(scores, pairs):
 
 
 def export(W: dict, hp: dict, thresholds: dict, path: Path):
-    from safetensors.numpy import save_file
     meta = {
         "format": "quartermaster-pair-verifier-v1",
         "encoder": "sentence-transformers/all-MiniLM-L6-v2 final layer token states",
@@ -357,7 +356,22 @@ def export(W: dict, hp: dict, thresholds: dict, path: Path):
         "threshold_paraphrase80": f"{thresholds['paraphrase80']:.6f}",
         "hyperparameters": json.dumps(hp, sort_keys=True),
     }
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in W.items()}, str(path), metadata=meta)
+    write_safetensors({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in W.items()}, path, meta)
+
+
+def write_safetensors(tensors: dict[str, np.ndarray], path: Path, meta: dict[str, str]):
+    """A safetensors file with tensors and header keys in sorted order, so the same weights
+    always give the same bytes (the library's writer orders its metadata at random)."""
+    header: dict = {"__metadata__": dict(sorted(meta.items()))}
+    blobs, off = [], 0
+    for k in sorted(tensors):
+        b = tensors[k].astype("<f4").tobytes()
+        header[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(len(h).to_bytes(8, "little") + h + b"".join(blobs))
 
 
 def load_weights(path: Path = OUT):

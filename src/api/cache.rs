@@ -1,5 +1,7 @@
-//! Cache invalidation: a tenant manages its own entries under `/v1/cache`; the operator can
-//! invalidate any tenant's (or every tenant's, by tag) under `/admin/cache`.
+//! The cache's API: a tenant manages its own entries under `/v1/cache` (look up, delete,
+//! invalidate by tag, and say whether a hit was right: `POST /v1/cache/feedback`); the
+//! operator can invalidate any tenant's (or every tenant's, by tag) and read each tenant's
+//! false-hit estimate under `/admin/cache`.
 
 use std::sync::Arc;
 
@@ -55,6 +57,64 @@ pub async fn delete_entry(
     } else {
         Err(ApiError::NotFound(format!("no cache entry `{id}`")))
     }
+}
+
+/// `POST /v1/cache/feedback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackRequest {
+    /// The entry that answered (`x-quartermaster-cache-entry`).
+    entry: String,
+    /// The request it answered (`x-request-id`): one verdict per request, a later one
+    /// replaces it.
+    #[serde(default)]
+    request_id: Option<String>,
+    /// Whether the answer was right for the question asked.
+    correct: bool,
+}
+
+/// `POST /v1/cache/feedback`: a verdict on a hit; a wrong one demotes the entry from
+/// semantic matching and counts in the tenant's false-hit estimate.
+pub async fn feedback(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(body): ApiJson<FeedbackRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if body.entry.is_empty() || body.entry.len() > 200 {
+        return Err(ApiError::invalid(
+            "`entry` must be a cache entry id",
+            Some("entry".to_string()),
+        ));
+    }
+    if body
+        .request_id
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.len() > 200)
+    {
+        return Err(ApiError::invalid(
+            "`request_id` must be a request id",
+            Some("request_id".to_string()),
+        ));
+    }
+    let recorded = cache(&state)?
+        .feedback(
+            &principal.tenant.id,
+            &body.entry,
+            body.request_id.as_deref(),
+            body.correct,
+            crate::cache::feedback::Source::User,
+        )
+        .await?;
+    if !recorded {
+        return Err(ApiError::NotFound(format!(
+            "no cache entry `{}`",
+            body.entry
+        )));
+    }
+    Ok(axum::Json(
+        json!({"object": "cache.feedback", "entry": body.entry,
+        "correct": body.correct, "demoted": !body.correct}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,13 +226,22 @@ pub async fn admin_stats(
     let cache = cache(&state)?;
     let counts = cache.counts().await.map_err(internal)?;
     let (live, tombstones) = cache.index_stats();
+    // The false-hit estimate per tenant over the last 30 days.
+    let since = crate::store::now_ms() - 30 * 86_400_000;
+    let mut tenants = Vec::with_capacity(counts.len());
+    for (t, n) in counts {
+        let estimate = cache.false_hit_estimate(&t, since).await?;
+        tenants.push(json!({"tenant_id": t, "entries": n, "false_hits_30d": estimate}));
+    }
     Ok(axum::Json(json!({
         "object": "cache.stats",
         "index": cache.index_name(),
         "index_loaded": cache.is_loaded(),
         "indexed_entries": live,
         "tombstones": tombstones,
-        "threshold": cache.config.threshold,
-        "tenants": counts.into_iter().map(|(t, n)| json!({"tenant_id": t, "entries": n})).collect::<Vec<_>>(),
+        "snapshot_tenants_loaded": cache.snapshot_tenants(),
+        "threshold": cache.config.effective_threshold(),
+        "max_false_hit_rate": cache.config.max_false_hit_rate,
+        "tenants": tenants,
     })))
 }

@@ -73,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(cache::get_entry).delete(cache::delete_entry),
         )
         .route("/v1/cache/invalidate", post(cache::invalidate))
+        .route("/v1/cache/feedback", post(cache::feedback))
         .route(
             "/v1/documents/{id}",
             get(documents::get).delete(documents::delete),

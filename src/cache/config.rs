@@ -20,8 +20,13 @@ pub struct CacheConfig {
     pub enabled: bool,
     /// Look up by meaning as well as exactly (needs the local embedder).
     pub semantic: bool,
-    /// Cosine similarity a semantic candidate needs (from `quartermaster eval cache`).
-    pub threshold: f32,
+    /// The error bound: the share of semantic lookups that may be answered with a wrong
+    /// entry. The similarity threshold is the one calibrated for it (`CALIBRATION`, from
+    /// `quartermaster eval cache --calibrate`: chosen on held-out pairs with the upper end of
+    /// its 95 % interval under the bound).
+    pub max_false_hit_rate: f64,
+    /// For experts: a raw cosine similarity threshold, overriding `max_false_hit_rate`.
+    pub threshold: Option<f32>,
     /// The verification stage for semantic candidates: `learned` (rule checks, then the
     /// learned verifier's probability), `rules` (rule checks only) or `none`.
     pub verifier: VerifierMode,
@@ -49,6 +54,13 @@ pub struct CacheConfig {
     /// With the in-process `hnsw` backend on PostgreSQL: replicas tell each other of new and
     /// removed entries (LISTEN/NOTIFY), each applying them to its own graph.
     pub sync: bool,
+    /// Where the `hnsw` backend's graphs are saved (at shutdown, and every
+    /// `snapshot_interval_secs` when they changed) and loaded from at start. Empty: beside a
+    /// SQLite database file (`<file>.cache-graphs`); with PostgreSQL, not saved unless set
+    /// (each replica needs a folder of its own).
+    pub snapshot_dir: std::path::PathBuf,
+    /// 0: only at shutdown.
+    pub snapshot_interval_secs: u64,
 }
 
 impl Default for CacheConfig {
@@ -56,7 +68,8 @@ impl Default for CacheConfig {
         Self {
             enabled: true,
             semantic: true,
-            threshold: DEFAULT_THRESHOLD,
+            max_false_hit_rate: DEFAULT_MAX_FALSE_HIT_RATE,
+            threshold: None,
             verifier: VerifierMode::Rules,
             min_probability: DEFAULT_MIN_PROBABILITY,
             candidates: 5,
@@ -71,6 +84,8 @@ impl Default for CacheConfig {
             qdrant: qdrant::QdrantConfig::default(),
             pgvector: pgvector::PgvectorCacheConfig::default(),
             sync: true,
+            snapshot_dir: std::path::PathBuf::new(),
+            snapshot_interval_secs: 600,
         }
     }
 }
@@ -84,13 +99,42 @@ pub enum VerifierMode {
     None,
 }
 
-/// The defaults, chosen on the development pairs by `quartermaster eval cache --fit` (see
-/// README: "Semantic cache").
-/// With the rule checks (the default verifier): the lowest similarity keeping the false-hit
-/// rate at most 0.8 % on the tuning half of the development pairs (a margin under the 1 %
-/// goal: tuned for 1 %, the held-out half landed at 1.04-1.32 %).
-pub const DEFAULT_THRESHOLD: f32 = 0.97;
-/// With `verifier = "learned"`, use `threshold = 0.70` and this probability.
+/// The error bound by default.
+pub const DEFAULT_MAX_FALSE_HIT_RATE: f64 = 0.01;
+
+/// The similarity threshold (rule checks on) for each false-hit bound, from `quartermaster
+/// eval cache --calibrate` on the even-numbered development pairs (README: "Response cache").
+pub const CALIBRATION: &[(f64, f32)] = &[(0.008, 0.97)];
+
+impl CacheConfig {
+    /// The similarity a semantic candidate needs: `threshold` when set, else the calibrated
+    /// threshold of the tightest bound in `CALIBRATION` that is within `max_false_hit_rate`
+    /// (the strictest threshold when the bound is below every entry). With the learned
+    /// verifier, its own similarity floor.
+    pub fn effective_threshold(&self) -> f32 {
+        if let Some(t) = self.threshold {
+            return t;
+        }
+        if self.verifier == VerifierMode::Learned {
+            return DEFAULT_LEARNED_FLOOR;
+        }
+        CALIBRATION
+            .iter()
+            .filter(|(bound, _)| *bound <= self.max_false_hit_rate + 1e-12)
+            .map(|(_, t)| *t)
+            .fold(None, |lowest: Option<f32>, t| {
+                Some(lowest.map_or(t, |l| l.min(t)))
+            })
+            .unwrap_or_else(|| CALIBRATION.iter().map(|(_, t)| *t).fold(0.0, f32::max))
+    }
+}
+
+/// The learned verifier's similarity floor (`verifier = "learned"`).
+pub const DEFAULT_LEARNED_FLOOR: f32 = 0.70;
+
+/// The learned verifier's settings, chosen on the development pairs by `quartermaster eval
+/// cache --fit` (see README: "Response cache"). With `verifier = "learned"`, the similarity
+/// floor is `DEFAULT_LEARNED_FLOOR` and a candidate needs this probability.
 pub const DEFAULT_MIN_PROBABILITY: f32 = 0.71;
 /// Learned verifier weights, fitted by `quartermaster eval cache --fit` on the development
 /// pairs (order: see `verify::features`).
@@ -116,8 +160,11 @@ impl CacheConfig {
         if !(0.0..=1.0).contains(&self.min_probability) {
             return Err("cache.min_probability must be between 0 and 1".into());
         }
-        if !(0.0..=1.0).contains(&self.threshold) {
+        if self.threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
             return Err("cache.threshold must be between 0 and 1".into());
+        }
+        if !(self.max_false_hit_rate > 0.0 && self.max_false_hit_rate < 1.0) {
+            return Err("cache.max_false_hit_rate must be between 0 and 1 (e.g. 0.01)".into());
         }
         if self.candidates == 0 || self.candidates > 100 {
             return Err("cache.candidates must be between 1 and 100".into());

@@ -8,6 +8,7 @@ mod backend;
 mod config;
 mod controls;
 pub mod eval;
+pub mod feedback;
 pub mod key;
 pub mod pgvector;
 pub mod qdrant;
@@ -147,6 +148,12 @@ pub struct Cache {
     learned: Option<verify::LearnedVerifier>,
     /// Other replicas' changes to the in-process graph (`hnsw` on PostgreSQL).
     sync: Option<sync::CacheSync>,
+    /// Where the in-process graphs are saved and loaded from.
+    snapshot_dir: Option<std::path::PathBuf>,
+    /// The graphs' change count at the last save (or load).
+    saved_at: std::sync::atomic::AtomicU64,
+    /// Tenants whose graph was loaded from a snapshot at start.
+    snapshot_tenants: std::sync::atomic::AtomicUsize,
 }
 
 type EntryRow = (String, String, String, String, f64, i64);
@@ -176,6 +183,16 @@ impl Cache {
         let sync = (hnsw.is_some() && config.sync)
             .then(|| sync::CacheSync::new(&store))
             .flatten();
+        let snapshot_dir = hnsw.as_ref().and_then(|_| {
+            if !config.snapshot_dir.as_os_str().is_empty() {
+                return Some(config.snapshot_dir.clone());
+            }
+            store.file().map(|file| {
+                let mut name = file.file_name().unwrap_or_default().to_os_string();
+                name.push(".cache-graphs");
+                file.with_file_name(name)
+            })
+        });
         Ok(Self {
             config,
             store,
@@ -185,6 +202,9 @@ impl Cache {
             checks,
             learned,
             sync,
+            snapshot_dir,
+            saved_at: Default::default(),
+            snapshot_tenants: Default::default(),
         })
     }
 
@@ -205,11 +225,24 @@ impl Cache {
         let Some(hnsw) = self.hnsw.clone() else {
             return Ok(0);
         };
+        // The saved graphs first: entries already in them are skipped below (no graph
+        // insert), and those the store no longer holds are removed after.
+        let snapshot = match self.snapshot_dir.clone() {
+            Some(dir) => {
+                let h = hnsw.clone();
+                tokio::task::spawn_blocking(move || h.load(&dir))
+                    .await
+                    .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let mut in_store: std::collections::HashMap<String, std::collections::HashSet<String>> =
+            Default::default();
         let mut after = String::new();
         let mut total = 0usize;
         loop {
             const SQL: &str = "SELECT id, tenant_id, fingerprint, embedding FROM cache_entries \
-                               WHERE id > $1 AND expires_at > $2 AND embedding IS NOT NULL ORDER BY id LIMIT 5000";
+                               WHERE id > $1 AND expires_at > $2 AND embedding IS NOT NULL AND demoted_at IS NULL ORDER BY id LIMIT 5000";
             let rows: Vec<(String, String, String, Vec<u8>)> = on_pool!(&self.store, p => sqlx::query_as(SQL)
                 .bind(&after).bind(now_ms()).fetch_all(p).await)?;
             let Some(last) = rows.last() else { break };
@@ -218,6 +251,12 @@ impl Cache {
             let mut by_tenant: std::collections::HashMap<String, Vec<(String, String, Vec<f32>)>> =
                 Default::default();
             for (id, tenant, fp, bytes) in rows {
+                if !snapshot.is_empty() {
+                    in_store
+                        .entry(tenant.clone())
+                        .or_default()
+                        .insert(id.clone());
+                }
                 if let Some(v) = bytes_vector(&bytes) {
                     by_tenant.entry(tenant).or_default().push((id, fp, v));
                 }
@@ -231,9 +270,46 @@ impl Cache {
             .await
             .map_err(|e| StoreError::Conflict(format!("index load: {e}")))?;
         }
+        for (tenant, gone) in crate::index::stale(&snapshot, &in_store) {
+            hnsw.remove_sync(&tenant, &gone);
+        }
+        if !snapshot.is_empty() {
+            tracing::info!(
+                tenants = snapshot.len(),
+                "cache graphs loaded from their snapshots"
+            );
+        }
+        self.snapshot_tenants
+            .store(snapshot.len(), Ordering::Relaxed);
         self.loaded.store(true, Ordering::Release);
+        self.saved_at.store(hnsw.changes(), Ordering::Relaxed);
         metrics::gauge!("qm_cache_index_entries").set(self.index.len() as f64);
         Ok(total)
+    }
+
+    /// Saves the in-process graphs when they changed since the last save (a no-op for other
+    /// backends or without a folder). Inserts wait while a graph is written.
+    pub async fn save_snapshot(&self) {
+        let (Some(hnsw), Some(dir)) = (self.hnsw.clone(), self.snapshot_dir.clone()) else {
+            return;
+        };
+        let changes = hnsw.changes();
+        if changes == self.saved_at.load(Ordering::Relaxed) || !self.is_loaded() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || hnsw.save(&dir)).await {
+            Ok(Ok(n)) => {
+                self.saved_at.store(changes, Ordering::Relaxed);
+                tracing::info!(
+                    tenants = n,
+                    ms = started.elapsed().as_millis() as u64,
+                    "cache graphs saved"
+                );
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cache graphs not saved"),
+            Err(e) => tracing::warn!(error = %e, "cache graph save failed"),
+        }
     }
 
     /// Reads one entry's answer, checking it is whole: a row whose checksum or JSON does not
@@ -301,7 +377,7 @@ impl Cache {
         };
         for c in candidates.into_iter().filter(|c| c.similarity >= threshold) {
             const SQL: &str = "SELECT id, response, checksum, query_text, cost_usd, expires_at FROM cache_entries \
-                               WHERE tenant_id = $1 AND id = $2 AND fingerprint = $3 AND expires_at > $4";
+                               WHERE tenant_id = $1 AND id = $2 AND fingerprint = $3 AND expires_at > $4 AND demoted_at IS NULL";
             let row: Option<EntryRow> = on_pool!(&self.store, p => sqlx::query_as(SQL)
                 .bind(tenant).bind(&c.entry_id).bind(&keys.fingerprint).bind(now_ms()).fetch_optional(p).await)?;
             let Some(row) = row else { continue };
@@ -427,7 +503,7 @@ impl Cache {
         id: &str,
     ) -> Result<Option<(String, Vec<f32>)>, StoreError> {
         let row: Option<(String, Option<Vec<u8>>)> = on_pool!(&self.store, p => sqlx::query_as(
-            "SELECT fingerprint, embedding FROM cache_entries WHERE tenant_id = $1 AND id = $2 AND expires_at > $3")
+            "SELECT fingerprint, embedding FROM cache_entries WHERE tenant_id = $1 AND id = $2 AND expires_at > $3 AND demoted_at IS NULL")
             .bind(tenant).bind(id).bind(now_ms()).fetch_optional(p).await)?;
         Ok(row.and_then(|(fp, bytes)| Some((fp, bytes_vector(&bytes?)?))))
     }
@@ -438,7 +514,7 @@ impl Cache {
         let Some(hnsw) = &self.hnsw else { return Ok(0) };
         let rows: Vec<(String, String, String, Vec<u8>)> = on_pool!(&self.store, p => sqlx::query_as(
             "SELECT id, tenant_id, fingerprint, embedding FROM cache_entries \
-             WHERE created_at >= $1 AND expires_at > $2 AND embedding IS NOT NULL")
+             WHERE created_at >= $1 AND expires_at > $2 AND embedding IS NOT NULL AND demoted_at IS NULL")
             .bind(since_ms).bind(now_ms()).fetch_all(p).await)?;
         let n = rows.len();
         for (id, tenant, fp, bytes) in rows {
@@ -549,6 +625,11 @@ impl Cache {
             .fetch_all(p).await)?)
     }
 
+    /// Tenants whose graph was loaded from a snapshot at start (rather than rebuilt).
+    pub fn snapshot_tenants(&self) -> usize {
+        self.snapshot_tenants.load(Ordering::Relaxed)
+    }
+
     pub fn index_stats(&self) -> (usize, usize) {
         let live = self.index.len();
         let dead = self.hnsw.as_ref().map_or(0, |h| h.dead());
@@ -608,6 +689,8 @@ impl Cache {
             }
         }
         let every = Duration::from_secs(self.config.sweep_interval_secs);
+        let snapshot_every = Duration::from_secs(self.config.snapshot_interval_secs);
+        let mut last_snapshot = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -615,6 +698,10 @@ impl Cache {
             }
             if let Err(e) = self.sweep().await {
                 tracing::warn!(error = %e, "cache sweep failed");
+            }
+            if !snapshot_every.is_zero() && last_snapshot.elapsed() >= snapshot_every {
+                last_snapshot = std::time::Instant::now();
+                self.save_snapshot().await;
             }
         }
     }

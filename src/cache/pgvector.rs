@@ -115,8 +115,16 @@ impl VectorIndex for PgVectorIndex {
         Ok(out)
     }
 
-    async fn remove(&self, _tenant: &str, _entry_ids: &[String]) -> Result<(), IndexError> {
-        Ok(()) // the rows went with their entries
+    /// Deleted entries' rows went with them (`ON DELETE CASCADE`); this is for entries that
+    /// stay but leave the index (demoted by feedback).
+    async fn remove(&self, tenant: &str, entry_ids: &[String]) -> Result<(), IndexError> {
+        sqlx::query("DELETE FROM cache_vectors WHERE tenant_id = $1 AND entry_id = ANY($2)")
+            .bind(tenant)
+            .bind(entry_ids)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     async fn remove_tenant(&self, _tenant: &str) -> Result<(), IndexError> {

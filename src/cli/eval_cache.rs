@@ -35,7 +35,7 @@ fn test_half(i: usize) -> bool {
 pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
     let model = super::load_embed_model(config)?;
     let c = &config.cache;
-    let threshold = args.threshold.unwrap_or(c.threshold);
+    let threshold = args.threshold.unwrap_or(c.effective_threshold());
     let mut evals = Vec::new();
     for path in &args.pairs {
         let pairs = read_pairs(path).map_err(anyhow::Error::msg)?;
@@ -51,7 +51,75 @@ pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
         print_file(f, c, threshold, &args.curve);
     }
     print_unseen(&evals, args.max_false_hit_rate, args.fit);
+    if args.calibrate {
+        print_calibration(&evals);
+    }
     Ok(())
+}
+
+/// The bounds the shipped table covers.
+const BOUNDS: [f64; 6] = [0.002, 0.005, 0.01, 0.02, 0.03, 0.05];
+
+/// The lowest similarity threshold (rule checks on) whose false-hit rate on the selected
+/// pairs has the upper end of its 95 % interval under `max`.
+fn calibrate(evals: &[FileEval], max: f64, select: &dyn Fn(usize) -> bool) -> f32 {
+    let mut best = 1.0f32;
+    let mut t = 1.0f32;
+    while t >= 0.5 {
+        let s = combined(evals, &|e| e.score(t, &Check::ALL, select));
+        let (_, high) = crate::cache::feedback::wilson(s.false_hits as i64, s.queries as i64);
+        if high > max {
+            break;
+        }
+        best = t;
+        t -= 0.005;
+    }
+    (best * 1000.0).round() / 1000.0
+}
+
+fn interval(s: &Score) -> String {
+    let (low, high) = crate::cache::feedback::wilson(s.false_hits as i64, s.queries as i64);
+    format!(
+        "{:.2} % [{:.2}, {:.2}]",
+        s.false_hit_rate() * 100.0,
+        low * 100.0,
+        high * 100.0
+    )
+}
+
+fn print_calibration(evals: &[FileEval]) {
+    println!(
+        "\n## Calibration of cache.max_false_hit_rate (rule checks on): the threshold chosen on the even-numbered pairs of all files (the upper end of the 95 % interval of its false-hit rate under the bound), then the odd-numbered pairs it never saw\n"
+    );
+    println!(
+        "| bound | threshold | false-hit rate, even (calibration) [95 % interval] | false-hit rate, odd (unseen) [95 % interval] | recall, odd | precision, odd | odd under the bound |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let mut table = Vec::new();
+    for max in BOUNDS {
+        let t = calibrate(evals, max, &tune_half);
+        let even = combined(evals, &|e| e.score(t, &Check::ALL, tune_half));
+        let odd = combined(evals, &|e| e.score(t, &Check::ALL, test_half));
+        println!(
+            "| {:.1} % | {t:.3} | {} | {} | {:.1} % | {:.1} % | {} |",
+            max * 100.0,
+            interval(&even),
+            interval(&odd),
+            odd.recall() * 100.0,
+            odd.precision() * 100.0,
+            if odd.false_hit_rate() <= max {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+        table.push((max, t));
+    }
+    println!("\nFor src/cache/config.rs:\n\npub const CALIBRATION: &[(f64, f32)] = &[");
+    for (max, t) in table {
+        println!("    ({max}, {t}),");
+    }
+    println!("];");
 }
 
 fn header() {

@@ -133,6 +133,11 @@ pub struct CacheEvalArgs {
     /// Also fit the learned verifier on every pair and print its weights and settings.
     #[arg(long)]
     pub fit: bool,
+    /// Calibrate `cache.max_false_hit_rate`: for each bound, the threshold chosen on the
+    /// even-numbered pairs (the upper end of its 95 % interval under the bound), checked on
+    /// the odd-numbered ones; prints the table `src/cache/config.rs` ships.
+    #[arg(long)]
+    pub calibrate: bool,
 }
 
 #[derive(Subcommand)]

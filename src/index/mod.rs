@@ -2,9 +2,13 @@
 //! graphs, one per tenant (a tenant's search never walks another tenant's nodes), entries
 //! found by vector and filtered during the walk (by fingerprint, or any predicate on the
 //! entry id). hnsw_rs cannot delete: removed entries are tombstones until a rebuild, which
-//! runs beside the live graph. Equal vectors share one node (`graph.rs`).
+//! runs beside the live graph. Equal vectors share one node (`graph.rs`). Graphs are saved
+//! to disk and loaded at start (`persist.rs`).
 
 mod graph;
+mod persist;
+
+pub use persist::stale;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,6 +81,8 @@ pub struct HnswIndex {
     params: HnswParams,
     capacity_hint: usize,
     tenants: RwLock<HashMap<String, Arc<Graph>>>,
+    /// Inserts, removals and rebuilds so far (whether a snapshot is due).
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl HnswIndex {
@@ -85,6 +91,7 @@ impl HnswIndex {
             params,
             capacity_hint,
             tenants: RwLock::new(HashMap::new()),
+            changes: Default::default(),
         }
     }
 
@@ -105,6 +112,7 @@ impl HnswIndex {
 
     /// Synchronous insert (bulk loads and benchmarks).
     pub fn insert_sync(&self, tenant: &str, entry_id: &str, fingerprint: &str, vector: &[f32]) {
+        self.changed();
         let entry: Arc<str> = Arc::from(entry_id);
         // A rebuild may retire the graph between the lookup and the insert: go again.
         while !self
@@ -115,6 +123,7 @@ impl HnswIndex {
 
     /// Removes entries of one tenant (tombstones until a rebuild).
     pub fn remove_sync(&self, tenant: &str, entry_ids: &[String]) {
+        self.changed();
         while let Some(g) = self.graph(tenant) {
             if g.remove(entry_ids).is_some() {
                 break;
@@ -124,6 +133,7 @@ impl HnswIndex {
 
     /// Bulk load for one tenant, inserting in parallel (start-up, benchmarks).
     pub fn load_tenant(&self, tenant: &str, items: Vec<(String, String, Vec<f32>)>) {
+        self.changed();
         loop {
             let graph = self.graph_or_new(tenant);
             let mut batch: Vec<(&[f32], usize)> = Vec::with_capacity(items.len());
@@ -271,11 +281,23 @@ impl HnswIndex {
         drop(s);
         let live = fresh.live();
         tenants.insert(tenant.to_string(), Arc::new(fresh));
+        self.changed();
         live
+    }
+
+    fn changed(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A count that moves whenever a graph changes (a snapshot is due when it moved).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Drops a tenant's whole graph.
     pub fn remove_tenant(&self, tenant: &str) {
+        self.changed();
         self.tenants.write().remove(tenant);
     }
 

@@ -33,6 +33,10 @@ struct TenantMem {
 pub struct EmbeddedStore {
     pool: SqlitePool,
     hnsw: Arc<HnswIndex>,
+    /// Where the graphs are saved (at shutdown) and loaded from at start.
+    snapshot_dir: Option<std::path::PathBuf>,
+    /// The graphs' change count at the last save or load.
+    saved_at: std::sync::atomic::AtomicU64,
     tenants: Arc<RwLock<HashMap<String, TenantMem>>>,
     /// Writes are serialised so memory follows the rows in commit order.
     write: tokio::sync::Mutex<()>,
@@ -62,11 +66,18 @@ fn doc_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DocumentRecord, sqlx::Err
 }
 
 impl EmbeddedStore {
-    /// Opens the store and loads every chunk into memory.
-    pub async fn open(pool: SqlitePool, params: HnswParams) -> Result<Self, StoreError> {
+    /// Opens the store and loads every chunk into memory; the vector graphs from their
+    /// snapshot in `snapshot_dir` when there is one (only what changed since is inserted).
+    pub async fn open(
+        pool: SqlitePool,
+        params: HnswParams,
+        snapshot_dir: Option<std::path::PathBuf>,
+    ) -> Result<Self, StoreError> {
         let store = Self {
             pool,
             hnsw: Arc::new(HnswIndex::new(params, 4096)),
+            snapshot_dir,
+            saved_at: Default::default(),
             tenants: Arc::new(RwLock::new(HashMap::new())),
             write: tokio::sync::Mutex::new(()),
         };
@@ -75,6 +86,16 @@ impl EmbeddedStore {
     }
 
     async fn load(&self) -> Result<(), StoreError> {
+        let snapshot = match self.snapshot_dir.clone() {
+            Some(dir) => {
+                let h = self.hnsw.clone();
+                tokio::task::spawn_blocking(move || h.load(&dir))
+                    .await
+                    .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let mut in_store: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
         let mut by_tenant: HashMap<String, Vec<(String, String, Vec<f32>)>> = HashMap::new();
         let mut rows = sqlx::query(
             "SELECT tenant_id, id, title, heading, content, metadata, embedding FROM rag_chunks",
@@ -103,6 +124,12 @@ impl EmbeddedStore {
                     },
                 );
             }
+            if !snapshot.is_empty() {
+                in_store
+                    .entry(tenant.clone())
+                    .or_default()
+                    .insert(id.clone());
+            }
             by_tenant.entry(tenant).or_default().push((
                 id,
                 NO_FP.to_string(),
@@ -111,13 +138,26 @@ impl EmbeddedStore {
         }
         drop(rows);
         let hnsw = self.hnsw.clone();
+        let stale = crate::index::stale(&snapshot, &in_store);
         tokio::task::spawn_blocking(move || {
+            // Entries already in a loaded graph are skipped: only what changed is built.
             for (tenant, items) in by_tenant {
                 hnsw.load_tenant(&tenant, items);
+            }
+            for (tenant, gone) in stale {
+                hnsw.remove_sync(&tenant, &gone);
             }
         })
         .await
         .map_err(|e| StoreError::Conflict(format!("loading the vector index: {e}")))?;
+        if !snapshot.is_empty() {
+            tracing::info!(
+                tenants = snapshot.len(),
+                "retrieval graphs loaded from their snapshots"
+            );
+        }
+        self.saved_at
+            .store(self.hnsw.changes(), std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -267,6 +307,30 @@ impl EmbeddedStore {
 impl ChunkStore for EmbeddedStore {
     fn name(&self) -> &'static str {
         "embedded"
+    }
+
+    async fn save_snapshot(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(dir) = self.snapshot_dir.clone() else {
+            return;
+        };
+        let changes = self.hnsw.changes();
+        if changes == self.saved_at.load(Ordering::Relaxed) {
+            return;
+        }
+        let (hnsw, started) = (self.hnsw.clone(), std::time::Instant::now());
+        match tokio::task::spawn_blocking(move || hnsw.save(&dir)).await {
+            Ok(Ok(n)) => {
+                self.saved_at.store(changes, Ordering::Relaxed);
+                tracing::info!(
+                    tenants = n,
+                    ms = started.elapsed().as_millis() as u64,
+                    "retrieval graphs saved"
+                );
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "retrieval graphs not saved"),
+            Err(e) => tracing::warn!(error = %e, "retrieval graph save failed"),
+        }
     }
 
     async fn document(&self, tenant: &str, id: &str) -> Result<Option<DocumentRecord>, StoreError> {

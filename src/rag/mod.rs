@@ -72,6 +72,11 @@ pub struct Rag {
 impl Rag {
     /// Opens the configured store (pgvector on PostgreSQL, else embedded) and loads the
     /// tokenizer and the prompt template.
+    /// Saves the embedded store's graphs (at shutdown), so the next start loads them.
+    pub async fn save_snapshot(&self) {
+        self.store.save_snapshot().await;
+    }
+
     pub async fn open(
         config: RagConfig,
         store: &Store,
@@ -85,7 +90,13 @@ impl Rag {
                 Arc::new(pg::PgVectorStore::open(pool.clone(), config.pgvector).await?)
             }
             (StoreKind::Auto | StoreKind::Embedded, Pool::Sqlite(pool)) => {
-                Arc::new(embedded::EmbeddedStore::open(pool.clone(), config.hnsw).await?)
+                // The graphs' snapshots beside the database file.
+                let snapshots = store.file().map(|file| {
+                    let mut name = file.file_name().unwrap_or_default().to_os_string();
+                    name.push(".rag-graphs");
+                    file.with_file_name(name)
+                });
+                Arc::new(embedded::EmbeddedStore::open(pool.clone(), config.hnsw, snapshots).await?)
             }
             (StoreKind::Pgvector, Pool::Sqlite(_)) => anyhow::bail!(
                 "rag.store = \"pgvector\" needs a PostgreSQL database (database.url = \"postgres://...\")"

@@ -78,6 +78,9 @@ impl Filter {
 pub trait ChunkStore: Send + Sync {
     fn name(&self) -> &'static str;
 
+    /// Saves in-process indexes so the next start loads them (a no-op for shared stores).
+    async fn save_snapshot(&self) {}
+
     async fn document(&self, tenant: &str, id: &str) -> Result<Option<DocumentRecord>, StoreError>;
 
     /// The stored embeddings of a document's chunks by content hash (reused on re-ingest).

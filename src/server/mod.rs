@@ -238,6 +238,13 @@ impl App {
         // Handlers that saw a disconnect may still be handing their record over.
         tokio::task::yield_now().await;
         leases_done.cancel();
+        // The cache's graphs, so the next start loads them instead of rebuilding them.
+        if let Some(cache) = &state.chat.cache {
+            cache.save_snapshot().await;
+        }
+        if let Some(rag) = &state.chat.rag {
+            rag.save_snapshot().await;
+        }
         if let Some(task) = leases
             && tokio::time::timeout(Duration::from_secs(5), task)
                 .await

@@ -663,3 +663,181 @@ async fn the_learned_verifier_accepts_near_duplicates_and_rejects_loose_matches(
     );
     app.shutdown().await;
 }
+
+/// Feedback: a wrong semantic hit demotes its entry (no longer served by meaning, still by
+/// its own question), counts in the tenant's false-hit estimate, and only the tenant that
+/// owns an entry can judge it.
+#[tokio::test]
+async fn feedback_demotes_wrong_hits_per_tenant() {
+    let admin = "qm-admin-feedback-test";
+    let mut options = cache_options("", None);
+    options
+        .extra
+        .push_str(&format!("[admin]\napi_key = \"{admin}\"\n"));
+    let mut app = TestApp::spawn_with(options).await;
+    let other_key = {
+        let store = app.store().await;
+        quartermaster::auth::create_key(&store, "tenant-b", "b")
+            .await
+            .unwrap()
+            .secret
+    };
+    let question = ask("mock-ok", "How do I sort a list in Python?", false);
+    assert_eq!(send(&app, &question, &[]).await.status(), 200);
+    wait_entries(&app, 1).await;
+    let low = [
+        ("x-quartermaster-cache-threshold", "0.80"),
+        ("x-quartermaster-cache", "no-write"),
+    ];
+    let paraphrase = ask("mock-ok", "How can I sort a list in Python?", false);
+    let hit = send(&app, &paraphrase, &low).await;
+    assert_eq!(header(&hit, "x-quartermaster-cache-kind"), "semantic");
+    let entry = header(&hit, "x-quartermaster-cache-entry").to_string();
+    let request_id = header(&hit, "x-request-id").to_string();
+    let verdict = json!({"entry": entry, "request_id": request_id, "correct": false});
+
+    // Another tenant cannot judge it (404, as for an entry it does not have).
+    let r = app
+        .post_as("/v1/cache/feedback", &other_key)
+        .json(&verdict)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Malformed verdicts are 400s in the envelope.
+    let r = app
+        .post("/v1/cache/feedback")
+        .json(&json!({"entry": entry}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .post("/v1/cache/feedback")
+        .json(&verdict)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["demoted"], true);
+
+    // Demoted: the paraphrase misses; the entry's own question still hits exactly.
+    let again = send(&app, &paraphrase, &low).await;
+    assert_eq!(header(&again, "x-quartermaster-cache"), "miss");
+    let own = send(&app, &question, &[("x-quartermaster-cache", "no-write")]).await;
+    assert_eq!(header(&own, "x-quartermaster-cache"), "hit");
+    assert_eq!(header(&own, "x-quartermaster-cache-kind"), "exact");
+
+    // The estimate: one wrong of one semantic hit for this tenant, none for the other.
+    wait_for(10, "the semantic hit logged", || async {
+        let stats = app.get_json_as("/admin/cache", admin).await;
+        stats["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["false_hits_30d"]["semantic_hits"] == 1)
+    })
+    .await;
+    let stats = app.get_json_as("/admin/cache", admin).await;
+    let mine = stats["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["false_hits_30d"]["semantic_hits"] == 1)
+        .unwrap()
+        .clone();
+    assert_eq!(mine["false_hits_30d"]["wrong"], 1, "{stats}");
+    assert_eq!(mine["false_hits_30d"]["rate"], 1.0);
+    assert!(mine["false_hits_30d"]["low"].as_f64().unwrap() > 0.0);
+    // The same request judged again replaces its verdict (one per request).
+    let fixed = json!({"entry": entry, "request_id": request_id, "correct": true});
+    assert_eq!(
+        app.post("/v1/cache/feedback")
+            .json(&fixed)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let stats = app.get_json_as("/admin/cache", admin).await;
+    let mine = stats["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["false_hits_30d"]["semantic_hits"] == 1)
+        .unwrap()
+        .clone();
+    assert_eq!(mine["false_hits_30d"]["wrong"], 0, "{stats}");
+    app.shutdown().await;
+}
+
+/// The graphs are saved at shutdown and loaded at the next start instead of rebuilt; what
+/// changed in the store meanwhile decides: an entry deleted while the gateway was down is
+/// gone from the loaded graph.
+#[tokio::test]
+async fn graphs_are_saved_at_shutdown_and_loaded_at_start() {
+    let admin = "qm-admin-snapshot-test";
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("cache.db").display());
+    let options = || {
+        let mut o = cache_options("", Some(db.clone()));
+        o.extra
+            .push_str(&format!("[admin]\napi_key = \"{admin}\"\n"));
+        o
+    };
+    let mut app = TestApp::spawn_with(options()).await;
+    for q in [
+        "Which port does PostgreSQL listen on by default?",
+        "What is the default port of Redis?",
+        "How do I undo the last git commit?",
+    ] {
+        send(&app, &ask("mock-ok", q, false), &[]).await;
+    }
+    wait_entries(&app, 3).await;
+    app.shutdown().await;
+    let snapshots = dir.path().join("cache.db.cache-graphs");
+    let manifests = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .flat_map(|t| std::fs::read_dir(t.unwrap().path()).unwrap())
+        .filter(|v| v.as_ref().unwrap().path().join("manifest.json").exists())
+        .count();
+    assert_eq!(manifests, 1, "one complete snapshot for the one tenant");
+    // While the gateway is down, one entry goes from the store.
+    let store = quartermaster::store::Store::connect(&db, 1).await.unwrap();
+    quartermaster::store::on_pool!(&store, p => sqlx::query(
+        "DELETE FROM cache_entries WHERE query_text LIKE '%Redis%'").execute(p).await.map(|_| ()))
+    .unwrap();
+    store.close().await;
+
+    let mut app = TestApp::spawn_with(options()).await;
+    wait_for(10, "the index loaded", || async {
+        app.get_json_as("/admin/cache", admin).await["index_loaded"] == true
+    })
+    .await;
+    let stats = app.get_json_as("/admin/cache", admin).await;
+    assert_eq!(stats["snapshot_tenants_loaded"], 1, "{stats}");
+    assert_eq!(
+        stats["indexed_entries"], 2,
+        "the deleted entry left the loaded graph: {stats}"
+    );
+    let low = [
+        ("x-quartermaster-cache-threshold", "0.80"),
+        ("x-quartermaster-cache", "no-write"),
+    ];
+    let r = send(
+        &app,
+        &ask(
+            "mock-ok",
+            "By default, which port does PostgreSQL listen on?",
+            false,
+        ),
+        &low,
+    )
+    .await;
+    assert_eq!(header(&r, "x-quartermaster-cache-kind"), "semantic");
+    let r = send(&app, &ask("mock-ok", "Redis's default port?", false), &low).await;
+    assert_eq!(header(&r, "x-quartermaster-cache"), "miss");
+    app.shutdown().await;
+}
