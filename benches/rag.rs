@@ -41,7 +41,7 @@ use quartermaster::index::dot;
 use quartermaster::rag::embedded::EmbeddedStore;
 use quartermaster::rag::eval::{ingest_many, read_beir_corpus};
 use quartermaster::rag::pg::PgVectorStore;
-use quartermaster::rag::store::{ChunkStore, vector_to_bytes};
+use quartermaster::rag::store::vector_to_bytes;
 use quartermaster::rag::{
     ChunkStore, Filter, IngestDoc, PgVectorParams, Rag, RagConfig, ScoredChunk, embed_input,
 };
@@ -801,7 +801,9 @@ async fn bench_search(report: &mut Report, pg_admin: Option<&str>, n: usize) -> 
     let searched_reopened = measure(&reopened, warmup, queries, &truth, exact_n).await?;
     drop(reopened);
     report.note(format!(
-        "embedded graph snapshot at {n} chunks: saved in {save_secs:.1} s; the next open (rows read, BM25,          the graph loaded from its snapshot) took {reopen_secs:.1} s against {build_secs:.1} s building it,          recall@{K} after the reload {:.3}",
+        "embedded graph snapshot at {n} chunks: saved in {save_secs:.1} s; the next open (rows read, BM25, \
+         the graph loaded from its snapshot) took {reopen_secs:.1} s against {build_secs:.1} s building it, \
+         recall@{K} after the reload {:.3}",
         searched_reopened.recall
     ));
     eprintln!("embedded: searching");

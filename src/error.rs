@@ -24,6 +24,10 @@ pub enum Code {
     DocumentTooLarge,
     MissingApiKey,
     InvalidApiKey,
+    /// An end user's token or session that does not verify.
+    InvalidToken,
+    /// An operator whose role does not allow the request.
+    Forbidden,
     InvalidAdminKey,
     AdminDisabled,
     PaymentRequired,
@@ -69,6 +73,8 @@ impl Code {
             DocumentTooLarge => (413, REQ, "document_too_large"),
             MissingApiKey => (401, REQ, "missing_api_key"),
             InvalidApiKey => (401, REQ, "invalid_api_key"),
+            InvalidToken => (401, REQ, "invalid_token"),
+            Forbidden => (403, "permission_error", "insufficient_role"),
             InvalidAdminKey => (401, REQ, "invalid_admin_key"),
             AdminDisabled => (403, "permission_error", "admin_disabled"),
             PaymentRequired => (402, "billing_error", "payment_required"),
@@ -113,8 +119,10 @@ impl Code {
     pub const fn anthropic_kind(self) -> &'static str {
         use Code::*;
         match self {
-            MissingApiKey | InvalidApiKey | InvalidAdminKey => "authentication_error",
-            AdminDisabled => "permission_error",
+            MissingApiKey | InvalidApiKey | InvalidAdminKey | InvalidToken => {
+                "authentication_error"
+            }
+            AdminDisabled | Forbidden => "permission_error",
             PaymentRequired => "billing_error",
             ModelNotFound | NotFound => "not_found_error",
             RequestTooLarge | DocumentTooLarge => "request_too_large",

@@ -16,12 +16,14 @@
 //! - The domain: [`route`] (tiers, the classifier, retries, failover, breakers),
 //!   [`usage`] (the ledger, budgets), [`cache`] (exact and semantic), [`rag`] (documents,
 //!   retrieval), [`providers`] (upstreams behind one trait), [`integrations`] (Stripe, ...),
-//!   [`jobs`] (the durable queue), [`idempotency`], [`auth`] (keys, tenants).
+//!   [`jobs`] (the durable queue), [`idempotency`], [`auth`] (keys, tenants, end users'
+//!   tokens and sessions, operator roles), [`audit`] (the append-only audit log).
 //! - Foundations: [`embed`] (the local embedder), [`index`] (the HNSW graph), [`store`]
 //!   (SQLite or PostgreSQL; every query), [`error`] (the one table of error codes),
 //!   [`types`] (the OpenAI wire format), [`telemetry`] (logs, metrics).
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod chat;

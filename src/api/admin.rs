@@ -1,6 +1,9 @@
-//! The operator API under `/admin`, behind the admin key (`Authorization: Bearer`): the job
-//! queue (counts, listings, the dead-letter queue and re-driving it) and tenants' billing
-//! state.
+//! The operator API under `/admin`: the job queue (counts, listings, the dead-letter queue
+//! and re-driving it), tenants' billing state, usage, routing, the cache, keys, users and
+//! their deletion, the audit log. Operators authenticate with the admin key (role `admin`),
+//! a scoped operator key, or an identity provider's token whose roles claim maps to an
+//! operator role (`auth/roles.rs`); a role too low for the request is a 403. Every request
+//! that changes state is written to the audit log with its operator and outcome.
 
 use std::sync::Arc;
 
@@ -17,8 +20,11 @@ use sha2::{Digest, Sha256};
 use super::extractors::{ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::api::error::ApiError;
+use crate::audit::Event;
 use crate::auth::bearer_token;
+use crate::auth::roles::{self, Operator, Role};
 use crate::store::UsageGroup;
+use axum::http::Method;
 
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
@@ -36,7 +42,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             "/admin/cache/invalidate",
             post(super::cache::admin_invalidate),
         )
-        .layer(middleware::from_fn_with_state(state, require_admin))
+        .merge(super::identity::router())
+        .layer(middleware::from_fn_with_state(state, require_operator))
 }
 
 /// The SHA-256 of the configured admin key, if any.
@@ -57,22 +64,91 @@ pub fn admin_key_hash(config: &crate::config::Config) -> Option<[u8; 32]> {
     Some(Sha256::digest(key.trim().as_bytes()).into())
 }
 
-async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Some(expected) = state.admin_key else {
-        return ApiError::AdminDisabled.into_response();
-    };
-    let given = req
+/// Authenticates the operator, checks their role against the request, and writes every
+/// request that changes state (and its outcome) to the audit log.
+async fn require_operator(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    // Comparing digests: equal-length, and a timing difference says nothing about the key.
-    match given {
-        Some(token) if <[u8; 32]>::from(Sha256::digest(token.as_bytes())) == expected => {
-            next.run(req).await
+        .and_then(bearer_token)
+        .map(str::to_string);
+    let operator = match operator(&state, token.as_deref()).await {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let needed = roles::required(req.method(), req.uri().path());
+    if operator.role < needed {
+        return ApiError::Coded {
+            code: crate::error::Code::Forbidden,
+            message: format!(
+                "this needs the `{}` role; `{}` has `{}`",
+                needed.as_str(),
+                operator.actor,
+                operator.role.as_str()
+            ),
         }
-        _ => ApiError::AdminUnauthorized.into_response(),
+        .into_response();
     }
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    req.extensions_mut().insert(operator.clone());
+    let response = next.run(req).await;
+    if changes {
+        state.audit.record(Event::new(
+            operator.actor,
+            &format!("admin.{}", method.to_lowercase()),
+            Some(path),
+            json!({"status": response.status().as_u16(), "role": operator.role.as_str()}),
+        ));
+    }
+    response
+}
+
+/// Who is operating: the admin key, an operator key, or an identity provider's token whose
+/// roles map to an operator role.
+async fn operator(state: &AppState, token: Option<&str>) -> Result<Operator, ApiError> {
+    let by_token =
+        !state.config.auth.operator_roles.is_empty() && state.identities.accepts_tokens();
+    if state.admin_key.is_none() && state.operator_keys.is_empty() && !by_token {
+        return Err(ApiError::AdminDisabled);
+    }
+    let Some(token) = token else {
+        return Err(ApiError::AdminUnauthorized);
+    };
+    // Comparing digests: equal-length, and a timing difference says nothing about the key.
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if state.admin_key == Some(digest) {
+        return Ok(Operator {
+            actor: "admin-key".into(),
+            role: Role::Admin,
+        });
+    }
+    if let Some((_, o)) = state.operator_keys.iter().find(|(d, _)| *d == digest) {
+        return Ok(o.clone());
+    }
+    if by_token && crate::auth::jwt::JwtVerifier::looks_like_jwt(token) {
+        let principal = state.identities.token(token).await.map_err(|e| {
+            state.audit.failed_auth(None, e.kind());
+            ApiError::AdminUnauthorized
+        })?;
+        if let Some(role) = roles::role_of(&principal.roles, &state.config.auth.operator_roles) {
+            return Ok(Operator {
+                actor: format!(
+                    "user:{}:{}",
+                    principal.key_id,
+                    principal.user.unwrap_or_default()
+                ),
+                role,
+            });
+        }
+    }
+    state.audit.failed_auth(None, "invalid_admin_key");
+    Err(ApiError::AdminUnauthorized)
 }
 
 #[derive(Deserialize)]

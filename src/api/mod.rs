@@ -11,6 +11,7 @@ mod embeddings;
 pub mod error;
 pub mod extractors;
 pub mod idempotency;
+mod identity;
 mod messages;
 mod ops;
 mod responses;
@@ -39,6 +40,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Principal, bearer_token};
+use crate::error::ErrorCode;
 use crate::store::Tenant;
 use error::ApiError;
 use extractors::BodyLimit;
@@ -131,6 +133,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/webhooks/stripe", post(webhooks::stripe))
+        .route("/webhooks/identity/{source}", post(webhooks::identity))
         .merge(admin::router(state.clone()))
         .merge(v1)
         .fallback(not_found)
@@ -234,38 +237,111 @@ async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let principal = if state.config.auth.required {
+    let mut principal = if state.config.auth.required {
         let token = presented_key(req.headers());
         let peer = req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
-        // A key verified moments ago passes without a lookup (and so without the limit).
-        match token
-            .as_ref()
-            .and_then(|t| t.as_deref())
-            .and_then(|t| state.keys.remembered(t))
-        {
-            Some(p) => p,
+        match end_user(&state, peer, token.as_ref(), req.headers()).await {
+            Some(Ok(p)) => p,
+            Some(Err(response)) => return response,
             None => {
-                match verify_with_limit(&state, peer, token.as_ref().map(|t| t.as_deref())).await {
-                    Ok(p) => p,
-                    Err(response) => return response,
+                // A key verified moments ago passes without a lookup (and so without the
+                // limit).
+                match token
+                    .as_ref()
+                    .and_then(|t| t.as_deref())
+                    .and_then(|t| state.keys.remembered(t))
+                {
+                    Some(p) => p,
+                    None => {
+                        match verify_with_limit(&state, peer, token.as_ref().map(|t| t.as_deref()))
+                            .await
+                        {
+                            Ok(p) => p,
+                            Err(response) => return response,
+                        }
+                    }
                 }
             }
         }
     } else {
-        Principal {
-            key_id: "anonymous".into(),
-            tenant: Tenant {
+        Principal::of_key(
+            "anonymous".into(),
+            Tenant {
                 id: "default".into(),
                 name: "default".into(),
             },
-            limited: false,
-        }
+            false,
+        )
     };
+    // An API-key caller may say which of its end users a request is for.
+    if principal.user.is_none()
+        && let Some(user) = req
+            .headers()
+            .get(USER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|u| !u.is_empty() && u.len() <= 256)
+    {
+        principal.user = Some(user.to_string());
+    }
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// Request header: the end user an API-key caller makes the request for.
+pub const USER_HEADER: &str = "x-quartermaster-user";
+
+/// An end user's credential: an identity provider's token (a JWT where issuers are
+/// configured) or an Auth.js session cookie (when no key is presented). `None`: neither, the
+/// key path decides.
+async fn end_user(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    token: Option<&Option<String>>,
+    headers: &axum::http::HeaderMap,
+) -> Option<Result<Principal, Response>> {
+    let ids = &state.identities;
+    let refused = |e: crate::auth::identity::IdentityError| {
+        metrics::counter!("qm_auth_end_user_refusals_total", "reason" => e.kind()).increment(1);
+        if matches!(e.error_code(), crate::error::Code::InvalidToken) {
+            if let Some(ip) = peer {
+                state.failed_auth.failed(ip);
+            }
+            state.audit.failed_auth(peer, e.kind());
+        }
+        ApiError::Coded {
+            code: e.error_code(),
+            message: e.to_string(),
+        }
+        .into_response()
+    };
+    match token {
+        Some(Some(t))
+            if ids.accepts_tokens() && crate::auth::jwt::JwtVerifier::looks_like_jwt(t) =>
+        {
+            if let Some(Err(retry_after_secs)) = peer.map(|ip| state.failed_auth.check(ip)) {
+                return Some(Err(too_many_failures(retry_after_secs)));
+            }
+            Some(ids.token(t).await.map_err(refused))
+        }
+        None if ids.accepts_sessions() => {
+            let cookie = headers.get(header::COOKIE)?.to_str().ok()?;
+            Some(ids.session(cookie).await?.map_err(refused))
+        }
+        _ => None,
+    }
+}
+
+fn too_many_failures(retry_after_secs: u64) -> Response {
+    ApiError::LimitExceeded {
+        code: crate::error::Code::TooManyFailedAuthentications,
+        message: "too many failed authentications from this address; retry later".into(),
+        retry_after_secs,
+    }
+    .into_response()
 }
 
 /// Verifies a key that is not in memory: an address that failed too often in the last
@@ -276,17 +352,13 @@ async fn verify_with_limit(
     token: Option<Option<&str>>,
 ) -> Result<Principal, Response> {
     if let Some(Err(retry_after_secs)) = peer.map(|ip| state.failed_auth.check(ip)) {
-        return Err(ApiError::LimitExceeded {
-            code: crate::error::Code::TooManyFailedAuthentications,
-            message: "too many failed authentications from this address; retry later".into(),
-            retry_after_secs,
-        }
-        .into_response());
+        return Err(too_many_failures(retry_after_secs));
     }
     let failed = |e: ApiError| {
         if let Some(ip) = peer {
             state.failed_auth.failed(ip);
         }
+        state.audit.failed_auth(peer, e.code());
         e.into_response()
     };
     let token = match token {
@@ -312,9 +384,19 @@ impl KeyExtractor for ApiKeyExtractor {
         &self,
         req: &axum::http::Request<T>,
     ) -> Result<Self::Key, tower_governor::GovernorError> {
+        // An end user's token or session: limited per user (their issuer is one "key");
+        // an API key: per key, whatever end user it names.
         req.extensions()
             .get::<Principal>()
-            .map(|p| p.key_id.clone())
+            .map(|p| {
+                match (
+                    &p.user,
+                    p.key_id.starts_with("jwt:") || p.key_id.starts_with("session:"),
+                ) {
+                    (Some(u), true) => format!("{}:{}:{u}", p.key_id, p.tenant.id),
+                    _ => p.key_id.clone(),
+                }
+            })
             .ok_or(tower_governor::GovernorError::UnableToExtractKey)
     }
 }

@@ -36,6 +36,12 @@ pub struct AppState {
     pub ui_streams: Arc<super::ui_chat::resume::Streams>,
     /// Stored Responses API responses, written in group commits.
     pub response_saver: crate::store::ResponseSaver,
+    /// End users' tokens and sessions.
+    pub identities: Arc<crate::auth::identity::Identities>,
+    /// Scoped operator keys (by the SHA-256 of their secret) and their roles.
+    pub operator_keys: Vec<([u8; 32], crate::auth::roles::Operator)>,
+    /// The append-only, hash-chained audit log.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 /// The chat doors' part of the state: the pipeline.

@@ -1,5 +1,6 @@
-//! `POST /webhooks/stripe`: no API key, the signature is the authentication. The raw body
-//! goes to the Stripe integration untouched (signatures are over exact bytes).
+//! Webhooks: no API key, the signature is the authentication, and the raw body goes to the
+//! integration untouched (signatures are over exact bytes). `POST /webhooks/stripe`, and
+//! `POST /webhooks/identity/{source}` (Clerk, Supabase).
 
 use std::sync::Arc;
 
@@ -28,5 +29,38 @@ pub async fn stripe(
         "id": receipt.id,
         "duplicate": receipt.duplicate,
         "handled": receipt.handled,
+    })))
+}
+
+/// `POST /webhooks/identity/{source}`: an identity provider's Standard Webhooks delivery
+/// (Clerk, Supabase); a `user.deleted` event starts that user's deletion.
+pub async fn identity(
+    State(state): State<Arc<AppState>>,
+    super::extractors::ApiPath(source): super::extractors::ApiPath<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    use crate::integrations::identity::webhook::{Context, receive};
+    let Some(config) = state.config.identity.webhooks.get(&source) else {
+        return Err(ApiError::NotFound(format!(
+            "no identity webhook `{source}` is configured"
+        )));
+    };
+    let ctx = Context {
+        store: &state.store,
+        queue: &state.jobs,
+        audit: &state.audit,
+    };
+    let received = receive(ctx, &source, config, &headers, &body)
+        .await
+        .map_err(|e| ApiError::Coded {
+            code: crate::error::ErrorCode::error_code(&e),
+            message: e.to_string(),
+        })?;
+    Ok(axum::Json(json!({
+        "received": true,
+        "id": received.id,
+        "duplicate": received.duplicate,
+        "deletion": received.deletion,
     })))
 }

@@ -104,7 +104,14 @@ pub const DEFAULT_MAX_FALSE_HIT_RATE: f64 = 0.01;
 
 /// The similarity threshold (rule checks on) for each false-hit bound, from `quartermaster
 /// eval cache --calibrate` on the even-numbered development pairs (README: "Response cache").
-pub const CALIBRATION: &[(f64, f32)] = &[(0.008, 0.97)];
+pub const CALIBRATION: &[(f64, f32)] = &[
+    (0.002, 0.995),
+    (0.005, 0.985),
+    (0.01, 0.975),
+    (0.02, 0.955),
+    (0.03, 0.94),
+    (0.05, 0.91),
+];
 
 impl CacheConfig {
     /// The similarity a semantic candidate needs: `threshold` when set, else the calibrated
@@ -185,5 +192,46 @@ impl CacheConfig {
             return Err("cache.qdrant.url is required when cache.backend = \"qdrant\"".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_bound_picks_its_calibrated_threshold() {
+        let at = |bound: f64| {
+            CacheConfig {
+                max_false_hit_rate: bound,
+                ..Default::default()
+            }
+            .effective_threshold()
+        };
+        assert_eq!(at(0.01), 0.975);
+        assert_eq!(at(0.015), 0.975, "between two bounds: the tighter one's");
+        assert_eq!(at(0.05), 0.91);
+        assert_eq!(at(0.5), 0.91);
+        assert_eq!(
+            at(0.001),
+            0.995,
+            "below every bound: the strictest threshold"
+        );
+        let expert = CacheConfig {
+            threshold: Some(0.9),
+            ..Default::default()
+        };
+        assert_eq!(expert.effective_threshold(), 0.9);
+        let learned = CacheConfig {
+            verifier: VerifierMode::Learned,
+            ..Default::default()
+        };
+        assert_eq!(learned.effective_threshold(), DEFAULT_LEARNED_FLOOR);
+        // The table is ordered: a looser bound never needs a stricter threshold.
+        assert!(
+            CALIBRATION
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 >= w[1].1)
+        );
     }
 }

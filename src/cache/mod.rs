@@ -127,6 +127,8 @@ fn bytes_vector(b: &[u8]) -> Option<Vec<f32>> {
 /// A new answer for the cache.
 pub struct NewEntry {
     pub tenant: String,
+    /// The end user whose request it answered (deleted with the user).
+    pub user: Option<String>,
     pub keys: CacheKeys,
     pub vector: Option<Vec<f32>>,
     pub answer: StoredAnswer,
@@ -150,7 +152,7 @@ pub struct Cache {
     sync: Option<sync::CacheSync>,
     /// Where the in-process graphs are saved and loaded from.
     snapshot_dir: Option<std::path::PathBuf>,
-    /// The graphs' change count at the last save (or load).
+    /// The graphs' change count at the last save.
     saved_at: std::sync::atomic::AtomicU64,
     /// Tenants whose graph was loaded from a snapshot at start.
     snapshot_tenants: std::sync::atomic::AtomicUsize,
@@ -203,7 +205,8 @@ impl Cache {
             learned,
             sync,
             snapshot_dir,
-            saved_at: Default::default(),
+            // Nothing saved yet: the first save writes whatever was built or loaded.
+            saved_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             snapshot_tenants: Default::default(),
         })
     }
@@ -282,7 +285,6 @@ impl Cache {
         self.snapshot_tenants
             .store(snapshot.len(), Ordering::Relaxed);
         self.loaded.store(true, Ordering::Release);
-        self.saved_at.store(hnsw.changes(), Ordering::Relaxed);
         metrics::gauge!("qm_cache_index_entries").set(self.index.len() as f64);
         Ok(total)
     }
@@ -443,11 +445,11 @@ impl Cache {
             let replaced: Vec<String> = sqlx::query_scalar(
                 "DELETE FROM cache_entries WHERE tenant_id = $1 AND exact_key = $2 RETURNING id")
                 .bind(&entry.tenant).bind(&entry.keys.exact).fetch_all(&mut *tx).await?;
-            sqlx::query("INSERT INTO cache_entries (id, tenant_id, exact_key, fingerprint, query_text, embedding, model, response, checksum, cost_usd, created_at, expires_at, last_hit_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11)")
+            sqlx::query("INSERT INTO cache_entries (id, tenant_id, exact_key, fingerprint, query_text, embedding, model, response, checksum, cost_usd, created_at, expires_at, last_hit_at, user_id) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11, $13)")
                 .bind(&id).bind(&entry.tenant).bind(&entry.keys.exact).bind(&entry.keys.fingerprint)
                 .bind(&query_text).bind(&embedding).bind(&model).bind(&response)
-                .bind(&sum).bind(entry.cost_usd).bind(now).bind(expires)
+                .bind(&sum).bind(entry.cost_usd).bind(now).bind(expires).bind(&entry.user)
                 .execute(&mut *tx).await?;
             for tag in &entry.tags {
                 sqlx::query("INSERT INTO cache_entry_tags (entry_id, tenant_id, tag) VALUES ($1, $2, $3)")
@@ -540,6 +542,17 @@ impl Cache {
         let n = self.delete_ids(tenant, &[id.to_string()]).await?;
         metrics::counter!("qm_cache_invalidations_total", "by" => "id").increment(n);
         Ok(n > 0)
+    }
+
+    /// Deletes the entries that answered `user`'s requests (the user's deletion).
+    pub async fn invalidate_user(&self, tenant: &str, user: &str) -> Result<u64, StoreError> {
+        let rows: Vec<(String, String)> = on_pool!(&self.store, p => sqlx::query_as(
+            "DELETE FROM cache_entries WHERE tenant_id = $1 AND user_id = $2 RETURNING id, tenant_id")
+            .bind(tenant).bind(user).fetch_all(p).await)?;
+        let n = rows.len() as u64;
+        self.unindex_rows(rows).await;
+        metrics::counter!("qm_cache_invalidations_total", "by" => "user").increment(n);
+        Ok(n)
     }
 
     /// Deletes every entry of `tenant`.

@@ -15,6 +15,8 @@ use crate::types::ChatCompletionRequest;
 pub(super) struct CachePlan {
     cache: Arc<Cache>,
     tenant: String,
+    /// The end user whose answer a write stores (found and deleted with the user).
+    user: Option<String>,
     keys: CacheKeys,
     controls: Controls,
     /// The embedded query, once computed (reused by the router and the write).
@@ -53,6 +55,7 @@ impl CachePlan {
         Ok(Some(Self {
             cache: cache.clone(),
             tenant: principal.tenant.id.clone(),
+            user: principal.user.clone(),
             keys,
             controls,
             vector: None,
@@ -148,6 +151,7 @@ impl CachePlan {
         Some(CacheWriter {
             cache: self.cache,
             tenant: self.tenant,
+            user: self.user,
             keys: self.keys,
             vector: self.vector,
             embedder,
@@ -162,6 +166,7 @@ impl CachePlan {
 pub(super) struct CacheWriter {
     cache: Arc<Cache>,
     tenant: String,
+    user: Option<String>,
     keys: CacheKeys,
     vector: Option<Vec<f32>>,
     /// Set when the query still has to be embedded (the lookup was skipped).
@@ -197,6 +202,7 @@ impl CacheWriter {
             }
             let entry = NewEntry {
                 tenant: self.tenant,
+                user: self.user,
                 keys: self.keys,
                 vector,
                 answer,

@@ -22,7 +22,7 @@ impl Pipeline {
     pub async fn run(&self, req: ChatRequest) -> Result<ChatResponse, ChatError> {
         let ChatRequest {
             body: mut request,
-            principal,
+            mut principal,
             controls,
             request_id,
             started,
@@ -33,6 +33,15 @@ impl Pipeline {
                 message,
                 param: Some(param),
             })?;
+        // The end user: the credential's, else what the request says (OpenAI's `user`).
+        if principal.user.is_none() {
+            principal.user = request
+                .extra
+                .get("user")
+                .and_then(serde_json::Value::as_str)
+                .filter(|u| !u.is_empty() && u.len() <= 256)
+                .map(str::to_string);
+        }
         let grounding = Grounding::requested(
             self.rag.as_ref(),
             controls.rag.as_deref(),
@@ -147,6 +156,7 @@ impl Pipeline {
                 model: &routes[0].name,
                 provider: routes[0].provider.name(),
                 started,
+                user: principal.user.as_deref(),
             },
         );
         ledger.record.route_tier = decision.tier.clone();
@@ -174,6 +184,7 @@ impl Pipeline {
                 model: &hit.answer.model,
                 provider: "cache",
                 started,
+                user: principal.user.as_deref(),
             },
         );
         let replay_chars = self
@@ -240,6 +251,7 @@ impl Pipeline {
             &principal.tenant.id,
             &principal.tenant.name,
             &principal.key_id,
+            principal.user.as_deref(),
         );
         if scopes.is_empty() {
             return Ok(None);

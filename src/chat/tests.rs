@@ -190,14 +190,14 @@ fn request(model: &str, stream: bool, question: &str) -> ChatRequest {
             "messages": [{"role": "user", "content": question}]
         }))
         .unwrap(),
-        principal: Principal {
-            key_id: "k".into(),
-            tenant: Tenant {
+        principal: Principal::of_key(
+            "k".into(),
+            Tenant {
                 id: "t1".into(),
                 name: "t1".into(),
             },
-            limited: false,
-        },
+            false,
+        ),
         controls: Controls::default(),
         request_id: "req".into(),
         started: Instant::now(),

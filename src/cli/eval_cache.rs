@@ -54,6 +54,84 @@ pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
     if args.calibrate {
         print_calibration(&evals);
     }
+    if let Some(path) = &args.traps {
+        print_traps(&model, path, c)?;
+    }
+    Ok(())
+}
+
+/// Traps answered wrongly (a hit on another question than their own text) and paraphrases
+/// answered rightly, over the similarity threshold, with each acceptance; then per kind at
+/// the configured threshold.
+fn print_traps(
+    model: &crate::embed::EmbedModel,
+    path: &std::path::Path,
+    c: &CacheConfig,
+) -> anyhow::Result<()> {
+    let pairs = read_pairs(path).map_err(anyhow::Error::msg)?;
+    let kinds: Vec<String> = std::fs::read_to_string(path)?
+        .lines()
+        .skip(1)
+        .filter(|l| l.split('\t').count() >= 3)
+        .map(|l| l.split('\t').nth(3).unwrap_or("").to_string())
+        .collect();
+    anyhow::ensure!(
+        kinds.len() == pairs.len(),
+        "{}: every row needs a kind",
+        path.display()
+    );
+    let eval = Evaluation::run(model, &pairs, c.candidates).map_err(anyhow::Error::msg)?;
+    let is_trap: Vec<bool> = pairs.iter().map(|p| !p.duplicate).collect();
+    let shipped = crate::cache::DEFAULT_VERIFIER;
+    let rates = |t: f32, accept: Acceptance<'_>, keep: &dyn Fn(usize) -> bool| {
+        let traps = eval.score_with(t, accept, |i| is_trap[i] && keep(i));
+        let paras = eval.score_with(t, accept, |i| !is_trap[i] && keep(i));
+        (
+            traps.false_hits as f64 / traps.queries.max(1) as f64,
+            paras.recall(),
+            traps.queries,
+            paras.queries,
+        )
+    };
+    let (_, _, n_traps, n_paras) = rates(1.0, Acceptance::Similarity, &|_| true);
+    println!(
+        "\n## Trap set {}: {n_traps} traps, {n_paras} paraphrases\n",
+        path.display()
+    );
+    println!(
+        "| threshold | similarity only: traps hit / paraphrases hit | + rule checks | + rule checks + learned verifier (p >= {}) |",
+        c.min_probability
+    );
+    println!("| --- | --- | --- | --- |");
+    let mut t = 0.98f32;
+    while t >= 0.699 {
+        let cell = |a: Acceptance<'_>| {
+            let (tr, pa, _, _) = rates(t, a, &|_| true);
+            format!("{:.1} % / {:.1} %", tr * 100.0, pa * 100.0)
+        };
+        println!(
+            "| {t:.2} | {} | {} | {} |",
+            cell(Acceptance::Similarity),
+            cell(Acceptance::Rules(&Check::ALL)),
+            cell(Acceptance::Learned(&shipped, c.min_probability))
+        );
+        t -= 0.02;
+    }
+    let t = c.effective_threshold();
+    println!(
+        "\nPer kind at the configured threshold ({t:.3}, rule checks): share answered (traps: with another question's answer; paraphrases: with the right entry)\n"
+    );
+    println!("| kind | rows | answered |");
+    println!("| --- | --- | --- |");
+    let mut names: Vec<&String> = kinds.iter().collect();
+    names.sort();
+    names.dedup();
+    for k in names {
+        let keep = |i: usize| &kinds[i] == k;
+        let (tr, pa, nt, np) = rates(t, Acceptance::Rules(&Check::ALL), &keep);
+        let (share, n) = if nt > 0 { (tr, nt) } else { (pa, np) };
+        println!("| {k} | {n} | {:.1} % |", share * 100.0);
+    }
     Ok(())
 }
 

@@ -42,6 +42,18 @@ pub enum Command {
         #[command(subcommand)]
         what: EvalWhat,
     },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditAction {
+    /// Checks the hash chain from the first row: exits non-zero at the first row that was
+    /// edited, removed or inserted.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +150,11 @@ pub struct CacheEvalArgs {
     /// the odd-numbered ones; prints the table `src/cache/config.rs` ships.
     #[arg(long)]
     pub calibrate: bool,
+    /// A trap set (`text1<TAB>text2<TAB>label<TAB>kind`, from scripts/verifier/traps.py):
+    /// the share of traps (label 0) answered with another question's answer and of
+    /// paraphrases (label 1) answered rightly, per kind and over the threshold.
+    #[arg(long)]
+    pub traps: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -192,6 +209,22 @@ async fn run() -> anyhow::Result<()> {
             app.serve(listener, shutdown_signal()).await
         }
         Command::Keys { action } => keys::run(&config, action).await,
+        Command::Audit {
+            action: AuditAction::Verify,
+        } => {
+            use secrecy::ExposeSecret;
+            let store =
+                crate::store::Store::connect(config.database.url.expose_secret(), 1).await?;
+            let outcome = crate::audit::verify(&store).await?;
+            store.close().await;
+            match outcome {
+                Ok(n) => {
+                    println!("audit log intact: {n} rows, each chained to the one before");
+                    Ok(())
+                }
+                Err((seq, why)) => anyhow::bail!("audit log broken at row {seq}: {why}"),
+            }
+        }
         Command::Ingest(args) => ingest::run(config, args).await,
         Command::Eval { what } => match what {
             EvalWhat::Cache(args) => eval_cache::run(&config, args),

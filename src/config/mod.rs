@@ -60,6 +60,10 @@ pub struct Config {
     pub rag: crate::rag::RagConfig,
     /// Stored Responses API responses.
     pub responses: ResponsesConfig,
+    /// The audit log (and its forwarding to a SIEM).
+    pub audit: crate::audit::AuditConfig,
+    /// Identity providers' webhooks and what a user's deletion reaches.
+    pub identity: crate::integrations::identity::IdentityConfig,
 }
 
 /// A configuration problem, with the path of the offending key.

@@ -152,6 +152,15 @@ pub struct AuthConfig {
     /// Failed authentications one client address may make per minute before it is refused
     /// (429) without a lookup; 0 = unlimited.
     pub failed_per_ip_per_minute: u32,
+    /// Identity providers whose tokens are accepted (`[auth.jwt.NAME]`).
+    pub jwt: std::collections::BTreeMap<String, crate::auth::jwt::JwtIssuerConfig>,
+    /// Auth.js sessions accepted as authentication (`[auth.authjs]`).
+    pub authjs: Option<crate::auth::authjs::AuthJsConfig>,
+    /// Scoped admin keys for operators: `[auth.operators.NAME] key_env = "...", role = "viewer"`.
+    pub operators: std::collections::BTreeMap<String, crate::auth::roles::OperatorKey>,
+    /// The roles claim value that makes a token's user an operator with that role (e.g.
+    /// `{"org:admin" = "admin"}`); tokens with none of them are end users only.
+    pub operator_roles: std::collections::BTreeMap<String, crate::auth::roles::Role>,
 }
 
 impl Default for AuthConfig {
@@ -161,6 +170,10 @@ impl Default for AuthConfig {
             key_cache_ttl_ms: 5_000,
             stale_key_ttl_secs: 3_600,
             failed_per_ip_per_minute: 300,
+            jwt: Default::default(),
+            authjs: None,
+            operators: Default::default(),
+            operator_roles: Default::default(),
         }
     }
 }

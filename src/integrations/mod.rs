@@ -2,5 +2,9 @@
 //! store, and never to the HTTP layer (their endpoints are thin handlers in `api`).
 //!
 //! - `stripe`: webhooks, event processing, dunning, usage metering.
+//! - `identity`: identity providers' webhooks (Clerk, Supabase) and the user deletion cascade.
+//! - `signatures`: the webhook signature schemes shared by several senders.
 
+pub mod identity;
+pub mod signatures;
 pub mod stripe;

@@ -35,7 +35,7 @@ pub struct EmbeddedStore {
     hnsw: Arc<HnswIndex>,
     /// Where the graphs are saved (at shutdown) and loaded from at start.
     snapshot_dir: Option<std::path::PathBuf>,
-    /// The graphs' change count at the last save or load.
+    /// The graphs' change count at the last save.
     saved_at: std::sync::atomic::AtomicU64,
     tenants: Arc<RwLock<HashMap<String, TenantMem>>>,
     /// Writes are serialised so memory follows the rows in commit order.
@@ -77,7 +77,8 @@ impl EmbeddedStore {
             pool,
             hnsw: Arc::new(HnswIndex::new(params, 4096)),
             snapshot_dir,
-            saved_at: Default::default(),
+            // Nothing saved yet: the first save writes whatever was built or loaded.
+            saved_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             tenants: Arc::new(RwLock::new(HashMap::new())),
             write: tokio::sync::Mutex::new(()),
         };
@@ -156,8 +157,6 @@ impl EmbeddedStore {
                 "retrieval graphs loaded from their snapshots"
             );
         }
-        self.saved_at
-            .store(self.hnsw.changes(), std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

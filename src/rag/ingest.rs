@@ -317,6 +317,37 @@ impl Rag {
         Ok(deleted)
     }
 
+    /// Deletes the tenant's documents whose metadata `key` names `owner` (a user's deletion);
+    /// returns how many.
+    pub async fn delete_owned(
+        &self,
+        tenant: &str,
+        key: &str,
+        owner: &str,
+    ) -> Result<u64, RagError> {
+        let mut owned = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .db
+                .observe(self.store.list(tenant, 1000, after.as_deref()).await)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            owned.extend(
+                page.iter()
+                    .filter(|d| {
+                        d.metadata.get(key).and_then(serde_json::Value::as_str) == Some(owner)
+                    })
+                    .map(|d| d.id.clone()),
+            );
+        }
+        let mut n = 0;
+        for id in owned {
+            n += u64::from(self.delete(tenant, &id).await?);
+        }
+        Ok(n)
+    }
+
     /// Removes the cached answers grounded on a changed or deleted document; a failure is
     /// logged, not returned, since the document write itself succeeded.
     async fn invalidate_cache(&self, tenant: &str, id: &str) -> u64 {

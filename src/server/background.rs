@@ -50,6 +50,42 @@ pub(super) fn start_jobs(state: &Arc<AppState>) -> impl Future<Output = ()> + us
         }),
     );
     runner.register(
+        crate::integrations::identity::deletion::JOB,
+        Arc::new(crate::integrations::identity::deletion::DeletionJob {
+            store: store.clone(),
+            cache: state.chat.cache.clone(),
+            rag: state.chat.rag.clone(),
+            config: state.config.identity.deletion.clone(),
+            stripe_api: state.billing.api(),
+            audit: state.audit.clone(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_millis(
+                    state.config.identity.deletion.timeout_ms,
+                ))
+                .build()
+                .expect("an HTTP client"),
+            queue: queue.clone(),
+        }),
+    );
+    if let Some(url) = &state.config.audit.forward_url {
+        runner.register(
+            crate::audit::JOB_FORWARD,
+            Arc::new(crate::audit::ForwardJob {
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("an HTTP client"),
+                url: url.clone(),
+                token: state
+                    .config
+                    .audit
+                    .forward_token_env
+                    .as_ref()
+                    .and_then(|v| std::env::var(v).ok()),
+            }),
+        );
+    }
+    runner.register(
         JOB_HOUSEKEEPING,
         Arc::new(HousekeepingJob {
             queue: queue.clone(),

@@ -123,9 +123,21 @@ impl App {
             grace_over: CancellationToken::new(),
         };
         let response_saver = crate::store::ResponseSaver::spawn(store.clone());
+        let identities = Arc::new(crate::auth::identity::Identities::new(
+            &config.auth.jwt,
+            config.auth.authjs.as_ref(),
+            &store,
+            Duration::from_millis(config.auth.key_cache_ttl_ms.max(1000)),
+        )?);
+        let operator_keys = crate::auth::roles::operator_keys(&config.auth.operators)?;
+        let jobs = crate::jobs::JobQueue::new(store.clone(), config.jobs.clone());
+        let audit = Arc::new(crate::audit::AuditLog::new(
+            store.clone(),
+            config.audit.forward_url.is_some().then(|| jobs.clone()),
+        ));
         let state = AppState {
             chat: Arc::new(chat),
-            jobs: crate::jobs::JobQueue::new(store.clone(), config.jobs.clone()),
+            jobs,
             billing,
             admin_key: crate::api::admin_key_hash(&config),
             keys: KeyVerifier::with_stale(
@@ -142,6 +154,9 @@ impl App {
             started_at: crate::types::unix_now(),
             ui_streams: Default::default(),
             response_saver,
+            identities,
+            operator_keys,
+            audit,
         };
         Ok(Self {
             state: Arc::new(state),

@@ -22,9 +22,11 @@ pub struct CounterKey<'a> {
 pub enum CounterStart<'a> {
     Zero,
     LoggedSpend {
-        /// `tenant_id` or `key_id`.
+        /// `tenant_id`, `key_id` or `user_id`.
         column: &'static str,
         id: &'a str,
+        /// For a user: the tenant whose user it is.
+        within_tenant: Option<&'a str>,
         since_ms: i64,
     },
 }
@@ -79,13 +81,14 @@ impl Store {
             CounterStart::LoggedSpend {
                 column,
                 id,
+                within_tenant,
                 since_ms,
             } => {
-                debug_assert!(matches!(column, "tenant_id" | "key_id"));
+                debug_assert!(matches!(column, "tenant_id" | "key_id" | "user_id"));
                 let sql = format!(
                     "INSERT INTO limit_counters (scope, kind, window_start, used, updated_at) \
                      SELECT $1, $2, $3, CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION), $4 \
-                     FROM request_log WHERE {column} = $5 AND created_at >= $6 \
+                     FROM request_log WHERE {column} = $5 AND created_at >= $6 AND ($7 = '' OR tenant_id = $7) \
                      ON CONFLICT DO NOTHING"
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -95,6 +98,7 @@ impl Store {
                     .bind(now)
                     .bind(id)
                     .bind(since_ms)
+                    .bind(within_tenant.unwrap_or(""))
                     .execute(pool)
                     .await?;
             }

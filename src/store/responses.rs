@@ -16,12 +16,15 @@ pub struct StoredResponse {
     pub input_items: Vec<Value>,
     /// The conversation up to and including this response, as chat messages.
     pub history: Vec<Value>,
+    /// The end user it was made for (deleted with the user).
+    pub user: Option<String>,
 }
 
 /// A response as it is written: serialized once, off the writer task.
 struct ResponseRow {
     id: String,
     tenant: String,
+    user: Option<String>,
     response: String,
     items: String,
     history: String,
@@ -34,6 +37,7 @@ impl ResponseRow {
         Self {
             id: id.to_string(),
             tenant: tenant.to_string(),
+            user: stored.user.clone(),
             response: stored.response.to_string(),
             items: Value::Array(stored.input_items.clone()).to_string(),
             history: Value::Array(stored.history.clone()).to_string(),
@@ -138,8 +142,8 @@ impl Store {
             let mut tx = p.begin().await?;
             for r in rows {
                 sqlx::query(
-                    "INSERT INTO responses (id, tenant_id, created_at, response, input_items, history) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(&r.id).bind(&r.tenant).bind(now).bind(&r.response).bind(&r.items).bind(&r.history)
+                    "INSERT INTO responses (id, tenant_id, created_at, response, input_items, history, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                    .bind(&r.id).bind(&r.tenant).bind(now).bind(&r.response).bind(&r.items).bind(&r.history).bind(&r.user)
                     .execute(&mut *tx).await?;
                 for (item_id, item) in &r.by_id {
                     sqlx::query(
@@ -172,10 +176,10 @@ impl Store {
         tenant: &str,
         id: &str,
     ) -> Result<Option<StoredResponse>, StoreError> {
-        let row: Option<(String, String, String)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT response, input_items, history FROM responses WHERE id = $1 AND tenant_id = $2")
+        let row: Option<(String, String, String, Option<String>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT response, input_items, history, user_id FROM responses WHERE id = $1 AND tenant_id = $2")
             .bind(id).bind(tenant).fetch_optional(p).await)?;
-        let Some((response, items, history)) = row else {
+        let Some((response, items, history, user)) = row else {
             return Ok(None);
         };
         let array = |t: &str| -> Result<Vec<Value>, StoreError> {
@@ -190,6 +194,7 @@ impl Store {
             response: parse(&response)?,
             input_items: array(&items)?,
             history: array(&history)?,
+            user,
         }))
     }
 
@@ -205,6 +210,21 @@ impl Store {
             Ok(n)
         }.await);
         Ok(self.observe(result.map_err(StoreError::from))? > 0)
+    }
+
+    /// Deletes a user's stored responses and their items (the user's deletion).
+    pub async fn delete_user_responses(&self, tenant: &str, user: &str) -> Result<u64, StoreError> {
+        let result: Result<u64, sqlx::Error> = on_pool!(self, p => async {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM response_items WHERE tenant_id = $1 AND response_id IN \
+                         (SELECT id FROM responses WHERE tenant_id = $1 AND user_id = $2)")
+                .bind(tenant).bind(user).execute(&mut *tx).await?;
+            let n = sqlx::query("DELETE FROM responses WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant).bind(user).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok(n)
+        }.await);
+        self.observe(result.map_err(StoreError::from))
     }
 
     /// Deletes responses (and their items) stored before `before_ms` (housekeeping).
@@ -239,6 +259,7 @@ mod tests {
             response: json!({"id": format!("resp_{i}")}),
             input_items: vec![json!({"id": format!("msg_{i}"), "type": "message"})],
             history: vec![],
+            user: None,
         };
         saver.save("resp_dup", "t1", &stored(0), &[]).await.unwrap();
         let mut tasks = Vec::new();
@@ -284,6 +305,7 @@ mod tests {
             response: json!({"id": "resp_1", "object": "response"}),
             input_items: vec![json!({"id": "msg_1", "type": "message"})],
             history: vec![json!({"role": "user", "content": "hi"})],
+            user: None,
         };
         let output = [json!({"id": "fc_1", "type": "function_call"})];
         store

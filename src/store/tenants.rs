@@ -9,7 +9,7 @@ pub struct Tenant {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ApiKeyRow {
     pub id: String,
     pub tenant_id: String,
@@ -49,6 +49,14 @@ impl Store {
     }
 
     /// The id of the tenant with this name, if there is one.
+    /// A tenant by name, and whether it is limited (past its dunning grace period).
+    pub async fn tenant_by_name(&self, name: &str) -> Result<Option<(Tenant, bool)>, StoreError> {
+        let row: Option<(String, String, String)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, name, billing_status FROM tenants WHERE name = $1")
+            .bind(name).fetch_optional(p).await)?;
+        Ok(row.map(|(id, name, status)| (Tenant { id, name }, status == "limited")))
+    }
+
     pub async fn tenant_id_by_name(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(
             on_pool!(self, p => sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")

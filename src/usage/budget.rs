@@ -67,6 +67,9 @@ pub struct LimitsConfig {
     pub key_default: Limits,
     pub tenants: BTreeMap<String, Limits>,
     pub keys: BTreeMap<String, Limits>,
+    /// Every end user's limits (within their tenant) unless `users.ID` says otherwise.
+    pub user_default: Limits,
+    pub users: BTreeMap<String, Limits>,
 }
 
 #[derive(Debug, Default)]
@@ -209,6 +212,8 @@ pub struct Scope {
     pub(super) id: String,
     pub(super) label: String,
     pub(super) limits: Limits,
+    /// A user's scope: the tenant its id belongs to (ids are the tenant's own).
+    pub(super) within_tenant: Option<String>,
 }
 
 pub struct Budgets {
@@ -270,12 +275,13 @@ impl Budgets {
         self.leases.as_ref()
     }
 
-    /// The scopes (tenant, key) with limits that apply to this caller.
+    /// The scopes (tenant, key, end user) with limits that apply to this caller.
     pub fn scopes(
         config: &LimitsConfig,
         tenant_id: &str,
         tenant_name: &str,
         key_id: &str,
+        user: Option<&str>,
     ) -> Vec<Scope> {
         let mut out = vec![];
         let tenant = config
@@ -289,6 +295,7 @@ impl Budgets {
                 id: tenant_id.to_string(),
                 label: format!("tenant `{tenant_name}`"),
                 limits: tenant.clone(),
+                within_tenant: None,
             });
         }
         let key = config.keys.get(key_id).unwrap_or(&config.key_default);
@@ -299,7 +306,21 @@ impl Budgets {
                 id: key_id.to_string(),
                 label: format!("key `{key_id}`"),
                 limits: key.clone(),
+                within_tenant: None,
             });
+        }
+        if let Some(user) = user {
+            let limits = config.users.get(user).unwrap_or(&config.user_default);
+            if !limits.is_empty() {
+                out.push(Scope {
+                    key: format!("user:{tenant_id}:{user}"),
+                    column: "user_id",
+                    id: user.to_string(),
+                    label: format!("user `{user}`"),
+                    limits: limits.clone(),
+                    within_tenant: Some(tenant_id.to_string()),
+                });
+            }
         }
         out
     }
@@ -321,11 +342,12 @@ impl Budgets {
         let sql = format!(
             "SELECT CAST(COALESCE(SUM(CASE WHEN created_at >= $2 THEN cost_usd ELSE 0 END), 0) AS DOUBLE PRECISION), \
                     CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) \
-             FROM request_log WHERE {} = $1 AND created_at >= $3",
+             FROM request_log WHERE {} = $1 AND created_at >= $3 AND ($4 = '' OR tenant_id = $4)",
             scope.column
         );
+        let within = scope.within_tenant.clone().unwrap_or_default();
         let (day_usd, month_usd): (f64, f64) = on_pool!(&self.store, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(&scope.id).bind(day_start).bind(month_start).fetch_one(p).await)?;
+            .bind(&scope.id).bind(day_start).bind(month_start).bind(&within).fetch_one(p).await)?;
         let mut scopes = self.scopes.lock().expect("budget lock");
         let s = scopes.entry(scope.key.clone()).or_default();
         if !s.loaded {
@@ -531,7 +553,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let scopes = Budgets::scopes(&config, "t1", "acme", "k1");
+        let scopes = Budgets::scopes(&config, "t1", "acme", "k1", None);
         assert_eq!(scopes.len(), 1);
         // Each request may cost up to $0.30: the fourth concurrent one is refused.
         let mut held = vec![];
@@ -565,8 +587,8 @@ mod tests {
             },
         );
         // Only that key has limits.
-        assert!(Budgets::scopes(&config, "t1", "acme", "k2").is_empty());
-        let scopes = Budgets::scopes(&config, "t1", "acme", "k1");
+        assert!(Budgets::scopes(&config, "t1", "acme", "k2", None).is_empty());
+        let scopes = Budgets::scopes(&config, "t1", "acme", "k1", None);
         assert_eq!(scopes.len(), 1);
         // Admitted while under the limit, reserved tokens counting as used.
         let held = budgets.admit(&scopes, 60, 0.0).await.unwrap().unwrap();

@@ -277,6 +277,7 @@ impl Leases {
             Kind::UsdDay | Kind::UsdMonth => CounterStart::LoggedSpend {
                 column: w.scope.column,
                 id: &w.scope.id,
+                within_tenant: w.scope.within_tenant.as_deref(),
                 since_ms: w.kind.window_start_ms(w.window).min(now),
             },
         };

@@ -24,6 +24,8 @@ pub struct LedgerOpen<'a> {
     pub model: &'a str,
     pub provider: &'a str,
     pub started: Instant,
+    /// The end user, when known.
+    pub user: Option<&'a str>,
 }
 
 /// Accounts for one chat request exactly once: on success, on error, or (through `Drop`)
@@ -64,6 +66,7 @@ impl Ledger {
                 saved_usd: 0.0,
                 route_tier: None,
                 route_reason: None,
+                user_id: open.user.map(str::to_string),
             },
             started: open.started,
             done: false,

@@ -16,6 +16,7 @@ mod cli;
 mod embeddings;
 mod gateway;
 mod golden;
+mod identity;
 mod jobs_kill;
 mod js_clients;
 mod local_model;

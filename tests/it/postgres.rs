@@ -169,7 +169,7 @@ async fn limits_and_budgets_hold_across_replicas() {
         },
         ..Default::default()
     };
-    let scopes = Budgets::scopes(&config, "t1", "acme", "k1");
+    let scopes = Budgets::scopes(&config, "t1", "acme", "k1", None);
     let replicas: Vec<_> = (0..3).map(|_| Budgets::new(store.clone())).collect();
     // Each request reserves 30 tokens and $0.001, then uses 20 tokens and $0.0008.
     let (reserve_tokens, reserve_usd, use_tokens, use_usd) = (30u64, 0.001, 20u64, 0.0008);
@@ -256,6 +256,7 @@ async fn the_semantic_cache_is_shared_by_replicas() {
         let id = one
             .insert(NewEntry {
                 tenant: tenant.clone(),
+                user: None,
                 keys: keys.clone(),
                 vector: Some(v.clone()),
                 answer: StoredAnswer {

@@ -44,6 +44,8 @@ pub async fn create(
     ApiJson(req): ApiJson<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
     let tenant = principal.tenant.id.clone();
+    // The end user the response is stored for (found and deleted with the user).
+    let user = principal.user.clone().or_else(|| req.user.clone());
     let items = resolve_references(&state.store, &tenant, req.input_items()?).await?;
     let history = match &req.previous_response_id {
         None => Vec::new(),
@@ -68,6 +70,7 @@ pub async fn create(
     let shell = Shell::new(&req, meta.citations.clone());
     let conversation = Conversation {
         saver: state.response_saver.clone(),
+        user: user.clone(),
         tenant,
         id: shell.id.clone(),
         items,
@@ -125,6 +128,7 @@ async fn resolve_references(
 /// What is stored of a finished response.
 struct Conversation {
     saver: crate::store::ResponseSaver,
+    user: Option<String>,
     tenant: String,
     id: String,
     items: Vec<Value>,
@@ -142,6 +146,7 @@ impl Conversation {
             response: object,
             input_items: self.items,
             history,
+            user: self.user,
         };
         self.saver
             .save(&self.id, &self.tenant, &stored, &output)

@@ -114,6 +114,16 @@ pub struct Billing {
 }
 
 impl Billing {
+    /// Stripe's API base and the secret key, when a key is configured.
+    pub fn api(&self) -> Option<(String, String)> {
+        self.secret_key.as_ref().map(|k| {
+            (
+                self.stripe.api_base.trim_end_matches('/').to_string(),
+                k.expose_secret().to_string(),
+            )
+        })
+    }
+
     pub fn new(stripe: StripeConfig, billing: BillingConfig) -> Self {
         let mut secrets: Vec<String> = stripe
             .webhook_secrets

@@ -28,7 +28,7 @@ pub(super) async fn insert_batch(store: &Store, batch: &[Row]) -> Result<(), Sto
     // Multi-row INSERTs: a round trip to the database (for SQLite, a hop to its connection
     // thread and back) per statement of up to 64 rows instead of one per row.
     const HEAD: &str = "INSERT INTO request_log (id, request_id, tenant_id, key_id, model, provider, stream, status, \
-        http_status, error_code, tokens_in, tokens_out, latency_ms, ttft_ms, created_at, logged_at, cost_usd, saved_usd, route_tier, route_reason) ";
+        http_status, error_code, tokens_in, tokens_out, latency_ms, ttft_ms, created_at, logged_at, cost_usd, saved_usd, route_tier, route_reason, user_id) ";
     // `logged_at` is when the row is written (one writer, so it only grows): usage metering
     // reads by it, so a long stream that started in an earlier window is still counted.
     let logged_at = crate::store::now_ms();
@@ -62,7 +62,8 @@ pub(super) async fn insert_batch(store: &Store, batch: &[Row]) -> Result<(), Sto
                     .push_bind(r.cost_usd)
                     .push_bind(r.saved_usd)
                     .push_bind(r.route_tier.clone())
-                    .push_bind(r.route_reason.clone());
+                    .push_bind(r.route_reason.clone())
+                    .push_bind(r.user_id.clone());
             });
             // A row already written (a retry after a lost acknowledgement, a replayed spill
             // file) is skipped.
@@ -97,6 +98,6 @@ pub(super) fn statement_chunks<T>(mut rest: &[T]) -> impl Iterator<Item = &[T]> 
     })
 }
 
-/// Most rows in one INSERT statement, a power of two (20 parameters each; SQLite allows
+/// Most rows in one INSERT statement, a power of two (21 parameters each; SQLite allows
 /// 32,766, PostgreSQL 65,535).
 pub(super) const MAX_ROWS_PER_INSERT: usize = 64;

@@ -58,6 +58,8 @@ pub struct RequestLogRecord {
     pub saved_usd: f64,
     pub route_tier: Option<String>,
     pub route_reason: Option<&'static str>,
+    /// The end user the request was made for, when known.
+    pub user_id: Option<String>,
 }
 
 /// A record as the writer keeps it: with its row id, owned, and serializable (the spill
@@ -83,6 +85,9 @@ struct Row {
     saved_usd: f64,
     route_tier: Option<String>,
     route_reason: Option<String>,
+    /// Absent from spill files written before end users were recorded.
+    #[serde(default)]
+    user_id: Option<String>,
     /// The journal segment holding the row, until it is written.
     #[serde(skip)]
     segment: Option<u64>,
@@ -110,6 +115,7 @@ impl From<RequestLogRecord> for Row {
             saved_usd: r.saved_usd,
             route_tier: r.route_tier,
             route_reason: r.route_reason.map(str::to_string),
+            user_id: r.user_id,
             segment: None,
         }
     }
@@ -273,6 +279,7 @@ mod tests {
             saved_usd: 0.0,
             route_tier: None,
             route_reason: None,
+            user_id: None,
         }
     }
 

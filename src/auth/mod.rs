@@ -1,6 +1,14 @@
-//! API keys and tenants. A key is `qm_` + 32 random bytes in hex; only its SHA-256 is stored
-//! (a fast hash is right for a high-entropy secret: nothing to brute-force). Verified keys
-//! are remembered briefly so the hot path rarely touches the database.
+//! Who is calling. API keys and tenants here: a key is `qm_` + 32 random bytes in hex; only
+//! its SHA-256 is stored (a fast hash is right for a high-entropy secret: nothing to
+//! brute-force), and verified keys are remembered briefly so the hot path rarely touches the
+//! database. End users' credentials: identity providers' tokens (`jwt.rs`) and Auth.js
+//! sessions (`authjs.rs`), resolved to a principal in `identity.rs`; operator roles in
+//! `roles.rs`.
+
+pub mod authjs;
+pub mod identity;
+pub mod jwt;
+pub mod roles;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,10 +24,30 @@ pub const KEY_PREFIX: &str = "qm_";
 /// Who is calling: attached to the request by the auth middleware.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The credential: an API key's id, or `jwt:ISSUER` / `session:authjs` for an end
+    /// user's token or session.
     pub key_id: String,
     pub tenant: Tenant,
     /// Past the dunning grace period: only `billing.limited_models` are served.
     pub limited: bool,
+    /// The end user: a token's or session's subject; for API-key callers the
+    /// `x-quartermaster-user` header or the request's own `user` field.
+    pub user: Option<String>,
+    /// Roles the credential carries (an identity provider's roles claim).
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    /// The principal of an API key (no end user, no roles).
+    pub fn of_key(key_id: String, tenant: Tenant, limited: bool) -> Self {
+        Self {
+            key_id,
+            tenant,
+            limited,
+            user: None,
+            roles: Vec::new(),
+        }
+    }
 }
 
 /// A newly created key: the secret is shown once and never stored.
@@ -147,11 +175,8 @@ impl KeyVerifier {
             }
             Err(e) => return Err(e),
         };
-        let principal = found.map(|(key_id, tenant, status)| Principal {
-            key_id,
-            tenant,
-            limited: status == "limited",
-        });
+        let principal = found
+            .map(|(key_id, tenant, status)| Principal::of_key(key_id, tenant, status == "limited"));
         match &principal {
             Some(p) if !self.ttl.is_zero() => {
                 let mut known = self.known.lock().expect("key cache lock");

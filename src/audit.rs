@@ -1,0 +1,366 @@
+//! The audit log: every security-relevant action (admin API calls that change state, keys
+//! created and revoked, failed authentications (at most one row per address a minute, with
+//! the count), user deletions and their steps, config reloads) appended to `audit_log`.
+//! Rows are never updated or deleted: the application has no statement that would, and the
+//! database refuses (triggers). Each row carries the SHA-256 of the previous row's hash and
+//! its own fields, so `quartermaster audit verify` detects an edited, removed or inserted
+//! row. With `[audit] forward_url` every row is also sent to a SIEM's HTTP intake by a job
+//! (retried, dead-lettered), off the request's path.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Pool, Store, StoreError, now_ms, on_pool};
+
+/// The hash before the first row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The job that forwards a row to the SIEM.
+pub const JOB_FORWARD: &str = "audit.forward";
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A SIEM's HTTP intake: every row is POSTed to it as JSON, by a job.
+    pub forward_url: Option<String>,
+    /// The environment variable holding its bearer token.
+    pub forward_token_env: Option<String>,
+}
+
+/// Sends one row to the SIEM (`[audit] forward_url`).
+pub struct ForwardJob {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub token: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl crate::jobs::JobHandler for ForwardJob {
+    async fn run(&self, job: &crate::jobs::JobRow) -> Result<(), crate::jobs::JobError> {
+        let row: Row = job.parse_payload()?;
+        let mut req = self.http.post(&self.url).json(&row);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let r = req
+            .send()
+            .await
+            .map_err(|e| crate::jobs::JobError::Retry(format!("SIEM: {e}")))?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(crate::jobs::JobError::Retry(format!(
+                "SIEM answered {}",
+                r.status()
+            )))
+        }
+    }
+}
+
+/// One action, before it is appended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// Who: `admin`, `operator:USER`, `key:ID`, `user:ID`, `address:IP`, `system`.
+    pub actor: String,
+    /// What: `key.create`, `key.revoke`, `auth.failed`, `cache.invalidate`, `job.redrive`,
+    /// `user.delete`, `config.reload`, ...
+    pub action: String,
+    pub target: Option<String>,
+    #[serde(default)]
+    pub detail: Value,
+}
+
+impl Event {
+    pub fn new(
+        actor: impl Into<String>,
+        action: &str,
+        target: Option<String>,
+        detail: Value,
+    ) -> Self {
+        Self {
+            actor: actor.into(),
+            action: action.to_string(),
+            target,
+            detail,
+        }
+    }
+}
+
+/// A row as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Row {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub detail: Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The hash of a row: SHA-256 over the previous hash and each field, length-prefixed (so no
+/// two different rows hash alike by moving text between fields).
+pub fn row_hash(prev: &str, seq: i64, at: i64, e: &Event) -> String {
+    let detail = e.detail.to_string();
+    let target = e.target.as_deref().unwrap_or("");
+    let mut h = Sha256::new();
+    for part in [
+        prev.as_bytes(),
+        seq.to_string().as_bytes(),
+        at.to_string().as_bytes(),
+        e.actor.as_bytes(),
+        e.action.as_bytes(),
+        target.as_bytes(),
+        detail.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
+}
+
+type RowTuple = (
+    i64,
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+);
+
+fn from_tuple(t: RowTuple) -> Row {
+    let (seq, at, actor, action, target, detail, prev_hash, hash) = t;
+    Row {
+        seq,
+        at,
+        actor,
+        action,
+        target,
+        detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+        prev_hash,
+        hash,
+    }
+}
+
+/// Filters for reading the log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    /// Rows after this sequence number (paging).
+    pub after: Option<i64>,
+    pub limit: Option<i64>,
+    /// `json` (default) or `jsonl`.
+    pub format: Option<String>,
+}
+
+/// Appends to the log; remembers which addresses failed recently (for the rate limit).
+pub struct AuditLog {
+    store: Store,
+    /// Address -> (minute, failures this minute).
+    failures: Mutex<HashMap<IpAddr, (i64, u64)>>,
+    /// Enqueues the SIEM forward of each row, when configured.
+    forward: Option<crate::jobs::JobQueue>,
+}
+
+impl AuditLog {
+    pub fn new(store: Store, forward: Option<crate::jobs::JobQueue>) -> Self {
+        Self {
+            store,
+            failures: Mutex::new(HashMap::new()),
+            forward,
+        }
+    }
+
+    /// Appends one row, chained to the last; returns it.
+    pub async fn append(&self, e: Event) -> Result<Row, StoreError> {
+        // Two replicas (or tasks) appending at once: PostgreSQL serialises them with an
+        // advisory lock; SQLite has one writer, and a lost race on the sequence is retried.
+        for attempt in 0..5 {
+            match self.try_append(&e).await {
+                Ok(row) => {
+                    if let Some(q) = &self.forward {
+                        let job = crate::jobs::NewJob::new(JOB_FORWARD, &row);
+                        if let Err(err) = q.enqueue(job).await {
+                            tracing::warn!(error = %err, seq = row.seq, "audit row not queued for the SIEM");
+                        }
+                    }
+                    return Ok(row);
+                }
+                Err(StoreError::Db(sqlx::Error::Database(db)))
+                    if db.is_unique_violation() && attempt < 4 =>
+                {
+                    continue;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        unreachable!("returns within the attempts")
+    }
+
+    async fn try_append(&self, e: &Event) -> Result<Row, StoreError> {
+        let detail = e.detail.to_string();
+        let at = now_ms();
+        // SQLite: the write lock from the start (a transaction that reads first and then
+        // writes fails at once if another connection wrote in between).
+        let postgres = matches!(self.store.pool(), Pool::Postgres(_));
+        let begin = if postgres { "BEGIN" } else { "BEGIN IMMEDIATE" };
+        let row: Result<Row, sqlx::Error> = on_pool!(&self.store, p => async {
+            let mut tx = p.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+            if postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(7310501)").execute(&mut *tx).await?;
+            }
+            let last: Option<(i64, String)> = sqlx::query_as(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx).await?;
+            let (seq, prev) = match last {
+                Some((s, h)) => (s + 1, h),
+                None => (1, GENESIS.to_string()),
+            };
+            let hash = row_hash(&prev, seq, at, e);
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(seq).bind(at).bind(&e.actor).bind(&e.action).bind(&e.target)
+                .bind(&detail).bind(&prev).bind(&hash)
+                .execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Row { seq, at, actor: e.actor.clone(), action: e.action.clone(),
+                target: e.target.clone(), detail: e.detail.clone(), prev_hash: prev, hash })
+        }.await);
+        Ok(self.store.observe(row.map_err(StoreError::from))?)
+    }
+
+    /// Appends without waiting (and without failing the caller): for actions on the request
+    /// path. A row that cannot be written is logged.
+    pub fn record(self: &std::sync::Arc<Self>, e: Event) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = this.append(e).await {
+                tracing::error!(error = %err, "audit row not written");
+            }
+        });
+    }
+
+    /// A failed authentication from `address`: the first of each minute is written (with
+    /// how many came the minute before from that address), the rest only counted.
+    pub fn failed_auth(self: &std::sync::Arc<Self>, address: Option<IpAddr>, why: &str) {
+        let minute = now_ms() / 60_000;
+        let key = address.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let first = {
+            let mut f = self.failures.lock().expect("audit failures lock");
+            if f.len() > 100_000 {
+                f.clear();
+            }
+            let entry = f.entry(key).or_insert((minute, 0));
+            if entry.0 != minute {
+                *entry = (minute, 0);
+            }
+            entry.1 += 1;
+            entry.1 == 1
+        };
+        if first {
+            self.record(Event::new(
+                format!("address:{key}"),
+                "auth.failed",
+                None,
+                serde_json::json!({"reason": why}),
+            ));
+        }
+    }
+
+    /// Rows matching `q`, oldest first.
+    pub async fn read(&self, q: &Query) -> Result<Vec<Row>, StoreError> {
+        let rows: Vec<RowTuple> = on_pool!(&self.store, p => sqlx::query_as(
+            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log \
+             WHERE seq > $1 AND at >= $2 AND at <= $3 AND ($4 = '' OR actor = $4) AND ($5 = '' OR action = $5) \
+             ORDER BY seq LIMIT $6")
+            .bind(q.after.unwrap_or(0)).bind(q.since_ms.unwrap_or(0)).bind(q.until_ms.unwrap_or(i64::MAX))
+            .bind(q.actor.clone().unwrap_or_default()).bind(q.action.clone().unwrap_or_default())
+            .bind(q.limit.unwrap_or(1000).clamp(1, 100_000))
+            .fetch_all(p).await)?;
+        Ok(rows.into_iter().map(from_tuple).collect())
+    }
+}
+
+/// The chain checked from the first row: `Ok(rows)`, or the first row that does not hold.
+pub async fn verify(store: &Store) -> Result<Result<u64, (i64, String)>, StoreError> {
+    let mut prev = GENESIS.to_string();
+    let mut expect_seq = 1;
+    let mut after = 0i64;
+    let mut n = 0u64;
+    loop {
+        let rows: Vec<RowTuple> = on_pool!(store, p => sqlx::query_as(
+            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log \
+             WHERE seq > $1 ORDER BY seq LIMIT 5000")
+            .bind(after).fetch_all(p).await)?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        for t in rows {
+            let (seq, at, actor, action, target, detail, prev_hash, hash) = t;
+            if seq != expect_seq {
+                return Ok(Err((expect_seq, format!("row {expect_seq} is missing"))));
+            }
+            if prev_hash != prev {
+                return Ok(Err((
+                    seq,
+                    "its previous hash is not the previous row's".into(),
+                )));
+            }
+            let e = Event {
+                actor,
+                action,
+                target,
+                detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+            };
+            if row_hash(&prev, seq, at, &e) != hash {
+                return Ok(Err((seq, "its contents do not match its hash".into())));
+            }
+            prev = hash;
+            expect_seq += 1;
+            n += 1;
+        }
+    }
+    Ok(Ok(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_cover_every_field() {
+        let e = Event::new(
+            "admin",
+            "key.revoke",
+            Some("key_1".into()),
+            serde_json::json!({"a": 1}),
+        );
+        let h = row_hash(GENESIS, 1, 5, &e);
+        assert_eq!(h.len(), 64);
+        assert_ne!(h, row_hash(GENESIS, 2, 5, &e));
+        assert_ne!(h, row_hash(GENESIS, 1, 6, &e));
+        let moved = Event::new(
+            "adminkey.revoke",
+            "",
+            Some("key_1".into()),
+            serde_json::json!({"a": 1}),
+        );
+        assert_ne!(
+            h,
+            row_hash(GENESIS, 1, 5, &moved),
+            "text moved between fields"
+        );
+    }
+}

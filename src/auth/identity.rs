@@ -1,0 +1,146 @@
+//! End users' credentials resolved to a principal: an identity provider's token (`jwt.rs`)
+//! or an Auth.js session (`authjs.rs`), with the tenant it names (looked up by name, kept a
+//! few seconds; created on first sight when the issuer is configured to).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::Principal;
+use super::authjs::{AuthJs, AuthJsConfig, SessionError};
+use super::jwt::{JwtError, JwtIssuerConfig, JwtVerifier};
+use crate::error::{Code, ErrorCode};
+use crate::store::{Pool, Store, StoreError, Tenant};
+
+/// Why an end user's credential was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the token is not valid: {0}")]
+    Token(JwtError),
+    #[error("the session is not valid: {0}")]
+    Session(SessionError),
+    #[error("the tenant `{0}` does not exist")]
+    UnknownTenant(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IdentityError {
+    /// A low-cardinality reason (metrics, the audit log).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IdentityError::Token(e) => e.kind(),
+            IdentityError::Session(e) => e.kind(),
+            IdentityError::UnknownTenant(_) => "unknown_tenant",
+            IdentityError::Store(_) => "store",
+        }
+    }
+}
+
+impl ErrorCode for IdentityError {
+    fn error_code(&self) -> Code {
+        match self {
+            IdentityError::Token(JwtError::Jwks(_)) => Code::UpstreamUnavailable,
+            IdentityError::Session(SessionError::Store(_)) => Code::StoreUnavailable,
+            IdentityError::Store(e) => e.error_code(),
+            _ => Code::InvalidToken,
+        }
+    }
+}
+
+pub struct Identities {
+    jwt: Option<JwtVerifier>,
+    authjs: Option<AuthJs>,
+    store: Store,
+    /// Tenants by name: (tenant, limited, when looked up).
+    tenants: Mutex<HashMap<String, (Tenant, bool, Instant)>>,
+    ttl: Duration,
+}
+
+impl Identities {
+    pub fn new(
+        jwt: &std::collections::BTreeMap<String, JwtIssuerConfig>,
+        authjs: Option<&AuthJsConfig>,
+        store: &Store,
+        ttl: Duration,
+    ) -> anyhow::Result<Self> {
+        let gateway_pg = match store.pool() {
+            Pool::Postgres(p) => Some(p.clone()),
+            Pool::Sqlite(_) => None,
+        };
+        Ok(Self {
+            jwt: (!jwt.is_empty())
+                .then(|| JwtVerifier::new(jwt))
+                .transpose()?,
+            authjs: authjs
+                .map(|c| AuthJs::new(c.clone(), gateway_pg))
+                .transpose()?,
+            store: store.clone(),
+            tenants: Mutex::new(HashMap::new()),
+            ttl,
+        })
+    }
+
+    pub fn accepts_tokens(&self) -> bool {
+        self.jwt.is_some()
+    }
+
+    pub fn accepts_sessions(&self) -> bool {
+        self.authjs.is_some()
+    }
+
+    /// The principal of an identity provider's token.
+    pub async fn token(&self, token: &str) -> Result<Principal, IdentityError> {
+        let jwt = self
+            .jwt
+            .as_ref()
+            .ok_or(IdentityError::Token(JwtError::Malformed))?;
+        let v = jwt.verify(token).await.map_err(IdentityError::Token)?;
+        let (tenant, limited) = self.tenant(&v.tenant, v.create_tenant).await?;
+        Ok(Principal {
+            key_id: format!("jwt:{}", v.issuer_name),
+            tenant,
+            limited,
+            user: v.user,
+            roles: v.roles,
+        })
+    }
+
+    /// The principal of an Auth.js session cookie, if the header carries one.
+    pub async fn session(&self, cookie_header: &str) -> Option<Result<Principal, IdentityError>> {
+        let authjs = self.authjs.as_ref()?;
+        let session = authjs.verify(cookie_header).await?;
+        Some(match session {
+            Err(e) => Err(IdentityError::Session(e)),
+            Ok(s) => self
+                .tenant(&s.tenant, false)
+                .await
+                .map(|(tenant, limited)| Principal {
+                    key_id: "session:authjs".into(),
+                    tenant,
+                    limited,
+                    user: s.user,
+                    roles: Vec::new(),
+                }),
+        })
+    }
+
+    async fn tenant(&self, name: &str, create: bool) -> Result<(Tenant, bool), IdentityError> {
+        if let Some((t, limited, at)) = self.tenants.lock().expect("tenant cache").get(name)
+            && at.elapsed() < self.ttl
+        {
+            return Ok((t.clone(), *limited));
+        }
+        let found = match self.store.tenant_by_name(name).await? {
+            Some(found) => found,
+            None if create => (self.store.ensure_tenant(name).await?, false),
+            None => return Err(IdentityError::UnknownTenant(name.to_string())),
+        };
+        let mut cache = self.tenants.lock().expect("tenant cache");
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(name.to_string(), (found.0.clone(), found.1, Instant::now()));
+        Ok(found)
+    }
+}
