@@ -5,6 +5,9 @@ CREATE INDEX request_log_user ON request_log(tenant_id, user_id, created_at);
 ALTER TABLE cache_entries ADD COLUMN user_id TEXT;
 CREATE INDEX cache_entries_user ON cache_entries(tenant_id, user_id);
 ALTER TABLE responses ADD COLUMN user_id TEXT;
+-- A key issued to one end user (a personal key): its requests are that user's, and the
+-- user's deletion revokes it.
+ALTER TABLE api_keys ADD COLUMN user_id TEXT;
 CREATE INDEX responses_user ON responses(tenant_id, user_id);
 
 -- The audit log: appended only, each row chained to the previous by its hash.

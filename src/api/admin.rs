@@ -231,30 +231,47 @@ async fn list_tenants(State(state): State<Arc<AppState>>) -> Result<axum::Json<V
 
 #[derive(Deserialize)]
 struct UsageQuery {
-    /// `tenant`, `key` or `model`.
+    /// `tenant`, `key`, `model` or `user`.
     #[serde(default = "default_by")]
     by: String,
     /// Only requests at or after this time (ms since the epoch); default: all.
     #[serde(default)]
     since_ms: i64,
+    /// Only this tenant's requests (its name or id).
+    #[serde(default)]
+    tenant: Option<String>,
 }
 
 fn default_by() -> String {
     "tenant".into()
 }
 
-/// Requests, tokens, spend, cache hits and savings, grouped by tenant, key or model.
+/// Requests, tokens, spend, cache hits and savings, grouped by tenant, key, model or end
+/// user (`tenant/user`), of every tenant or one (`tenant=`).
 async fn usage(
     State(state): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let Some(by) = UsageGroup::parse(&q.by) else {
         return Err(ApiError::invalid(
-            "by must be one of tenant, key, model",
+            "by must be one of tenant, key, model, user",
             Some("by".to_string()),
         ));
     };
-    let rows = state.store.usage_report(by, q.since_ms).await?;
+    let tenant = match &q.tenant {
+        Some(t) => Some(
+            state
+                .store
+                .find_tenant_id(t)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("no tenant `{t}`")))?,
+        ),
+        None => None,
+    };
+    let rows = state
+        .store
+        .usage_report(by, q.since_ms, tenant.as_deref())
+        .await?;
     let data: Vec<Value> = rows
         .into_iter()
         .map(|r| {

@@ -41,6 +41,9 @@ struct NewKey {
     tenant: String,
     #[serde(default = "default_key_name")]
     name: String,
+    /// Issues a personal key to this end user of the tenant.
+    #[serde(default)]
+    user: Option<String>,
 }
 
 fn default_key_name() -> String {
@@ -60,19 +63,27 @@ async fn create_key(
             Some("tenant".to_string()),
         ));
     }
-    let created = crate::auth::create_key(&state.store, body.tenant.trim(), &body.name).await?;
+    let user = body.user.as_deref().map(str::trim);
+    if user.is_some_and(|u| u.is_empty() || u.len() > 256) {
+        return Err(ApiError::invalid(
+            "`user` must be 1 to 256 characters",
+            Some("user".to_string()),
+        ));
+    }
+    let created =
+        crate::auth::create_user_key(&state.store, body.tenant.trim(), &body.name, user).await?;
     state
         .audit
         .append(Event::new(
             operator.actor,
             "key.create",
             Some(created.id.clone()),
-            json!({"tenant": created.tenant.name, "name": body.name}),
+            json!({"tenant": created.tenant.name, "name": body.name, "user": user}),
         ))
         .await?;
     Ok(axum::Json(
         json!({"object": "api_key", "id": created.id, "secret": created.secret,
-        "tenant": created.tenant.name, "name": body.name}),
+        "tenant": created.tenant.name, "name": body.name, "user": user}),
     ))
 }
 

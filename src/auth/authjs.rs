@@ -221,9 +221,11 @@ pub struct AuthJs {
 impl AuthJs {
     /// `gateway_db`: the gateway's own database, for the database strategy.
     pub fn new(config: AuthJsConfig, gateway_db: Option<sqlx::PgPool>) -> anyhow::Result<Self> {
-        let value = match &config.secret {
-            Some(s) => secrecy::ExposeSecret::expose_secret(s).to_string(),
-            None => std::env::var(&config.secret_env).map_err(|_| {
+        // A database session's cookie is its token, not encrypted: no secret needed.
+        let value = match (&config.secret, &config.strategy) {
+            (Some(s), _) => secrecy::ExposeSecret::expose_secret(s).to_string(),
+            (None, Strategy::Database) => std::env::var(&config.secret_env).unwrap_or_default(),
+            (None, Strategy::Jwt) => std::env::var(&config.secret_env).map_err(|_| {
                 anyhow::anyhow!("auth.authjs: the variable {} is not set", config.secret_env)
             })?,
         };
@@ -234,7 +236,7 @@ impl AuthJs {
             .map(str::to_string)
             .collect();
         anyhow::ensure!(
-            !secrets.is_empty(),
+            !secrets.is_empty() || config.strategy == Strategy::Database,
             "auth.authjs: {} is empty",
             config.secret_env
         );

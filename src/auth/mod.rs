@@ -64,6 +64,17 @@ pub fn hash_key(secret: &str) -> String {
 
 /// Creates a key for the tenant named `tenant` (creating the tenant if needed).
 pub async fn create_key(store: &Store, tenant: &str, name: &str) -> Result<CreatedKey, StoreError> {
+    create_user_key(store, tenant, name, None).await
+}
+
+/// Creates a key, issued to one end user of the tenant when `user` is given (its requests
+/// are that user's; the user's deletion revokes it).
+pub async fn create_user_key(
+    store: &Store,
+    tenant: &str,
+    name: &str,
+    user: Option<&str>,
+) -> Result<CreatedKey, StoreError> {
     let tenant = store.ensure_tenant(tenant).await?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -72,7 +83,7 @@ pub async fn create_key(store: &Store, tenant: &str, name: &str) -> Result<Creat
     // The displayed prefix identifies a key in listings without revealing it.
     let prefix = secret[..KEY_PREFIX.len() + 8].to_string();
     store
-        .insert_key(&id, &tenant.id, name, &hash_key(&secret), &prefix)
+        .insert_key(&id, &tenant.id, name, &hash_key(&secret), &prefix, user)
         .await?;
     Ok(CreatedKey { id, secret, tenant })
 }
@@ -175,8 +186,10 @@ impl KeyVerifier {
             }
             Err(e) => return Err(e),
         };
-        let principal = found
-            .map(|(key_id, tenant, status)| Principal::of_key(key_id, tenant, status == "limited"));
+        let principal = found.map(|k| Principal {
+            user: k.user_id,
+            ..Principal::of_key(k.key_id, k.tenant, k.billing_status == "limited")
+        });
         match &principal {
             Some(p) if !self.ttl.is_zero() => {
                 let mut known = self.known.lock().expect("key cache lock");

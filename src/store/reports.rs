@@ -1,4 +1,5 @@
-//! The operator's reports over the request log: usage grouped by tenant, key or model, and
+//! The operator's reports over the request log: usage grouped by tenant, key, model or end
+//! user, and
 //! how many requests each routing decision sent where.
 
 use super::{Store, StoreError, on_pool};
@@ -9,15 +10,18 @@ pub enum UsageGroup {
     Tenant,
     Key,
     Model,
+    /// End users, named `tenant/user` (a user id is unique within its tenant only).
+    User,
 }
 
 impl UsageGroup {
-    /// `tenant`, `key` or `model`.
+    /// `tenant`, `key`, `model` or `user`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "tenant" => Some(UsageGroup::Tenant),
             "key" => Some(UsageGroup::Key),
             "model" => Some(UsageGroup::Model),
+            "user" => Some(UsageGroup::User),
             _ => None,
         }
     }
@@ -27,6 +31,7 @@ impl UsageGroup {
             UsageGroup::Tenant => "tenant_id",
             UsageGroup::Key => "key_id",
             UsageGroup::Model => "model",
+            UsageGroup::User => "COALESCE(tenant_id, '-') || '/' || COALESCE(user_id, '-')",
         }
     }
 }
@@ -55,11 +60,13 @@ pub struct RouteCount {
 }
 
 impl Store {
-    /// Usage since `since_ms` (ms since the epoch), one row per group, in group order.
+    /// Usage since `since_ms` (ms since the epoch), of one tenant or all (`None`), one row
+    /// per group, in group order.
     pub async fn usage_report(
         &self,
         by: UsageGroup,
         since_ms: i64,
+        tenant: Option<&str>,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let column = by.column();
         let sql = format!(
@@ -69,11 +76,11 @@ impl Store {
                     CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION), \
                     CAST(COALESCE(SUM(CASE WHEN status = 'cache_hit' THEN 1 ELSE 0 END), 0) AS BIGINT), \
                     CAST(COALESCE(SUM(saved_usd), 0) AS DOUBLE PRECISION) \
-             FROM request_log WHERE created_at >= $1 GROUP BY {column} ORDER BY 1"
+             FROM request_log WHERE created_at >= $1 AND ($2 = '' OR tenant_id = $2) GROUP BY {column} ORDER BY 1"
         );
         type Row = (String, i64, i64, i64, i64, f64, i64, f64);
         let rows: Vec<Row> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(since_ms).fetch_all(p).await)?;
+            .bind(since_ms).bind(tenant.unwrap_or("")).fetch_all(p).await)?;
         Ok(rows
             .into_iter()
             .map(

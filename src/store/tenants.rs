@@ -18,6 +18,17 @@ pub struct ApiKeyRow {
     pub key_prefix: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// The end user a personal key was issued to.
+    pub user_id: Option<String>,
+}
+
+/// An active key as authentication sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveKey {
+    pub key_id: String,
+    pub tenant: Tenant,
+    pub billing_status: String,
+    pub user_id: Option<String>,
 }
 
 /// A tenant as the operator sees it: its plan and billing state.
@@ -71,36 +82,70 @@ impl Store {
         name: &str,
         key_hash: &str,
         key_prefix: &str,
+        user_id: Option<&str>,
     ) -> Result<(), StoreError> {
         on_pool!(self, p => sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(id).bind(tenant_id).bind(name).bind(key_hash).bind(key_prefix).bind(now_ms())
+            "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, created_at, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(id).bind(tenant_id).bind(name).bind(key_hash).bind(key_prefix).bind(now_ms()).bind(user_id)
             .execute(p).await.map(|_| ()))?;
         Ok(())
     }
 
-    /// The active (not revoked) key with this hash, with its tenant and the tenant's
-    /// billing status (`active`, `past_due`, `limited`).
-    pub async fn find_active_key(
-        &self,
-        key_hash: &str,
-    ) -> Result<Option<(String, Tenant, String)>, StoreError> {
-        const SQL: &str = "SELECT k.id, t.id, t.name, t.billing_status FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
+    /// The active (not revoked) key with this hash: its id, tenant, the tenant's billing
+    /// status (`active`, `past_due`, `limited`) and the end user it was issued to.
+    pub async fn find_active_key(&self, key_hash: &str) -> Result<Option<ActiveKey>, StoreError> {
+        const SQL: &str = "SELECT k.id, t.id, t.name, t.billing_status, k.user_id FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
                            WHERE k.key_hash = $1 AND k.revoked_at IS NULL";
-        let row: Option<(String, String, String, String)> =
+        let row: Option<(String, String, String, String, Option<String>)> =
             on_pool!(self, p => sqlx::query_as(SQL).bind(key_hash).fetch_optional(p).await)?;
-        Ok(row.map(|(key_id, id, name, status)| (key_id, Tenant { id, name }, status)))
+        Ok(
+            row.map(|(key_id, id, name, billing_status, user_id)| ActiveKey {
+                key_id,
+                tenant: Tenant { id, name },
+                billing_status,
+                user_id,
+            }),
+        )
+    }
+
+    /// Revokes the keys issued to a user; how many were active.
+    pub async fn revoke_user_keys(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+    ) -> Result<u64, StoreError> {
+        Ok(on_pool!(self, p => sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL")
+            .bind(now_ms()).bind(tenant_id).bind(user_id).execute(p).await.map(|r| r.rows_affected()))?)
     }
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {
-        const SQL: &str = "SELECT k.id, k.tenant_id, t.name AS tenant_name, k.name, k.key_prefix, k.created_at, k.revoked_at \
+        const SQL: &str = "SELECT k.id, k.tenant_id, t.name AS tenant_name, k.name, k.key_prefix, k.created_at, k.revoked_at, k.user_id \
                            FROM api_keys k JOIN tenants t ON t.id = k.tenant_id ORDER BY k.created_at, k.id";
-        type KeyTuple = (String, String, String, String, String, i64, Option<i64>);
+        type KeyTuple = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            Option<i64>,
+            Option<String>,
+        );
         let rows: Vec<KeyTuple> = on_pool!(self, p => sqlx::query_as(SQL).fetch_all(p).await)?;
         let rows = rows
             .into_iter()
             .map(
-                |(id, tenant_id, tenant_name, name, key_prefix, created_at, revoked_at)| {
+                |(
+                    id,
+                    tenant_id,
+                    tenant_name,
+                    name,
+                    key_prefix,
+                    created_at,
+                    revoked_at,
+                    user_id,
+                )| {
                     ApiKeyRow {
                         id,
                         tenant_id,
@@ -109,6 +154,7 @@ impl Store {
                         key_prefix,
                         created_at,
                         revoked_at,
+                        user_id,
                     }
                 },
             )

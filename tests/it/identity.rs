@@ -332,11 +332,78 @@ async fn identity_tokens_sessions_roles_audit_and_deletion() {
     .await
     .unwrap();
     assert!(created["secret"].as_str().unwrap().starts_with("qm_"));
+    // Personal keys: one issued to user_pk speaks for that user whatever the request says;
+    // user_rs's is revoked by their deletion below.
+    let personal = |user: &str| {
+        let body = json!({"tenant": "tenant-a", "name": "personal", "user": user});
+        let token = admin_token.clone();
+        let app = &app;
+        async move {
+            post_as(app, "/admin/keys", &token, &body)
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let pk = personal("user_pk").await;
+    assert_eq!(pk["user"], "user_pk");
+    let rs_key = personal("user_rs").await;
+    let mut spoof = chat();
+    spoof["user"] = json!("someone-else");
+    let r = post_as(
+        &app,
+        "/v1/chat/completions",
+        pk["secret"].as_str().unwrap(),
+        &spoof,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
     let (status, _) = code_of(get("/admin/jobs", &t("eddsa")).await.unwrap()).await;
     assert_eq!(
         status, 401,
         "a token without an operator role is not an operator"
     );
+
+    // Usage by end user, within the tenant (the log is written off the request path).
+    let mut by_user = Value::Null;
+    for _ in 0..100 {
+        by_user = app
+            .get_json_as("/admin/usage?by=user&tenant=tenant-a", ADMIN)
+            .await;
+        let users: Vec<&str> = by_user["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["user"].as_str())
+            .collect();
+        if users.iter().any(|u| u.ends_with("/user_rs"))
+            && users.iter().any(|u| u.ends_with("/user_es"))
+            && users.iter().any(|u| u.ends_with("/user_pk"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rs = by_user["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user"].as_str().unwrap().ends_with("/user_rs"));
+    assert!(
+        rs.is_some_and(|r| r["requests"].as_i64().unwrap() >= 1),
+        "{by_user}"
+    );
+    let (status, code) = code_of(
+        app.http
+            .get(format!("{}/admin/usage?by=user&tenant=nobody", app.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
 
     // 7. A user's deletion: their cache entries, responses and log links, and every
     // configured external system; PostHog fails once and the job retries.
@@ -403,6 +470,22 @@ async fn identity_tokens_sessions_roles_audit_and_deletion() {
             .iter()
             .any(|c| c == "resend.delete aud_1 rs@example.com"),
         "{calls:?}"
+    );
+    assert_eq!(steps["keys"]["detail"], "1 keys revoked", "{last}");
+    let keys = app.get_json_as("/admin/keys", ADMIN).await;
+    let key_of = |id: &Value| {
+        keys["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == *id)
+            .cloned()
+            .unwrap()
+    };
+    assert!(key_of(&rs_key["id"])["revoked_at"].is_i64(), "{keys}");
+    assert!(
+        key_of(&pk["id"])["revoked_at"].is_null(),
+        "another user's key stays"
     );
     let store = app.store().await;
     let linked: i64 = quartermaster::store::on_pool!(&store, p => sqlx::query_scalar(
@@ -500,7 +583,15 @@ async fn identity_tokens_sessions_roles_audit_and_deletion() {
         .text()
         .await
         .unwrap();
-    assert_eq!(jsonl.lines().count(), 1, "{jsonl}");
+    assert_eq!(
+        jsonl.lines().count(),
+        3,
+        "the ops key and two personal keys: {jsonl}"
+    );
+    for line in jsonl.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(row["action"], "key.create");
+    }
     app.shutdown().await;
     let n = quartermaster::audit::verify(&store)
         .await
@@ -546,4 +637,99 @@ async fn identity_tokens_sessions_roles_audit_and_deletion() {
     let out = verify();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken at row 2"));
+}
+
+/// Auth.js's database strategy on two replicas sharing PostgreSQL: the cookie is a session
+/// token looked up in Auth.js's own `sessions` table (the pg adapter's schema); signing out
+/// (the row deleted) or a ban is refused by every replica within `cache_ms` (1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authjs_database_sessions_revoked_on_every_replica_within_a_second() {
+    let Some(db_url) = common::fresh_database().await else {
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE sessions (id SERIAL PRIMARY KEY, \"userId\" INTEGER NOT NULL, \
+         expires TIMESTAMPTZ NOT NULL, \"sessionToken\" VARCHAR(255) NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let extra = "[auth.authjs]\nstrategy = \"database\"\ntenant = \"tenant-a\"\ncache_ms = 1000\n\
+                 [rate_limit]\nenabled = false\n";
+    let spawn = || {
+        TestApp::spawn_with(Options {
+            db_url: Some(db_url.clone()),
+            extra: extra.into(),
+            config_file: false,
+        })
+    };
+    let replicas = [spawn().await, spawn().await];
+    let call = |app: &TestApp, token: &str| {
+        app.http
+            .post(format!("{}/v1/chat/completions", app.url))
+            .header("cookie", format!("authjs.session-token={token}"))
+            .json(&chat())
+            .send()
+    };
+    let mut waits = Vec::new();
+    for i in 0..5 {
+        let token = format!("sess-{i}-{}", uuid::Uuid::new_v4());
+        sqlx::query("INSERT INTO sessions (\"userId\", expires, \"sessionToken\") VALUES ($1, now() + interval '1 day', $2)")
+            .bind(100 + i)
+            .bind(&token)
+            .execute(&pool)
+            .await
+            .unwrap();
+        for app in &replicas {
+            assert_eq!(call(app, &token).await.unwrap().status(), 200);
+        }
+        // Signed out (Auth.js deletes the row), or banned (every row of the user).
+        sqlx::query("DELETE FROM sessions WHERE \"sessionToken\" = $1")
+            .bind(&token)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let revoked = std::time::Instant::now();
+        for app in &replicas {
+            loop {
+                let (status, code) = code_of(call(app, &token).await.unwrap()).await;
+                if status == 401 {
+                    assert_eq!(code, "invalid_token");
+                    break;
+                }
+                assert_eq!(status, 200);
+                assert!(
+                    revoked.elapsed() < Duration::from_secs(5),
+                    "still accepted 5 s after revocation"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            waits.push(revoked.elapsed().as_millis() as u64);
+        }
+    }
+    // An unknown and an expired session are refused outright.
+    sqlx::query("INSERT INTO sessions (\"userId\", expires, \"sessionToken\") VALUES (7, now() - interval '1 minute', 'stale')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for token in ["stale", "never-issued"] {
+        let (status, code) = code_of(call(&replicas[0], token).await.unwrap()).await;
+        assert_eq!((status, code.as_str()), (401, "invalid_token"), "{token}");
+    }
+    waits.sort_unstable();
+    let max = *waits.last().unwrap();
+    eprintln!(
+        "FIGURE authjs database-session revocation, ms to refusal on each replica: p50 {} max {max} (n {})",
+        waits[waits.len() / 2],
+        waits.len()
+    );
+    // cache_ms bounds it; the rest is a loaded machine's request time.
+    assert!(
+        max <= 2_000,
+        "revocations took {waits:?} ms; cache_ms is 1000"
+    );
+    for mut app in replicas {
+        app.shutdown().await;
+    }
 }

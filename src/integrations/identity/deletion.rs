@@ -4,14 +4,14 @@
 //! same deletion), and run by a durable job, step by step, each step's state kept: the
 //! user's cache entries, stored responses, documents they own (metadata `owner`), the user
 //! id in the request log (the rows stay for accounting, unlinked), their sessions (Auth.js'
-//! sessions table), then the external systems configured: the Stripe customer (found by
-//! `metadata['user_id']`), the analytics provider's person (PostHog), the email provider's
-//! contact (Resend). Requests of the user still in flight when the deletion ran (on any
-//! replica) may log, cache or store after it: a last step, `sweep`, waits `sweep_after_secs`
-//! (longer than any request may take) from the request and runs the local steps again.
-//! A step that fails is retried with the job's backoff; done steps are not
-//! run again; when the attempts are spent the deletion is `failed` and the job dead-lettered.
-//! Every step is written to the audit log.
+//! sessions table), the personal keys issued to them, then the external systems configured:
+//! the Stripe customer (found by `metadata['user_id']`), the analytics provider's person
+//! (PostHog), the email provider's contact (Resend). Requests of the user still in flight
+//! when the deletion ran (on any replica) may log, cache or store after it: a last step,
+//! `sweep`, waits `sweep_after_secs` (longer than any request may take) from the request
+//! and runs the local steps again. A step that fails is retried with the job's backoff;
+//! done steps are not run again; when the attempts are spent the deletion is `failed` and
+//! the job dead-lettered. Every step is written to the audit log.
 
 use std::sync::Arc;
 
@@ -25,12 +25,13 @@ use crate::store::{Store, StoreError, now_ms, on_pool};
 pub const JOB: &str = "identity.delete_user";
 
 /// The steps, in order.
-pub const STEPS: [&str; 9] = [
+pub const STEPS: [&str; 10] = [
     "cache",
     "responses",
     "documents",
     "request_log",
     "sessions",
+    "keys",
     "stripe",
     "analytics",
     "email",
@@ -304,6 +305,10 @@ impl DeletionJob {
                 }
                 Ok(Some(found.join(", ")))
             }
+            "keys" => Ok(Some(format!(
+                "{} keys revoked",
+                self.store.revoke_user_keys(tenant, user).await.map_err(e)?
+            ))),
             "stripe" => self.stripe(user).await,
             "analytics" => self.posthog(user).await,
             "email" => self.resend(email).await,
