@@ -2,7 +2,9 @@
 //! each other door streamed: the Responses API (stored and not), the AI SDK's UI message
 //! stream (`/api/chat`) and Anthropic's Messages API. The gateway translates each into the
 //! same chat stream; their direct and bare-proxy peers are that chat stream, so each row is
-//! what its door adds.
+//! what its door adds. One more row sends the non-streamed chat with an end user's JWT
+//! (ES256, its issuer's JWKS fetched once and cached) instead of an API key: beside the
+//! non-stream row, what verifying a token costs.
 //!
 //! Starts a mock OpenAI upstream in this process and the release `quartermaster` binary as a
 //! child process, then for each mode measures, open-loop at a fixed rate, the latency of
@@ -71,9 +73,14 @@ enum Mode {
     UiChat,
     /// `POST /v1/messages`, streamed, answered by the OpenAI-compatible mock.
     Messages,
+    /// The non-streamed chat, authenticated by an end user's JWT instead of an API key.
+    Jwt,
+    /// The non-streamed chat through a second gateway that sends every request to PostHog
+    /// (the mock's batch endpoint) as an analytics event.
+    Analytics,
 }
 
-const MODES: usize = 6;
+const MODES: usize = 8;
 
 impl Mode {
     fn label(self) -> &'static str {
@@ -84,6 +91,8 @@ impl Mode {
             Mode::ResponsesNoStore => "responses stream, store: false",
             Mode::UiChat => "ui message stream (/api/chat)",
             Mode::Messages => "messages stream (/v1/messages)",
+            Mode::Jwt => "non-stream, end user's JWT (ES256)",
+            Mode::Analytics => "non-stream, analytics on (PostHog batches)",
         }
     }
 
@@ -107,10 +116,10 @@ impl Mode {
                         "messages": [{"role": "user", "content": "Say hello"}]});
                     return ("/v1/messages", body.to_string());
                 }
-                Mode::Plain | Mode::Stream => {}
+                Mode::Plain | Mode::Stream | Mode::Jwt | Mode::Analytics => {}
             }
         }
-        let body = json!({"model": "m", "stream": self != Mode::Plain,
+        let body = json!({"model": "m", "stream": !matches!(self, Mode::Plain | Mode::Jwt | Mode::Analytics),
             "messages": [{"role": "user", "content": "Say hello"}]});
         ("/v1/chat/completions", body.to_string())
     }
@@ -314,6 +323,37 @@ impl Drop for Peer {
     }
 }
 
+/// An ES256 key as its issuer's JWKS, and a token it signed (for an hour, audience `bench`,
+/// tenant `bench`).
+fn bench_jwt(issuer: &str) -> (Value, String) {
+    use base64::Engine;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let point = key.public_key().as_ref();
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "bench", "alg": "ES256", "use": "sig",
+        "x": b64(&point[1..33]), "y": b64(&point[33..65])}]});
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = b64(json!({"alg": "ES256", "kid": "bench", "typ": "JWT"})
+        .to_string()
+        .as_bytes());
+    let claims = b64(
+        json!({"iss": issuer, "aud": "bench", "sub": "bench-user", "org_id": "bench",
+        "iat": now, "exp": now + 3600})
+        .to_string()
+        .as_bytes(),
+    );
+    let signing_input = format!("{header}.{claims}");
+    let signature = key.sign(&rng, signing_input.as_bytes()).unwrap();
+    (jwks, format!("{signing_input}.{}", b64(signature.as_ref())))
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     if std::env::var("QM_BENCH_ROLE").as_deref() == Ok("bare-proxy") {
@@ -333,8 +373,31 @@ fn main() {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mock_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, Router::new().route("/v1/chat/completions", post(mock))).await.unwrap() });
-        let gw = start_gateway(&mock_url, "[cache]\nenabled = false\n");
+        let issuer = "https://issuer.bench.test";
+        let (jwks, jwt) = bench_jwt(issuer);
+        let mock_app = Router::new()
+            .route("/v1/chat/completions", post(mock))
+            .route("/jwks.json", axum::routing::get(move || async move { axum::Json(jwks) }))
+            .route("/batch/", post(|| async { "{\"status\": 1}" }));
+        tokio::spawn(async move { axum::serve(listener, mock_app).await.unwrap() });
+        let gw = start_gateway(
+            &mock_url,
+            &format!(
+                "[cache]\nenabled = false\n[auth.jwt.bench]\nissuer = \"{issuer}\"\njwks_url = \"{}/jwks.json\"\n\
+                 audience = [\"bench\"]\ntenant_claim = \"org_id\"\n",
+                mock_url.trim_end_matches("/v1")
+            ),
+        );
+        let gw_analytics = start_gateway(
+            &mock_url,
+            &format!(
+                "[cache]\nenabled = false\n[analytics]\nprovider = \"posthog\"\nurl = \"{}\"\napi_key = \"phc_bench\"\n",
+                mock_url.trim_end_matches("/v1")
+            ),
+        );
+        // The gateway each mode is sent to, and the credential it sends.
+        let target = |mode: Mode| if mode == Mode::Analytics { &gw_analytics } else { &gw };
+        let credential = |mode: Mode| if mode == Mode::Jwt { jwt.as_str() } else { target(mode).key.as_str() };
         let peer = Peer::start(&format!("{mock_url}/chat/completions"));
         let pid = gw.child.id();
         let peer_pid = peer.child.id();
@@ -346,8 +409,8 @@ fn main() {
         let _ = open_loop(&client, &peer.url, "", (Mode::Plain, false), 200, 1).await;
         // An older build (QM_BENCH_GATEWAY) may lack a door: its row is left out.
         let mut modes = vec![Mode::Plain, Mode::Stream];
-        for door in [Mode::Responses, Mode::ResponsesNoStore, Mode::UiChat, Mode::Messages] {
-            let (_, probe_errors) = open_loop(&client, &gw.url, &gw.key, (door, true), 20, 1).await;
+        for door in [Mode::Responses, Mode::ResponsesNoStore, Mode::UiChat, Mode::Messages, Mode::Jwt, Mode::Analytics] {
+            let (_, probe_errors) = open_loop(&client, &target(door).url, credential(door), (door, true), 20, 1).await;
             if probe_errors == 0 {
                 modes.push(door);
             } else {
@@ -380,9 +443,10 @@ fn main() {
                 let cpu = cpu_secs(peer_pid);
                 let (b, be) = open_loop(&client, &peer.url, "", (mode, false), rate, secs).await;
                 let b_cpu = per_request(cpu, cpu_secs(peer_pid), b.len() + be);
-                let cpu = cpu_secs(pid);
-                let (g, ge) = open_loop(&client, &gw.url, &gw.key, (mode, true), rate, secs).await;
-                let g_cpu = per_request(cpu, cpu_secs(pid), g.len() + ge);
+                let gpid = target(mode).child.id();
+                let cpu = cpu_secs(gpid);
+                let (g, ge) = open_loop(&client, &target(mode).url, credential(mode), (mode, true), rate, secs).await;
+                let g_cpu = per_request(cpu, cpu_secs(gpid), g.len() + ge);
                 let over = |x: &[f64]| (pct(x, 0.5) - pct(&d, 0.5), pct(x, 0.99) - pct(&d, 0.99));
                 let (ga, ba) = (over(&g), over(&b));
                 added[mode as usize].push([ga, ba]);

@@ -31,11 +31,20 @@ pub enum Code {
     InvalidAdminKey,
     AdminDisabled,
     PaymentRequired,
+    /// Payments are not set up here (no Stripe key).
+    BillingNotConfigured,
+    /// A tenant without the Stripe customer or subscription an operation needs.
+    NoBillingAccount,
+    /// The payment provider declined the card.
+    CardDeclined,
+    PaymentProviderRateLimited,
+    PaymentProviderError,
     ModelNotFound,
     NotFound,
     MethodNotAllowed,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    IdempotencyKeyRequired,
     RateLimitExceeded,
     TooManyFailedAuthentications,
     RequestsPerMinuteExceeded,
@@ -78,11 +87,19 @@ impl Code {
             InvalidAdminKey => (401, REQ, "invalid_admin_key"),
             AdminDisabled => (403, "permission_error", "admin_disabled"),
             PaymentRequired => (402, "billing_error", "payment_required"),
+            BillingNotConfigured => (404, REQ, "billing_not_configured"),
+            NoBillingAccount => (409, "billing_error", "no_billing_account"),
+            CardDeclined => (402, "card_error", "card_declined"),
+            PaymentProviderRateLimited => {
+                (429, "rate_limit_error", "payment_provider_rate_limited")
+            }
+            PaymentProviderError => (502, "upstream_error", "payment_provider_error"),
             ModelNotFound => (404, REQ, "model_not_found"),
             NotFound => (404, REQ, "not_found"),
             MethodNotAllowed => (405, REQ, "invalid_request"),
             IdempotencyKeyInUse => (409, REQ, "idempotency_key_in_use"),
             IdempotencyKeyReused => (422, REQ, "idempotency_key_reused"),
+            IdempotencyKeyRequired => (400, REQ, "idempotency_key_required"),
             RateLimitExceeded => (429, "rate_limit_error", "rate_limit_exceeded"),
             TooManyFailedAuthentications => {
                 (429, "rate_limit_error", "too_many_failed_authentications")
@@ -123,7 +140,7 @@ impl Code {
                 "authentication_error"
             }
             AdminDisabled | Forbidden => "permission_error",
-            PaymentRequired => "billing_error",
+            PaymentRequired | NoBillingAccount | CardDeclined => "billing_error",
             ModelNotFound | NotFound => "not_found_error",
             RequestTooLarge | DocumentTooLarge => "request_too_large",
             RateLimitExceeded
@@ -131,10 +148,12 @@ impl Code {
             | RequestsPerMinuteExceeded
             | TokensPerMinuteExceeded
             | DailyBudgetExceeded
-            | MonthlyBudgetExceeded => "rate_limit_error",
+            | MonthlyBudgetExceeded
+            | PaymentProviderRateLimited => "rate_limit_error",
             Overloaded => "overloaded_error",
             UpstreamTimeout | RequestTimeout => "timeout_error",
-            UpstreamError | UpstreamUnavailable | StoreUnavailable | Internal => "api_error",
+            UpstreamError | UpstreamUnavailable | StoreUnavailable | Internal
+            | PaymentProviderError => "api_error",
             _ => "invalid_request_error",
         }
     }

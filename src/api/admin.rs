@@ -237,6 +237,9 @@ struct UsageQuery {
     /// Only requests at or after this time (ms since the epoch); default: all.
     #[serde(default)]
     since_ms: i64,
+    /// Only requests before this time.
+    #[serde(default)]
+    until_ms: Option<i64>,
     /// Only this tenant's requests (its name or id).
     #[serde(default)]
     tenant: Option<String>,
@@ -254,7 +257,7 @@ async fn usage(
 ) -> Result<axum::Json<Value>, ApiError> {
     let Some(by) = UsageGroup::parse(&q.by) else {
         return Err(ApiError::invalid(
-            "by must be one of tenant, key, model, user",
+            "by must be one of tenant, key, model, user, day",
             Some("by".to_string()),
         ));
     };
@@ -270,19 +273,23 @@ async fn usage(
     };
     let rows = state
         .store
-        .usage_report(by, q.since_ms, tenant.as_deref())
+        .usage_report(by, q.since_ms, q.until_ms, tenant.as_deref())
         .await?;
-    let data: Vec<Value> = rows
-        .into_iter()
-        .map(|r| {
-            json!({q.by.clone(): r.group, "requests": r.requests, "succeeded": r.succeeded,
-                   "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "spend_usd": r.spend_usd,
-                   "cache_hits": r.cache_hits, "savings_usd": r.savings_usd})
-        })
-        .collect();
+    let data = usage_rows(&q.by, rows);
     Ok(axum::Json(
         json!({"object": "list", "by": q.by, "data": data}),
     ))
+}
+
+/// A usage report's rows as JSON, named by what they group.
+pub(super) fn usage_rows(by: &str, rows: Vec<crate::store::UsageRow>) -> Vec<Value> {
+    rows.into_iter()
+        .map(|r| {
+            json!({by: r.group, "requests": r.requests, "succeeded": r.succeeded,
+                   "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "spend_usd": r.spend_usd,
+                   "cache_hits": r.cache_hits, "savings_usd": r.savings_usd})
+        })
+        .collect()
 }
 
 /// How many requests each routing decision (tier, reason) sent where.

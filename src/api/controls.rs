@@ -11,6 +11,10 @@ use crate::cache::{
 use crate::chat::{CacheOutcome, Controls, Meta, RAG_HEADER, RAG_TOP_K_HEADER, TIER_HEADER};
 use crate::route::{MODEL_HEADER, ROUTE_HEADER};
 
+/// Request header: the end user's analytics consent (`granted` / `denied`), as the app
+/// knows it.
+pub const CONSENT_HEADER: &str = "x-quartermaster-analytics-consent";
+
 /// Response header: how many retrieved chunks a grounded answer was given.
 pub const GROUNDED_HEADER: &str = "x-quartermaster-grounded";
 
@@ -59,6 +63,7 @@ pub fn from_headers(headers: &HeaderMap) -> Result<Controls, ApiError> {
         rag: text(headers, RAG_HEADER)?,
         rag_top_k: text(headers, RAG_TOP_K_HEADER)?,
         tier: text(headers, TIER_HEADER)?,
+        consent: text(headers, CONSENT_HEADER)?,
     })
 }
 

@@ -2,6 +2,7 @@
 //! limits) and the fallbacks that keep every error in OpenAI's shape.
 
 mod admin;
+mod billing;
 mod body;
 mod cache;
 mod chat_completions;
@@ -17,6 +18,7 @@ mod ops;
 mod responses;
 mod sse;
 mod state;
+mod tenant;
 mod ui_chat;
 mod webhooks;
 
@@ -81,6 +83,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(documents::get).delete(documents::delete),
         )
         .route("/v1/retrieve", post(documents::retrieve))
+        .route("/v1/usage", get(tenant::usage))
+        .route(
+            "/v1/users/{id}/consent",
+            get(tenant::get_consent).put(tenant::set_consent),
+        )
+        .route("/v1/billing", get(billing::status))
+        .route("/v1/billing/checkout", post(billing::checkout))
+        .route("/v1/billing/payment-intents", post(billing::payment_intent))
+        .route("/v1/billing/portal", post(billing::portal))
+        .route("/v1/billing/subscription", post(billing::change_plan))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,

@@ -55,7 +55,16 @@ pub struct Identities {
     /// Tenants by name: (tenant, limited, when looked up).
     tenants: Mutex<HashMap<String, (Tenant, bool, Instant)>>,
     ttl: Duration,
+    /// Tokens verified lately, by their SHA-256, until their `exp` (at most
+    /// [`VERIFIED_TTL`]): a browser sends the same token with every request, and a
+    /// signature check costs far more than a hash. Only successes are kept.
+    verified: Mutex<HashMap<[u8; 32], (super::jwt::Verified, Instant)>>,
 }
+
+/// The longest a verified token is remembered.
+const VERIFIED_TTL: Duration = Duration::from_secs(30);
+/// Remembered tokens at most (the map is cleared when full).
+const VERIFIED_MAX: usize = 50_000;
 
 impl Identities {
     pub fn new(
@@ -78,6 +87,7 @@ impl Identities {
             store: store.clone(),
             tenants: Mutex::new(HashMap::new()),
             ttl,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -95,7 +105,7 @@ impl Identities {
             .jwt
             .as_ref()
             .ok_or(IdentityError::Token(JwtError::Malformed))?;
-        let v = jwt.verify(token).await.map_err(IdentityError::Token)?;
+        let v = self.verify_remembered(jwt, token).await?;
         let (tenant, limited) = self.tenant(&v.tenant, v.create_tenant).await?;
         Ok(Principal {
             key_id: format!("jwt:{}", v.issuer_name),
@@ -103,7 +113,37 @@ impl Identities {
             limited,
             user: v.user,
             roles: v.roles,
+            consent: v.consent,
         })
+    }
+
+    /// A token's verified claims: remembered, or checked (and remembered until its `exp`).
+    async fn verify_remembered(
+        &self,
+        jwt: &JwtVerifier,
+        token: &str,
+    ) -> Result<super::jwt::Verified, IdentityError> {
+        use sha2::Digest;
+        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some((v, until)) = self.verified.lock().expect("verified tokens").get(&hash)
+            && Instant::now() < *until
+        {
+            return Ok(v.clone());
+        }
+        let v = jwt.verify(token).await.map_err(IdentityError::Token)?;
+        let left = v.claims["exp"]
+            .as_i64()
+            .map(|exp| exp - crate::store::now_ms() / 1000)
+            .unwrap_or(0);
+        if left > 0 {
+            let keep = VERIFIED_TTL.min(Duration::from_secs(left as u64));
+            let mut map = self.verified.lock().expect("verified tokens");
+            if map.len() >= VERIFIED_MAX {
+                map.clear();
+            }
+            map.insert(hash, (v.clone(), Instant::now() + keep));
+        }
+        Ok(v)
     }
 
     /// The principal of an Auth.js session cookie, if the header carries one.
@@ -121,6 +161,7 @@ impl Identities {
                     limited,
                     user: s.user,
                     roles: Vec::new(),
+                    consent: None,
                 }),
         })
     }

@@ -56,6 +56,9 @@ pub struct JwtIssuerConfig {
     /// Create a tenant the first time a token names it.
     #[serde(default)]
     pub create_tenants: bool,
+    /// The claim holding the user's analytics consent (a boolean, or `granted`/`denied`).
+    #[serde(default)]
+    pub consent_claim: Option<String>,
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
     #[serde(default = "default_jwks_ttl")]
@@ -265,6 +268,8 @@ pub struct Verified {
     pub tenant: String,
     pub user: Option<String>,
     pub roles: Vec<String>,
+    /// The analytics consent the token states.
+    pub consent: Option<bool>,
     pub claims: Value,
     /// Whether an unknown tenant may be created.
     pub create_tenant: bool,
@@ -414,11 +419,22 @@ impl JwtVerifier {
             Some(Value::Array(a)) => a.iter().filter_map(text).collect(),
             _ => Vec::new(),
         };
+        let consent = match issuer
+            .config
+            .consent_claim
+            .as_deref()
+            .and_then(|c| claim(&claims, c))
+        {
+            Some(Value::Bool(b)) => Some(*b),
+            Some(Value::String(s)) => crate::auth::parse_consent(s),
+            _ => None,
+        };
         Ok(Verified {
             issuer_name: issuer.name.clone(),
             tenant,
             user,
             roles,
+            consent,
             claims,
             create_tenant: issuer.config.create_tenants,
         })

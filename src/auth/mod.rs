@@ -35,6 +35,19 @@ pub struct Principal {
     pub user: Option<String>,
     /// Roles the credential carries (an identity provider's roles claim).
     pub roles: Vec<String>,
+    /// The end user's analytics consent, when the credential says (a token's
+    /// `consent_claim`).
+    pub consent: Option<bool>,
+}
+
+/// A consent as a header or a claim states it: `granted`/`true`/`yes`/`1` or
+/// `denied`/`false`/`no`/`0`; anything else says nothing.
+pub fn parse_consent(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "granted" | "true" | "yes" | "1" => Some(true),
+        "denied" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 impl Principal {
@@ -46,6 +59,7 @@ impl Principal {
             limited,
             user: None,
             roles: Vec::new(),
+            consent: None,
         }
     }
 }

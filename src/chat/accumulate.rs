@@ -18,6 +18,8 @@ pub struct Accumulator {
     /// The text of choice 0, while the answer can still be stored.
     cacheable: Option<String>,
     finish_reason: Option<String>,
+    /// The text of choice 0, when analytics takes the answer's content.
+    captured: Option<String>,
 }
 
 impl Accumulator {
@@ -32,7 +34,18 @@ impl Accumulator {
             finished: false,
             cacheable: cache.then(String::new),
             finish_reason: None,
+            captured: None,
         }
+    }
+
+    /// Keeps choice 0's text (for analytics that take content), cacheable or not.
+    pub fn capture_text(&mut self) {
+        self.captured = Some(String::new());
+    }
+
+    /// The kept text, once.
+    pub fn take_text(&mut self) -> Option<String> {
+        self.captured.take()
     }
 
     /// Notes the upstream's reported usage (its last word counts).
@@ -46,6 +59,9 @@ impl Accumulator {
         }
         for choice in &event.choices {
             self.completion_chars += choice.text.as_ref().map_or(0, String::len);
+            if let (Some(kept), 0) = (self.captured.as_mut(), choice.index) {
+                kept.push_str(choice.text.as_deref().unwrap_or(""));
+            }
             self.finished |= choice.finish_reason.is_some();
             if let Some(text) = self.cacheable.as_mut() {
                 if choice.index == 0 && choice.is_text_only() {

@@ -69,6 +69,15 @@ pub(super) async fn whole(
     match result {
         Ok((completion, route)) => {
             ledger.use_model(&route.name, route.provider.name(), live.price(&route.name));
+            if ledger.wants_output()
+                && let Some(text) = completion
+                    .choices
+                    .first()
+                    .and_then(|c| c.message.get("content"))
+                    .and_then(|v| v.as_str())
+            {
+                ledger.set_output(text.to_string());
+            }
             let (usage, stored) =
                 Accumulator::whole(&completion, prompt_estimate, writer.is_some());
             ledger.finish_ok(usage).await;
@@ -120,6 +129,9 @@ pub(super) async fn stream(
     meta.answered_by = route.name.clone();
     let grace_over = pipeline.grace_over.clone();
     let mut acc = Accumulator::new(&request.model, prompt_estimate, writer.is_some());
+    if ledger.wants_output() {
+        acc.capture_text();
+    }
     let events = async_stream::stream! {
         // `ledger` moves in here: if the client goes away, the stream is dropped mid-way
         // and the ledger's drop records the request as abandoned. Dropping `upstream` with
@@ -168,6 +180,9 @@ pub(super) async fn stream(
         }
         let usage = acc.usage();
         yield ChatEvent::Usage { usage, model: Some(acc.model.clone()) };
+        if let Some(text) = acc.take_text() {
+            ledger.set_output(text);
+        }
         ledger.finish_ok(usage).await;
         if let (Some(w), Some(answer)) = (writer, acc.stored_answer()) {
             w.store(answer, ledger.cost_usd());
@@ -222,6 +237,9 @@ pub(super) fn replay(
     chunk_chars: usize,
 ) -> ChatResponse {
     ledger.record.saved_usd = hit.cost_usd;
+    if ledger.wants_output() {
+        ledger.set_output(hit.answer.content.clone());
+    }
     ledger.record.route_reason = Some(match hit.kind {
         crate::cache::HitKind::Exact => "cache_exact",
         crate::cache::HitKind::Semantic => "cache_semantic",

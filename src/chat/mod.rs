@@ -58,6 +58,8 @@ pub struct Pipeline {
     pub local_model: Option<String>,
     /// Cancelled when the shutdown grace period is over: open streams end with an error.
     pub grace_over: CancellationToken,
+    /// Told of every request as it closes (server-side analytics), when configured.
+    pub analytics: Option<Arc<dyn crate::usage::Tap>>,
 }
 
 /// The request's controls, as the client sent them (the pipeline validates them, in the
@@ -71,6 +73,8 @@ pub struct Controls {
     pub rag_top_k: Option<String>,
     /// `x-quartermaster-tier`.
     pub tier: Option<String>,
+    /// `x-quartermaster-analytics-consent`: the end user's consent, as the app knows it.
+    pub consent: Option<String>,
 }
 
 /// One chat request, decoded by its door.

@@ -77,7 +77,7 @@ impl Pipeline {
         if let Some(p) = plan.as_mut()
             && let Some(hit) = p.lookup(&self.store, self.embedder.as_ref()).await
         {
-            return Ok(self.replay(&request, &principal, request_id, started, hit));
+            return Ok(self.replay(&request, &principal, &controls, request_id, started, hit));
         }
         let query_vector = plan.as_ref().and_then(|p| p.vector.clone());
         let citations = match grounding {
@@ -96,9 +96,10 @@ impl Pipeline {
             &principal.tenant.id,
         )
         .await?;
-        let (routes, prompt_estimate, ledger) = self
+        let (routes, prompt_estimate, mut ledger) = self
             .admit(&live, &principal, &request, &decision, request_id, started)
             .await?;
+        self.tap(&mut ledger, &principal, &controls, &request);
         let cache = match &plan {
             Some(p) if p.looked_up => CacheOutcome::Miss,
             _ => CacheOutcome::Bypass,
@@ -165,16 +166,49 @@ impl Pipeline {
         Ok((routes, prompt_estimate, ledger))
     }
 
+    /// Hands the request to analytics when it closes, with the end user's consent as the
+    /// credential and the request state it (a denial by either wins) and, for analytics
+    /// that take content, the prompt.
+    fn tap(
+        &self,
+        ledger: &mut Ledger,
+        principal: &Principal,
+        controls: &super::Controls,
+        request: &ChatCompletionRequest,
+    ) {
+        let Some(tap) = &self.analytics else { return };
+        let stated = controls
+            .consent
+            .as_deref()
+            .and_then(crate::auth::parse_consent);
+        let consent = match (principal.consent, stated) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (a, b) => a.or(b),
+        };
+        let input = tap
+            .wants_content()
+            .then(|| serde_json::to_value(&request.messages).unwrap_or_default());
+        ledger.tap(
+            tap.clone(),
+            crate::usage::TapContext {
+                consent,
+                input,
+                output: None,
+            },
+        );
+    }
+
     /// A cache hit, replayed as the request asked (whole or streamed) and accounted for.
     fn replay(
         &self,
         request: &ChatCompletionRequest,
         principal: &Principal,
+        controls: &super::Controls,
         request_id: String,
         started: std::time::Instant,
         hit: Hit,
     ) -> ChatResponse {
-        let ledger = Ledger::open(
+        let mut ledger = Ledger::open(
             &self.request_log,
             LedgerOpen {
                 request_id,
@@ -187,6 +221,7 @@ impl Pipeline {
                 user: principal.user.as_deref(),
             },
         );
+        self.tap(&mut ledger, principal, controls, request);
         let replay_chars = self
             .cache
             .as_ref()

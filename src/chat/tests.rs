@@ -175,6 +175,7 @@ async fn harness(scripts: Vec<Script>, cache: bool) -> Harness {
         billing: Arc::new(Billing::new(Default::default(), Default::default())),
         local_model: None,
         grace_over: CancellationToken::new(),
+        analytics: None,
     };
     Harness {
         pipeline,

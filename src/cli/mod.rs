@@ -47,6 +47,18 @@ pub enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Export the usage facts as day-partitioned Parquet (what the scheduled export writes),
+    /// for the days from `--since` to `--until` (default: today), into `--dir` (default:
+    /// `warehouse.dir`). Re-running a window rewrites it identically.
+    Export {
+        /// The first day, `YYYY-MM-DD` (UTC).
+        #[arg(long)]
+        since: String,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -209,6 +221,25 @@ async fn run() -> anyhow::Result<()> {
             app.serve(listener, shutdown_signal()).await
         }
         Command::Keys { action } => keys::run(&config, action).await,
+        Command::Export { since, until, dir } => {
+            use crate::integrations::warehouse::{export_days, parse_day};
+            use secrecy::ExposeSecret;
+            let dir = dir
+                .or_else(|| config.warehouse.dir.clone())
+                .context("give --dir or set warehouse.dir")?;
+            let from = parse_day(&since)?;
+            let to = match until {
+                Some(u) => parse_day(&u)?,
+                None => crate::store::now_ms().div_euclid(86_400_000),
+            };
+            anyhow::ensure!(from <= to, "--since is after --until");
+            let store =
+                crate::store::Store::connect(config.database.url.expose_secret(), 2).await?;
+            let report = export_days(&store, &dir, from, to).await?;
+            store.close().await;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Command::Audit {
             action: AuditAction::Verify,
         } => {

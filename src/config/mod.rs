@@ -64,6 +64,10 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// Identity providers' webhooks and what a user's deletion reaches.
     pub identity: crate::integrations::identity::IdentityConfig,
+    /// Server-side AI analytics (PostHog, or a Segment-style collector).
+    pub analytics: crate::integrations::analytics::AnalyticsConfig,
+    /// The usage facts exported as Parquet for a warehouse.
+    pub warehouse: crate::integrations::warehouse::WarehouseConfig,
 }
 
 /// A configuration problem, with the path of the offending key.

@@ -16,6 +16,10 @@ use crate::route::live::file_stamp;
 pub trait Reload: Send + Sync {
     /// Applies `config`, or says why not (the running config stays).
     async fn apply(&self, config: Config) -> Result<(), String>;
+
+    /// Told of every attempt's outcome, a file that did not load included (the app writes
+    /// it to the audit log).
+    fn reloaded(&self, _path: &Path, _outcome: &Result<(), String>) {}
 }
 
 /// Loads and validates the file, then applies it.
@@ -59,7 +63,9 @@ pub async fn watch(
             continue;
         }
         last = now;
-        match reload_from(&path, &target).await {
+        let outcome = reload_from(&path, &target).await;
+        target.reloaded(&path, &outcome);
+        match outcome {
             Ok(()) => {
                 metrics::counter!("qm_config_reloads_total", "outcome" => "applied").increment(1);
                 tracing::info!(path = %path.display(), "config reloaded");

@@ -1,10 +1,14 @@
 //! The product stack's integrations, one folder each: they talk to the job queue and the
 //! store, and never to the HTTP layer (their endpoints are thin handlers in `api`).
 //!
-//! - `stripe`: webhooks, event processing, dunning, usage metering.
+//! - `stripe`: webhooks, event processing, dunning, usage metering, starting payments.
+//! - `analytics`: server-side AI analytics (PostHog, or a Segment-style collector).
+//! - `warehouse`: the usage facts as day-partitioned Parquet for a warehouse loader.
 //! - `identity`: identity providers' webhooks (Clerk, Supabase) and the user deletion cascade.
 //! - `signatures`: the webhook signature schemes shared by several senders.
 
+pub mod analytics;
 pub mod identity;
 pub mod signatures;
 pub mod stripe;
+pub mod warehouse;

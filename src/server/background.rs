@@ -85,6 +85,15 @@ pub(super) fn start_jobs(state: &Arc<AppState>) -> impl Future<Output = ()> + us
             }),
         );
     }
+    if state.config.warehouse.dir.is_some() {
+        runner.register(
+            crate::integrations::warehouse::JOB,
+            Arc::new(crate::integrations::warehouse::ExportJob {
+                store: store.clone(),
+                config: state.config.warehouse.clone(),
+            }),
+        );
+    }
     runner.register(
         JOB_HOUSEKEEPING,
         Arc::new(HousekeepingJob {
@@ -95,11 +104,18 @@ pub(super) fn start_jobs(state: &Arc<AppState>) -> impl Future<Output = ()> + us
     );
     let runner = runner.spawn(shutdown.clone(), grace);
     let billing = state.billing.clone();
+    let warehouse = state.config.warehouse.clone();
     let scheduler = tokio::spawn(async move {
-        let tick = stripe::schedule_tick(&billing);
+        let mut tick = stripe::schedule_tick(&billing);
+        if warehouse.dir.is_some() {
+            tick = tick.min(Duration::from_secs(warehouse.interval_secs.clamp(1, 60)));
+        }
         loop {
             if let Err(e) = stripe::schedule_periodic(&queue, &billing).await {
                 tracing::warn!(error = %e, "scheduling periodic jobs failed");
+            }
+            if let Err(e) = crate::integrations::warehouse::schedule(&queue, &warehouse).await {
+                tracing::warn!(error = %e, "scheduling the warehouse export failed");
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -173,6 +189,25 @@ pub struct Reloader(pub Arc<AppState>);
 impl crate::config::reload::Reload for Reloader {
     async fn apply(&self, config: Config) -> Result<(), String> {
         apply(&self.0, config).await
+    }
+
+    /// Every reload, applied or refused, goes to the audit log with the file's SHA-256 (who
+    /// changed routing or limits, and when, is an auditor's question too).
+    fn reloaded(&self, path: &std::path::Path, outcome: &Result<(), String>) {
+        use sha2::Digest;
+        let sha256 = std::fs::read(path)
+            .map(|b| hex::encode(sha2::Sha256::digest(&b)))
+            .unwrap_or_default();
+        let detail = match outcome {
+            Ok(()) => serde_json::json!({"outcome": "applied", "sha256": sha256}),
+            Err(e) => serde_json::json!({"outcome": "rejected", "sha256": sha256, "error": e}),
+        };
+        self.0.audit.record(crate::audit::Event::new(
+            "system",
+            "config.reload",
+            Some(path.display().to_string()),
+            detail,
+        ));
     }
 }
 

@@ -121,6 +121,8 @@ impl App {
                 .enabled
                 .then(|| config.local.model_name.clone()),
             grace_over: CancellationToken::new(),
+            analytics: crate::integrations::analytics::Analytics::start(&config.analytics, &store)?
+                .map(|a| a as Arc<dyn crate::usage::Tap>),
         };
         let response_saver = crate::store::ResponseSaver::spawn(store.clone());
         let identities = Arc::new(crate::auth::identity::Identities::new(
@@ -259,6 +261,10 @@ impl App {
         }
         if let Some(rag) = &state.chat.rag {
             rag.save_snapshot().await;
+        }
+        // Analytics events still queued are sent (one attempt, a few seconds at most).
+        if let Some(analytics) = &state.chat.analytics {
+            analytics.flush(Duration::from_secs(3)).await;
         }
         if let Some(task) = leases
             && tokio::time::timeout(Duration::from_secs(5), task)

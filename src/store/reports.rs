@@ -12,6 +12,8 @@ pub enum UsageGroup {
     Model,
     /// End users, named `tenant/user` (a user id is unique within its tenant only).
     User,
+    /// UTC days (`2026-12-06`).
+    Day,
 }
 
 impl UsageGroup {
@@ -22,6 +24,7 @@ impl UsageGroup {
             "key" => Some(UsageGroup::Key),
             "model" => Some(UsageGroup::Model),
             "user" => Some(UsageGroup::User),
+            "day" => Some(UsageGroup::Day),
             _ => None,
         }
     }
@@ -32,6 +35,8 @@ impl UsageGroup {
             UsageGroup::Key => "key_id",
             UsageGroup::Model => "model",
             UsageGroup::User => "COALESCE(tenant_id, '-') || '/' || COALESCE(user_id, '-')",
+            // The day number: the same integer arithmetic on both backends, named in Rust.
+            UsageGroup::Day => "CAST(created_at / 86400000 AS TEXT)",
         }
     }
 }
@@ -60,13 +65,40 @@ pub struct RouteCount {
 }
 
 impl Store {
-    /// Usage since `since_ms` (ms since the epoch), of one tenant or all (`None`), one row
-    /// per group, in group order.
+    /// Usage since `since_ms` (ms since the epoch), before `until_ms`, of one tenant or all
+    /// (`None`), one row per group, in group order.
     pub async fn usage_report(
         &self,
         by: UsageGroup,
         since_ms: i64,
+        until_ms: Option<i64>,
         tenant: Option<&str>,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        self.usage_where(by, since_ms, until_ms, tenant.unwrap_or(""), "")
+            .await
+    }
+
+    /// One tenant's usage, or one of its end users' (`user`).
+    pub async fn usage_report_of(
+        &self,
+        by: UsageGroup,
+        since_ms: i64,
+        until_ms: Option<i64>,
+        tenant: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        self.usage_where(by, since_ms, until_ms, tenant, user.unwrap_or(""))
+            .await
+    }
+
+    /// `tenant` / `user` empty: any.
+    async fn usage_where(
+        &self,
+        by: UsageGroup,
+        since_ms: i64,
+        until_ms: Option<i64>,
+        tenant: &str,
+        user: &str,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let column = by.column();
         let sql = format!(
@@ -76,11 +108,14 @@ impl Store {
                     CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION), \
                     CAST(COALESCE(SUM(CASE WHEN status = 'cache_hit' THEN 1 ELSE 0 END), 0) AS BIGINT), \
                     CAST(COALESCE(SUM(saved_usd), 0) AS DOUBLE PRECISION) \
-             FROM request_log WHERE created_at >= $1 AND ($2 = '' OR tenant_id = $2) GROUP BY {column} ORDER BY 1"
+             FROM request_log WHERE created_at >= $1 AND created_at < $3 \
+             AND ($2 = '' OR tenant_id = $2) AND ($4 = '' OR user_id = $4) \
+             GROUP BY {column} ORDER BY 1"
         );
         type Row = (String, i64, i64, i64, i64, f64, i64, f64);
         let rows: Vec<Row> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(since_ms).bind(tenant.unwrap_or("")).fetch_all(p).await)?;
+            .bind(since_ms).bind(tenant).bind(until_ms.unwrap_or(i64::MAX)).bind(user)
+            .fetch_all(p).await)?;
         Ok(rows
             .into_iter()
             .map(
@@ -95,7 +130,13 @@ impl Store {
                     savings_usd,
                 )| {
                     UsageRow {
-                        group,
+                        group: match by {
+                            UsageGroup::Day => group
+                                .parse::<i64>()
+                                .map(|d| crate::types::rfc3339(d * 86_400)[..10].to_string())
+                                .unwrap_or(group),
+                            _ => group,
+                        },
                         requests,
                         succeeded,
                         tokens_in,

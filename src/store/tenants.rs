@@ -186,8 +186,17 @@ impl Store {
         Ok(id)
     }
 
+    /// One tenant with its billing state.
+    pub async fn tenant_row(&self, id: &str) -> Result<Option<TenantRow>, StoreError> {
+        Ok(self.list_tenants_where(Some(id)).await?.into_iter().next())
+    }
+
     /// Every tenant with its billing state, by name.
     pub async fn list_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+        self.list_tenants_where(None).await
+    }
+
+    async fn list_tenants_where(&self, id: Option<&str>) -> Result<Vec<TenantRow>, StoreError> {
         type Row = (
             String,
             String,
@@ -200,7 +209,7 @@ impl Store {
         );
         let rows: Vec<Row> = on_pool!(self, p => sqlx::query_as(
             "SELECT id, name, plan, billing_status, past_due_since, credit_cents, stripe_customer_id, stripe_subscription_id \
-             FROM tenants ORDER BY name").fetch_all(p).await)?;
+             FROM tenants WHERE $1 IS NULL OR id = $1 ORDER BY name").bind(id).fetch_all(p).await)?;
         Ok(rows
             .into_iter()
             .map(

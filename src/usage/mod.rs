@@ -15,6 +15,29 @@ use crate::error::ErrorCode;
 use crate::store::{RequestLogRecord, RequestLogWriter, now_ms};
 use crate::types::Usage;
 
+/// Told of every request as it closes, whatever its outcome (server-side analytics);
+/// implemented by an integration. Called on the request's own path: it must not block.
+#[async_trait::async_trait]
+pub trait Tap: Send + Sync {
+    /// Whether the tap takes prompts and answers (`TapContext::input` / `output`).
+    fn wants_content(&self) -> bool;
+
+    fn closed(&self, record: &RequestLogRecord, context: TapContext);
+
+    /// Sends what it holds, waiting at most `deadline` (at shutdown).
+    async fn flush(&self, _deadline: std::time::Duration) {}
+}
+
+/// What a tap is told besides the request log's record.
+#[derive(Debug, Default)]
+pub struct TapContext {
+    /// The end user's analytics consent as the request or their credential states it.
+    pub consent: Option<bool>,
+    /// The prompt's messages and the answer's text, only for a tap that wants content.
+    pub input: Option<serde_json::Value>,
+    pub output: Option<String>,
+}
+
 /// Who made a request and what it is, for its ledger.
 pub struct LedgerOpen<'a> {
     pub request_id: String,
@@ -39,6 +62,8 @@ pub struct Ledger {
     pub reservation: Option<Reservation>,
     /// The prices of the model that answered.
     price: Price,
+    /// Told when the ledger closes (analytics).
+    tap: Option<(Arc<dyn Tap>, TapContext)>,
 }
 
 impl Ledger {
@@ -72,6 +97,26 @@ impl Ledger {
             done: false,
             reservation: None,
             price: Price::default(),
+            tap: None,
+        }
+    }
+
+    /// Tells `tap` of this request when it closes.
+    pub fn tap(&mut self, tap: Arc<dyn Tap>, context: TapContext) {
+        self.tap = Some((tap, context));
+    }
+
+    /// Whether the answer's text is wanted (a tap that takes content).
+    pub fn wants_output(&self) -> bool {
+        self.tap.as_ref().is_some_and(|(_, c)| c.input.is_some())
+    }
+
+    /// The answer's text, for a tap that takes content.
+    pub fn set_output(&mut self, text: String) {
+        if let Some((_, c)) = self.tap.as_mut()
+            && c.input.is_some()
+        {
+            c.output = Some(text);
         }
     }
 
@@ -102,6 +147,9 @@ impl Ledger {
         m.duration(self.record.stream).record(elapsed.as_secs_f64());
         m.tokens(false).increment(self.record.tokens_in);
         m.tokens(true).increment(self.record.tokens_out);
+        if let Some((tap, context)) = self.tap.take() {
+            tap.closed(&self.record, context);
+        }
         self.record.clone()
     }
 

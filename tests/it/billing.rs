@@ -602,3 +602,378 @@ async fn admin_api_is_disabled_without_a_key() {
     assert_eq!(count(&store, "SELECT COUNT(*) FROM stripe_events").await, 0);
     app.shutdown().await;
 }
+
+async fn pay(app: &TestApp, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = app.post(path).json(&body);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Starting payments against a mock Stripe that keeps Stripe's idempotency rules: a dropped
+/// connection retried with the client's key gets the object Stripe made the first time (one
+/// created), the same key with another body is Stripe's `idempotency_error`; card, rate-limit
+/// and missing-account errors are clear; the plan change is prorated; the webhook for a
+/// credit pack paid with Elements adds the credit (Checkout's own intents do not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_start_with_idempotency_keys_stripe_honours() {
+    let stripe = MockStripe::start().await;
+    let config = extra(
+        &stripe.url,
+        "[stripe.plans]\nprice_pro = \"pro\"\nprice_team = \"team\"\nteam_lookup = \"team\"\n\
+         [stripe.credit_packs.small]\namount = 1000\nname = \"10 USD of credit\"\n\
+         [stripe.credit_packs.big]\namount = 5000\n",
+    )
+    .replace(
+        "meter_settle_secs = 0\n",
+        "meter_settle_secs = 0\ntimeout_ms = 800\nsuccess_url = \"https://app.test/ok\"\n\
+         cancel_url = \"https://app.test/cancel\"\nportal_return_url = \"https://app.test/account\"\n",
+    );
+    let mut app = TestApp::spawn_with(Options::extra(&config)).await;
+    let store = app.store().await;
+
+    // The client's Idempotency-Key is required.
+    let (s, e) = pay(&app, "/v1/billing/checkout", None, json!({"plan": "pro"})).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (400, Some("idempotency_key_required")),
+        "{e}"
+    );
+
+    // A subscription checkout: the plan's price, the tenant as the reference.
+    let (s, session) = pay(
+        &app,
+        "/v1/billing/checkout",
+        Some("k-sub"),
+        json!({"plan": "pro"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{session}");
+    assert!(
+        session["id"].as_str().unwrap().starts_with("cs_test_"),
+        "{session}"
+    );
+    assert!(
+        session["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://checkout.stripe.test/")
+    );
+    let made = stripe.created();
+    let form = &made[0]["form"];
+    assert_eq!(form["mode"], "subscription");
+    assert_eq!(form["line_items[0][price]"], "price_pro");
+    assert_eq!(form["client_reference_id"], "tenant-a");
+    assert_eq!(form["success_url"], "https://app.test/ok");
+    let calls = stripe.state.payment_calls.lock().unwrap().clone();
+    let sent_key = calls[0].1.clone().expect("an Idempotency-Key to Stripe");
+    assert!(
+        sent_key.starts_with("qm_checkout_") && !sent_key.contains("k-sub"),
+        "{sent_key}"
+    );
+
+    let (s, e) = pay(
+        &app,
+        "/v1/billing/checkout",
+        Some("k-bad"),
+        json!({"plan": "gold"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pro, team"),
+        "{e}"
+    );
+    let (s, _) = pay(
+        &app,
+        "/v1/billing/checkout",
+        Some("k-both"),
+        json!({"plan": "pro", "pack": "small"}),
+    )
+    .await;
+    assert_eq!(s, 400);
+
+    // A dropped connection: Stripe made the session but its answer never came (504); the
+    // client's retry with its key gets that same session back, and Stripe made one.
+    stripe
+        .state
+        .stall_next_payment
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (s, e) = pay(
+        &app,
+        "/v1/billing/checkout",
+        Some("k-pack"),
+        json!({"pack": "small"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (504, Some("upstream_timeout")),
+        "{e}"
+    );
+    let before = stripe.created().len();
+    let (s, retried) = pay(
+        &app,
+        "/v1/billing/checkout",
+        Some("k-pack"),
+        json!({"pack": "small"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{retried}");
+    assert_eq!(stripe.created().len(), before, "the retry created nothing");
+    let first = &stripe.created()[before - 1];
+    assert_eq!(
+        retried["id"], first["object"]["id"],
+        "the same session back"
+    );
+    assert_eq!(first["form"]["mode"], "payment");
+    assert_eq!(
+        first["form"]["line_items[0][price_data][unit_amount]"],
+        "1000"
+    );
+
+    // The same key after a dropped connection, with another body: Stripe's 400, passed on.
+    stripe
+        .state
+        .stall_next_payment
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (s, _) = pay(
+        &app,
+        "/v1/billing/checkout",
+        Some("k-swap"),
+        json!({"pack": "small"}),
+    )
+    .await;
+    assert_eq!(s, 504);
+    let (s, e) = pay(
+        &app,
+        "/v1/billing/checkout",
+        Some("k-swap"),
+        json!({"pack": "big"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{e}"
+    );
+
+    // A PaymentIntent for Elements: only the client secret comes back.
+    let (s, pi) = pay(
+        &app,
+        "/v1/billing/payment-intents",
+        Some("k-pi"),
+        json!({"pack": "small"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{pi}");
+    let keys: Vec<&String> = pi.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["client_secret", "object"], "{pi}");
+    assert!(pi["client_secret"].as_str().unwrap().contains("_secret_"));
+    let intent = stripe.created().last().unwrap().clone();
+    assert_eq!(intent["form"]["amount"], "1000");
+    assert_eq!(intent["form"]["metadata[qm_credit]"], "elements");
+    assert_eq!(intent["form"]["automatic_payment_methods[enabled]"], "true");
+
+    // Stripe's errors, clearly.
+    stripe.set_mode(mock_stripe::DECLINE);
+    let (s, e) = pay(
+        &app,
+        "/v1/billing/payment-intents",
+        Some("k-decl"),
+        json!({"pack": "big"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (402, Some("card_declined")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient funds"),
+        "{e}"
+    );
+    stripe.set_mode(mock_stripe::RATE_LIMIT);
+    let (s, e) = pay(
+        &app,
+        "/v1/billing/payment-intents",
+        Some("k-rl"),
+        json!({"pack": "big"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (429, Some("payment_provider_rate_limited")),
+        "{e}"
+    );
+    stripe.set_mode(mock_stripe::FAIL);
+    let (s, e) = pay(
+        &app,
+        "/v1/billing/payment-intents",
+        Some("k-500"),
+        json!({"pack": "big"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (502, Some("payment_provider_error")),
+        "{e}"
+    );
+    stripe.set_mode(mock_stripe::OK);
+    let (s, e) = pay(
+        &app,
+        "/v1/billing/payment-intents",
+        Some("k-nopack"),
+        json!({"pack": "huge"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+
+    // The portal needs a Stripe customer.
+    let (s, e) = pay(&app, "/v1/billing/portal", Some("k-portal0"), json!({})).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("no_billing_account")),
+        "{e}"
+    );
+    link_customer(&store, "tenant-a", "cus_pay_1").await;
+    let (s, portal) = pay(&app, "/v1/billing/portal", Some("k-portal"), json!({})).await;
+    assert_eq!(s, 200, "{portal}");
+    assert!(
+        portal["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://billing.stripe.test/")
+    );
+    assert_eq!(
+        stripe.created().last().unwrap()["form"]["customer"],
+        "cus_pay_1"
+    );
+    assert_eq!(
+        stripe.created().last().unwrap()["form"]["return_url"],
+        "https://app.test/account"
+    );
+
+    // An upgrade: the subscription's item moves to the plan's price, prorated by Stripe.
+    let (s, e) = pay(
+        &app,
+        "/v1/billing/subscription",
+        Some("k-up0"),
+        json!({"plan": "team"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("no_billing_account")),
+        "{e}"
+    );
+    on_pool!(&store, p => sqlx::query("UPDATE tenants SET stripe_subscription_id = 'sub_pay_1' WHERE name = 'tenant-a'")
+        .execute(p).await.map(|_| ()))
+    .unwrap();
+    let (s, e) = pay(
+        &app,
+        "/v1/billing/checkout",
+        Some("k-sub2"),
+        json!({"plan": "team"}),
+    )
+    .await;
+    assert_eq!(s, 400, "a second subscription is refused: {e}");
+    let (s, up) = pay(
+        &app,
+        "/v1/billing/subscription",
+        Some("k-up"),
+        json!({"plan": "team"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{up}");
+    assert_eq!(up["plan"], "team");
+    let update = stripe.created().last().unwrap().clone();
+    assert_eq!(update["path"], "/v1/subscriptions/sub_pay_1");
+    assert_eq!(update["form"]["items[0][id]"], "si_mock_1");
+    assert_eq!(update["form"]["items[0][price]"], "price_team");
+    assert_eq!(update["form"]["proration_behavior"], "create_prorations");
+    // The gateway's own idempotency replays a completed call without reaching Stripe.
+    let calls_before = stripe.state.payment_calls.lock().unwrap().len();
+    let r = app
+        .post("/v1/billing/subscription")
+        .header("Idempotency-Key", "k-up")
+        .json(&json!({"plan": "team"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        stripe.state.payment_calls.lock().unwrap().len(),
+        calls_before
+    );
+
+    // The webhook closes the loop: a credit pack paid with Elements adds its credit once;
+    // an intent Checkout made (not marked) adds nothing.
+    let paid = json!({"id": "pi_test_9", "object": "payment_intent", "amount_received": 1000,
+        "customer": "cus_pay_1", "metadata": {"tenant": "tenant-a", "pack": "small", "qm_credit": "elements"}});
+    assert_eq!(
+        deliver(&app, &event("evt_pi_1", "payment_intent.succeeded", paid))
+            .await
+            .status(),
+        200
+    );
+    let checkout_pi = json!({"id": "pi_test_10", "object": "payment_intent", "amount_received": 5000,
+        "customer": "cus_pay_1", "metadata": {}});
+    assert_eq!(
+        deliver(
+            &app,
+            &event("evt_pi_2", "payment_intent.succeeded", checkout_pi)
+        )
+        .await
+        .status(),
+        200
+    );
+    wait_for(10, "both events processed", || async {
+        count(
+            &store,
+            "SELECT COUNT(*) FROM stripe_events WHERE processed_at IS NOT NULL",
+        )
+        .await
+            == 2
+    })
+    .await;
+    let status: Value = app
+        .get("/v1/billing")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["credit_cents"], 1000, "{status}");
+    assert_eq!(status["has_subscription"], true);
+    app.shutdown().await;
+}
+
+/// Without a Stripe key the payment endpoints say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_need_a_stripe_key() {
+    let mut app = TestApp::spawn_with(Options::extra("[rate_limit]\nenabled = false\n")).await;
+    let (s, e) = pay(
+        &app,
+        "/v1/billing/checkout",
+        Some("k1"),
+        json!({"pack": "small"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("billing_not_configured")),
+        "{e}"
+    );
+    app.shutdown().await;
+}

@@ -74,6 +74,9 @@ async fn serve_jwks(jwks: Jwks) -> String {
 struct Externals {
     calls: Arc<Mutex<Vec<String>>>,
     posthog_failures_left: Arc<Mutex<u32>>,
+    /// Audit rows the SIEM intake accepted (its first call fails).
+    siem: Arc<Mutex<Vec<Value>>>,
+    siem_calls: Arc<Mutex<u32>>,
 }
 
 async fn serve_externals(ext: Externals) -> String {
@@ -123,7 +126,28 @@ async fn serve_externals(ext: Externals) -> String {
             .push(format!("resend.delete {audience} {email}"));
         axum::Json(json!({"object": "contact", "deleted": true}))
     }
+    async fn siem(
+        State(e): State<Externals>,
+        headers: axum::http::HeaderMap,
+        body: axum::Json<Value>,
+    ) -> axum::http::StatusCode {
+        let first = {
+            let mut n = e.siem_calls.lock().unwrap();
+            *n += 1;
+            *n == 1
+        };
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+        if auth != Some("Bearer siem-token") {
+            return axum::http::StatusCode::UNAUTHORIZED;
+        }
+        if first {
+            return axum::http::StatusCode::BAD_GATEWAY;
+        }
+        e.siem.lock().unwrap().push(body.0);
+        axum::http::StatusCode::ACCEPTED
+    }
     let app = Router::new()
+        .route("/siem", post(siem))
         .route("/v1/customers/search", get(search))
         .route("/v1/customers/{id}", delete(delete_customer))
         .route(
@@ -178,6 +202,7 @@ async fn identity_tokens_sessions_roles_audit_and_deletion() {
     unsafe {
         std::env::set_var("QM_TEST_POSTHOG_KEY", "phx_test");
         std::env::set_var("QM_TEST_RESEND_KEY", "re_test");
+        std::env::set_var("QM_TEST_SIEM_TOKEN", "siem-token");
     }
     let extra = format!(
         "[rate_limit]\nenabled = false\n[server]\nshutdown_grace_secs = 2\n\
@@ -192,7 +217,8 @@ async fn identity_tokens_sessions_roles_audit_and_deletion() {
          posthog_key_env = \"QM_TEST_POSTHOG_KEY\"\nresend_url = \"{ext_url}\"\nresend_audience_id = \"aud_1\"\n\
          resend_key_env = \"QM_TEST_RESEND_KEY\"\nsweep_after_secs = 1.0\n\
          [stripe]\napi_base = \"{ext_url}\"\nsecret_key = \"sk_test_identity\"\n\
-         [jobs]\npoll_interval_ms = 50\nbackoff_base_ms = 50\nbackoff_max_ms = 100\nmax_attempts = 4\n",
+         [jobs]\npoll_interval_ms = 50\nbackoff_base_ms = 50\nbackoff_max_ms = 100\nmax_attempts = 4\n\
+         [audit]\nforward_url = \"{ext_url}/siem\"\nforward_token_env = \"QM_TEST_SIEM_TOKEN\"\n",
         fx["webhook"]["secret"].as_str().unwrap()
     );
     let mut app = TestApp::spawn_with(Options::extra(&extra)).await;
@@ -592,6 +618,25 @@ async fn identity_tokens_sessions_roles_audit_and_deletion() {
         let row: Value = serde_json::from_str(line).unwrap();
         assert_eq!(row["action"], "key.create");
     }
+    // Every row reaches the SIEM (its first call failed and was retried), with its hash.
+    let want: Vec<i64> = rows["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    common::wait_for(15, "every audit row forwarded to the SIEM", || async {
+        let got = ext.siem.lock().unwrap();
+        want.iter()
+            .all(|s| got.iter().any(|r| r["seq"].as_i64() == Some(*s)))
+    })
+    .await;
+    {
+        let got = ext.siem.lock().unwrap();
+        let row = got.iter().find(|r| r["action"] == "key.create").unwrap();
+        assert_eq!(row["hash"].as_str().unwrap().len(), 64, "{row}");
+    }
+    assert!(*ext.siem_calls.lock().unwrap() > want.len() as u32);
     app.shutdown().await;
     let n = quartermaster::audit::verify(&store)
         .await

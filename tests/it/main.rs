@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod analytics;
 mod anthropic_upstream;
 mod api;
 mod billing;
@@ -23,7 +24,7 @@ mod local_model;
 mod messages;
 mod parser_props;
 mod postgres;
-mod python_sdk;
+pub mod python_sdk;
 mod rag;
 mod rag_cli;
 mod reload_sighup;
@@ -31,3 +32,4 @@ mod replicas;
 mod responses;
 mod routing;
 mod ui_chat;
+mod warehouse;

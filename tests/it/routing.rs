@@ -350,6 +350,26 @@ async fn hot_reload_applies_valid_changes_and_keeps_the_config_on_errors() {
         header(&auto(&app, None, false).await, "x-quartermaster-model") == "mock-no-usage"
     })
     .await;
+    // Each reload, applied or refused, is in the audit log with the file's hash.
+    let rows = app
+        .get_json_as("/admin/audit?action=config.reload", ADMIN)
+        .await;
+    let outcomes: Vec<&str> = rows["data"]
+        .as_array()
+        .expect("audit rows")
+        .iter()
+        .map(|r| r["detail"]["outcome"].as_str().unwrap_or(""))
+        .collect();
+    assert!(outcomes.contains(&"applied"), "{rows}");
+    assert!(outcomes.contains(&"rejected"), "{rows}");
+    assert!(
+        rows["data"][0]["detail"]["sha256"]
+            .as_str()
+            .unwrap_or("")
+            .len()
+            == 64,
+        "{rows}"
+    );
     app.shutdown().await;
 }
 

@@ -127,6 +127,7 @@ impl JobHandler for EventJob {
             "checkout.session.completed" => self.checkout_completed(object).await?,
             "invoice.payment_failed" => self.payment_failed(object).await?,
             "invoice.paid" => self.invoice_paid(object).await?,
+            "payment_intent.succeeded" => self.intent_succeeded(object),
             "customer.subscription.updated" | "customer.subscription.deleted" => {
                 self.subscription_changed(&kind, object).await?
             }
@@ -231,6 +232,28 @@ impl EventJob {
             stmts,
             jobs: vec![],
         })
+    }
+
+    /// A credit pack paid through Elements (`POST /v1/billing/payment-intents`): the amount
+    /// received becomes credit. Checkout's own intents are not marked (their session's
+    /// completion adds the credit), so nothing is counted twice.
+    fn intent_succeeded(&self, intent: &Value) -> Plan {
+        if str_at(intent, &["metadata", "qm_credit"]) != Some("elements") {
+            return Plan::only("ignored: not a credit pack bought with Elements");
+        }
+        let Some(tenant) = str_at(intent, &["metadata", "tenant"]) else {
+            return Plan::only("ignored: no tenant reference");
+        };
+        let credit = intent["amount_received"].as_i64().unwrap_or(0).max(0);
+        let customer = str_at(intent, &["customer"]).map(str::to_string);
+        Plan {
+            outcome: format!("credit {tenant}: +{credit} cents"),
+            stmts: vec![stmt(
+                "UPDATE tenants SET credit_cents = credit_cents + $1,                  stripe_customer_id = COALESCE(stripe_customer_id, $2) WHERE name = $3 OR id = $3",
+                vec![Arg::Int(Some(credit)), Arg::Text(customer), text(tenant)],
+            )],
+            jobs: vec![],
+        }
     }
 
     async fn payment_failed(&self, invoice: &Value) -> Result<Plan, JobError> {

@@ -12,6 +12,7 @@
 mod dunning;
 mod events;
 mod metering;
+pub mod payments;
 pub mod signature;
 pub mod webhook;
 
@@ -59,8 +60,18 @@ pub struct StripeConfig {
     pub meter_settle_secs: u64,
     /// The plan set by a completed subscription checkout without `metadata.plan`.
     pub default_plan: String,
-    /// Stripe price ids or lookup keys to plan names, for subscription updates.
+    /// Stripe price ids or lookup keys to plan names, for subscription updates (and, for
+    /// price ids, the price a checkout for that plan uses).
     pub plans: BTreeMap<String, String>,
+    /// Credit sold as one-off payments (Checkout or Elements).
+    pub credit_packs: BTreeMap<String, payments::CreditPack>,
+    /// Where Checkout sends the customer back, when the request names no URL.
+    pub success_url: Option<String>,
+    pub cancel_url: Option<String>,
+    /// Where the customer portal returns to, when the request names no URL.
+    pub portal_return_url: Option<String>,
+    /// Longest wait for one call to Stripe's API when starting a payment.
+    pub timeout_ms: u64,
 }
 
 impl Default for StripeConfig {
@@ -77,6 +88,11 @@ impl Default for StripeConfig {
             meter_settle_secs: 120,
             default_plan: "pro".into(),
             plans: BTreeMap::new(),
+            credit_packs: BTreeMap::new(),
+            success_url: None,
+            cancel_url: None,
+            portal_return_url: None,
+            timeout_ms: 10_000,
         }
     }
 }

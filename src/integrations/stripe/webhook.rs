@@ -167,6 +167,7 @@ fn is_handled(kind: &str) -> bool {
         "checkout.session.completed"
             | "invoice.payment_failed"
             | "invoice.paid"
+            | "payment_intent.succeeded"
             | "customer.subscription.updated"
             | "customer.subscription.deleted"
     )
