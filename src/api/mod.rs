@@ -146,6 +146,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/webhooks/stripe", post(webhooks::stripe))
         .route("/webhooks/identity/{source}", post(webhooks::identity))
+        .route("/webhooks/cms/{source}", post(webhooks::cms))
+        .route("/webhooks/sanity", post(webhooks::sanity))
         .merge(admin::router(state.clone()))
         .merge(v1)
         .fallback(not_found)

@@ -1,6 +1,7 @@
 //! Webhooks: no API key, the signature is the authentication, and the raw body goes to the
-//! integration untouched (signatures are over exact bytes). `POST /webhooks/stripe`, and
-//! `POST /webhooks/identity/{source}` (Clerk, Supabase).
+//! integration untouched (signatures are over exact bytes). `POST /webhooks/stripe`,
+//! `POST /webhooks/identity/{source}` (Clerk, Supabase), `POST /webhooks/cms/{source}` and
+//! `POST /webhooks/sanity` (headless CMSs).
 
 use std::sync::Arc;
 
@@ -62,5 +63,52 @@ pub async fn identity(
         "id": received.id,
         "duplicate": received.duplicate,
         "deletion": received.deletion,
+    })))
+}
+
+/// `POST /webhooks/cms/{source}`: a headless CMS's publish, update or delete.
+pub async fn cms(
+    State(state): State<Arc<AppState>>,
+    super::extractors::ApiPath(source): super::extractors::ApiPath<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    cms_source(&state, &source, &headers, &body).await
+}
+
+/// `POST /webhooks/sanity`: the CMS source named `sanity`.
+pub async fn sanity(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    cms_source(&state, "sanity", &headers, &body).await
+}
+
+async fn cms_source(
+    state: &AppState,
+    source: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<axum::Json<Value>, ApiError> {
+    use crate::integrations::cms::webhook::receive;
+    let Some(config) = state.config.cms.sources.get(source) else {
+        return Err(ApiError::NotFound(format!(
+            "no CMS webhook `{source}` is configured"
+        )));
+    };
+    let received = receive(&state.store, &state.jobs, source, config, headers, body)
+        .await
+        .map_err(|e| ApiError::Coded {
+            code: crate::error::ErrorCode::error_code(&e),
+            message: e.to_string(),
+        })?;
+    Ok(axum::Json(json!({
+        "received": true,
+        "id": received.id,
+        "duplicate": received.duplicate,
+        "document": received.document,
+        "operation": received.operation,
+        "revision": received.revision,
     })))
 }

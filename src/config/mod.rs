@@ -68,6 +68,8 @@ pub struct Config {
     pub analytics: crate::integrations::analytics::AnalyticsConfig,
     /// The usage facts exported as Parquet for a warehouse.
     pub warehouse: crate::integrations::warehouse::WarehouseConfig,
+    /// Headless CMS webhooks into retrieval, the cache and the site.
+    pub cms: crate::integrations::cms::CmsConfig,
 }
 
 /// A configuration problem, with the path of the offending key.

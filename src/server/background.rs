@@ -85,6 +85,28 @@ pub(super) fn start_jobs(state: &Arc<AppState>) -> impl Future<Output = ()> + us
             }),
         );
     }
+    if !state.config.cms.sources.is_empty() {
+        use crate::integrations::cms::{sync, webhook};
+        runner.register(
+            webhook::JOB_APPLY,
+            Arc::new(sync::ApplyJob {
+                store: store.clone(),
+                rag: state.chat.rag.clone(),
+                config: state.config.cms.clone(),
+                queue: queue.clone(),
+            }),
+        );
+        runner.register(
+            sync::JOB_REVALIDATE,
+            Arc::new(sync::RevalidateJob {
+                config: state.config.cms.clone(),
+                http: reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .build()
+                    .expect("an HTTP client"),
+            }),
+        );
+    }
     if state.config.warehouse.dir.is_some() {
         runner.register(
             crate::integrations::warehouse::JOB,

@@ -14,6 +14,7 @@ mod cache;
 mod cache_kill;
 mod cache_qdrant;
 mod cli;
+mod cms;
 mod embeddings;
 mod gateway;
 mod golden;

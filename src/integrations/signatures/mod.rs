@@ -3,5 +3,7 @@
 //! refuses stale timestamps.
 //!
 //! - `standard_webhooks`: Standard Webhooks / Svix (Clerk, Supabase, Resend).
+//! - `timestamped_hmac`: `t=...,v1=...` in one header (Sanity).
 
 pub mod standard_webhooks;
+pub mod timestamped_hmac;
