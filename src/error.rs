@@ -198,30 +198,6 @@ impl ErrorCode for crate::store::StoreError {
     }
 }
 
-impl ErrorCode for crate::providers::ProviderError {
-    fn error_code(&self) -> Code {
-        use crate::providers::ProviderError::*;
-        match self {
-            Status { .. } | MidStream { .. } => Code::UpstreamError,
-            Timeout => Code::UpstreamTimeout,
-            Connection(_) | Protocol(_) => Code::UpstreamUnavailable,
-        }
-    }
-
-    /// An upstream's 4xx is the client's business and keeps its status; anything else the
-    /// upstream did wrong is a 502 (a timeout a 504).
-    fn http_status(&self) -> u16 {
-        match self {
-            crate::providers::ProviderError::Status { status, .. }
-                if (400..500).contains(status) =>
-            {
-                *status
-            }
-            other => other.error_code().status(),
-        }
-    }
-}
-
 impl ErrorCode for crate::rag::ExtractError {
     fn error_code(&self) -> Code {
         use crate::rag::ExtractError::*;

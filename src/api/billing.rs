@@ -23,11 +23,11 @@ fn payments(state: &AppState) -> Payments<'_> {
     }
 }
 
-/// The plan and the portal change what the whole tenant pays: an end user's own token or
-/// session needs a `billing` or `admin` role for them (the tenant's API keys may).
+/// A plan (its checkout or its change) and the portal change what the whole tenant pays: an
+/// end user's own credential needs a `billing` or `admin` role for them (the tenant's API
+/// keys may); buying credit needs none.
 fn may_manage_billing(p: &Principal) -> Result<(), ApiError> {
-    let end_user = p.key_id.starts_with("jwt:") || p.key_id.starts_with("session:");
-    if end_user && !p.roles.iter().any(|r| r == "billing" || r == "admin") {
+    if p.personal && !p.roles.iter().any(|r| r == "billing" || r == "admin") {
         return Err(ApiError::Coded {
             code: crate::error::Code::Forbidden,
             message: "managing the tenant's billing needs the `billing` or `admin` role".into(),
@@ -44,6 +44,9 @@ pub async fn checkout(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CheckoutRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    if req.plan.is_some() {
+        may_manage_billing(&principal)?;
+    }
     let key = client_key(&headers)?;
     Ok(axum::Json(
         payments(&state)
@@ -140,13 +143,9 @@ pub async fn status(
 
 impl From<PaymentError> for ApiError {
     fn from(e: PaymentError) -> Self {
-        use crate::error::ErrorCode;
         match e {
             PaymentError::Store(s) => ApiError::from(s),
-            other => ApiError::Coded {
-                code: other.error_code(),
-                message: other.to_string(),
-            },
+            other => ApiError::coded(&other),
         }
     }
 }

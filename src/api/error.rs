@@ -160,6 +160,18 @@ impl ErrorCode for ApiError {
 }
 
 impl ApiError {
+    /// A domain error carried with its code and its message (an outage keeps its own
+    /// mapping: `StoreUnavailable` with its generic message).
+    pub fn coded<E: ErrorCode + std::fmt::Display>(e: &E) -> Self {
+        match e.error_code() {
+            Code::StoreUnavailable => ApiError::StoreUnavailable,
+            code => ApiError::Coded {
+                code,
+                message: e.to_string(),
+            },
+        }
+    }
+
     pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
         ApiError::InvalidRequest {
             message: message.into(),

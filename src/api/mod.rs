@@ -290,8 +290,10 @@ async fn authenticate(
             false,
         )
     };
-    // An API-key caller may say which of its end users a request is for.
-    if principal.user.is_none()
+    // A tenant's API key may say which of its end users a request is for (an end user's
+    // own credential may not speak for another).
+    if !principal.personal
+        && principal.user.is_none()
         && let Some(user) = req
             .headers()
             .get(USER_HEADER)

@@ -49,7 +49,7 @@ pub async fn usage(
         }
         Some(by) => by,
     };
-    let end_user = end_user_of(&principal);
+    let end_user = end_user_of(&principal)?;
     let rows = state
         .store
         .usage_report_of(by, q.since_ms, q.until_ms, &principal.tenant.id, end_user)
@@ -62,16 +62,23 @@ pub async fn usage(
     })))
 }
 
-/// The end user a credential is limited to: a token's or session's user (an API key speaks
-/// for the whole tenant).
-fn end_user_of(p: &Principal) -> Option<&str> {
-    let personal = p.key_id.starts_with("jwt:") || p.key_id.starts_with("session:");
-    if personal { p.user.as_deref() } else { None }
+/// The end user a credential is limited to: a token's, a session's or a personal key's
+/// (a tenant's API key speaks for the whole tenant). A personal credential without a user
+/// may see nothing.
+fn end_user_of(p: &Principal) -> Result<Option<&str>, ApiError> {
+    match (p.personal, p.user.as_deref()) {
+        (false, _) => Ok(None),
+        (true, Some(u)) => Ok(Some(u)),
+        (true, None) => Err(ApiError::Coded {
+            code: crate::error::Code::Forbidden,
+            message: "this credential names no end user".into(),
+        }),
+    }
 }
 
 /// An end user may read and set only their own consent; the tenant's keys, any of its users'.
 fn may_speak_for(p: &Principal, user: &str) -> Result<(), ApiError> {
-    match end_user_of(p) {
+    match end_user_of(p)? {
         Some(me) if me != user => Err(ApiError::Coded {
             code: crate::error::Code::Forbidden,
             message: "an end user may set only their own consent".into(),

@@ -54,10 +54,7 @@ pub async fn identity(
     };
     let received = receive(ctx, &source, config, &headers, &body)
         .await
-        .map_err(|e| ApiError::Coded {
-            code: crate::error::ErrorCode::error_code(&e),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| ApiError::coded(&e))?;
     Ok(axum::Json(json!({
         "received": true,
         "id": received.id,
@@ -99,10 +96,7 @@ async fn cms_source(
     };
     let received = receive(&state.store, &state.jobs, source, config, headers, body)
         .await
-        .map_err(|e| ApiError::Coded {
-            code: crate::error::ErrorCode::error_code(&e),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| ApiError::coded(&e))?;
     Ok(axum::Json(json!({
         "received": true,
         "id": received.id,

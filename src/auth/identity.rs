@@ -114,6 +114,7 @@ impl Identities {
             user: v.user,
             roles: v.roles,
             consent: v.consent,
+            personal: true,
         })
     }
 
@@ -162,6 +163,7 @@ impl Identities {
                     user: s.user,
                     roles: Vec::new(),
                     consent: None,
+                    personal: true,
                 }),
         })
     }

@@ -38,6 +38,9 @@ pub struct Principal {
     /// The end user's analytics consent, when the credential says (a token's
     /// `consent_claim`).
     pub consent: Option<bool>,
+    /// The credential is one end user's (a token, a session, a personal key): it speaks
+    /// for that user only, never for the whole tenant.
+    pub personal: bool,
 }
 
 /// A consent as a header or a claim states it: `granted`/`true`/`yes`/`1` or
@@ -60,6 +63,7 @@ impl Principal {
             user: None,
             roles: Vec::new(),
             consent: None,
+            personal: false,
         }
     }
 }
@@ -201,6 +205,7 @@ impl KeyVerifier {
             Err(e) => return Err(e),
         };
         let principal = found.map(|k| Principal {
+            personal: k.user_id.is_some(),
             user: k.user_id,
             ..Principal::of_key(k.key_id, k.tenant, k.billing_status == "limited")
         });

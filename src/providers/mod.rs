@@ -169,3 +169,24 @@ impl ModelRegistry {
         self.models.values()
     }
 }
+
+/// Where a provider's failure sits in the one table of error codes (`crate::error`).
+impl crate::error::ErrorCode for ProviderError {
+    fn error_code(&self) -> crate::error::Code {
+        use ProviderError::*;
+        match self {
+            Status { .. } | MidStream { .. } => crate::error::Code::UpstreamError,
+            Timeout => crate::error::Code::UpstreamTimeout,
+            Connection(_) | Protocol(_) => crate::error::Code::UpstreamUnavailable,
+        }
+    }
+
+    /// An upstream's 4xx is the client's business and keeps its status; anything else the
+    /// upstream did wrong is a 502 (a timeout a 504).
+    fn http_status(&self) -> u16 {
+        match self {
+            ProviderError::Status { status, .. } if (400..500).contains(status) => *status,
+            other => other.error_code().status(),
+        }
+    }
+}

@@ -347,3 +347,30 @@ pub async fn run_client_script(
     assert!(stdout.contains("passed, 0 failed"), "{stdout}");
     stdout
 }
+
+/// Runs `tests/js/{script}` with Node and `env`; asserts it succeeded and returns its
+/// stdout. `None` only when `tests/js/node_modules` is missing and QM_SKIP_JS=1: the suite
+/// demands the JavaScript libraries otherwise (not a silent pass).
+pub async fn node_script(script: &str, env: &[(&str, &str)]) -> Option<String> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    if !dir.join("node_modules").exists() {
+        if std::env::var("QM_SKIP_JS").as_deref() == Ok("1") {
+            eprintln!("SKIPPED {script}: QM_SKIP_JS=1");
+            return None;
+        }
+        panic!("tests/js/node_modules is missing: run scripts/setup.sh (npm ci --prefix tests/js)");
+    }
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .current_dir(&dir)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).expect("UTF-8 output"))
+}

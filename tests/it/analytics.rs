@@ -192,6 +192,13 @@ async fn every_door_emits_generations_through_an_outage_and_respects_consent() {
             .status(),
         200
     );
+    // A grant in the request does not override the user's stored refusal.
+    assert_eq!(
+        chat_for(&app, Some("u3"), Some("granted"), "granted?")
+            .await
+            .status(),
+        200
+    );
     let stored: Value = app
         .get("/v1/users/u3/consent")
         .send()
@@ -237,7 +244,7 @@ async fn every_door_emits_generations_through_an_outage_and_respects_consent() {
         ph.events()
     );
     let metrics = app.get_text("/metrics").await;
-    assert_eq!(metric(&metrics, "suppressed_no_consent"), 2, "{metrics}");
+    assert_eq!(metric(&metrics, "suppressed_no_consent"), 3, "{metrics}");
     assert!(metric(&metrics, "sent") >= 9, "{metrics}");
 
     // The tenant's own usage view, for its agents: by end user and by day, its tenant only.
@@ -293,6 +300,58 @@ async fn every_door_emits_generations_through_an_outage_and_respects_consent() {
         0,
         "another tenant sees none: {theirs}"
     );
+    // A personal key speaks for its user only: its own usage, its own consent, and it
+    // cannot name another user in the header.
+    let mine =
+        quartermaster::auth::create_user_key(&app.store().await, "tenant-a", "u1's", Some("u1"))
+            .await
+            .unwrap();
+    let own: Value = app
+        .get_as("/v1/usage?by=user", &mine.secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let users: Vec<&str> = own["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user"].as_str().unwrap())
+        .collect();
+    assert!(users.iter().all(|u| u.ends_with("/u1")), "{own}");
+    let put = |user: &str| {
+        app.http
+            .put(format!("{}/v1/users/{user}/consent", app.url))
+            .bearer_auth(&mine.secret)
+            .json(&json!({"analytics": true}))
+            .send()
+    };
+    assert_eq!(put("u3").await.unwrap().status(), 403);
+    assert_eq!(put("u1").await.unwrap().status(), 200);
+    let r = app
+        .post_as("/v1/chat/completions", &mine.secret)
+        .header("x-quartermaster-user", "u2")
+        .json(&json!({"model": "mock-ok", "messages": [{"role": "user", "content": "as whom?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for(10, "the personal key's request logged as u1", || async {
+        let v: Value = app
+            .get("/v1/usage?by=user")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["data"].as_array().unwrap().iter().any(|r| {
+            r["user"].as_str().unwrap().ends_with("/u1") && r["requests"].as_i64() == Some(2)
+        })
+    })
+    .await;
     app.shutdown().await;
 }
 

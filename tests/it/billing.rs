@@ -956,6 +956,45 @@ async fn payments_start_with_idempotency_keys_stripe_honours() {
         .unwrap();
     assert_eq!(status["credit_cents"], 1000, "{status}");
     assert_eq!(status["has_subscription"], true);
+    // A pack paid with a delayed method: the session completes unpaid (no credit); the
+    // credit comes with async_payment_succeeded.
+    let unpaid = json!({"id": "cs_delayed", "object": "checkout.session", "mode": "payment",
+        "payment_status": "unpaid", "amount_total": 2500, "client_reference_id": "tenant-a", "customer": "cus_pay_1"});
+    let r = deliver(
+        &app,
+        &event("evt_cs_1", "checkout.session.completed", unpaid.clone()),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mut paid = unpaid;
+    paid["payment_status"] = json!("paid");
+    let r = deliver(
+        &app,
+        &event("evt_cs_2", "checkout.session.async_payment_succeeded", paid),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    wait_for(10, "the delayed payment's events processed", || async {
+        count(
+            &store,
+            "SELECT COUNT(*) FROM stripe_events WHERE processed_at IS NOT NULL",
+        )
+        .await
+            == 4
+    })
+    .await;
+    let status: Value = app
+        .get("/v1/billing")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["credit_cents"], 3500,
+        "credited once, when paid: {status}"
+    );
     app.shutdown().await;
 }
 

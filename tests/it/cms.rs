@@ -63,28 +63,11 @@ fn post_doc(rev: &str, text: &str) -> Value {
 
 /// The header made by @sanity/webhook itself.
 async fn node_signature(body: &str) -> Option<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    if !dir.join("node_modules/@sanity/webhook").exists() {
-        if std::env::var("QM_SKIP_JS").as_deref() == Ok("1") {
-            eprintln!("SKIPPED CMS test: QM_SKIP_JS=1");
-            return None;
-        }
-        panic!("tests/js/node_modules is missing: run scripts/setup.sh (npm ci --prefix tests/js)");
-    }
-    let out = tokio::process::Command::new("node")
-        .arg("sanity_sign.mjs")
-        .current_dir(&dir)
-        .env("QM_BODY", body)
-        .env("QM_SECRET", SECRET)
-        .output()
-        .await
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8(out.stdout).unwrap())
+    common::node_script(
+        "sanity_sign.mjs",
+        &[("QM_BODY", body), ("QM_SECRET", SECRET)],
+    )
+    .await
 }
 
 async fn deliver(
@@ -110,10 +93,11 @@ fn now_ms() -> i64 {
     quartermaster::store::now_ms()
 }
 
-async fn retrieved(app: &TestApp) -> String {
+/// The text retrieval returns of document `doc` for `query`.
+async fn retrieved_of(app: &TestApp, query: &str, doc: &str) -> String {
     let r: Value = app
         .post("/v1/retrieve")
-        .json(&json!({"query": "how many days do I have to ask for a refund", "top_k": 3}))
+        .json(&json!({"query": query, "top_k": 3}))
         .send()
         .await
         .unwrap()
@@ -124,10 +108,14 @@ async fn retrieved(app: &TestApp) -> String {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|h| h["document_id"] == "post-1")
+        .filter(|h| h["document_id"] == doc)
         .map(|h| h["text"].as_str().unwrap_or("").to_string())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+async fn retrieved(app: &TestApp) -> String {
+    retrieved_of(app, "how many days do I have to ask for a refund", "post-1").await
 }
 
 /// A grounded answer asked twice: the second is a hit; its cache entry's id.
@@ -392,20 +380,9 @@ async fn cms_publishes_reach_retrieval_the_cache_and_the_site() {
     assert_eq!(send("nope").await.unwrap().status(), 400);
     assert_eq!(send("strapi-secret").await.unwrap().status(), 200);
     wait_for(15, "the Strapi entry retrieved", || async {
-        let r: Value = app
-            .post("/v1/retrieve")
-            .json(&json!({"query": "when do orders ship", "top_k": 3}))
-            .send()
+        retrieved_of(&app, "when do orders ship", "art-9")
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|h| h["document_id"] == "art-9")
+            .contains("2 business days")
     })
     .await;
     let r = app

@@ -25,29 +25,16 @@ const ADMIN: &str = "qm-admin-identity-test";
 
 /// The fixtures the real libraries made.
 async fn fixtures(tenant: &str) -> Option<Value> {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    if !dir.join("node_modules/jose").exists() {
-        if std::env::var("QM_SKIP_JS").as_deref() == Ok("1") {
-            eprintln!("SKIPPED identity tests: QM_SKIP_JS=1");
-            return None;
-        }
-        panic!("tests/js/node_modules is missing: run scripts/setup.sh (npm ci --prefix tests/js)");
-    }
-    let out = tokio::process::Command::new("node")
-        .arg("identity_fixtures.mjs")
-        .current_dir(&dir)
-        .env("QM_ISSUER", ISSUER)
-        .env("QM_TENANT", tenant)
-        .env("QM_AUTH_SECRET", AUTH_SECRET)
-        .output()
-        .await
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).expect("fixtures are JSON"))
+    let out = common::node_script(
+        "identity_fixtures.mjs",
+        &[
+            ("QM_ISSUER", ISSUER),
+            ("QM_TENANT", tenant),
+            ("QM_AUTH_SECRET", AUTH_SECRET),
+        ],
+    )
+    .await?;
+    Some(serde_json::from_str(&out).expect("fixtures are JSON"))
 }
 
 /// A JWKS endpoint whose keys can be rotated, counting its fetches.

@@ -250,11 +250,17 @@ async fn export_matches_usage_rewrites_identically_and_survives_kill_9() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(read_all(&killed.join("requests")), 303_006);
-    let after: Vec<PathBuf> = parquet_files(&killed)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".inprogress"))
-        .collect();
-    assert!(after.is_empty(), "leftovers removed: {after:?}");
+    // What a killed run may leave is hidden and not Parquet by name (loaders skip it); a
+    // later run removes it once it is an hour old.
+    for p in parquet_files(&killed) {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            name.ends_with(".parquet")
+                || name == "_schema.json"
+                || (name.starts_with('.') && name.ends_with(".inprogress")),
+            "{name}"
+        );
+    }
 }
 
 /// The same export from PostgreSQL (the queries differ in no backend-specific way, but the

@@ -1,5 +1,5 @@
 //! End users' stored analytics consent (`user_consent`), read by the analytics worker (never
-//! on the request path) and remembered for a minute.
+//! on the request path) and remembered a few seconds (an opt-out holds within that).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::store::{Store, StoreError, now_ms, on_pool};
 
-const REMEMBER: Duration = Duration::from_secs(60);
+const REMEMBER: Duration = Duration::from_secs(5);
 
 pub struct ConsentStore {
     store: Store,

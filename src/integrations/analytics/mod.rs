@@ -293,17 +293,21 @@ impl Worker {
         }
     }
 
-    /// Whether the event may name its user: a denial anywhere wins; else what was stated,
-    /// else the user's stored preference, else the default. Requests without an end user
+    /// Whether the event may name its user: a denial anywhere (the request, the token, the
+    /// stored preference) wins; else a grant anywhere; else the default. Requests without an end user
     /// are the tenant's own and follow the default.
     async fn consent_of(&self, p: &Pending) -> bool {
-        if let Some(stated) = p.context.consent {
-            return stated;
+        if p.context.consent == Some(false) {
+            return false;
         }
-        let default = !self.config.require_consent;
-        match (&p.record.tenant_id, &p.record.user_id) {
-            (Some(tenant), Some(user)) => self.consent.get(tenant, user).await.unwrap_or(default),
-            _ => default,
+        let stored = match (&p.record.tenant_id, &p.record.user_id) {
+            (Some(tenant), Some(user)) => self.consent.get(tenant, user).await,
+            _ => None,
+        };
+        match (stored, p.context.consent) {
+            (Some(false), _) => false,
+            (Some(true), _) | (None, Some(true)) => true,
+            (None, _) => !self.config.require_consent,
         }
     }
 }

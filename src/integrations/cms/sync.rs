@@ -26,9 +26,6 @@ pub struct ApplyJob {
     pub queue: JobQueue,
 }
 
-/// The newest delivery of the document an event names.
-type Latest = (String, String, String, String, String, String);
-
 #[async_trait::async_trait]
 impl JobHandler for ApplyJob {
     async fn run(&self, job: &JobRow) -> Result<(), JobError> {
@@ -42,39 +39,30 @@ impl JobHandler for ApplyJob {
         let Some((source_name, tenant, doc_id)) = named else {
             return Err(JobError::Permanent(format!("no stored delivery {event}")));
         };
-        let latest: Latest = on_pool!(&self.store, p => sqlx::query_as(
-            "SELECT id, source, tenant_id, doc_id, revision, operation FROM cms_events \
-             WHERE source = $1 AND tenant_id = $2 AND doc_id = $3 ORDER BY revision DESC, received_at DESC, id DESC LIMIT 1")
-            .bind(&source_name).bind(&tenant).bind(&doc_id).fetch_one(p).await)?;
-        let (latest_id, _, _, _, revision, op) = latest;
-        let payload: String = on_pool!(&self.store, p => sqlx::query_scalar(
-            "SELECT payload FROM cms_events WHERE id = $1").bind(&latest_id).fetch_one(p).await)?;
+        // Apply the latest revision; if a newer one came in while this ran (another job may
+        // have applied it before this one finished), apply again.
+        let mut applied = self
+            .apply_latest(rag, &source_name, &tenant, &doc_id)
+            .await?;
+        for _ in 0..5 {
+            let now_latest = self.latest(&source_name, &tenant, &doc_id).await?;
+            if now_latest.0 == applied.id {
+                break;
+            }
+            applied = self
+                .apply_latest(rag, &source_name, &tenant, &doc_id)
+                .await?;
+        }
+        let Applied {
+            revision,
+            op,
+            doc,
+            outcome,
+            ..
+        } = applied;
         let source = self.config.sources.get(&source_name).ok_or_else(|| {
             JobError::Permanent(format!("no CMS source `{source_name}` configured"))
         })?;
-        let body: Value = serde_json::from_str(&payload)
-            .map_err(|e| JobError::Permanent(format!("stored delivery is not JSON: {e}")))?;
-        let doc = at(&body, &source.document_path)
-            .cloned()
-            .unwrap_or(Value::Null);
-        let outcome = if op == "delete" {
-            let deleted = rag.delete(&tenant, &doc_id).await.map_err(retry)?;
-            format!("deleted: {deleted}")
-        } else {
-            let ingest = ingest_doc(&source_name, source, &doc_id, &doc);
-            match rag.ingest(&tenant, ingest).await {
-                Ok(o) => format!("{:?}", o.status).to_lowercase(),
-                // A document with no text is not searchable: what was stored goes.
-                Err(crate::rag::RagError::Extract(crate::rag::ExtractError::Empty)) => {
-                    let _ = rag.delete(&tenant, &doc_id).await.map_err(retry)?;
-                    "empty: removed".into()
-                }
-                Err(e @ crate::rag::RagError::Invalid(_)) => {
-                    return Err(JobError::Permanent(e.to_string()));
-                }
-                Err(e) => return Err(retry(e)),
-            }
-        };
         metrics::counter!("qm_cms_documents_applied_total", "operation" => op.clone()).increment(1);
         tracing::info!(source = %source_name, document = %doc_id, revision = %revision, outcome = %outcome, "CMS document applied");
         if self.config.revalidate.is_some() {
@@ -93,6 +81,78 @@ impl JobHandler for ApplyJob {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// What one application did.
+struct Applied {
+    id: String,
+    revision: String,
+    op: String,
+    doc: Value,
+    outcome: String,
+}
+
+impl ApplyJob {
+    /// The newest delivery of a document: (id, revision, operation). At equal revisions a
+    /// delete wins (Sanity sends a deleted document as it last was), then the later one.
+    async fn latest(
+        &self,
+        source: &str,
+        tenant: &str,
+        doc_id: &str,
+    ) -> Result<(String, String, String), JobError> {
+        Ok(on_pool!(&self.store, p => sqlx::query_as(
+            "SELECT id, revision, operation FROM cms_events \
+             WHERE source = $1 AND tenant_id = $2 AND doc_id = $3 \
+             ORDER BY revision DESC, CASE WHEN operation = 'delete' THEN 1 ELSE 0 END DESC, received_at DESC, id DESC LIMIT 1")
+            .bind(source).bind(tenant).bind(doc_id).fetch_one(p).await)?)
+    }
+
+    /// Applies the document's newest delivery to retrieval.
+    async fn apply_latest(
+        &self,
+        rag: &Rag,
+        source_name: &str,
+        tenant: &str,
+        doc_id: &str,
+    ) -> Result<Applied, JobError> {
+        let (latest_id, revision, op) = self.latest(source_name, tenant, doc_id).await?;
+        let payload: String = on_pool!(&self.store, p => sqlx::query_scalar(
+            "SELECT payload FROM cms_events WHERE id = $1").bind(&latest_id).fetch_one(p).await)?;
+        let source = self.config.sources.get(source_name).ok_or_else(|| {
+            JobError::Permanent(format!("no CMS source `{source_name}` configured"))
+        })?;
+        let body: Value = serde_json::from_str(&payload)
+            .map_err(|e| JobError::Permanent(format!("stored delivery is not JSON: {e}")))?;
+        let doc = at(&body, &source.document_path)
+            .cloned()
+            .unwrap_or(Value::Null);
+        let outcome = if op == "delete" {
+            let deleted = rag.delete(tenant, doc_id).await.map_err(retry)?;
+            format!("deleted: {deleted}")
+        } else {
+            let ingest = ingest_doc(source_name, source, doc_id, &doc);
+            match rag.ingest(tenant, ingest).await {
+                Ok(o) => format!("{:?}", o.status).to_lowercase(),
+                // A document with no text is not searchable: what was stored goes.
+                Err(crate::rag::RagError::Extract(crate::rag::ExtractError::Empty)) => {
+                    let _ = rag.delete(tenant, doc_id).await.map_err(retry)?;
+                    "empty: removed".into()
+                }
+                Err(e @ crate::rag::RagError::Invalid(_)) => {
+                    return Err(JobError::Permanent(e.to_string()));
+                }
+                Err(e) => return Err(retry(e)),
+            }
+        };
+        Ok(Applied {
+            id: latest_id,
+            revision,
+            op,
+            doc,
+            outcome,
+        })
     }
 }
 

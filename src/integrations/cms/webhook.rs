@@ -94,10 +94,15 @@ fn verify(
 
 /// Upsert or delete, from the sender's own words.
 fn operation(source: &CmsSource, headers: &http::HeaderMap, body: &Value) -> &'static str {
-    let said = header(headers, "sanity-operation")
-        .or_else(|| header(headers, "x-cms-operation"))
+    // The signed body's word first (a Sanity projection with `"operation":
+    // delta::operation()`, Strapi's `event`); the headers, which no signature covers, only
+    // when the body says nothing.
+    let said = body
+        .get("operation")
+        .and_then(Value::as_str)
         .or_else(|| body.get("event").and_then(Value::as_str))
-        .or_else(|| body.get("operation").and_then(Value::as_str))
+        .or_else(|| header(headers, "sanity-operation"))
+        .or_else(|| header(headers, "x-cms-operation"))
         .unwrap_or("update");
     let deleted = source.kind == Kind::Sanity && body.get("_deleted") == Some(&Value::Bool(true));
     if deleted
@@ -145,14 +150,25 @@ pub async fn receive(
         ));
     }
     let op = operation(source, headers, &event);
-    let revision = revision_key(at(doc, &source.revision_field));
+    let mut revision = revision_key(at(doc, &source.revision_field));
     // The sender's delivery id, else the body's hash (the same body twice is one delivery).
+    // The sender's delivery id, bound to the body's hash (the header is not signed: a new
+    // id on a replayed body must not make it a new delivery), else the hash alone.
+    let hash = hex::encode(&Sha256::digest(body)[..16]);
     let delivery = header(headers, "idempotency-key")
-        .filter(|k| !k.is_empty() && !k.contains('\0'))
+        .filter(|k| !k.is_empty() && k.len() <= 200 && !k.contains('\0'))
         .map(str::to_string)
-        .unwrap_or_else(|| hex::encode(Sha256::digest(body)));
-    let id = format!("{name}:{delivery}");
+        .unwrap_or_else(|| hash.clone());
+    let id = format!("{name}:{hash}:{delivery}");
     let tenant = store.ensure_tenant(&source.tenant).await?;
+    if op == "delete" && revision.is_empty() {
+        // A delete that names no revision is of the newest one stored.
+        let newest: Option<String> = on_pool!(store, p => sqlx::query_scalar(
+            "SELECT MAX(revision) FROM cms_events WHERE source = $1 AND tenant_id = $2 AND doc_id = $3")
+            .bind(name).bind(&tenant.id).bind(&doc_id).fetch_one(p).await)
+        .map_err(StoreError::from)?;
+        revision = newest.unwrap_or_default();
+    }
     let job = NewJob::new(JOB_APPLY, &json!({"event": id}));
     let payload = String::from_utf8_lossy(body).replace('\0', "");
     let now = now_ms();

@@ -285,6 +285,11 @@ impl DeletionJob {
                     "UPDATE request_log SET user_id = NULL WHERE tenant_id = $1 AND user_id = $2")
                     .bind(tenant).bind(user).execute(p).await.map(|r| r.rows_affected()))
                 .map_err(|x| x.to_string())?;
+                // Their stored analytics preference goes with them.
+                on_pool!(&self.store, p => sqlx::query(
+                    "DELETE FROM user_consent WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant).bind(user).execute(p).await.map(|_| ()))
+                .map_err(|x| x.to_string())?;
                 Ok(Some(format!("{n} rows unlinked")))
             }
             "sessions" => {

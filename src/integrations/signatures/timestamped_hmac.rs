@@ -59,7 +59,7 @@ pub fn verify(
     if sigs.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now_ms - t).abs() > tolerance_ms {
+    if now_ms.abs_diff(t) > tolerance_ms.max(0) as u64 {
         return Err(SignatureError::Stale);
     }
     let signed = |secret: &[u8]| {

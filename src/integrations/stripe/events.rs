@@ -124,7 +124,9 @@ impl JobHandler for EventJob {
             .map_err(|e| JobError::Permanent(format!("stored event is not JSON: {e}")))?;
         let object = &event["data"]["object"];
         let plan = match kind.as_str() {
-            "checkout.session.completed" => self.checkout_completed(object).await?,
+            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+                self.checkout_completed(object).await?
+            }
             "invoice.payment_failed" => self.payment_failed(object).await?,
             "invoice.paid" => self.invoice_paid(object).await?,
             "payment_intent.succeeded" => self.intent_succeeded(object),
@@ -192,6 +194,11 @@ impl EventJob {
         let customer = str_at(session, &["customer"]).map(str::to_string);
         let subscription = str_at(session, &["subscription"]).map(str::to_string);
         let mode = str_at(session, &["mode"]).unwrap_or("payment");
+        // A delayed payment method (SEPA, ACH) completes the session unpaid: its credit
+        // comes with `checkout.session.async_payment_succeeded`.
+        if mode == "payment" && str_at(session, &["payment_status"]) == Some("unpaid") {
+            return Ok(Plan::only("waiting: the payment is not settled yet"));
+        }
         let (plan, credit) = if mode == "subscription" {
             let plan = str_at(session, &["metadata", "plan"])
                 .unwrap_or(&self.billing.stripe.default_plan)

@@ -165,6 +165,7 @@ fn is_handled(kind: &str) -> bool {
     matches!(
         kind,
         "checkout.session.completed"
+            | "checkout.session.async_payment_succeeded"
             | "invoice.payment_failed"
             | "invoice.paid"
             | "payment_intent.succeeded"

@@ -41,7 +41,8 @@ pub struct WarehouseConfig {
     pub dir: Option<PathBuf>,
     /// How often the scheduled export runs.
     pub interval_secs: u64,
-    /// A day counts as closed this long after its end.
+    /// A day counts as closed this long after its end: longer than the longest request
+    /// (rows are dated by their start) and the request log's catching up after an outage.
     pub settle_secs: u64,
     /// The first day exported when there is no watermark yet (`YYYY-MM-DD`); default: the
     /// first day in the request log.
@@ -53,7 +54,7 @@ impl Default for WarehouseConfig {
         Self {
             dir: None,
             interval_secs: 3600,
-            settle_secs: 600,
+            settle_secs: 3600,
             start_day: None,
         }
     }
@@ -104,7 +105,7 @@ pub async fn export_days(
     from: i64,
     to: i64,
 ) -> anyhow::Result<ExportReport> {
-    parquet_file::remove_leftovers(dir);
+    parquet_file::remove_leftovers(dir, std::time::Duration::from_secs(3600));
     let mut report = ExportReport::default();
     for table in tables::TABLES {
         let schema = json!({

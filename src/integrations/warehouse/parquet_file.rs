@@ -1,7 +1,8 @@
 //! Writing one Parquet file whole or not at all: rows go to a hidden temporary file in the
 //! same folder, which is flushed, synced and renamed over the final name (then the folder
 //! synced). A process killed mid-write leaves only the temporary file (`.*.inprogress`,
-//! which loaders' `*.parquet` globs do not match), removed by the next export.
+//! uniquely named, which loaders' `*.parquet` globs do not match), removed by a later export
+//! once it is an hour old.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -86,7 +87,10 @@ impl PartFile {
         let dir = path.parent().expect("a file in a folder");
         std::fs::create_dir_all(dir)?;
         let name = path.file_name().expect("a file name").to_string_lossy();
-        let tmp = dir.join(format!(".{name}.{}.inprogress", std::process::id()));
+        let tmp = dir.join(format!(
+            ".{name}.{}.inprogress",
+            uuid::Uuid::new_v4().simple()
+        ));
         let schema = Arc::new(parse_message_type(schema)?);
         let props = Arc::new(
             WriterProperties::builder()
@@ -137,18 +141,27 @@ impl Drop for PartFile {
     }
 }
 
-/// Removes temporary files a killed export left under `dir`.
-pub fn remove_leftovers(dir: &Path) {
+/// Removes temporary files a killed export left under `dir` more than `older_than` ago
+/// (younger ones may be another export's, still running).
+pub fn remove_leftovers(dir: &Path, older_than: std::time::Duration) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let p = e.path();
+        let old = || {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= older_than)
+        };
         if p.is_dir() {
-            remove_leftovers(&p);
+            remove_leftovers(&p, older_than);
         } else if p
             .file_name()
             .is_some_and(|n| n.to_string_lossy().ends_with(".inprogress"))
+            && old()
         {
             let _ = std::fs::remove_file(&p);
         }
@@ -161,7 +174,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("a file in a folder");
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().expect("a file name").to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.inprogress", std::process::id()));
+    let tmp = dir.join(format!(
+        ".{name}.{}.inprogress",
+        uuid::Uuid::new_v4().simple()
+    ));
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
