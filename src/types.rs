@@ -339,6 +339,11 @@ pub fn civil_from_days(day: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// A day number (days since the epoch) as `YYYY-MM-DD`.
+pub fn day_name(day: i64) -> String {
+    rfc3339(day * 86_400)[..10].to_string()
+}
+
 /// A Unix time as RFC 3339 in UTC (`2026-12-06T11:15:00Z`).
 pub fn rfc3339(unix_secs: i64) -> String {
     let (y, m, d) = civil_from_days(unix_secs.div_euclid(86_400));

@@ -273,7 +273,7 @@ async fn usage(
     };
     let rows = state
         .store
-        .usage_report(by, q.since_ms, q.until_ms, tenant.as_deref())
+        .usage_report(by, q.since_ms, q.until_ms, tenant.as_deref(), None)
         .await?;
     let data = usage_rows(&q.by, rows);
     Ok(axum::Json(

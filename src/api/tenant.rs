@@ -52,7 +52,13 @@ pub async fn usage(
     let end_user = end_user_of(&principal)?;
     let rows = state
         .store
-        .usage_report_of(by, q.since_ms, q.until_ms, &principal.tenant.id, end_user)
+        .usage_report(
+            by,
+            q.since_ms,
+            q.until_ms,
+            Some(&principal.tenant.id),
+            end_user,
+        )
         .await?;
     Ok(axum::Json(json!({
         "object": "list",

@@ -130,10 +130,6 @@ pub fn derive_key(secret: &str, cookie: &str) -> [u8; 64] {
     key
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Decrypts a compact JWE (`dir`, `A256CBC-HS512`) with `key`: the claims, as JSON.
 pub fn decrypt(jwe: &str, key: &[u8; 64]) -> Result<Value, SessionError> {
     let parts: Vec<&str> = jwe.split('.').collect();
@@ -168,7 +164,7 @@ pub fn decrypt(jwe: &str, key: &[u8; 64]) -> Result<Value, SessionError> {
     ctx.update(&ciphertext);
     ctx.update(&((aad.len() as u64) * 8).to_be_bytes());
     let mac = ctx.sign();
-    if !constant_time_eq(&mac.as_ref()[..32], &tag) {
+    if !super::constant_time_eq(&mac.as_ref()[..32], &tag) {
         return Err(SessionError::Tag);
     }
     let mut buf = ciphertext;

@@ -344,10 +344,6 @@ impl JwtVerifier {
         Ok(Self { issuers, http })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.issuers.is_empty()
-    }
-
     /// Whether `token` looks like a JWT (three base64url parts, the first a JSON header).
     pub fn looks_like_jwt(token: &str) -> bool {
         let mut parts = token.split('.');

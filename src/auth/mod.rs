@@ -43,6 +43,12 @@ pub struct Principal {
     pub personal: bool,
 }
 
+/// Compares two secrets in constant time (for equal lengths; the length itself is not
+/// secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A consent as a header or a claim states it: `granted`/`true`/`yes`/`1` or
 /// `denied`/`false`/`no`/`0`; anything else says nothing.
 pub fn parse_consent(s: &str) -> Option<bool> {

@@ -66,40 +66,17 @@ pub struct RouteCount {
 
 impl Store {
     /// Usage since `since_ms` (ms since the epoch), before `until_ms`, of one tenant or all
-    /// (`None`), one row per group, in group order.
+    /// (`None`), and of one of its end users or all; one row per group, in group order.
     pub async fn usage_report(
         &self,
         by: UsageGroup,
         since_ms: i64,
         until_ms: Option<i64>,
         tenant: Option<&str>,
-    ) -> Result<Vec<UsageRow>, StoreError> {
-        self.usage_where(by, since_ms, until_ms, tenant.unwrap_or(""), "")
-            .await
-    }
-
-    /// One tenant's usage, or one of its end users' (`user`).
-    pub async fn usage_report_of(
-        &self,
-        by: UsageGroup,
-        since_ms: i64,
-        until_ms: Option<i64>,
-        tenant: &str,
         user: Option<&str>,
     ) -> Result<Vec<UsageRow>, StoreError> {
-        self.usage_where(by, since_ms, until_ms, tenant, user.unwrap_or(""))
-            .await
-    }
-
-    /// `tenant` / `user` empty: any.
-    async fn usage_where(
-        &self,
-        by: UsageGroup,
-        since_ms: i64,
-        until_ms: Option<i64>,
-        tenant: &str,
-        user: &str,
-    ) -> Result<Vec<UsageRow>, StoreError> {
+        // Empty binds mean "any" in the statement below.
+        let (tenant, user) = (tenant.unwrap_or(""), user.unwrap_or(""));
         let column = by.column();
         let sql = format!(
             "SELECT COALESCE({column}, '-'), COUNT(*), \
@@ -133,7 +110,7 @@ impl Store {
                         group: match by {
                             UsageGroup::Day => group
                                 .parse::<i64>()
-                                .map(|d| crate::types::rfc3339(d * 86_400)[..10].to_string())
+                                .map(crate::types::day_name)
                                 .unwrap_or(group),
                             _ => group,
                         },

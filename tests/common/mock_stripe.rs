@@ -95,6 +95,21 @@ impl MockStripe {
     pub fn created(&self) -> Vec<Value> {
         self.state.created.lock().unwrap().clone()
     }
+
+    /// The last object a payment call created.
+    pub fn last_created(&self) -> Value {
+        self.created().last().expect("an object created").clone()
+    }
+
+    /// The next payment call creates its object, then never answers (a dropped connection).
+    pub fn stall_next_payment(&self) {
+        self.state.stall_next_payment.store(true, Ordering::SeqCst);
+    }
+
+    /// How many payment calls arrived.
+    pub fn payment_calls(&self) -> usize {
+        self.state.payment_calls.lock().unwrap().len()
+    }
 }
 
 async fn meter_event(

@@ -187,6 +187,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The JSON body of a GET with the app's own key.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get_json_as(path, &self.key).await
+    }
+
     /// A DELETE with `token`.
     pub fn delete_as(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.http

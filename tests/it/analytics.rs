@@ -199,14 +199,7 @@ async fn every_door_emits_generations_through_an_outage_and_respects_consent() {
             .status(),
         200
     );
-    let stored: Value = app
-        .get("/v1/users/u3/consent")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stored: Value = app.get_json("/v1/users/u3/consent").await;
     assert_eq!(stored["analytics"], false);
 
     // An outage: requests are not slowed or failed; their events arrive after recovery.
@@ -248,28 +241,14 @@ async fn every_door_emits_generations_through_an_outage_and_respects_consent() {
     assert!(metric(&metrics, "sent") >= 9, "{metrics}");
 
     // The tenant's own usage view, for its agents: by end user and by day, its tenant only.
-    let usage: Value = app
-        .get("/v1/usage?by=user")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage: Value = app.get_json("/v1/usage?by=user").await;
     let rows = usage["data"].as_array().unwrap();
     let outage = rows
         .iter()
         .find(|r| r["user"].as_str().unwrap().ends_with("/u-outage"))
         .expect("u-outage's row");
     assert_eq!(outage["requests"], 5, "{usage}");
-    let by_day: Value = app
-        .get("/v1/usage?by=day")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_day: Value = app.get_json("/v1/usage?by=day").await;
     let total: i64 = by_day["data"]
         .as_array()
         .unwrap()
@@ -287,14 +266,7 @@ async fn every_door_emits_generations_through_an_outage_and_respects_consent() {
     let other = quartermaster::auth::create_key(&app.store().await, "tenant-other", "k")
         .await
         .unwrap();
-    let theirs: Value = app
-        .get_as("/v1/usage?by=model", &other.secret)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = app.get_json_as("/v1/usage?by=model", &other.secret).await;
     assert_eq!(
         theirs["data"].as_array().unwrap().len(),
         0,
@@ -306,14 +278,7 @@ async fn every_door_emits_generations_through_an_outage_and_respects_consent() {
         quartermaster::auth::create_user_key(&app.store().await, "tenant-a", "u1's", Some("u1"))
             .await
             .unwrap();
-    let own: Value = app
-        .get_as("/v1/usage?by=user", &mine.secret)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let own: Value = app.get_json_as("/v1/usage?by=user", &mine.secret).await;
     let users: Vec<&str> = own["data"]
         .as_array()
         .unwrap()
@@ -339,14 +304,7 @@ async fn every_door_emits_generations_through_an_outage_and_respects_consent() {
         .unwrap();
     assert_eq!(r.status(), 200);
     wait_for(10, "the personal key's request logged as u1", || async {
-        let v: Value = app
-            .get("/v1/usage?by=user")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = app.get_json("/v1/usage?by=user").await;
         v["data"].as_array().unwrap().iter().any(|r| {
             r["user"].as_str().unwrap().ends_with("/u1") && r["requests"].as_i64() == Some(2)
         })

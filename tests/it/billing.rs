@@ -613,6 +613,31 @@ async fn pay(app: &TestApp, path: &str, key: Option<&str>, body: Value) -> (u16,
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A payment call that must succeed (with `key` as its Idempotency-Key); its body.
+async fn pay_ok(app: &TestApp, path: &str, key: &str, body: Value) -> Value {
+    let (status, v) = pay(app, path, Some(key), body).await;
+    assert_eq!(status, 200, "{path}: {v}");
+    v
+}
+
+/// A payment call that must fail with `status` and the error `code`; its error body.
+async fn pay_fails(
+    app: &TestApp,
+    path: &str,
+    key: Option<&str>,
+    body: Value,
+    status: u16,
+    code: &str,
+) -> Value {
+    let (got, e) = pay(app, path, key, body).await;
+    assert_eq!(
+        (got, e["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{path}: {e}"
+    );
+    e
+}
+
 /// Starting payments against a mock Stripe that keeps Stripe's idempotency rules: a dropped
 /// connection retried with the client's key gets the object Stripe made the first time (one
 /// created), the same key with another body is Stripe's `idempotency_error`; card, rate-limit
@@ -635,23 +660,24 @@ async fn payments_start_with_idempotency_keys_stripe_honours() {
     let mut app = TestApp::spawn_with(Options::extra(&config)).await;
     let store = app.store().await;
 
-    // The client's Idempotency-Key is required.
-    let (s, e) = pay(&app, "/v1/billing/checkout", None, json!({"plan": "pro"})).await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (400, Some("idempotency_key_required")),
-        "{e}"
-    );
+    const CHECKOUT: &str = "/v1/billing/checkout";
+    const INTENTS: &str = "/v1/billing/payment-intents";
+    const PORTAL: &str = "/v1/billing/portal";
+    const PLAN: &str = "/v1/billing/subscription";
 
-    // A subscription checkout: the plan's price, the tenant as the reference.
-    let (s, session) = pay(
+    // The client's Idempotency-Key is required.
+    pay_fails(
         &app,
-        "/v1/billing/checkout",
-        Some("k-sub"),
+        CHECKOUT,
+        None,
         json!({"plan": "pro"}),
+        400,
+        "idempotency_key_required",
     )
     .await;
-    assert_eq!(s, 200, "{session}");
+
+    // A subscription checkout: the plan's price, the tenant as the reference.
+    let session = pay_ok(&app, CHECKOUT, "k-sub", json!({"plan": "pro"})).await;
     assert!(
         session["id"].as_str().unwrap().starts_with("cs_test_"),
         "{session}"
@@ -662,27 +688,29 @@ async fn payments_start_with_idempotency_keys_stripe_honours() {
             .unwrap()
             .starts_with("https://checkout.stripe.test/")
     );
-    let made = stripe.created();
-    let form = &made[0]["form"];
+    let form = stripe.created()[0]["form"].clone();
     assert_eq!(form["mode"], "subscription");
     assert_eq!(form["line_items[0][price]"], "price_pro");
     assert_eq!(form["client_reference_id"], "tenant-a");
     assert_eq!(form["success_url"], "https://app.test/ok");
-    let calls = stripe.state.payment_calls.lock().unwrap().clone();
-    let sent_key = calls[0].1.clone().expect("an Idempotency-Key to Stripe");
+    let sent_key = stripe.state.payment_calls.lock().unwrap()[0]
+        .1
+        .clone()
+        .expect("an Idempotency-Key to Stripe");
     assert!(
         sent_key.starts_with("qm_checkout_") && !sent_key.contains("k-sub"),
         "{sent_key}"
     );
 
-    let (s, e) = pay(
+    let e = pay_fails(
         &app,
-        "/v1/billing/checkout",
+        CHECKOUT,
         Some("k-bad"),
         json!({"plan": "gold"}),
+        400,
+        "invalid_request",
     )
     .await;
-    assert_eq!(s, 400, "{e}");
     assert!(
         e["error"]["message"]
             .as_str()
@@ -690,42 +718,24 @@ async fn payments_start_with_idempotency_keys_stripe_honours() {
             .contains("pro, team"),
         "{e}"
     );
-    let (s, _) = pay(
-        &app,
-        "/v1/billing/checkout",
-        Some("k-both"),
-        json!({"plan": "pro", "pack": "small"}),
-    )
-    .await;
-    assert_eq!(s, 400);
+    let both = json!({"plan": "pro", "pack": "small"});
+    pay_fails(&app, CHECKOUT, Some("k-both"), both, 400, "invalid_request").await;
 
     // A dropped connection: Stripe made the session but its answer never came (504); the
     // client's retry with its key gets that same session back, and Stripe made one.
-    stripe
-        .state
-        .stall_next_payment
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    let (s, e) = pay(
+    stripe.stall_next_payment();
+    let small = json!({"pack": "small"});
+    pay_fails(
         &app,
-        "/v1/billing/checkout",
+        CHECKOUT,
         Some("k-pack"),
-        json!({"pack": "small"}),
+        small.clone(),
+        504,
+        "upstream_timeout",
     )
     .await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (504, Some("upstream_timeout")),
-        "{e}"
-    );
     let before = stripe.created().len();
-    let (s, retried) = pay(
-        &app,
-        "/v1/billing/checkout",
-        Some("k-pack"),
-        json!({"pack": "small"}),
-    )
-    .await;
-    assert_eq!(s, 200, "{retried}");
+    let retried = pay_ok(&app, CHECKOUT, "k-pack", small.clone()).await;
     assert_eq!(stripe.created().len(), before, "the retry created nothing");
     let first = &stripe.created()[before - 1];
     assert_eq!(
@@ -739,182 +749,136 @@ async fn payments_start_with_idempotency_keys_stripe_honours() {
     );
 
     // The same key after a dropped connection, with another body: Stripe's 400, passed on.
-    stripe
-        .state
-        .stall_next_payment
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    let (s, _) = pay(
+    stripe.stall_next_payment();
+    pay_fails(
         &app,
-        "/v1/billing/checkout",
+        CHECKOUT,
         Some("k-swap"),
-        json!({"pack": "small"}),
+        small.clone(),
+        504,
+        "upstream_timeout",
     )
     .await;
-    assert_eq!(s, 504);
-    let (s, e) = pay(
+    let big = json!({"pack": "big"});
+    pay_fails(
         &app,
-        "/v1/billing/checkout",
+        CHECKOUT,
         Some("k-swap"),
-        json!({"pack": "big"}),
+        big.clone(),
+        422,
+        "idempotency_key_reused",
     )
     .await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (422, Some("idempotency_key_reused")),
-        "{e}"
-    );
 
     // A PaymentIntent for Elements: only the client secret comes back.
-    let (s, pi) = pay(
-        &app,
-        "/v1/billing/payment-intents",
-        Some("k-pi"),
-        json!({"pack": "small"}),
-    )
-    .await;
-    assert_eq!(s, 200, "{pi}");
+    let pi = pay_ok(&app, INTENTS, "k-pi", small.clone()).await;
     let keys: Vec<&String> = pi.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["client_secret", "object"], "{pi}");
     assert!(pi["client_secret"].as_str().unwrap().contains("_secret_"));
-    let intent = stripe.created().last().unwrap().clone();
+    let intent = stripe.last_created();
     assert_eq!(intent["form"]["amount"], "1000");
     assert_eq!(intent["form"]["metadata[qm_credit]"], "elements");
     assert_eq!(intent["form"]["automatic_payment_methods[enabled]"], "true");
 
     // Stripe's errors, clearly.
-    stripe.set_mode(mock_stripe::DECLINE);
-    let (s, e) = pay(
-        &app,
-        "/v1/billing/payment-intents",
-        Some("k-decl"),
-        json!({"pack": "big"}),
-    )
-    .await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (402, Some("card_declined")),
-        "{e}"
-    );
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("insufficient funds"),
-        "{e}"
-    );
-    stripe.set_mode(mock_stripe::RATE_LIMIT);
-    let (s, e) = pay(
-        &app,
-        "/v1/billing/payment-intents",
-        Some("k-rl"),
-        json!({"pack": "big"}),
-    )
-    .await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (429, Some("payment_provider_rate_limited")),
-        "{e}"
-    );
-    stripe.set_mode(mock_stripe::FAIL);
-    let (s, e) = pay(
-        &app,
-        "/v1/billing/payment-intents",
-        Some("k-500"),
-        json!({"pack": "big"}),
-    )
-    .await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (502, Some("payment_provider_error")),
-        "{e}"
-    );
+    for (mode, key, status, code) in [
+        (mock_stripe::DECLINE, "k-decl", 402, "card_declined"),
+        (
+            mock_stripe::RATE_LIMIT,
+            "k-rl",
+            429,
+            "payment_provider_rate_limited",
+        ),
+        (mock_stripe::FAIL, "k-500", 502, "payment_provider_error"),
+    ] {
+        stripe.set_mode(mode);
+        let e = pay_fails(&app, INTENTS, Some(key), big.clone(), status, code).await;
+        if mode == mock_stripe::DECLINE {
+            assert!(
+                e["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("insufficient funds"),
+                "{e}"
+            );
+        }
+    }
     stripe.set_mode(mock_stripe::OK);
-    let (s, e) = pay(
+    let huge = json!({"pack": "huge"});
+    pay_fails(
         &app,
-        "/v1/billing/payment-intents",
+        INTENTS,
         Some("k-nopack"),
-        json!({"pack": "huge"}),
+        huge,
+        400,
+        "invalid_request",
     )
     .await;
-    assert_eq!(s, 400, "{e}");
 
     // The portal needs a Stripe customer.
-    let (s, e) = pay(&app, "/v1/billing/portal", Some("k-portal0"), json!({})).await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (409, Some("no_billing_account")),
-        "{e}"
-    );
+    pay_fails(
+        &app,
+        PORTAL,
+        Some("k-portal0"),
+        json!({}),
+        409,
+        "no_billing_account",
+    )
+    .await;
     link_customer(&store, "tenant-a", "cus_pay_1").await;
-    let (s, portal) = pay(&app, "/v1/billing/portal", Some("k-portal"), json!({})).await;
-    assert_eq!(s, 200, "{portal}");
+    let portal = pay_ok(&app, PORTAL, "k-portal", json!({})).await;
     assert!(
         portal["url"]
             .as_str()
             .unwrap()
             .starts_with("https://billing.stripe.test/")
     );
-    assert_eq!(
-        stripe.created().last().unwrap()["form"]["customer"],
-        "cus_pay_1"
-    );
-    assert_eq!(
-        stripe.created().last().unwrap()["form"]["return_url"],
-        "https://app.test/account"
-    );
+    let form = stripe.last_created()["form"].clone();
+    assert_eq!(form["customer"], "cus_pay_1");
+    assert_eq!(form["return_url"], "https://app.test/account");
 
     // An upgrade: the subscription's item moves to the plan's price, prorated by Stripe.
-    let (s, e) = pay(
+    let team = json!({"plan": "team"});
+    pay_fails(
         &app,
-        "/v1/billing/subscription",
+        PLAN,
         Some("k-up0"),
-        json!({"plan": "team"}),
+        team.clone(),
+        409,
+        "no_billing_account",
     )
     .await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (409, Some("no_billing_account")),
-        "{e}"
-    );
     on_pool!(&store, p => sqlx::query("UPDATE tenants SET stripe_subscription_id = 'sub_pay_1' WHERE name = 'tenant-a'")
         .execute(p).await.map(|_| ()))
     .unwrap();
-    let (s, e) = pay(
+    // A second subscription is refused.
+    pay_fails(
         &app,
-        "/v1/billing/checkout",
+        CHECKOUT,
         Some("k-sub2"),
-        json!({"plan": "team"}),
+        team.clone(),
+        400,
+        "invalid_request",
     )
     .await;
-    assert_eq!(s, 400, "a second subscription is refused: {e}");
-    let (s, up) = pay(
-        &app,
-        "/v1/billing/subscription",
-        Some("k-up"),
-        json!({"plan": "team"}),
-    )
-    .await;
-    assert_eq!(s, 200, "{up}");
+    let up = pay_ok(&app, PLAN, "k-up", team.clone()).await;
     assert_eq!(up["plan"], "team");
-    let update = stripe.created().last().unwrap().clone();
+    let update = stripe.last_created();
     assert_eq!(update["path"], "/v1/subscriptions/sub_pay_1");
     assert_eq!(update["form"]["items[0][id]"], "si_mock_1");
     assert_eq!(update["form"]["items[0][price]"], "price_team");
     assert_eq!(update["form"]["proration_behavior"], "create_prorations");
     // The gateway's own idempotency replays a completed call without reaching Stripe.
-    let calls_before = stripe.state.payment_calls.lock().unwrap().len();
+    let calls_before = stripe.payment_calls();
     let r = app
-        .post("/v1/billing/subscription")
+        .post(PLAN)
         .header("Idempotency-Key", "k-up")
-        .json(&json!({"plan": "team"}))
+        .json(&team)
         .send()
         .await
         .unwrap();
     assert_eq!(r.headers()["idempotent-replayed"], "true");
-    assert_eq!(
-        stripe.state.payment_calls.lock().unwrap().len(),
-        calls_before
-    );
+    assert_eq!(stripe.payment_calls(), calls_before);
 
     // The webhook closes the loop: a credit pack paid with Elements adds its credit once;
     // an intent Checkout made (not marked) adds nothing.
@@ -946,14 +910,7 @@ async fn payments_start_with_idempotency_keys_stripe_honours() {
             == 2
     })
     .await;
-    let status: Value = app
-        .get("/v1/billing")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = app.get_json("/v1/billing").await;
     assert_eq!(status["credit_cents"], 1000, "{status}");
     assert_eq!(status["has_subscription"], true);
     // A pack paid with a delayed method: the session completes unpaid (no credit); the
@@ -983,14 +940,7 @@ async fn payments_start_with_idempotency_keys_stripe_honours() {
             == 4
     })
     .await;
-    let status: Value = app
-        .get("/v1/billing")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = app.get_json("/v1/billing").await;
     assert_eq!(
         status["credit_cents"], 3500,
         "credited once, when paid: {status}"

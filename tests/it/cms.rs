@@ -70,6 +70,19 @@ async fn node_signature(body: &str) -> Option<String> {
     .await
 }
 
+/// A delivery signed now with the source's secret (by the gateway's signer, checked against
+/// `@sanity/webhook` in step 1).
+async fn deliver_now(app: &TestApp, body: &str, key: &str, op: &str) -> reqwest::Response {
+    deliver(
+        app,
+        body,
+        &sign(body.as_bytes(), SECRET.as_bytes(), now_ms()),
+        key,
+        op,
+    )
+    .await
+}
+
 async fn deliver(
     app: &TestApp,
     body: &str,
@@ -217,14 +230,7 @@ async fn cms_publishes_reach_retrieval_the_cache_and_the_site() {
         "Refunds are accepted within 30 days of purchase.",
     )
     .to_string();
-    let r = deliver(
-        &app,
-        &v2,
-        &sign(v2.as_bytes(), SECRET.as_bytes(), now_ms()),
-        "txn-2",
-        "update",
-    )
-    .await;
+    let r = deliver_now(&app, &v2, "txn-2", "update").await;
     assert_eq!(r.status(), 200);
     wait_for(
         15,
@@ -234,29 +240,23 @@ async fn cms_publishes_reach_retrieval_the_cache_and_the_site() {
     .await;
 
     // 3. Out of order: the older revision arrives late (another delivery id): ignored.
-    let r = deliver(
-        &app,
-        &v1,
-        &sign(v1.as_bytes(), SECRET.as_bytes(), now_ms()),
-        "txn-1-late",
-        "update",
-    )
-    .await;
+    let r = deliver_now(&app, &v1, "txn-1-late", "update").await;
     assert_eq!(r.status(), 200);
     // A duplicate of the latest: acknowledged, stored once.
     let before = events().await;
-    let r = deliver(
-        &app,
-        &v2,
-        &sign(v2.as_bytes(), SECRET.as_bytes(), now_ms()),
-        "txn-2",
-        "update",
-    )
-    .await;
+    let r = deliver_now(&app, &v2, "txn-2", "update").await;
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["duplicate"], true, "{body}");
     assert_eq!(events().await, before);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Every apply job has run (none queued or running), the late one included.
+    wait_for(10, "the CMS jobs done", || async {
+        on_pool!(&store, p => sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'cms.apply' AND status IN ('queued', 'running')")
+            .fetch_one(p).await)
+        .unwrap()
+            == 0
+    })
+    .await;
     let text = retrieved(&app).await;
     assert!(
         text.contains("30 days") && !text.contains("14 days"),
@@ -315,14 +315,7 @@ async fn cms_publishes_reach_retrieval_the_cache_and_the_site() {
         )
         .to_string();
         let started = Instant::now();
-        let r = deliver(
-            &app,
-            &doc,
-            &sign(doc.as_bytes(), SECRET.as_bytes(), now_ms()),
-            &format!("txn-l{i}"),
-            "update",
-        )
-        .await;
+        let r = deliver_now(&app, &doc, &format!("txn-l{i}"), "update").await;
         assert_eq!(r.status(), 200);
         loop {
             if retrieved(&app).await.contains(&format!("{days} days"))
@@ -345,6 +338,8 @@ async fn cms_publishes_reach_retrieval_the_cache_and_the_site() {
         took[(took.len() * 99 / 100).min(took.len() - 1)],
         took[took.len() - 1]
     );
+    // The target: within 2 s at p99 (with 20 updates, the slowest).
+    assert!(took[took.len() - 1] < 2000.0, "{took:?}");
 
     // 7. A delete (Sanity sends the document as it last was: the same revision as the last
     // update, received after it) removes it from retrieval.
@@ -353,14 +348,7 @@ async fn cms_publishes_reach_retrieval_the_cache_and_the_site() {
         "Refunds are accepted within 50 days of purchase.",
     )
     .to_string();
-    let r = deliver(
-        &app,
-        &last,
-        &sign(last.as_bytes(), SECRET.as_bytes(), now_ms()),
-        "txn-del",
-        "delete",
-    )
-    .await;
+    let r = deliver_now(&app, &last, "txn-del", "delete").await;
     assert_eq!(r.status(), 200);
     wait_for(15, "the deleted document gone", || async {
         retrieved(&app).await.is_empty()

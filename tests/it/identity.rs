@@ -379,25 +379,31 @@ async fn identity_tokens_sessions_roles_audit_and_deletion() {
     );
 
     // Usage by end user, within the tenant (the log is written off the request path).
-    let mut by_user = Value::Null;
-    for _ in 0..100 {
-        by_user = app
+    let logged_users = || async {
+        let v = app
             .get_json_as("/admin/usage?by=user&tenant=tenant-a", ADMIN)
             .await;
-        let users: Vec<&str> = by_user["data"]
+        let users: Vec<String> = v["data"]
             .as_array()
             .unwrap()
             .iter()
-            .filter_map(|r| r["user"].as_str())
+            .filter_map(|r| r["user"].as_str().map(str::to_string))
             .collect();
-        if users.iter().any(|u| u.ends_with("/user_rs"))
-            && users.iter().any(|u| u.ends_with("/user_es"))
-            && users.iter().any(|u| u.ends_with("/user_pk"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (v, users)
+    };
+    common::wait_for(10, "the three users' requests logged", || async {
+        let (_, users) = logged_users().await;
+        ["/user_rs", "/user_es", "/user_pk"]
+            .iter()
+            .all(|w| users.iter().any(|u| u.ends_with(w)))
+    })
+    .await;
+    let (by_user, users) = logged_users().await;
+    // The personal key's request named another user in its body: logged as the key's.
+    assert!(
+        !users.iter().any(|u| u.ends_with("/someone-else")),
+        "{by_user}"
+    );
     let rs = by_user["data"]
         .as_array()
         .unwrap()

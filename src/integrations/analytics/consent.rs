@@ -31,7 +31,7 @@ impl ConsentStore {
         {
             return *v;
         }
-        match read(&self.store, tenant, user).await {
+        match stored(&self.store, tenant, user).await {
             Ok(v) => {
                 let mut seen = self.seen.lock().expect("consent cache");
                 if seen.len() > 100_000 {
@@ -48,7 +48,8 @@ impl ConsentStore {
     }
 }
 
-async fn read(store: &Store, tenant: &str, user: &str) -> Result<Option<bool>, StoreError> {
+/// A user's stored preference, straight from the store.
+pub async fn stored(store: &Store, tenant: &str, user: &str) -> Result<Option<bool>, StoreError> {
     Ok(on_pool!(store, p => sqlx::query_scalar(
         "SELECT analytics FROM user_consent WHERE tenant_id = $1 AND user_id = $2")
         .bind(tenant).bind(user).fetch_optional(p).await)?)
@@ -66,9 +67,4 @@ pub async fn set(
          ON CONFLICT (tenant_id, user_id) DO UPDATE SET analytics = excluded.analytics, updated_at = excluded.updated_at")
         .bind(tenant).bind(user).bind(analytics).bind(now_ms()).execute(p).await.map(|_| ()))?;
     Ok(())
-}
-
-/// A user's stored preference, straight from the store.
-pub async fn stored(store: &Store, tenant: &str, user: &str) -> Result<Option<bool>, StoreError> {
-    read(store, tenant, user).await
 }

@@ -39,19 +39,25 @@ impl JobHandler for ApplyJob {
         let Some((source_name, tenant, doc_id)) = named else {
             return Err(JobError::Permanent(format!("no stored delivery {event}")));
         };
+        let source = self.config.sources.get(&source_name).ok_or_else(|| {
+            JobError::Permanent(format!("no CMS source `{source_name}` configured"))
+        })?;
+        let target = Target {
+            rag,
+            name: &source_name,
+            source,
+            tenant: &tenant,
+            doc_id: &doc_id,
+        };
         // Apply the latest revision; if a newer one came in while this ran (another job may
-        // have applied it before this one finished), apply again.
-        let mut applied = self
-            .apply_latest(rag, &source_name, &tenant, &doc_id)
-            .await?;
+        // have applied it before this one finished), apply that one too.
+        let mut applied = self.apply(&target, self.latest(&target).await?).await?;
         for _ in 0..5 {
-            let now_latest = self.latest(&source_name, &tenant, &doc_id).await?;
-            if now_latest.0 == applied.id {
+            let newest = self.latest(&target).await?;
+            if newest.0 == applied.id {
                 break;
             }
-            applied = self
-                .apply_latest(rag, &source_name, &tenant, &doc_id)
-                .await?;
+            applied = self.apply(&target, newest).await?;
         }
         let Applied {
             revision,
@@ -60,9 +66,6 @@ impl JobHandler for ApplyJob {
             outcome,
             ..
         } = applied;
-        let source = self.config.sources.get(&source_name).ok_or_else(|| {
-            JobError::Permanent(format!("no CMS source `{source_name}` configured"))
-        })?;
         metrics::counter!("qm_cms_documents_applied_total", "operation" => op.clone()).increment(1);
         tracing::info!(source = %source_name, document = %doc_id, revision = %revision, outcome = %outcome, "CMS document applied");
         if self.config.revalidate.is_some() {
@@ -93,51 +96,47 @@ struct Applied {
     outcome: String,
 }
 
+/// The document a job applies, and where.
+struct Target<'a> {
+    rag: &'a Rag,
+    name: &'a str,
+    source: &'a CmsSource,
+    tenant: &'a str,
+    doc_id: &'a str,
+}
+
+/// A stored delivery: (id, revision, operation, payload).
+type Delivery = (String, String, String, String);
+
 impl ApplyJob {
-    /// The newest delivery of a document: (id, revision, operation). At equal revisions a
-    /// delete wins (Sanity sends a deleted document as it last was), then the later one.
-    async fn latest(
-        &self,
-        source: &str,
-        tenant: &str,
-        doc_id: &str,
-    ) -> Result<(String, String, String), JobError> {
+    /// The newest delivery of a document. At equal revisions a delete wins (Sanity sends a
+    /// deleted document as it last was), then the later one.
+    async fn latest(&self, t: &Target<'_>) -> Result<Delivery, JobError> {
         Ok(on_pool!(&self.store, p => sqlx::query_as(
-            "SELECT id, revision, operation FROM cms_events \
+            "SELECT id, revision, operation, payload FROM cms_events \
              WHERE source = $1 AND tenant_id = $2 AND doc_id = $3 \
              ORDER BY revision DESC, CASE WHEN operation = 'delete' THEN 1 ELSE 0 END DESC, received_at DESC, id DESC LIMIT 1")
-            .bind(source).bind(tenant).bind(doc_id).fetch_one(p).await)?)
+            .bind(t.name).bind(t.tenant).bind(t.doc_id).fetch_one(p).await)?)
     }
 
-    /// Applies the document's newest delivery to retrieval.
-    async fn apply_latest(
-        &self,
-        rag: &Rag,
-        source_name: &str,
-        tenant: &str,
-        doc_id: &str,
-    ) -> Result<Applied, JobError> {
-        let (latest_id, revision, op) = self.latest(source_name, tenant, doc_id).await?;
-        let payload: String = on_pool!(&self.store, p => sqlx::query_scalar(
-            "SELECT payload FROM cms_events WHERE id = $1").bind(&latest_id).fetch_one(p).await)?;
-        let source = self.config.sources.get(source_name).ok_or_else(|| {
-            JobError::Permanent(format!("no CMS source `{source_name}` configured"))
-        })?;
+    /// Applies one delivery to retrieval.
+    async fn apply(&self, t: &Target<'_>, d: Delivery) -> Result<Applied, JobError> {
+        let (id, revision, op, payload) = d;
         let body: Value = serde_json::from_str(&payload)
             .map_err(|e| JobError::Permanent(format!("stored delivery is not JSON: {e}")))?;
-        let doc = at(&body, &source.document_path)
+        let doc = at(&body, &t.source.document_path)
             .cloned()
             .unwrap_or(Value::Null);
         let outcome = if op == "delete" {
-            let deleted = rag.delete(tenant, doc_id).await.map_err(retry)?;
+            let deleted = t.rag.delete(t.tenant, t.doc_id).await.map_err(retry)?;
             format!("deleted: {deleted}")
         } else {
-            let ingest = ingest_doc(source_name, source, doc_id, &doc);
-            match rag.ingest(tenant, ingest).await {
+            let ingest = ingest_doc(t.name, t.source, t.doc_id, &doc);
+            match t.rag.ingest(t.tenant, ingest).await {
                 Ok(o) => format!("{:?}", o.status).to_lowercase(),
                 // A document with no text is not searchable: what was stored goes.
                 Err(crate::rag::RagError::Extract(crate::rag::ExtractError::Empty)) => {
-                    let _ = rag.delete(tenant, doc_id).await.map_err(retry)?;
+                    let _ = t.rag.delete(t.tenant, t.doc_id).await.map_err(retry)?;
                     "empty: removed".into()
                 }
                 Err(e @ crate::rag::RagError::Invalid(_)) => {
@@ -147,7 +146,7 @@ impl ApplyJob {
             }
         };
         Ok(Applied {
-            id: latest_id,
+            id,
             revision,
             op,
             doc,

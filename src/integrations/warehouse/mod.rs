@@ -60,10 +60,7 @@ impl Default for WarehouseConfig {
     }
 }
 
-/// `YYYY-MM-DD` of a day number (days since the epoch).
-pub fn day_name(day: i64) -> String {
-    crate::types::rfc3339(day * 86_400)[..10].to_string()
-}
+pub use crate::types::day_name;
 
 /// The day number of `YYYY-MM-DD`.
 pub fn parse_day(s: &str) -> anyhow::Result<i64> {
