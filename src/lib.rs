@@ -35,6 +35,7 @@ pub mod idempotency;
 pub mod index;
 pub mod integrations;
 pub mod jobs;
+pub mod notify;
 pub mod providers;
 pub mod rag;
 pub mod route;

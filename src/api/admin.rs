@@ -43,6 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             post(super::cache::admin_invalidate),
         )
         .merge(super::identity::router())
+        .merge(super::communications::router())
         .layer(middleware::from_fn_with_state(state, require_operator))
 }
 

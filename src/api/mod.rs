@@ -6,6 +6,7 @@ mod billing;
 mod body;
 mod cache;
 mod chat_completions;
+mod communications;
 pub mod controls;
 mod documents;
 mod embeddings;
@@ -14,6 +15,7 @@ pub mod extractors;
 pub mod idempotency;
 mod identity;
 mod messages;
+mod notifications;
 mod ops;
 mod responses;
 mod sse;
@@ -84,6 +86,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/retrieve", post(documents::retrieve))
         .route("/v1/usage", get(tenant::usage))
+        .route("/v1/notifications", get(notifications::list))
+        .route("/v1/notifications/stream", get(notifications::stream))
+        .route("/v1/notifications/read-all", post(notifications::read_all))
+        .route("/v1/notifications/{id}/read", post(notifications::read))
+        .route("/v1/notifications/{id}/unread", post(notifications::unread))
         .route(
             "/v1/users/{id}/consent",
             get(tenant::get_consent).put(tenant::set_consent),
@@ -148,6 +155,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/webhooks/identity/{source}", post(webhooks::identity))
         .route("/webhooks/cms/{source}", post(webhooks::cms))
         .route("/webhooks/sanity", post(webhooks::sanity))
+        .route("/webhooks/email/{provider}", post(webhooks::email))
+        .route("/webhooks/cal", post(webhooks::cal))
+        .route("/webhooks/cal/{source}", post(webhooks::cal_source))
         .merge(admin::router(state.clone()))
         .merge(v1)
         .fallback(not_found)

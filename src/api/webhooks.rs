@@ -1,7 +1,8 @@
 //! Webhooks: no API key, the signature is the authentication, and the raw body goes to the
 //! integration untouched (signatures are over exact bytes). `POST /webhooks/stripe`,
 //! `POST /webhooks/identity/{source}` (Clerk, Supabase), `POST /webhooks/cms/{source}` and
-//! `POST /webhooks/sanity` (headless CMSs).
+//! `POST /webhooks/sanity` (headless CMSs), `POST /webhooks/email/{provider}` (delivery
+//! events), `POST /webhooks/cal` and `/webhooks/cal/{source}` (Cal.com bookings).
 
 use std::sync::Arc;
 
@@ -104,5 +105,72 @@ async fn cms_source(
         "document": received.document,
         "operation": received.operation,
         "revision": received.revision,
+    })))
+}
+
+/// `POST /webhooks/email/{provider}`: delivery events (Resend, Postmark, SendGrid).
+pub async fn email(
+    State(state): State<Arc<AppState>>,
+    super::extractors::ApiPath(provider): super::extractors::ApiPath<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    use crate::integrations::email::events::receive;
+    let r = receive(
+        &state.store,
+        &provider,
+        &state.config.email.webhooks,
+        &headers,
+        &body,
+    )
+    .await
+    .map_err(|e| ApiError::coded(&e))?;
+    Ok(axum::Json(json!({
+        "received": true,
+        "events": r.events,
+        "new": r.new,
+        "suppressed": r.suppressed,
+    })))
+}
+
+/// `POST /webhooks/cal`: the Cal.com source named `cal`.
+pub async fn cal(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    cal_delivery(&state, "cal", &headers, &body).await
+}
+
+/// `POST /webhooks/cal/{source}`: a Cal.com booking event.
+pub async fn cal_source(
+    State(state): State<Arc<AppState>>,
+    super::extractors::ApiPath(source): super::extractors::ApiPath<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    cal_delivery(&state, &source, &headers, &body).await
+}
+
+async fn cal_delivery(
+    state: &AppState,
+    source: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<axum::Json<Value>, ApiError> {
+    let Some(config) = state.config.cal.sources.get(source) else {
+        return Err(ApiError::NotFound(format!(
+            "no Cal.com webhook `{source}` is configured"
+        )));
+    };
+    let r = crate::integrations::cal::receive(&state.store, &state.jobs, config, headers, body)
+        .await
+        .map_err(|e| ApiError::coded(&e))?;
+    Ok(axum::Json(json!({
+        "received": true,
+        "id": r.id,
+        "duplicate": r.duplicate,
+        "handled": r.handled,
+        "booking": r.booking,
     })))
 }

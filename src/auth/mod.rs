@@ -106,9 +106,49 @@ pub async fn create_user_key(
     let id = format!("key_{}", uuid::Uuid::now_v7().simple());
     // The displayed prefix identifies a key in listings without revealing it.
     let prefix = secret[..KEY_PREFIX.len() + 8].to_string();
-    store
-        .insert_key(&id, &tenant.id, name, &hash_key(&secret), &prefix, user)
-        .await?;
+    // The tenant (and the key's user) hear of it, in the key's own transaction.
+    let ctx =
+        serde_json::json!({"tenant": tenant.name, "name": name, "prefix": prefix, "user": user});
+    let to = crate::notify::address(store, &tenant.id, None).await?;
+    let mut notices = vec![];
+    if let Ok(n) =
+        crate::notify::Notice::render("key_created", &tenant.id, format!("key:{id}"), ctx.clone())
+    {
+        notices.push(
+            n.priority(crate::notify::Priority::High)
+                .email(to.as_deref()),
+        );
+    }
+    if let Some(u) = user {
+        let to = crate::notify::address(store, &tenant.id, Some(u)).await?;
+        if let Ok(n) =
+            crate::notify::Notice::render("key_created", &tenant.id, format!("key:{id}:user"), ctx)
+        {
+            notices.push(
+                n.for_user(Some(u))
+                    .priority(crate::notify::Priority::High)
+                    .email(to.as_deref()),
+            );
+        }
+    }
+    let attempts = i64::from(crate::jobs::JobsConfig::default().max_attempts);
+    let key_hash = hash_key(&secret);
+    let r: Result<(), sqlx::Error> = crate::store::on_pool!(store, p => async {
+        let mut tx = p.begin().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, created_at, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&id).bind(&tenant.id).bind(name).bind(&key_hash).bind(&prefix)
+            .bind(crate::store::now_ms()).bind(user)
+            .execute(&mut *tx).await?;
+        for n in &notices {
+            crate::notify::insert_notice!(tx, n, attempts)?;
+        }
+        tx.commit().await
+    }.await);
+    store.observe(r.map_err(StoreError::from))?;
+    for n in &notices {
+        crate::notify::live::wake(&n.tenant_id, &n.user_id);
+    }
     Ok(CreatedKey { id, secret, tenant })
 }
 

@@ -70,6 +70,9 @@ pub struct Config {
     pub warehouse: crate::integrations::warehouse::WarehouseConfig,
     /// Headless CMS webhooks into retrieval, the cache and the site.
     pub cms: crate::integrations::cms::CmsConfig,
+    pub notifications: crate::notify::NotifyConfig,
+    pub email: crate::integrations::email::EmailConfig,
+    pub cal: crate::integrations::cal::CalConfig,
 }
 
 /// A configuration problem, with the path of the offending key.
@@ -139,6 +142,7 @@ impl Config {
         };
         self.cache.validate().map_err(|m| invalid("cache", m))?;
         self.rag.validate().map_err(|m| invalid("rag", m))?;
+        self.email.validate().map_err(|m| invalid("email", m))?;
         self.server
             .cors
             .validate()

@@ -172,6 +172,9 @@ pub enum JobError {
     /// Worth another attempt (network, 5xx, lock contention).
     #[error("{0}")]
     Retry(String),
+    /// Worth another attempt, not before this many milliseconds (a provider's Retry-After).
+    #[error("{0}")]
+    RetryAfter(String, u64),
     /// Will never succeed (malformed payload): straight to the dead-letter queue.
     #[error("{0}")]
     Permanent(String),
@@ -291,7 +294,11 @@ impl JobQueue {
         let (status, run_at) = if dead {
             ("dead", job.run_at)
         } else {
-            ("queued", now + self.backoff_ms(job.attempts) as i64)
+            let wait = match error {
+                JobError::RetryAfter(_, ms) => self.backoff_ms(job.attempts).max(*ms),
+                _ => self.backoff_ms(job.attempts),
+            };
+            ("queued", now + wait as i64)
         };
         on_pool!(&self.store, p => sqlx::query(
             "UPDATE jobs SET status = $1, run_at = $2, last_error = $3, locked_by = NULL, locked_until = NULL, updated_at = $4 \

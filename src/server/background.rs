@@ -34,6 +34,7 @@ pub(super) fn start_jobs(state: &Arc<AppState>) -> impl Future<Output = ()> + us
         stripe::JOB_REMIND,
         Arc::new(ReminderJob {
             store: store.clone(),
+            queue: queue.clone(),
         }),
     );
     runner.register(
@@ -116,6 +117,24 @@ pub(super) fn start_jobs(state: &Arc<AppState>) -> impl Future<Output = ()> + us
             }),
         );
     }
+    {
+        use crate::integrations::email::{digest::DigestJob, outbox::SendJob};
+        runner.register(
+            crate::notify::JOB_EMAIL,
+            Arc::new(SendJob {
+                store: store.clone(),
+                provider: state.config.email.provider(),
+                from: state.config.email.from.clone(),
+            }),
+        );
+        runner.register(
+            crate::notify::JOB_DIGEST,
+            Arc::new(DigestJob {
+                store: store.clone(),
+                queue: queue.clone(),
+            }),
+        );
+    }
     runner.register(
         JOB_HOUSEKEEPING,
         Arc::new(HousekeepingJob {
@@ -127,10 +146,18 @@ pub(super) fn start_jobs(state: &Arc<AppState>) -> impl Future<Output = ()> + us
     let runner = runner.spawn(shutdown.clone(), grace);
     let billing = state.billing.clone();
     let warehouse = state.config.warehouse.clone();
+    let digest_period = state
+        .config
+        .email
+        .enabled()
+        .then_some(state.config.notifications.digest_period_secs);
     let scheduler = tokio::spawn(async move {
         let mut tick = stripe::schedule_tick(&billing);
         if warehouse.dir.is_some() {
             tick = tick.min(Duration::from_secs(warehouse.interval_secs.clamp(1, 60)));
+        }
+        if let Some(period) = digest_period {
+            tick = tick.min(Duration::from_secs(period.clamp(1, 60)));
         }
         loop {
             if let Err(e) = stripe::schedule_periodic(&queue, &billing).await {
@@ -138,6 +165,11 @@ pub(super) fn start_jobs(state: &Arc<AppState>) -> impl Future<Output = ()> + us
             }
             if let Err(e) = crate::integrations::warehouse::schedule(&queue, &warehouse).await {
                 tracing::warn!(error = %e, "scheduling the warehouse export failed");
+            }
+            if let Some(period) = digest_period
+                && let Err(e) = crate::integrations::email::digest::schedule(&queue, period).await
+            {
+                tracing::warn!(error = %e, "scheduling the digests failed");
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,

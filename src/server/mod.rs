@@ -194,6 +194,21 @@ impl App {
         let (shutdown_token, grace_over) = (state.shutdown.clone(), state.chat.grace_over.clone());
         tracing::info!(addr = %listener.local_addr()?, store = state.store.backend(), models = state.chat.models.iter().count(), "quartermaster listening");
 
+        crate::notify::configure(&state.config.notifications);
+        tokio::spawn(crate::notify::live::listen(
+            state.store.clone(),
+            state.shutdown.clone(),
+        ));
+        let (alerts, alerts_rx) = tokio::sync::mpsc::unbounded_channel();
+        state.chat.budgets.on_alert(
+            state.config.notifications.budget_alert_percent.clone(),
+            alerts,
+        );
+        tokio::spawn(crate::notify::budget_alerts(
+            state.store.clone(),
+            state.jobs.clone(),
+            alerts_rx,
+        ));
         let workers = background::start_jobs(&state);
         tokio::spawn(state.store.clone().watch_health(
             Duration::from_millis(state.config.database.health_interval_ms.max(50)),

@@ -75,22 +75,6 @@ impl Store {
         )
     }
 
-    pub async fn insert_key(
-        &self,
-        id: &str,
-        tenant_id: &str,
-        name: &str,
-        key_hash: &str,
-        key_prefix: &str,
-        user_id: Option<&str>,
-    ) -> Result<(), StoreError> {
-        on_pool!(self, p => sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, created_at, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(id).bind(tenant_id).bind(name).bind(key_hash).bind(key_prefix).bind(now_ms()).bind(user_id)
-            .execute(p).await.map(|_| ()))?;
-        Ok(())
-    }
-
     /// The active (not revoked) key with this hash: its id, tenant, the tenant's billing
     /// status (`active`, `past_due`, `limited`) and the end user it was issued to.
     pub async fn find_active_key(&self, key_hash: &str) -> Result<Option<ActiveKey>, StoreError> {

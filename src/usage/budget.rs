@@ -74,6 +74,8 @@ pub struct LimitsConfig {
 
 #[derive(Debug, Default)]
 struct ScopeState {
+    /// What alerts need: the scope as last admitted.
+    alerting: Option<(Limits, String, Option<String>, String)>,
     loaded: bool,
     minute: i64,
     requests: u64,
@@ -87,6 +89,44 @@ struct ScopeState {
 }
 
 impl ScopeState {
+    /// The alerts this settlement of `usd` triggers: each threshold it crossed.
+    fn crossed(&self, key: &str, usd: f64, percents: &[u32]) -> Vec<BudgetAlert> {
+        let Some((limits, tenant_id, user, label)) = &self.alerting else {
+            return vec![];
+        };
+        let mut out = vec![];
+        let periods = [
+            ("day", self.day, self.day_usd, limits.usd_per_day),
+            ("month", self.month, self.month_usd, limits.usd_per_month),
+        ];
+        for (period, window, spent, limit) in periods {
+            let Some(limit) = limit.filter(|l| *l > 0.0) else {
+                continue;
+            };
+            let (before, after) = ((spent - usd) / limit * 100.0, spent / limit * 100.0);
+            // The highest threshold crossed is the one worth telling.
+            if let Some(p) = percents
+                .iter()
+                .copied()
+                .filter(|p| before < f64::from(*p) && after >= f64::from(*p))
+                .max()
+            {
+                out.push(BudgetAlert {
+                    tenant_id: tenant_id.clone(),
+                    user: user.clone(),
+                    label: label.clone(),
+                    period,
+                    window,
+                    percent: p,
+                    spent_usd: spent,
+                    limit_usd: limit,
+                    scope: key.to_string(),
+                });
+            }
+        }
+        out
+    }
+
     /// Starts a new minute, day or month window where one has begun since the last request.
     fn roll(&mut self, minute: i64, day: i64, month: i64) {
         if self.minute != minute {
@@ -214,10 +254,37 @@ pub struct Scope {
     pub(super) limits: Limits,
     /// A user's scope: the tenant its id belongs to (ids are the tenant's own).
     pub(super) within_tenant: Option<String>,
+    /// The caller's tenant (whom alerts about this scope go to).
+    pub(super) tenant_id: String,
+}
+
+/// A budget crossing one of the alert thresholds (`[notifications] budget_alert_percent`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetAlert {
+    pub tenant_id: String,
+    /// The end user, for a user's budget.
+    pub user: Option<String>,
+    pub label: String,
+    /// `day` or `month`.
+    pub period: &'static str,
+    /// The day or month index (an alert is sent once per threshold and window).
+    pub window: i64,
+    pub percent: u32,
+    pub spent_usd: f64,
+    pub limit_usd: f64,
+    pub scope: String,
+}
+
+/// Where alerts go, and at which percentages.
+#[derive(Default)]
+struct AlertSink {
+    percents: Vec<u32>,
+    tx: Option<tokio::sync::mpsc::UnboundedSender<BudgetAlert>>,
 }
 
 pub struct Budgets {
     store: Store,
+    alerts: Mutex<AlertSink>,
     scopes: Mutex<HashMap<String, ScopeState>>,
     /// The counters every replica shares (PostgreSQL).
     leases: Option<Arc<Leases>>,
@@ -265,9 +332,23 @@ impl Budgets {
         let leases = (store.backend() == "postgres").then(|| Leases::new(store.clone()));
         Arc::new(Self {
             store,
+            alerts: Mutex::new(AlertSink::default()),
             scopes: Mutex::new(HashMap::new()),
             leases,
         })
+    }
+
+    /// Sends a [`BudgetAlert`] to `tx` whenever settled spend crosses one of `percents` of a
+    /// daily or monthly budget.
+    pub fn on_alert(
+        &self,
+        percents: Vec<u32>,
+        tx: tokio::sync::mpsc::UnboundedSender<BudgetAlert>,
+    ) {
+        *self.alerts.lock().expect("alerts lock") = AlertSink {
+            percents,
+            tx: Some(tx),
+        };
     }
 
     /// The shared counters' leases (PostgreSQL): their upkeep task gives idle ones back.
@@ -296,6 +377,7 @@ impl Budgets {
                 label: format!("tenant `{tenant_name}`"),
                 limits: tenant.clone(),
                 within_tenant: None,
+                tenant_id: tenant_id.to_string(),
             });
         }
         let key = config.keys.get(key_id).unwrap_or(&config.key_default);
@@ -307,6 +389,7 @@ impl Budgets {
                 label: format!("key `{key_id}`"),
                 limits: key.clone(),
                 within_tenant: None,
+                tenant_id: tenant_id.to_string(),
             });
         }
         if let Some(user) = user {
@@ -319,6 +402,7 @@ impl Budgets {
                     label: format!("user `{user}`"),
                     limits: limits.clone(),
                     within_tenant: Some(tenant_id.to_string()),
+                    tenant_id: tenant_id.to_string(),
                 });
             }
         }
@@ -418,6 +502,15 @@ impl Budgets {
         }
         for scope in scopes {
             let s = states.get_mut(&scope.key).expect("entry made above");
+            if s.alerting.is_none() {
+                let user = scope.within_tenant.as_ref().map(|_| scope.id.clone());
+                s.alerting = Some((
+                    scope.limits.clone(),
+                    scope.tenant_id.clone(),
+                    user,
+                    scope.label.clone(),
+                ));
+            }
             s.requests += 1;
             s.reserved_tokens += tokens;
             s.reserved_usd += usd;
@@ -433,6 +526,7 @@ impl Budgets {
         tokens: u64,
         usd: f64,
     ) {
+        let sink = self.alerts.lock().expect("alerts lock");
         let mut states = self.scopes.lock().expect("budget lock");
         for key in scopes {
             if let Some(s) = states.get_mut(key) {
@@ -441,6 +535,13 @@ impl Budgets {
                 s.tokens += tokens;
                 s.day_usd += usd;
                 s.month_usd += usd;
+                if let Some(tx) = &sink.tx
+                    && usd > 0.0
+                {
+                    for alert in s.crossed(key, usd, &sink.percents) {
+                        let _ = tx.send(alert);
+                    }
+                }
             }
         }
     }

@@ -5,7 +5,9 @@
 mod budget;
 mod lease;
 
-pub use budget::{BudgetError, Budgets, Limits, LimitsConfig, Price, Reservation, Scope, cost_usd};
+pub use budget::{
+    BudgetAlert, BudgetError, Budgets, Limits, LimitsConfig, Price, Reservation, Scope, cost_usd,
+};
 pub use lease::Leases;
 
 use std::sync::{Arc, OnceLock};

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod mock_anthropic;
+pub mod mock_email;
 pub mod mock_stripe;
 pub mod mock_upstream;
 pub mod nginx;

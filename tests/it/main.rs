@@ -15,6 +15,8 @@ mod cache_kill;
 mod cache_qdrant;
 mod cli;
 mod cms;
+mod comms;
+mod email;
 mod embeddings;
 mod gateway;
 mod golden;

@@ -4,6 +4,26 @@
 //!
 //! - `standard_webhooks`: Standard Webhooks / Svix (Clerk, Supabase, Resend).
 //! - `timestamped_hmac`: `t=...,v1=...` in one header (Sanity).
+//! - `hex_hmac`: a hex HMAC of the body alone (Cal.com).
+//! - `ecdsa_p256`: an ECDSA signature over timestamp and body (SendGrid's Event Webhook).
 
+pub mod ecdsa_p256;
+pub mod hex_hmac;
 pub mod standard_webhooks;
 pub mod timestamped_hmac;
+
+/// The secrets given inline plus those in the variable `env` (comma-separated).
+pub fn secret_texts(inline: &[secrecy::SecretString], env: Option<&str>) -> Vec<String> {
+    use secrecy::ExposeSecret;
+    let mut out: Vec<String> = inline
+        .iter()
+        .map(|s| s.expose_secret().trim().to_string())
+        .collect();
+    if let Some(var) = env
+        && let Ok(v) = std::env::var(var)
+    {
+        out.extend(v.split(',').map(|s| s.trim().to_string()));
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}

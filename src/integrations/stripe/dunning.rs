@@ -1,10 +1,13 @@
-//! Dunning: reminders while a tenant is past due, then limiting it after the grace period.
+//! Dunning: reminders (in the app, and emailed to the tenant's contact) while a tenant is past due, then limiting it after the grace period.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use serde_json::json;
+
 use crate::jobs::{JobError, JobHandler, JobRow};
-use crate::store::{Store, now_ms, on_pool};
+use crate::notify::{self, Notice, Priority};
+use crate::store::{Store, on_pool};
 
 #[derive(Serialize, Deserialize)]
 struct DunningRef {
@@ -17,6 +20,7 @@ struct DunningRef {
 /// A reminder while a tenant is past due (written to the notification outbox).
 pub struct ReminderJob {
     pub store: Store,
+    pub queue: crate::jobs::JobQueue,
 }
 
 #[async_trait]
@@ -32,18 +36,17 @@ impl JobHandler for ReminderJob {
         if status == "active" || since != Some(r.since) {
             return Ok(()); // paid in the meantime, or a newer dunning cycle owns it
         }
-        let subject = format!("Payment failed for {name}: reminder {}", r.n + 1);
-        let body = format!(
-            "The last invoice for {name} could not be charged. Please update the payment method; \
-             service is limited to the cheaper models if it stays unpaid."
-        );
-        let dedupe = format!("dunning:{}:{}:r{}", r.tenant_id, r.since, r.n);
-        on_pool!(&self.store, p => sqlx::query(
-            "INSERT INTO notifications (id, tenant_id, kind, subject, body, dedupe_key, created_at) \
-             VALUES ($1, $2, 'dunning_reminder', $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING")
-            .bind(format!("ntf_{}", uuid::Uuid::now_v7().simple())).bind(&r.tenant_id)
-            .bind(&subject).bind(&body).bind(&dedupe).bind(now_ms())
-            .execute(p).await.map(|_| ()))?;
+        let to = notify::address(&self.store, &r.tenant_id, None).await?;
+        let notice = Notice::render(
+            "dunning_reminder",
+            &r.tenant_id,
+            format!("dunning:{}:{}:r{}", r.tenant_id, r.since, r.n),
+            json!({"tenant": name, "n": r.n + 1}),
+        )
+        .map_err(|e| JobError::Permanent(e.to_string()))?
+        .priority(Priority::High)
+        .email(to.as_deref());
+        notify::send(&self.store, &self.queue, &[notice]).await?;
         tracing::info!(tenant = %name, reminder = r.n + 1, "dunning reminder queued");
         Ok(())
     }

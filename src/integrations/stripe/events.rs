@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Billing, JOB_ENFORCE, JOB_REMIND};
 use crate::jobs::{JobError, JobHandler, JobQueue, JobRow, NewJob, enqueue_job};
+use crate::notify::{Notice, insert_notice};
 use crate::store::{Store, now_ms, on_pool};
 
 /// One statement of a handler's transaction.
@@ -44,6 +45,7 @@ async fn apply(
     store: &Store,
     stmts: &[Stmt],
     jobs: &[NewJob],
+    notices: &[Notice],
     default_attempts: i64,
 ) -> Result<bool, sqlx::Error> {
     macro_rules! bind_all {
@@ -70,6 +72,9 @@ async fn apply(
         for job in jobs {
             enqueue_job!(&mut *tx, job, default_attempts)?;
         }
+        for n in notices {
+            insert_notice!(tx, n, default_attempts)?;
+        }
         tx.commit().await?;
         Ok(true)
     })
@@ -92,6 +97,8 @@ struct Plan {
     outcome: String,
     stmts: Vec<Stmt>,
     jobs: Vec<NewJob>,
+    /// Notifications and emails, in the same transaction.
+    notices: Vec<Notice>,
 }
 
 impl Plan {
@@ -100,6 +107,7 @@ impl Plan {
             outcome: outcome.into(),
             stmts: vec![],
             jobs: vec![],
+            notices: vec![],
         }
     }
 }
@@ -149,12 +157,16 @@ impl JobHandler for EventJob {
             &self.store,
             &stmts,
             &plan.jobs,
+            &plan.notices,
             self.queue.default_attempts(),
         )
         .await?;
         if applied {
-            if !plan.jobs.is_empty() {
+            if !plan.jobs.is_empty() || !plan.notices.is_empty() {
                 self.queue.wake();
+            }
+            for n in &plan.notices {
+                crate::notify::live::wake(&n.tenant_id, &n.user_id);
             }
             metrics::counter!("qm_stripe_events_processed_total", "type" => kind.clone())
                 .increment(1);
@@ -180,6 +192,12 @@ impl EventJob {
         Ok(on_pool!(&self.store, p => sqlx::query_as(
             "SELECT id, billing_status, past_due_since FROM tenants WHERE stripe_customer_id = $1")
             .bind(customer).fetch_optional(p).await)?)
+    }
+
+    async fn tenant_id(&self, name_or_id: &str) -> Result<Option<String>, JobError> {
+        Ok(on_pool!(&self.store, p => sqlx::query_scalar(
+            "SELECT id FROM tenants WHERE name = $1 OR id = $1")
+            .bind(name_or_id).fetch_optional(p).await)?)
     }
 
     async fn checkout_completed(&self, session: &Value) -> Result<Plan, JobError> {
@@ -214,7 +232,7 @@ impl EventJob {
             stmt(
                 "INSERT INTO tenants (id, name, created_at) SELECT $1, $2, $3 \
                  WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE name = $2 OR id = $2)",
-                vec![text(new_id), text(tenant), Arg::Int(Some(now_ms()))],
+                vec![text(new_id.clone()), text(tenant), Arg::Int(Some(now_ms()))],
             ),
             stmt(
                 "UPDATE tenants SET stripe_customer_id = COALESCE($1, stripe_customer_id), \
@@ -230,14 +248,42 @@ impl EventJob {
                 ],
             ),
         ];
-        let outcome = match plan {
+        let outcome = match &plan {
             Some(plan) => format!("provisioned {tenant}: plan {plan}"),
             None => format!("provisioned {tenant}: credit +{credit} cents"),
         };
+        // The receipt goes to the address the customer paid with, which becomes the tenant's
+        // contact when it has none.
+        let email = str_at(session, &["customer_details", "email"])
+            .or_else(|| str_at(session, &["customer_email"]))
+            .filter(|e| crate::notify::valid_address(e))
+            .map(str::to_lowercase);
+        let mut stmts = stmts;
+        if let Some(e) = &email {
+            stmts.push(stmt(
+                "UPDATE tenants SET contact_email = COALESCE(contact_email, $1) WHERE name = $2 OR id = $2",
+                vec![text(e.clone()), text(tenant)],
+            ));
+        }
+        let tenant_id = self.tenant_id(tenant).await?.unwrap_or(new_id);
+        let amount = session["amount_total"].as_i64().unwrap_or(0);
+        let currency = str_at(session, &["currency"])
+            .unwrap_or("usd")
+            .to_uppercase();
+        let receipt = Notice::render(
+            "receipt",
+            &tenant_id,
+            format!("receipt:{}", str_at(session, &["id"]).unwrap_or(tenant)),
+            json!({"tenant": tenant, "amount": format!("{}.{:02} {currency}", amount / 100, amount % 100),
+                   "plan": plan, "reference": str_at(session, &["id"])}),
+        )
+        .map_err(|e| JobError::Permanent(e.to_string()))?
+        .email(email.as_deref());
         Ok(Plan {
             outcome,
             stmts,
             jobs: vec![],
+            notices: vec![receipt],
         })
     }
 
@@ -260,6 +306,7 @@ impl EventJob {
                 vec![Arg::Int(Some(credit)), Arg::Text(customer), text(tenant)],
             )],
             jobs: vec![],
+            notices: vec![],
         }
     }
 
@@ -309,6 +356,7 @@ impl EventJob {
                 vec![Arg::Int(Some(since)), text(tenant_id.clone())],
             )],
             jobs,
+            notices: vec![],
         })
     }
 
@@ -327,6 +375,7 @@ impl EventJob {
                 vec![text(tenant_id)],
             )],
             jobs: vec![],
+            notices: vec![],
         })
     }
 
@@ -353,6 +402,7 @@ impl EventJob {
                 vec![text(plan), Arg::Text(sub_id), text(tenant_id)],
             )],
             jobs: vec![],
+            notices: vec![],
         })
     }
 

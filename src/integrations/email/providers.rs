@@ -1,0 +1,176 @@
+//! The three providers' wire formats.
+
+use serde_json::{Value, json};
+
+use super::{Email, EmailProvider, SendError, Stream, classify};
+
+async fn post(req: reqwest::RequestBuilder) -> Result<Value, SendError> {
+    let r = req.send().await.map_err(|e| SendError::Retry {
+        message: e.without_url().to_string(),
+        retry_after_secs: None,
+    })?;
+    let status = r.status().as_u16();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = r.text().await.unwrap_or_default();
+    if (200..300).contains(&status) {
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    } else {
+        Err(classify(status, retry_after.as_deref(), &text))
+    }
+}
+
+/// Resend (`POST /emails`).
+pub struct Resend {
+    pub base: String,
+    pub api_key: String,
+    pub http: reqwest::Client,
+}
+
+#[async_trait::async_trait]
+impl EmailProvider for Resend {
+    fn name(&self) -> &'static str {
+        "resend"
+    }
+
+    async fn send(&self, email: &Email) -> Result<String, SendError> {
+        let body = json!({"from": email.from, "to": [email.to], "subject": email.subject,
+                          "html": email.html, "text": email.text,
+                          "tags": [{"name": "outbox_id", "value": email.id}]});
+        let v = post(
+            self.http
+                .post(format!("{}/emails", self.base.trim_end_matches('/')))
+                .bearer_auth(&self.api_key)
+                .header("Idempotency-Key", &email.id)
+                .json(&body),
+        )
+        .await?;
+        Ok(v["id"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+/// Postmark (`POST /email`), a message stream per kind.
+pub struct Postmark {
+    pub base: String,
+    pub server_token: String,
+    pub transactional_stream: String,
+    pub broadcast_stream: String,
+    pub http: reqwest::Client,
+}
+
+#[async_trait::async_trait]
+impl EmailProvider for Postmark {
+    fn name(&self) -> &'static str {
+        "postmark"
+    }
+
+    async fn send(&self, email: &Email) -> Result<String, SendError> {
+        let stream = match email.stream {
+            Stream::Transactional => &self.transactional_stream,
+            Stream::Broadcast => &self.broadcast_stream,
+        };
+        let body = json!({"From": email.from, "To": email.to, "Subject": email.subject,
+                          "HtmlBody": email.html, "TextBody": email.text, "MessageStream": stream,
+                          "Metadata": {"outbox_id": email.id}});
+        let v = post(
+            self.http
+                .post(format!("{}/email", self.base.trim_end_matches('/')))
+                .header("X-Postmark-Server-Token", &self.server_token)
+                .header("Accept", "application/json")
+                .json(&body),
+        )
+        .await?;
+        // Postmark answers 200 with ErrorCode != 0 for some refusals (e.g. 406: inactive
+        // recipient).
+        match v["ErrorCode"].as_i64() {
+            Some(0) | None => Ok(v["MessageID"].as_str().unwrap_or_default().to_string()),
+            Some(code) => Err(SendError::Rejected(format!(
+                "Postmark error {code}: {}",
+                v["Message"].as_str().unwrap_or("")
+            ))),
+        }
+    }
+}
+
+/// SendGrid (`POST /v3/mail/send`).
+pub struct SendGrid {
+    pub base: String,
+    pub api_key: String,
+    pub http: reqwest::Client,
+}
+
+#[async_trait::async_trait]
+impl EmailProvider for SendGrid {
+    fn name(&self) -> &'static str {
+        "sendgrid"
+    }
+
+    async fn send(&self, email: &Email) -> Result<String, SendError> {
+        let body = json!({
+            "personalizations": [{"to": [{"email": email.to}], "custom_args": {"outbox_id": email.id}}],
+            "from": {"email": email.from},
+            "subject": email.subject,
+            "content": [{"type": "text/plain", "value": email.text}, {"type": "text/html", "value": email.html}],
+        });
+        let r = self
+            .http
+            .post(format!("{}/v3/mail/send", self.base.trim_end_matches('/')))
+            .bearer_auth(&self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| SendError::Retry {
+                message: e.without_url().to_string(),
+                retry_after_secs: None,
+            })?;
+        let status = r.status().as_u16();
+        // 202 with the message id in a header, no body.
+        let id = r
+            .headers()
+            .get("x-message-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if (200..300).contains(&status) {
+            Ok(id)
+        } else {
+            let text = r.text().await.unwrap_or_default();
+            Err(classify(status, retry_after.as_deref(), &text))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    #[test]
+    fn statuses_are_retried_or_refused() {
+        assert!(matches!(
+            classify(429, Some("7"), ""),
+            SendError::Retry {
+                retry_after_secs: Some(7),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(503, None, ""),
+            SendError::Retry {
+                retry_after_secs: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(422, None, "bad address"),
+            SendError::Rejected(_)
+        ));
+    }
+}

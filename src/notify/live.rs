@@ -1,0 +1,121 @@
+//! Pushing notifications to open streams (`GET /v1/notifications/stream`) as they are
+//! written. A process-wide channel carries "this recipient has something new" hints; on
+//! PostgreSQL a trigger announces every inserted notification on `LISTEN`/`NOTIFY` when its
+//! transaction commits, so a notification written through any replica reaches streams open
+//! on every other one at once. The store is the truth: a hint only makes a stream read it
+//! (and each stream also reads on a timer, so a lost hint costs latency, never a
+//! notification).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::Stream;
+use sqlx::postgres::PgListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::inbox::{self, Item};
+use crate::store::{Pool, Store, now_ms};
+
+pub const CHANNEL: &str = "qm_notifications";
+/// How far back each read looks for transactions that committed after later ones.
+const LATE_COMMIT_MS: i64 = 5_000;
+
+fn hub() -> &'static broadcast::Sender<Arc<str>> {
+    static HUB: OnceLock<broadcast::Sender<Arc<str>>> = OnceLock::new();
+    HUB.get_or_init(|| broadcast::channel(1024).0)
+}
+
+fn key(tenant: &str, user: &str) -> String {
+    format!("{tenant} {user}")
+}
+
+/// Tells this process's streams that a recipient has something new.
+pub fn wake(tenant: &str, user: &str) {
+    let _ = hub().send(key(tenant, user).into());
+}
+
+/// Forwards the other replicas' announcements to this process's streams until `shutdown`
+/// (PostgreSQL only; reconnects as needed).
+pub async fn listen(store: Store, shutdown: CancellationToken) {
+    let Pool::Postgres(pool) = store.pool() else {
+        return;
+    };
+    loop {
+        let mut listener = match PgListener::connect_with(pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "notifications: cannot listen yet");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::debug!(error = %e, "notifications: LISTEN failed");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            let note = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = listener.try_recv() => n,
+            };
+            match note {
+                Ok(Some(n)) => {
+                    let _ = hub().send(n.payload().into());
+                }
+                Ok(None) | Err(_) => break, // reconnect; streams' timers cover the gap
+            }
+        }
+    }
+}
+
+/// The recipient's notifications from `since_ms` on, as they arrive, each once; reads the
+/// store when hinted and every `poll`.
+pub fn stream(
+    store: Store,
+    tenant: String,
+    user: String,
+    since_ms: i64,
+    poll: Duration,
+) -> impl Stream<Item = Item> + Send {
+    let mut hints = hub().subscribe();
+    let me = key(&tenant, &user);
+    async_stream::stream! {
+        let mut cursor = since_ms;
+        let mut sent: HashMap<String, i64> = HashMap::new();
+        loop {
+            match inbox::since(&store, &tenant, &user, cursor - LATE_COMMIT_MS).await {
+                Ok(items) => {
+                    for item in items {
+                        if item.created_at < since_ms || sent.contains_key(&item.id) {
+                            continue;
+                        }
+                        cursor = cursor.max(item.created_at);
+                        sent.insert(item.id.clone(), item.created_at);
+                        yield item;
+                    }
+                    cursor = cursor.max(now_ms() - LATE_COMMIT_MS);
+                    sent.retain(|_, at| *at >= cursor - 2 * LATE_COMMIT_MS);
+                }
+                Err(e) => tracing::debug!(error = %e, "notification stream: read failed"),
+            }
+            let deadline = tokio::time::sleep(poll);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    hint = hints.recv() => match hint {
+                        Ok(k) if *k == *me => break,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        }
+    }
+}
