@@ -1,6 +1,7 @@
 //! A local Resend (`POST /emails`): honours `Idempotency-Key` as Resend does (the same key
 //! within a day is the same email, delivered once), and fails (status, Retry-After), stalls
-//! or slows down on demand. Records every call with its time.
+//! or answers slowly on demand (having accepted the email first). Records every call with
+//! its time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,10 +67,17 @@ impl MockEmail {
 }
 
 async fn send(State(m): State<Arc<MockEmailState>>, headers: HeaderMap, body: String) -> Response {
+    let response = handle(&m, &headers, &body);
+    // The email is accepted (and delivered) before the answer is slowed down, as when a
+    // provider's answer is lost: a client that gives up now does not know it was sent.
     let delay = m.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
+    response
+}
+
+fn handle(m: &MockEmailState, headers: &HeaderMap, body: &str) -> Response {
     let h = |n: &str| {
         headers
             .get(n)
@@ -77,7 +85,7 @@ async fn send(State(m): State<Arc<MockEmailState>>, headers: HeaderMap, body: St
             .unwrap_or_default()
             .to_string()
     };
-    let Ok(v) = serde_json::from_str::<Value>(&body) else {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
             "{\"name\":\"validation_error\"}",

@@ -16,6 +16,7 @@ mod cache_qdrant;
 mod cli;
 mod cms;
 mod comms;
+mod comms_kill;
 mod email;
 mod embeddings;
 mod gateway;
