@@ -188,7 +188,8 @@ async fn fifty_duplicates(db_url: Option<String>) {
         "evt_checkout_1",
         "checkout.session.completed",
         json!({"id": "cs_1", "object": "checkout.session", "mode": "payment", "amount_total": 5000,
-               "currency": "usd", "client_reference_id": "tenant-new", "customer": "cus_new"}),
+               "currency": "usd", "client_reference_id": "tenant-new", "customer": "cus_new",
+               "customer_details": {"email": "Buyer@Tenant-New.test"}}),
     );
     let body = checkout.to_string();
     let t = now_secs();
@@ -218,6 +219,32 @@ async fn fifty_duplicates(db_url: Option<String>) {
     // A late redelivery changes nothing either.
     assert_eq!(deliver(&app, &checkout).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // One receipt, in the app and in the outbox (written with the provisioning; no email
+    // provider is configured here, so it is kept as `unsent`), to the address paid with,
+    // which became the tenant's contact.
+    let receipts: Vec<(String, String, String)> = quartermaster::store::on_pool!(&store, p => sqlx::query_as(
+        "SELECT to_addr, subject, state FROM email_outbox WHERE template = 'receipt'").fetch_all(p).await)
+    .unwrap();
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    assert_eq!(receipts[0].0, "buyer@tenant-new.test");
+    assert_eq!(receipts[0].1, "Receipt for tenant-new: 50.00 USD");
+    wait_for(10, "the receipt settles", || async {
+        scalar(
+            &store,
+            "SELECT state FROM email_outbox WHERE template = $1",
+            "receipt",
+        )
+        .await
+        .as_deref()
+            == Some("unsent")
+    })
+    .await;
+    assert_eq!(
+        tenant_field(&store, "tenant-new", "contact_email")
+            .await
+            .as_deref(),
+        Some("buyer@tenant-new.test")
+    );
     assert_eq!(
         tenant_field(&store, "tenant-new", "credit_cents")
             .await

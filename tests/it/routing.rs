@@ -233,6 +233,72 @@ fn priced_options(limits: &str) -> Options {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_a_budget_threshold_notifies_the_tenant_once() {
+    // $1.50 a request against $4.00 a day: 37.5 %, 75 %, then 112.5 %.
+    let limits = "[limits.tenant_default]\nusd_per_day = 4.0\n[notifications]\nbudget_alert_percent = [50, 90, 100]\n";
+    let app = TestApp::spawn_with(priced_options(limits)).await;
+    let body = json!({"model": "priced", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]});
+    let alerts = || async {
+        let inbox = app.get_json("/v1/notifications?limit=50").await;
+        let mut subjects: Vec<String> = inbox["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["kind"] == "budget_alert")
+            .map(|n| {
+                assert_eq!(n["priority"], "high");
+                n["subject"].as_str().unwrap().to_string()
+            })
+            .collect();
+        subjects.sort();
+        subjects
+    };
+    assert_eq!(
+        app.post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alerts().await.is_empty(), "37.5 % crosses nothing");
+    assert_eq!(
+        app.post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    common::wait_for(5, "the 50 % alert", || async { alerts().await.len() == 1 }).await;
+    assert_eq!(
+        alerts().await,
+        ["50 % of the day budget used (tenant `tenant-a`)"]
+    );
+    // The third passes 90 and 100 at once: one alert, the highest.
+    assert_eq!(
+        app.post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    common::wait_for(5, "the 100 % alert", || async { alerts().await.len() == 2 }).await;
+    assert_eq!(
+        alerts().await,
+        [
+            "100 % of the day budget used (tenant `tenant-a`)",
+            "50 % of the day budget used (tenant `tenant-a`)"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daily_budget_holds_under_concurrency_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}", dir.path().join("budget.db").display());
