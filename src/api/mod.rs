@@ -155,6 +155,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/webhooks/identity/{source}", post(webhooks::identity))
         .route("/webhooks/cms/{source}", post(webhooks::cms))
         .route("/webhooks/sanity", post(webhooks::sanity))
+        .route("/webhooks/contentful", post(webhooks::contentful))
         .route("/webhooks/email/{provider}", post(webhooks::email))
         .route("/webhooks/cal", post(webhooks::cal))
         .route("/webhooks/cal/{source}", post(webhooks::cal_source))

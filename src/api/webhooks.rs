@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use serde_json::{Value, json};
 
 use super::extractors::RawBody;
@@ -68,24 +68,37 @@ pub async fn identity(
 pub async fn cms(
     State(state): State<Arc<AppState>>,
     super::extractors::ApiPath(source): super::extractors::ApiPath<String>,
+    uri: Uri,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<axum::Json<Value>, ApiError> {
-    cms_source(&state, &source, &headers, &body).await
+    cms_source(&state, &source, &uri, &headers, &body).await
 }
 
 /// `POST /webhooks/sanity`: the CMS source named `sanity`.
 pub async fn sanity(
     State(state): State<Arc<AppState>>,
+    uri: Uri,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<axum::Json<Value>, ApiError> {
-    cms_source(&state, "sanity", &headers, &body).await
+    cms_source(&state, "sanity", &uri, &headers, &body).await
+}
+
+/// `POST /webhooks/contentful`: the CMS source named `contentful`.
+pub async fn contentful(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    cms_source(&state, "contentful", &uri, &headers, &body).await
 }
 
 async fn cms_source(
     state: &AppState,
     source: &str,
+    uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -95,9 +108,18 @@ async fn cms_source(
             "no CMS webhook `{source}` is configured"
         )));
     };
-    let received = receive(&state.store, &state.jobs, source, config, headers, body)
-        .await
-        .map_err(|e| ApiError::coded(&e))?;
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let received = receive(
+        &state.store,
+        &state.jobs,
+        source,
+        config,
+        path,
+        headers,
+        body,
+    )
+    .await
+    .map_err(|e| ApiError::coded(&e))?;
     Ok(axum::Json(json!({
         "received": true,
         "id": received.id,

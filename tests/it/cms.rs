@@ -21,6 +21,33 @@ use quartermaster::store::on_pool;
 use serde_json::{Value, json};
 
 const SECRET: &str = "sanity-webhook-secret";
+/// Contentful's signing secrets are 64 characters.
+const CONTENTFUL_SECRET: &str = "contentful-signing-secret-0123456789abcdef0123456789abcdef012345";
+
+/// A Contentful delivery: the headers `@contentful/node-apps-toolkit` signs it with.
+async fn contentful_headers(body: &str, topic: &str) -> Option<Vec<(String, String)>> {
+    let out = common::node_script(
+        "contentful_sign.mjs",
+        &[
+            ("QM_BODY", body),
+            ("QM_SECRET", CONTENTFUL_SECRET),
+            ("QM_PATH", "/webhooks/contentful"),
+            (
+                "QM_HEADERS",
+                &json!({"X-Contentful-Topic": topic}).to_string(),
+            ),
+        ],
+    )
+    .await?;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    Some(
+        v.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect(),
+    )
+}
 
 #[derive(Clone, Default)]
 struct Frontend {
@@ -182,6 +209,8 @@ async fn cms_publishes_reach_retrieval_the_cache_and_the_site() {
          metadata_fields = [\"slug.current\"]\npath_template = \"/blog/{{slug.current}}\"\n\
          [cms.sources.strapi]\nkind = \"shared_secret\"\nsecrets = [\"strapi-secret\"]\ntenant = \"tenant-a\"\n\
          document_path = \"entry\"\nid_field = \"documentId\"\ntext_field = \"content\"\nrevision_field = \"updatedAt\"\n\
+         [cms.sources.contentful]\nkind = \"contentful\"\nsecrets = [\"{CONTENTFUL_SECRET}\"]\ntenant = \"tenant-a\"\n\
+         id_field = \"sys.id\"\ntitle_field = \"fields.title.en-US\"\ntext_field = \"fields.body.en-US\"\nrevision_field = \"sys.revision\"\n\
          [cms.revalidate]\nurl = \"{site}/api/revalidate\"\nsecret = \"reval-secret\"\n",
         model_dir.display()
     )))
@@ -373,6 +402,57 @@ async fn cms_publishes_reach_retrieval_the_cache_and_the_site() {
             .contains("2 business days")
     })
     .await;
+    // 9. Contentful: a signed request (its own library's signature), rich text; a changed
+    // body is refused; an unpublish deletes.
+    let entry = json!({"sys": {"id": "faq-7", "type": "Entry", "revision": 2},
+        "fields": {"title": {"en-US": "Warranty"}, "body": {"en-US": {"nodeType": "document", "content": [
+            {"nodeType": "paragraph", "content": [{"nodeType": "text", "value": "Every gadget has a warranty of three years."}]}]}}}})
+    .to_string();
+    let Some(headers) = contentful_headers(&entry, "ContentManagement.Entry.publish").await else {
+        return;
+    };
+    let send = |body: String, headers: Vec<(String, String)>| {
+        let mut r = app
+            .http
+            .post(format!("{}/webhooks/contentful", app.url))
+            .header(
+                "content-type",
+                "application/vnd.contentful.management.v1+json",
+            );
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r.body(body).send()
+    };
+    let before = events().await;
+    let r = send(entry.replace("three", "ten"), headers.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(events().await, before, "a refused delivery stores nothing");
+    assert_eq!(send(entry.clone(), headers).await.unwrap().status(), 200);
+    wait_for(15, "the Contentful entry retrieved", || async {
+        retrieved_of(&app, "how long is the gadget warranty", "faq-7")
+            .await
+            .contains("three years")
+    })
+    .await;
+    // An unpublish sends the entry as a `DeletedEntry`.
+    let unpublished = json!({"sys": {"id": "faq-7", "type": "DeletedEntry", "revision": 2,
+        "deletedAt": "2026-12-06T12:00:00.000Z"}})
+    .to_string();
+    let Some(headers) = contentful_headers(&unpublished, "ContentManagement.Entry.unpublish").await
+    else {
+        return;
+    };
+    assert_eq!(send(unpublished, headers).await.unwrap().status(), 200);
+    wait_for(15, "the unpublished entry gone", || async {
+        !retrieved_of(&app, "how long is the gadget warranty", "faq-7")
+            .await
+            .contains("three years")
+    })
+    .await;
+
     let r = app
         .http
         .post(format!("{}/webhooks/cms/unknown", app.url))

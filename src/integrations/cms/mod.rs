@@ -8,8 +8,10 @@
 //! delivery older than the revision already applied changes nothing, so out-of-order and
 //! duplicate deliveries converge on the latest.
 //!
-//! Senders: Sanity (`sanity-webhook-signature`, as `@sanity/webhook` signs), and any CMS
-//! that can send a shared secret in a header (Strapi, Payload, Contentful's secret header).
+//! Senders: Sanity (`sanity-webhook-signature`, as `@sanity/webhook` signs), Contentful
+//! (`POST /webhooks/contentful`: its signed requests, as `@contentful/node-apps-toolkit`
+//! signs; rich text read as text), and any CMS that can send a shared secret in a header
+//! (Strapi, Payload, or Contentful's secret header).
 
 pub mod sync;
 pub mod webhook;
@@ -38,6 +40,8 @@ pub enum Kind {
     /// The secret itself in `secret_header` (Strapi, Payload, Contentful), compared in
     /// constant time.
     SharedSecret,
+    /// Contentful's signed requests (`x-contentful-signature` over the canonical request).
+    Contentful,
 }
 
 /// `[cms.sources.NAME]`.
@@ -160,11 +164,67 @@ pub fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(v, |v, k| v.get(k))
 }
 
-/// A field's text: a string, or the spans of Portable Text blocks (paragraphs joined by
-/// blank lines; a heading style becomes a Markdown heading so chunking keeps sections).
+/// Contentful rich text (`nodeType: document`): its text nodes, paragraphs joined by blank
+/// lines, headings as Markdown headings.
+fn rich_text(node: &Value, out: &mut Vec<String>) {
+    let kind = node
+        .get("nodeType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let inline = |n: &Value| -> String {
+        fn walk(n: &Value, s: &mut String) {
+            if let Some(v) = n.get("value").and_then(Value::as_str) {
+                s.push_str(v);
+            }
+            for c in n
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                walk(c, s);
+            }
+        }
+        let mut s = String::new();
+        walk(n, &mut s);
+        s
+    };
+    match kind {
+        "paragraph" | "blockquote" => out.push(inline(node)),
+        h if h.starts_with("heading-") => {
+            let level: usize = h[8..].parse().unwrap_or(1);
+            out.push(format!(
+                "{} {}",
+                "#".repeat(level.clamp(1, 6)),
+                inline(node)
+            ));
+        }
+        "list-item" => out.push(format!("- {}", inline(node))),
+        _ => {
+            for c in node
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                rich_text(c, out);
+            }
+        }
+    }
+}
+
+/// A field's text: a string, the spans of Portable Text blocks, or Contentful rich text
+/// (paragraphs joined by blank lines; a heading becomes a Markdown heading so chunking keeps
+/// sections).
 pub fn text_of(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
+        Value::Object(o) if o.get("nodeType").and_then(Value::as_str) == Some("document") => {
+            let mut parts = vec![];
+            rich_text(v, &mut parts);
+            parts.retain(|p| !p.trim().is_empty());
+            parts.join("\n\n")
+        }
         Value::Array(blocks) => blocks
             .iter()
             .filter_map(|b| {
@@ -234,6 +294,11 @@ mod tests {
         ]);
         assert_eq!(text_of(&body), "## Refunds\n\nWithin 30 days.");
         assert_eq!(text_of(&json!("plain")), "plain");
+        let rich = json!({"nodeType": "document", "content": [
+            {"nodeType": "heading-2", "content": [{"nodeType": "text", "value": "Refunds"}]},
+            {"nodeType": "paragraph", "content": [{"nodeType": "text", "value": "Within "},
+                {"nodeType": "hyperlink", "content": [{"nodeType": "text", "value": "30 days"}]}]}]});
+        assert_eq!(text_of(&rich), "## Refunds\n\nWithin 30 days");
         let doc = json!({"slug": {"current": "refunds"}, "n": 3});
         assert_eq!(
             fill_path("/blog/{slug.current}", &doc).as_deref(),

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::{CmsSource, Kind, at, revision_key};
 use crate::error::{Code, ErrorCode};
-use crate::integrations::signatures::timestamped_hmac;
+use crate::integrations::signatures::{canonical_request, timestamped_hmac};
 use crate::jobs::{JobQueue, NewJob, enqueue_job};
 use crate::store::{Store, StoreError, now_ms, on_pool};
 
@@ -53,6 +53,7 @@ fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
 
 fn verify(
     source: &CmsSource,
+    path: &str,
     headers: &http::HeaderMap,
     body: &[u8],
 ) -> Result<(), CmsWebhookError> {
@@ -65,6 +66,17 @@ fn verify(
     match source.kind {
         Kind::Sanity => timestamped_hmac::verify(
             header(headers, "sanity-webhook-signature"),
+            body,
+            &secrets,
+            source.tolerance_secs * 1000,
+            now_ms(),
+        )
+        .map(|_| ())
+        .map_err(|e| CmsWebhookError::Signature(e.to_string())),
+        Kind::Contentful => canonical_request::verify(
+            "POST",
+            path,
+            headers,
             body,
             &secrets,
             source.tolerance_secs * 1000,
@@ -104,7 +116,13 @@ fn operation(source: &CmsSource, headers: &http::HeaderMap, body: &Value) -> &'s
         .or_else(|| header(headers, "sanity-operation"))
         .or_else(|| header(headers, "x-cms-operation"))
         .unwrap_or("update");
-    let deleted = source.kind == Kind::Sanity && body.get("_deleted") == Some(&Value::Bool(true));
+    let deleted = (source.kind == Kind::Sanity && body.get("_deleted") == Some(&Value::Bool(true)))
+        // Contentful: a deleted entry's body is a `DeletedEntry`; unpublish and archive are
+        // in the (signed) topic header.
+        || body.pointer("/sys/type").and_then(Value::as_str).is_some_and(|t| t.starts_with("Deleted"))
+        || header(headers, "x-contentful-topic").is_some_and(|t| {
+            [".unpublish", ".delete", ".archive"].iter().any(|s| t.ends_with(s))
+        });
     if deleted
         || matches!(
             said,
@@ -122,10 +140,11 @@ pub async fn receive(
     queue: &JobQueue,
     name: &str,
     source: &CmsSource,
+    path: &str,
     headers: &http::HeaderMap,
     body: &[u8],
 ) -> Result<Received, CmsWebhookError> {
-    verify(source, headers, body)?;
+    verify(source, path, headers, body)?;
     let event: Value =
         serde_json::from_slice(body).map_err(|e| CmsWebhookError::Json(e.to_string()))?;
     let doc = at(&event, &source.document_path).ok_or_else(|| {

@@ -6,7 +6,9 @@
 //! - `timestamped_hmac`: `t=...,v1=...` in one header (Sanity).
 //! - `hex_hmac`: a hex HMAC of the body alone (Cal.com).
 //! - `ecdsa_p256`: an ECDSA signature over timestamp and body (SendGrid's Event Webhook).
+//! - `canonical_request`: an HMAC over method, path, chosen headers and body (Contentful).
 
+pub mod canonical_request;
 pub mod ecdsa_p256;
 pub mod hex_hmac;
 pub mod standard_webhooks;
