@@ -59,6 +59,9 @@ pub struct Identities {
     /// [`VERIFIED_TTL`]): a browser sends the same token with every request, and a
     /// signature check costs far more than a hash. Only successes are kept.
     verified: Mutex<HashMap<[u8; 32], (super::jwt::Verified, Instant)>>,
+    /// End users' addresses as last recorded, by (tenant id, user): a token's email claim is
+    /// written to the store only when it changes.
+    contacts: std::sync::Arc<Mutex<HashMap<(String, String), String>>>,
 }
 
 /// The longest a verified token is remembered.
@@ -88,6 +91,7 @@ impl Identities {
             tenants: Mutex::new(HashMap::new()),
             ttl,
             verified: Mutex::new(HashMap::new()),
+            contacts: Default::default(),
         })
     }
 
@@ -107,6 +111,9 @@ impl Identities {
             .ok_or(IdentityError::Token(JwtError::Malformed))?;
         let v = self.verify_remembered(jwt, token).await?;
         let (tenant, limited) = self.tenant(&v.tenant, v.create_tenant).await?;
+        if let (Some(user), Some(email)) = (&v.user, &v.email) {
+            self.remember_contact(&tenant.id, user, email);
+        }
         Ok(Principal {
             key_id: format!("jwt:{}", v.issuer_name),
             tenant,
@@ -116,6 +123,37 @@ impl Identities {
             consent: v.consent,
             personal: true,
         })
+    }
+
+    /// Records an end user's address from their token, off the request's path, when it is
+    /// new or changed.
+    fn remember_contact(&self, tenant_id: &str, user: &str, email: &str) {
+        let key = (tenant_id.to_string(), user.to_string());
+        {
+            let mut known = self.contacts.lock().expect("contacts");
+            if known.get(&key).map(String::as_str) == Some(email) {
+                return;
+            }
+            if known.len() >= VERIFIED_MAX {
+                known.clear();
+            }
+            known.insert(key.clone(), email.to_string());
+        }
+        let contacts = self.contacts.clone();
+        let (store, tenant_id, user, email) = (
+            self.store.clone(),
+            tenant_id.to_string(),
+            user.to_string(),
+            email.to_string(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = crate::notify::set_user_address(&store, &tenant_id, &user, &email).await
+            {
+                tracing::debug!(error = %e, "an end user's address not recorded");
+                // Tried again with the user's next token.
+                contacts.lock().expect("contacts").remove(&key);
+            }
+        });
     }
 
     /// A token's verified claims: remembered, or checked (and remembered until its `exp`).

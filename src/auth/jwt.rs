@@ -59,6 +59,9 @@ pub struct JwtIssuerConfig {
     /// The claim holding the user's analytics consent (a boolean, or `granted`/`denied`).
     #[serde(default)]
     pub consent_claim: Option<String>,
+    /// The claim holding the user's email address (where their notifications are mailed).
+    #[serde(default = "default_email_claim")]
+    pub email_claim: String,
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
     #[serde(default = "default_jwks_ttl")]
@@ -72,6 +75,10 @@ pub struct JwtIssuerConfig {
 
 fn default_user_claim() -> String {
     "sub".into()
+}
+
+fn default_email_claim() -> String {
+    "email".into()
 }
 fn default_leeway() -> u64 {
     30
@@ -270,6 +277,8 @@ pub struct Verified {
     pub roles: Vec<String>,
     /// The analytics consent the token states.
     pub consent: Option<bool>,
+    /// The user's email address, when the token states a plausible one.
+    pub email: Option<String>,
     pub claims: Value,
     /// Whether an unknown tenant may be created.
     pub create_tenant: bool,
@@ -425,12 +434,17 @@ impl JwtVerifier {
             Some(Value::String(s)) => crate::auth::parse_consent(s),
             _ => None,
         };
+        let email = claim(&claims, &issuer.config.email_claim)
+            .and_then(Value::as_str)
+            .filter(|e| crate::notify::valid_address(e))
+            .map(str::to_lowercase);
         Ok(Verified {
             issuer_name: issuer.name.clone(),
             tenant,
             user,
             roles,
             consent,
+            email,
             claims,
             create_tenant: issuer.config.create_tenants,
         })

@@ -461,5 +461,16 @@ async fn cms_publishes_reach_retrieval_the_cache_and_the_site() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // The tenant heard of each applied document, at low priority (for its digest).
+    let inbox = app.get_json("/v1/notifications?limit=100").await;
+    let cms: Vec<&Value> = inbox["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["subject"].as_str().unwrap().contains("from sanity"))
+        .collect();
+    assert!(!cms.is_empty(), "{inbox}");
+    assert!(cms.iter().all(|n| n["priority"] == "low"));
+    assert!(cms.iter().any(|n| n["subject"] == "\"Refund policy\" updated from sanity"));
     app.shutdown().await;
 }

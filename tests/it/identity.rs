@@ -216,6 +216,16 @@ async fn identity_tokens_sessions_roles_audit_and_deletion() {
         let r = post_as(&app, "/v1/chat/completions", &t(k), &chat()).await;
         assert_eq!(r.status(), 200, "{k}: {}", r.text().await.unwrap());
     }
+    // The token's email claim is where that user's notifications are mailed.
+    let contact_store = app.store().await;
+    common::wait_for(5, "the user's address recorded", || async {
+        quartermaster::store::on_pool!(&contact_store, p => sqlx::query_scalar::<_, String>(
+            "SELECT email FROM user_contacts WHERE user_id = 'user_rs'").fetch_optional(p).await)
+        .unwrap()
+        .as_deref()
+            == Some("ada.rs@example.com")
+    })
+    .await;
     // 2. Refused, each as invalid_token (401).
     for k in [
         "expired",

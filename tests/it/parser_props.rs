@@ -314,3 +314,66 @@ mod stripe_signature_header {
         }
     }
 }
+
+/// The communication webhooks' parsers and verifiers: arbitrary input never panics, and
+/// only the exact signature verifies.
+mod comms_webhooks {
+    use super::json_value;
+    use proptest::prelude::*;
+    use quartermaster::integrations::cal;
+    use quartermaster::integrations::cms::text_of;
+    use quartermaster::integrations::email::events;
+    use quartermaster::integrations::signatures::{canonical_request, ecdsa_p256, hex_hmac};
+
+    fn headers(pairs: &[(&'static str, String)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            if let Ok(v) = http::HeaderValue::from_str(v) {
+                h.insert(*k, v);
+            }
+        }
+        h
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn payload_parsers_never_panic(value in json_value()) {
+            let _ = cal::parse(&value);
+            let _ = cal::parse(&serde_json::json!({"triggerEvent": "BOOKING_CREATED", "createdAt": "2026-12-06T10:00:00Z", "payload": value.clone()}));
+            for p in ["resend", "postmark", "sendgrid"] {
+                let _ = events::parse(p, &value, Some("msg_1"));
+            }
+            let _ = text_of(&value);
+            let _ = text_of(&serde_json::json!({"nodeType": "document", "content": [value]}));
+        }
+
+        #[test]
+        fn verifiers_never_panic(sig in any::<String>(), ts in any::<String>(), names in any::<String>(),
+                                 path in any::<String>(), body in any::<Vec<u8>>()) {
+            let _ = hex_hmac::verify(Some(&sig), &body, &[b"k".to_vec()]);
+            let _ = ecdsa_p256::public_key(&sig);
+            let point = [4u8; 65].to_vec();
+            let _ = ecdsa_p256::verify(Some(&sig), Some(&ts), &body, &[point], 300, i64::MAX);
+            let _ = ecdsa_p256::verify(Some(&sig), Some("-9223372036854775808"), &body, &[], 300, 1);
+            let h = headers(&[("x-contentful-signature", sig.clone()), ("x-contentful-timestamp", ts.clone()),
+                              ("x-contentful-signed-headers", names.clone())]);
+            let _ = canonical_request::verify("POST", &path, &h, &body, &[b"k".to_vec()], 30_000, i64::MIN);
+            let _ = canonical_request::normalized_path(&path);
+        }
+
+        #[test]
+        fn only_the_exact_cal_signature_verifies(body in any::<Vec<u8>>(), flip in 0usize..64) {
+            let good = hex_hmac::sign(&body, b"cal");
+            prop_assert!(hex_hmac::verify(Some(&good), &body, &[b"cal".to_vec()]).is_ok());
+            let mut bad: Vec<char> = good.chars().collect();
+            bad[flip] = if bad[flip] == '0' { '1' } else { '0' };
+            let bad: String = bad.into_iter().collect();
+            prop_assert!(hex_hmac::verify(Some(&bad), &body, &[b"cal".to_vec()]).is_err());
+            let mut other = body.clone();
+            other.push(b'x');
+            prop_assert!(hex_hmac::verify(Some(&good), &other, &[b"cal".to_vec()]).is_err());
+        }
+    }
+}

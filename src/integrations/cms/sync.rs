@@ -68,6 +68,22 @@ impl JobHandler for ApplyJob {
         } = applied;
         metrics::counter!("qm_cms_documents_applied_total", "operation" => op.clone()).increment(1);
         tracing::info!(source = %source_name, document = %doc_id, revision = %revision, outcome = %outcome, "CMS document applied");
+        // The tenant hears of it, at low priority (in the app, and in the next digest).
+        let title = at(&doc, &source.title_field)
+            .and_then(Value::as_str)
+            .unwrap_or(&doc_id)
+            .to_string();
+        let verb = if op == "delete" { "removed" } else { "updated" };
+        let notice = crate::notify::Notice::render(
+            "notice",
+            &tenant,
+            format!("cms:{source_name}:{doc_id}:{revision}:{op}"),
+            json!({"subject": format!("\"{title}\" {verb} from {source_name}"),
+                   "body": format!("The assistant now answers from revision {revision} of {doc_id}: {outcome}.")}),
+        )
+        .map_err(|e| JobError::Permanent(e.to_string()))?
+        .priority(crate::notify::Priority::Low);
+        crate::notify::send(&self.store, &self.queue, &[notice]).await?;
         if self.config.revalidate.is_some() {
             let path = source
                 .path_template

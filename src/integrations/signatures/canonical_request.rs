@@ -95,7 +95,7 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| SignatureError::Malformed("x-contentful-timestamp"))?;
-    if (now_ms - timestamp).abs() > tolerance_ms {
+    if now_ms.saturating_sub(timestamp).saturating_abs() > tolerance_ms {
         return Err(SignatureError::Stale);
     }
     let names: Vec<String> = get("x-contentful-signed-headers")?

@@ -52,7 +52,7 @@ pub fn verify(
     let t: i64 = ts
         .parse()
         .map_err(|_| SignatureError::Malformed("timestamp"))?;
-    if (now_secs - t).abs() > tolerance_secs {
+    if now_secs.saturating_sub(t).saturating_abs() > tolerance_secs {
         return Err(SignatureError::Stale);
     }
     let sig = STANDARD

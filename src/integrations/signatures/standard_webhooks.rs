@@ -65,7 +65,7 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| SignatureError::Malformed("webhook-timestamp"))?;
-    if (now_secs - timestamp).abs() > tolerance_secs {
+    if now_secs.saturating_sub(timestamp).saturating_abs() > tolerance_secs {
         return Err(SignatureError::Stale);
     }
     let given: Vec<Vec<u8>> = signatures
