@@ -17,7 +17,8 @@
 //!   [`usage`] (the ledger, budgets), [`cache`] (exact and semantic), [`rag`] (documents,
 //!   retrieval), [`providers`] (upstreams behind one trait), [`integrations`] (Stripe, ...),
 //!   [`jobs`] (the durable queue), [`idempotency`], [`auth`] (keys, tenants, end users'
-//!   tokens and sessions, operator roles), [`audit`] (the append-only audit log).
+//!   tokens and sessions, operator roles), [`audit`] (the append-only audit log),
+//!   [`notify`] (notifications: the inbox, live streams, templates, the email outbox).
 //! - Foundations: [`embed`] (the local embedder), [`index`] (the HNSW graph), [`store`]
 //!   (SQLite or PostgreSQL; every query), [`error`] (the one table of error codes),
 //!   [`types`] (the OpenAI wire format), [`telemetry`] (logs, metrics).

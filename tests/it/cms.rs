@@ -471,6 +471,9 @@ async fn cms_publishes_reach_retrieval_the_cache_and_the_site() {
         .collect();
     assert!(!cms.is_empty(), "{inbox}");
     assert!(cms.iter().all(|n| n["priority"] == "low"));
-    assert!(cms.iter().any(|n| n["subject"] == "\"Refund policy\" updated from sanity"));
+    assert!(
+        cms.iter()
+            .any(|n| n["subject"] == "\"Refund policy\" updated from sanity")
+    );
     app.shutdown().await;
 }
