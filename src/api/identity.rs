@@ -72,6 +72,8 @@ async fn create_key(
     }
     let created =
         crate::auth::create_user_key(&state.store, body.tenant.trim(), &body.name, user).await?;
+    // Its notification's email job is queued: send it now rather than at the next poll.
+    state.jobs.wake();
     state
         .audit
         .append(Event::new(

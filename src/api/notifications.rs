@@ -41,15 +41,16 @@ pub struct UserQuery {
 
 /// Whose notifications: (tenant id, user or `""`).
 fn recipient(p: &Principal, asked: Option<&str>) -> Result<(String, String), ApiError> {
-    let user = match (p.personal, asked) {
-        (true, Some(a)) if Some(a) != p.user.as_deref() => {
+    // A personal credential naming no user is refused (it must not read the tenant's).
+    let user = match (super::tenant::end_user_of(p)?, asked) {
+        (Some(me), Some(a)) if a != me => {
             return Err(ApiError::Coded {
                 code: crate::error::Code::Forbidden,
                 message: "an end user reads only their own notifications".into(),
             });
         }
-        (true, _) => p.user.clone().unwrap_or_default(),
-        (false, a) => a.unwrap_or_default().to_string(),
+        (Some(me), _) => me.to_string(),
+        (None, a) => a.unwrap_or_default().to_string(),
     };
     if user.len() > 256 || user.chars().any(char::is_control) {
         return Err(ApiError::invalid("invalid user", Some("user".to_string())));

@@ -71,7 +71,7 @@ pub async fn usage(
 /// The end user a credential is limited to: a token's, a session's or a personal key's
 /// (a tenant's API key speaks for the whole tenant). A personal credential without a user
 /// may see nothing.
-fn end_user_of(p: &Principal) -> Result<Option<&str>, ApiError> {
+pub(super) fn end_user_of(p: &Principal) -> Result<Option<&str>, ApiError> {
     match (p.personal, p.user.as_deref()) {
         (false, _) => Ok(None),
         (true, Some(u)) => Ok(Some(u)),

@@ -62,6 +62,9 @@ pub struct Identities {
     /// End users' addresses as last recorded, by (tenant id, user): a token's email claim is
     /// written to the store only when it changes.
     contacts: std::sync::Arc<Mutex<HashMap<(String, String), String>>>,
+    /// Sign-in sessions seen (tenant, user, session): a new one is a notification.
+    sessions: std::sync::Arc<Mutex<std::collections::HashSet<(String, String, String)>>>,
+    queue: crate::jobs::JobQueue,
 }
 
 /// The longest a verified token is remembered.
@@ -75,6 +78,7 @@ impl Identities {
         authjs: Option<&AuthJsConfig>,
         store: &Store,
         ttl: Duration,
+        queue: crate::jobs::JobQueue,
     ) -> anyhow::Result<Self> {
         let gateway_pg = match store.pool() {
             Pool::Postgres(p) => Some(p.clone()),
@@ -92,6 +96,8 @@ impl Identities {
             ttl,
             verified: Mutex::new(HashMap::new()),
             contacts: Default::default(),
+            sessions: Default::default(),
+            queue,
         })
     }
 
@@ -113,6 +119,9 @@ impl Identities {
         let (tenant, limited) = self.tenant(&v.tenant, v.create_tenant).await?;
         if let (Some(user), Some(email)) = (&v.user, &v.email) {
             self.remember_contact(&tenant.id, user, email);
+        }
+        if let (Some(user), Some(session)) = (&v.user, &v.session) {
+            self.remember_session(&tenant, user, session, &v);
         }
         Ok(Principal {
             key_id: format!("jwt:{}", v.issuer_name),
@@ -152,6 +161,59 @@ impl Identities {
                 tracing::debug!(error = %e, "an end user's address not recorded");
                 // Tried again with the user's next token.
                 contacts.lock().expect("contacts").remove(&key);
+            }
+        });
+    }
+
+    /// A sign-in session not seen before: a high-priority "new sign-in" notification to the
+    /// user (in the app, pushed, and mailed to the token's address), off the request's path.
+    /// Once per session, whichever replica sees it first (the notice's dedupe key).
+    fn remember_session(
+        &self,
+        tenant: &Tenant,
+        user: &str,
+        session: &str,
+        v: &super::jwt::Verified,
+    ) {
+        let key = (tenant.id.clone(), user.to_string(), session.to_string());
+        {
+            let mut seen = self.sessions.lock().expect("sessions");
+            if !seen.insert(key.clone()) {
+                return;
+            }
+            if seen.len() >= VERIFIED_MAX {
+                seen.clear();
+                seen.insert(key.clone());
+            }
+        }
+        let ctx = serde_json::json!({
+            "tenant": tenant.name, "user": user, "issuer": v.issuer_name,
+            "at": crate::types::rfc3339(crate::store::now_ms() / 1000),
+        });
+        let notice = match crate::notify::Notice::render(
+            "sign_in",
+            &tenant.id,
+            format!("signin:{}:{user}:{session}", tenant.id),
+            ctx,
+        ) {
+            Ok(n) => n
+                .for_user(Some(user))
+                .priority(crate::notify::Priority::High)
+                .email(v.email.as_deref()),
+            Err(e) => {
+                tracing::warn!(error = %e, "sign-in notice not rendered");
+                return;
+            }
+        };
+        let (store, queue, sessions) = (
+            self.store.clone(),
+            self.queue.clone(),
+            self.sessions.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = crate::notify::send(&store, &queue, &[notice]).await {
+                tracing::debug!(error = %e, "sign-in notice not written");
+                sessions.lock().expect("sessions").remove(&key);
             }
         });
     }

@@ -62,6 +62,10 @@ pub struct JwtIssuerConfig {
     /// The claim holding the user's email address (where their notifications are mailed).
     #[serde(default = "default_email_claim")]
     pub email_claim: String,
+    /// The claim naming the sign-in session (Clerk's `sid`, Supabase's `session_id`): a
+    /// session not seen before is a "new sign-in" notification to the user.
+    #[serde(default = "default_session_claim")]
+    pub session_claim: String,
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
     #[serde(default = "default_jwks_ttl")]
@@ -79,6 +83,10 @@ fn default_user_claim() -> String {
 
 fn default_email_claim() -> String {
     "email".into()
+}
+
+fn default_session_claim() -> String {
+    "sid".into()
 }
 fn default_leeway() -> u64 {
     30
@@ -279,6 +287,8 @@ pub struct Verified {
     pub consent: Option<bool>,
     /// The user's email address, when the token states a plausible one.
     pub email: Option<String>,
+    /// The sign-in session the token belongs to.
+    pub session: Option<String>,
     pub claims: Value,
     /// Whether an unknown tenant may be created.
     pub create_tenant: bool,
@@ -434,10 +444,16 @@ impl JwtVerifier {
             Some(Value::String(s)) => crate::auth::parse_consent(s),
             _ => None,
         };
+        // An address the provider says is unverified is not one to mail.
         let email = claim(&claims, &issuer.config.email_claim)
+            .filter(|_| claims.get("email_verified") != Some(&Value::Bool(false)))
             .and_then(Value::as_str)
             .filter(|e| crate::notify::valid_address(e))
             .map(str::to_lowercase);
+        let session = claim(&claims, &issuer.config.session_claim)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && s.len() <= 200)
+            .map(str::to_string);
         Ok(Verified {
             issuer_name: issuer.name.clone(),
             tenant,
@@ -445,6 +461,7 @@ impl JwtVerifier {
             roles,
             consent,
             email,
+            session,
             claims,
             create_tenant: issuer.config.create_tenants,
         })

@@ -43,6 +43,8 @@ impl crate::error::ErrorCode for InboxError {
 }
 
 const COLUMNS: &str = "id, kind, priority, subject, body, created_at, read_at";
+/// Rows per read of the live stream.
+pub const SINCE_PAGE: usize = 200;
 
 /// One page of at most `limit` items after `cursor`.
 pub async fn list(
@@ -150,19 +152,22 @@ pub async fn mark_all(store: &Store, tenant: &str, user: &str) -> Result<u64, St
         .bind(now_ms()).bind(tenant).bind(user).execute(p).await.map(|r| r.rows_affected()))?)
 }
 
-/// The recipient's notifications created at or after `since_ms` (oldest first), for the
-/// live stream (which skips those it sent: a transaction that commits late is still seen).
+/// At most [`SINCE_PAGE`] of the recipient's notifications created at or after `since_ms`
+/// with ids after `after_id` (`""`: from the first), by id, for the live stream (which skips
+/// those it sent: a transaction that commits a little late is still seen).
 pub async fn since(
     store: &Store,
     tenant: &str,
     user: &str,
     since_ms: i64,
+    after_id: &str,
 ) -> Result<Vec<Item>, StoreError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM notifications WHERE tenant_id = $1 AND user_id = $2 AND created_at >= $3 ORDER BY id LIMIT 200"
+        "SELECT {COLUMNS} FROM notifications WHERE tenant_id = $1 AND user_id = $2 AND created_at >= $3 \
+         AND id > $4 ORDER BY id LIMIT {SINCE_PAGE}"
     );
     Ok(
         on_pool!(store, p => sqlx::query_as::<_, Item>(sqlx::AssertSqlSafe(sql.clone()))
-        .bind(tenant).bind(user).bind(since_ms).fetch_all(p).await)?,
+        .bind(tenant).bind(user).bind(since_ms).bind(after_id).fetch_all(p).await)?,
     )
 }

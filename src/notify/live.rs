@@ -4,7 +4,9 @@
 //! transaction commits, so a notification written through any replica reaches streams open
 //! on every other one at once. The store is the truth: a hint only makes a stream read it
 //! (and each stream also reads on a timer, so a lost hint costs latency, never a
-//! notification).
+//! notification). A stream reads back 5 s each time for transactions that commit after
+//! later ones; a notice whose transaction commits more than 5 s after it was made (or made
+//! on a replica whose clock is that far behind) is in the list but not pushed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -88,20 +90,38 @@ pub fn stream(
         let mut cursor = since_ms;
         let mut sent: HashMap<String, i64> = HashMap::new();
         loop {
-            match inbox::since(&store, &tenant, &user, cursor - LATE_COMMIT_MS).await {
-                Ok(items) => {
-                    for item in items {
-                        if item.created_at < since_ms || sent.contains_key(&item.id) {
-                            continue;
+            // Every page of the window (a burst, or a resume from long ago, is read whole
+            // before the cursor moves on).
+            let from = cursor - LATE_COMMIT_MS;
+            let mut after = String::new();
+            let mut complete = true;
+            loop {
+                match inbox::since(&store, &tenant, &user, from, &after).await {
+                    Ok(items) => {
+                        let full = items.len() == inbox::SINCE_PAGE;
+                        for item in items {
+                            after = item.id.clone();
+                            if item.created_at < since_ms || sent.contains_key(&item.id) {
+                                continue;
+                            }
+                            cursor = cursor.max(item.created_at);
+                            sent.insert(item.id.clone(), item.created_at);
+                            yield item;
                         }
-                        cursor = cursor.max(item.created_at);
-                        sent.insert(item.id.clone(), item.created_at);
-                        yield item;
+                        if !full {
+                            break;
+                        }
                     }
-                    cursor = cursor.max(now_ms() - LATE_COMMIT_MS);
-                    sent.retain(|_, at| *at >= cursor - 2 * LATE_COMMIT_MS);
+                    Err(e) => {
+                        tracing::debug!(error = %e, "notification stream: read failed");
+                        complete = false;
+                        break;
+                    }
                 }
-                Err(e) => tracing::debug!(error = %e, "notification stream: read failed"),
+            }
+            if complete {
+                cursor = cursor.max(now_ms() - LATE_COMMIT_MS);
+                sent.retain(|_, at| *at >= cursor - 2 * LATE_COMMIT_MS);
             }
             let deadline = tokio::time::sleep(poll);
             tokio::pin!(deadline);

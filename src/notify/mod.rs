@@ -287,10 +287,7 @@ pub async fn budget_alerts(
                 None
             }
         };
-        let tenant: Option<String> = on_pool!(&store, p => sqlx::query_scalar(
-            "SELECT name FROM tenants WHERE id = $1").bind(&a.tenant_id).fetch_optional(p).await)
-        .ok()
-        .flatten();
+        let tenant = store.tenant_name(&a.tenant_id).await.ok().flatten();
         let ctx = serde_json::json!({
             "tenant": tenant, "scope": a.label, "period": a.period, "percent": a.percent,
             "spent": format!("${:.2}", a.spent_usd), "limit": format!("${:.2}", a.limit_usd),

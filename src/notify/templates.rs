@@ -31,6 +31,8 @@ const BUILTIN: &[(&str, &str)] = builtin!(
     "booking_confirmation.html",
     "digest.txt",
     "digest.html",
+    "sign_in.txt",
+    "sign_in.html",
 );
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +147,7 @@ mod tests {
             "booking",
             "booking_confirmation",
             "digest",
+            "sign_in",
         ] {
             let ctx = json!({"items": [], "count": 0, "percent": 90, "subject": "s", "title": "t", "tenant": "acme", "status": "confirmed", "n": 1, "amount": "1.00 USD"});
             let r = render(name, ctx).unwrap();

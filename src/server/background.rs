@@ -125,6 +125,7 @@ pub(super) fn start_jobs(state: &Arc<AppState>) -> impl Future<Output = ()> + us
                 store: store.clone(),
                 provider: state.config.email.provider(),
                 from: state.config.email.from.clone(),
+                paused_until: Default::default(),
             }),
         );
         runner.register(

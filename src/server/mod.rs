@@ -125,14 +125,15 @@ impl App {
                 .map(|a| a as Arc<dyn crate::usage::Tap>),
         };
         let response_saver = crate::store::ResponseSaver::spawn(store.clone());
+        let jobs = crate::jobs::JobQueue::new(store.clone(), config.jobs.clone());
         let identities = Arc::new(crate::auth::identity::Identities::new(
             &config.auth.jwt,
             config.auth.authjs.as_ref(),
             &store,
             Duration::from_millis(config.auth.key_cache_ttl_ms.max(1000)),
+            jobs.clone(),
         )?);
         let operator_keys = crate::auth::roles::operator_keys(&config.auth.operators)?;
-        let jobs = crate::jobs::JobQueue::new(store.clone(), config.jobs.clone());
         let audit = Arc::new(crate::audit::AuditLog::new(
             store.clone(),
             config.audit.forward_url.is_some().then(|| jobs.clone()),

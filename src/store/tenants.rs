@@ -45,6 +45,14 @@ pub struct TenantRow {
 }
 
 impl Store {
+    /// A tenant's name by its id.
+    pub async fn tenant_name(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            on_pool!(self, p => sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
+            .bind(id).fetch_optional(p).await)?,
+        )
+    }
+
     /// Returns the tenant with this name, creating it if needed.
     pub async fn ensure_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
         let id = format!("ten_{}", uuid::Uuid::now_v7().simple());

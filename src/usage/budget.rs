@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
+use super::alerts::{AlertSink, Alerting, BudgetAlert};
 use super::lease::{Leases, Taken};
 use crate::error::{Code, ErrorCode};
 use crate::store::{Store, StoreError, now_ms, on_pool};
@@ -75,7 +76,7 @@ pub struct LimitsConfig {
 #[derive(Debug, Default)]
 struct ScopeState {
     /// What alerts need: the scope as last admitted.
-    alerting: Option<(Limits, String, Option<String>, String)>,
+    alerting: Option<Alerting>,
     loaded: bool,
     minute: i64,
     requests: u64,
@@ -89,44 +90,6 @@ struct ScopeState {
 }
 
 impl ScopeState {
-    /// The alerts this settlement of `usd` triggers: each threshold it crossed.
-    fn crossed(&self, key: &str, usd: f64, percents: &[u32]) -> Vec<BudgetAlert> {
-        let Some((limits, tenant_id, user, label)) = &self.alerting else {
-            return vec![];
-        };
-        let mut out = vec![];
-        let periods = [
-            ("day", self.day, self.day_usd, limits.usd_per_day),
-            ("month", self.month, self.month_usd, limits.usd_per_month),
-        ];
-        for (period, window, spent, limit) in periods {
-            let Some(limit) = limit.filter(|l| *l > 0.0) else {
-                continue;
-            };
-            let (before, after) = ((spent - usd) / limit * 100.0, spent / limit * 100.0);
-            // The highest threshold crossed is the one worth telling.
-            if let Some(p) = percents
-                .iter()
-                .copied()
-                .filter(|p| before < f64::from(*p) && after >= f64::from(*p))
-                .max()
-            {
-                out.push(BudgetAlert {
-                    tenant_id: tenant_id.clone(),
-                    user: user.clone(),
-                    label: label.clone(),
-                    period,
-                    window,
-                    percent: p,
-                    spent_usd: spent,
-                    limit_usd: limit,
-                    scope: key.to_string(),
-                });
-            }
-        }
-        out
-    }
-
     /// Starts a new minute, day or month window where one has begun since the last request.
     fn roll(&mut self, minute: i64, day: i64, month: i64) {
         if self.minute != minute {
@@ -258,33 +221,9 @@ pub struct Scope {
     pub(super) tenant_id: String,
 }
 
-/// A budget crossing one of the alert thresholds (`[notifications] budget_alert_percent`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct BudgetAlert {
-    pub tenant_id: String,
-    /// The end user, for a user's budget.
-    pub user: Option<String>,
-    pub label: String,
-    /// `day` or `month`.
-    pub period: &'static str,
-    /// The day or month index (an alert is sent once per threshold and window).
-    pub window: i64,
-    pub percent: u32,
-    pub spent_usd: f64,
-    pub limit_usd: f64,
-    pub scope: String,
-}
-
-/// Where alerts go, and at which percentages.
-#[derive(Default)]
-struct AlertSink {
-    percents: Vec<u32>,
-    tx: Option<tokio::sync::mpsc::UnboundedSender<BudgetAlert>>,
-}
-
 pub struct Budgets {
     store: Store,
-    alerts: Mutex<AlertSink>,
+    alerts: std::sync::OnceLock<AlertSink>,
     scopes: Mutex<HashMap<String, ScopeState>>,
     /// The counters every replica shares (PostgreSQL).
     leases: Option<Arc<Leases>>,
@@ -332,23 +271,20 @@ impl Budgets {
         let leases = (store.backend() == "postgres").then(|| Leases::new(store.clone()));
         Arc::new(Self {
             store,
-            alerts: Mutex::new(AlertSink::default()),
+            alerts: std::sync::OnceLock::new(),
             scopes: Mutex::new(HashMap::new()),
             leases,
         })
     }
 
     /// Sends a [`BudgetAlert`] to `tx` whenever settled spend crosses one of `percents` of a
-    /// daily or monthly budget.
+    /// daily or monthly budget (set once, at startup).
     pub fn on_alert(
         &self,
         percents: Vec<u32>,
         tx: tokio::sync::mpsc::UnboundedSender<BudgetAlert>,
     ) {
-        *self.alerts.lock().expect("alerts lock") = AlertSink {
-            percents,
-            tx: Some(tx),
-        };
+        let _ = self.alerts.set(AlertSink { percents, tx });
     }
 
     /// The shared counters' leases (PostgreSQL): their upkeep task gives idle ones back.
@@ -504,12 +440,12 @@ impl Budgets {
             let s = states.get_mut(&scope.key).expect("entry made above");
             if s.alerting.is_none() {
                 let user = scope.within_tenant.as_ref().map(|_| scope.id.clone());
-                s.alerting = Some((
-                    scope.limits.clone(),
-                    scope.tenant_id.clone(),
+                s.alerting = Some(Alerting {
+                    limits: scope.limits.clone(),
+                    tenant_id: scope.tenant_id.clone(),
                     user,
-                    scope.label.clone(),
-                ));
+                    label: scope.label.clone(),
+                });
             }
             s.requests += 1;
             s.reserved_tokens += tokens;
@@ -526,7 +462,7 @@ impl Budgets {
         tokens: u64,
         usd: f64,
     ) {
-        let sink = self.alerts.lock().expect("alerts lock");
+        let sink = self.alerts.get();
         let mut states = self.scopes.lock().expect("budget lock");
         for key in scopes {
             if let Some(s) = states.get_mut(key) {
@@ -535,11 +471,12 @@ impl Budgets {
                 s.tokens += tokens;
                 s.day_usd += usd;
                 s.month_usd += usd;
-                if let Some(tx) = &sink.tx
+                if let (Some(sink), Some(alerting)) = (sink, &s.alerting)
                     && usd > 0.0
                 {
-                    for alert in s.crossed(key, usd, &sink.percents) {
-                        let _ = tx.send(alert);
+                    let spent = [(s.day, s.day_usd), (s.month, s.month_usd)];
+                    for alert in alerting.crossed(key, usd, spent, &sink.percents) {
+                        let _ = sink.tx.send(alert);
                     }
                 }
             }

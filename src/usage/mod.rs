@@ -1,13 +1,14 @@
 //! Usage accounting: every chat request is recorded exactly once in the request log (with
 //! its tokens, cost, latency and time to first token) and in the per-model metrics, and its
-//! budget reservation is settled or released (`budget.rs`: limits and spend).
+//! budget reservation is settled or released (`budget.rs`: limits and spend; `alerts.rs`:
+//! thresholds of a budget crossed).
 
+mod alerts;
 mod budget;
 mod lease;
 
-pub use budget::{
-    BudgetAlert, BudgetError, Budgets, Limits, LimitsConfig, Price, Reservation, Scope, cost_usd,
-};
+pub use alerts::BudgetAlert;
+pub use budget::{BudgetError, Budgets, Limits, LimitsConfig, Price, Reservation, Scope, cost_usd};
 pub use lease::Leases;
 
 use std::sync::{Arc, OnceLock};

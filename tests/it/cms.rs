@@ -437,8 +437,37 @@ async fn cms_publishes_reach_retrieval_the_cache_and_the_site() {
             .contains("three years")
     })
     .await;
+    // A topic header the signature does not cover cannot turn a publish into a delete.
+    let revised = entry
+        .replace("\"revision\": 2", "\"revision\": 3")
+        .replace("\"revision\":2", "\"revision\":3");
+    assert_ne!(revised, entry);
+    let out = common::node_script(
+        "contentful_sign.mjs",
+        &[
+            ("QM_BODY", &revised),
+            ("QM_SECRET", CONTENTFUL_SECRET),
+            ("QM_PATH", "/webhooks/contentful"),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut unsigned_topic: Vec<(String, String)> = serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    unsigned_topic.push((
+        "x-contentful-topic".into(),
+        "ContentManagement.Entry.unpublish".into(),
+    ));
+    let r = send(revised, unsigned_topic).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["operation"], "upsert");
     // An unpublish sends the entry as a `DeletedEntry`.
-    let unpublished = json!({"sys": {"id": "faq-7", "type": "DeletedEntry", "revision": 2,
+    let unpublished = json!({"sys": {"id": "faq-7", "type": "DeletedEntry", "revision": 3,
         "deletedAt": "2026-12-06T12:00:00.000Z"}})
     .to_string();
     let Some(headers) = contentful_headers(&unpublished, "ContentManagement.Entry.unpublish").await

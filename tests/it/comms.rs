@@ -475,6 +475,36 @@ async fn cal_bookings_are_stored_once_and_confirmed() {
         .await;
     assert_eq!(list["data"][0]["status"], "rescheduled");
     assert_eq!(list["data"][0]["start_utc"], "2026-12-21T10:00:00Z");
+    // A reschedule as Cal.com makes it: a new booking naming the original, which is then
+    // superseded.
+    let mut moved: Value = serde_json::from_str(&cal_event(
+        "BOOKING_RESCHEDULED",
+        "bk_1b",
+        &at(2),
+        "2026-12-23T10:00:00Z",
+    ))
+    .unwrap();
+    moved["payload"]["rescheduleUid"] = json!("bk_1");
+    assert_eq!(
+        post_cal(&app, &moved.to_string(), CAL_SECRET)
+            .await
+            .status(),
+        200
+    );
+    let list = app
+        .get_json_as("/admin/bookings?tenant=tenant-a", ADMIN)
+        .await;
+    let status_of = |uid: &str| {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["uid"] == uid)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status_of("bk_1"), "superseded");
+    assert_eq!(status_of("bk_1b"), "rescheduled");
 
     // Refusals store nothing: a wrong secret, an event older than the window, not JSON.
     let before = count(&store, "SELECT COUNT(*) FROM cal_events").await;

@@ -97,8 +97,7 @@ async fn a_gateway_killed_while_sending_loses_and_duplicates_no_email() {
         "some sends were in flight at the kill (accepted, answer lost) and went again"
     );
     println!(
-        "kill -9 while sending: {N} emails, {} states at the kill, {} requests, {resent} re-sent with the same key, {} delivered",
-        format!("{at_kill:?}"),
+        "kill -9 while sending: {N} emails, {at_kill:?} states at the kill, {} requests, {resent} re-sent with the same key, {} delivered",
         calls.len(),
         delivered.len()
     );

@@ -72,7 +72,12 @@ async fn serve(mock: Mock) -> String {
             }
             "/email" => {
                 if body.0["To"] == "inactive@example.com" {
-                    return axum::Json(json!({"ErrorCode": 406, "Message": "You tried to send to a recipient that has been marked as inactive."})).into_response();
+                    // Postmark's refusal: 422 with its ErrorCode.
+                    return (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        axum::Json(json!({"ErrorCode": 406, "Message": "You tried to send to a recipient that has been marked as inactive."})),
+                    )
+                        .into_response();
                 }
                 axum::Json(json!({"ErrorCode": 0, "Message": "OK", "MessageID": "pm-1", "To": body.0["To"]})).into_response()
             }
@@ -98,7 +103,7 @@ async fn serve(mock: Mock) -> String {
 fn email(id: &str, to: &str, stream: Stream) -> Email {
     Email {
         id: id.into(),
-        from: "billing@quartermaster.test".into(),
+        from: "\"QM Billing\" <billing@quartermaster.test>".into(),
         to: to.into(),
         subject: "Your receipt".into(),
         html: "<p>Thanks</p>".into(),
@@ -204,6 +209,35 @@ async fn providers_speak_their_apis() {
         "{e:?}"
     );
 
+    // An outage and a 429 (its Retry-After an HTTP date): retried, for Postmark and SendGrid
+    // alike.
+    let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30))
+        .strftime("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let soon: &'static str = Box::leak(soon.into_boxed_str());
+    mock.fail
+        .lock()
+        .unwrap()
+        .extend([(503, None), (429, Some(soon))]);
+    let e = postmark
+        .send(&email("ntf_6", "e@example.com", Stream::Transactional))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SendError::Retry { .. }), "{e:?}");
+    let sendgrid_probe = SendGrid {
+        base: base.clone(),
+        api_key: "SG.test".into(),
+        http: http.clone(),
+    };
+    let e = sendgrid_probe
+        .send(&email("ntf_7", "f@example.com", Stream::Transactional))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, SendError::Retry { retry_after_secs: Some(s), .. } if (25..=31).contains(&s)),
+        "{e:?}"
+    );
+
     // SendGrid: 202, the id in a header.
     let sendgrid = SendGrid {
         base,
@@ -223,4 +257,9 @@ async fn providers_speak_their_apis() {
         "ntf_5"
     );
     assert_eq!(call["body"]["content"][1]["type"], "text/html");
+    // The sender's display name apart from the address (SendGrid refuses "Name <a@b>").
+    assert_eq!(
+        call["body"]["from"],
+        json!({"email": "billing@quartermaster.test", "name": "QM Billing"})
+    );
 }

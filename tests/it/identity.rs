@@ -226,6 +226,26 @@ async fn identity_tokens_sessions_roles_audit_and_deletion() {
             == Some("ada.rs@example.com")
     })
     .await;
+    // Its session is new: one "new sign-in" notification for the user (high priority, with
+    // its email to the token's address), however many requests the session makes.
+    let r = post_as(&app, "/v1/chat/completions", &t("rs256"), &chat()).await;
+    assert_eq!(r.status(), 200);
+    let sign_ins = || async {
+        quartermaster::store::on_pool!(&contact_store, p => sqlx::query_as::<_, (String, String)>(
+            "SELECT n.priority, COALESCE(e.to_addr, '') FROM notifications n LEFT JOIN email_outbox e ON e.dedupe_key = 'mail:' || n.dedupe_key \
+             WHERE n.user_id = 'user_rs' AND n.kind = 'sign_in'").fetch_all(p).await)
+        .unwrap()
+    };
+    common::wait_for(5, "the sign-in notice", || async {
+        !sign_ins().await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        sign_ins().await,
+        [("high".to_string(), "ada.rs@example.com".to_string())]
+    );
+    let inbox = app.get_json_as("/v1/notifications", &t("rs256")).await;
+    assert_eq!(inbox["data"][0]["kind"], "sign_in", "the user reads it");
     // 2. Refused, each as invalid_token (401).
     for k in [
         "expired",

@@ -35,7 +35,7 @@ async function sign(key, claims, header = {}) {
 
 const base = (sub, extra = {}) => ({ iss, aud, sub, org_id: tenant, iat: now, exp: now + 600, ...extra });
 
-const rs256 = await sign(rsa1, base('user_rs', { roles: ['org:admin'], email: 'Ada.RS@Example.com' }));
+const rs256 = await sign(rsa1, base('user_rs', { roles: ['org:admin'], email: 'Ada.RS@Example.com', sid: 'sess_rs_1' }));
 const [h, , s] = rs256.split('.');
 const forgedPayload = jose.base64url.encode(JSON.stringify(base('user_rs', { org_id: 'someone-else', roles: ['org:admin'] })));
 const spki = await jose.exportSPKI(rsa1.publicKey);

@@ -1,7 +1,8 @@
 //! Cal.com bookings (`POST /webhooks/cal`, the source named `cal`, or
 //! `/webhooks/cal/{source}`): `X-Cal-Signature-256` (hex HMAC-SHA256 of the raw body) checked
 //! before parsing; `BOOKING_CREATED`, `BOOKING_RESCHEDULED` and `BOOKING_CANCELLED` stored per
-//! tenant with times in UTC and the attendee's time zone kept; the same event delivered
+//! tenant with times in UTC and the attendee's time zone kept (a reschedule's original,
+//! named by `rescheduleUid`, becomes `superseded`); the same event delivered
 //! twice is recorded once (Cal.com sends no event id: its trigger, booking uid and
 //! `createdAt` are the id); an event older than the booking's last one changes nothing; in
 //! the same transaction, a notification for the tenant and a confirmation email to the
@@ -84,6 +85,8 @@ pub struct Booking {
     pub organizer: String,
     /// The event's `createdAt` (ms): what orders events of one booking.
     pub event_at: i64,
+    /// A reschedule's original booking (Cal.com gives the new one its own uid).
+    pub rescheduled_from: Option<String>,
 }
 
 #[derive(Debug)]
@@ -161,6 +164,10 @@ pub fn parse(event: &Value) -> Result<Option<Booking>, CalError> {
             .unwrap_or_else(|| "UTC".into()),
         organizer: text(&p["organizer"]["email"]),
         event_at,
+        rescheduled_from: p["rescheduleUid"]
+            .as_str()
+            .filter(|o| !o.is_empty() && *o != uid && o.len() <= 200)
+            .map(str::to_string),
     }))
 }
 
@@ -220,15 +227,14 @@ pub async fn receive(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let id = format!(
-        "{}",
-        hex::encode(
-            &Sha256::digest(format!(
-                "{trigger}\n{}\n{}",
-                event["payload"]["uid"].as_str().unwrap_or_default(),
-                event["createdAt"].as_str().unwrap_or_default()
-            ))[..16]
-        )
+    // Cal.com sends no event id: the tenant, trigger, booking and time are one.
+    let id = hex::encode(
+        &Sha256::digest(format!(
+            "{}\n{trigger}\n{}\n{}",
+            source.tenant,
+            event["payload"]["uid"].as_str().unwrap_or_default(),
+            event["createdAt"].as_str().unwrap_or_default()
+        ))[..16],
     );
     let Some(b) = parse(&event)? else {
         return Ok(Received {
@@ -238,7 +244,7 @@ pub async fn receive(
             booking: None,
         });
     };
-    if now_ms() - b.event_at > source.tolerance_secs * 1000 {
+    if now_ms() - b.event_at > source.tolerance_secs.saturating_mul(1000) {
         return Err(CalError::Signature(
             "the event is older than the replay window".into(),
         ));
@@ -267,6 +273,14 @@ pub async fn receive(
                 .bind(&tenant.id).bind(&b.uid).bind(b.status).bind(&b.title).bind(&b.start_utc).bind(&b.end_utc)
                 .bind(&b.attendee_name).bind(&b.attendee_email).bind(&b.attendee_tz).bind(&b.organizer).bind(b.event_at)
                 .execute(&mut *tx).await?.rows_affected() == 1;
+            if let Some(original) = &b.rescheduled_from {
+                // The booking it replaces is no longer the one that happens.
+                sqlx::query(
+                    "UPDATE bookings SET status = 'superseded', updated_at = $1 \
+                     WHERE tenant_id = $2 AND uid = $3 AND updated_at <= $1")
+                    .bind(b.event_at).bind(&tenant.id).bind(original)
+                    .execute(&mut *tx).await?;
+            }
             if applied {
                 for n in &notices {
                     notify::insert_notice!(tx, n, attempts)?;

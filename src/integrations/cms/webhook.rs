@@ -51,12 +51,14 @@ fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"))
 }
 
+/// Verifies a delivery; the headers its signature covers (none for schemes that sign only
+/// the body).
 fn verify(
     source: &CmsSource,
     path: &str,
     headers: &http::HeaderMap,
     body: &[u8],
-) -> Result<(), CmsWebhookError> {
+) -> Result<Vec<String>, CmsWebhookError> {
     let secrets = source.secrets();
     if secrets.is_empty() {
         return Err(CmsWebhookError::Signature(
@@ -68,10 +70,10 @@ fn verify(
             header(headers, "sanity-webhook-signature"),
             body,
             &secrets,
-            source.tolerance_secs * 1000,
+            source.tolerance_secs.saturating_mul(1000),
             now_ms(),
         )
-        .map(|_| ())
+        .map(|_| vec![])
         .map_err(|e| CmsWebhookError::Signature(e.to_string())),
         Kind::Contentful => canonical_request::verify(
             "POST",
@@ -79,10 +81,10 @@ fn verify(
             headers,
             body,
             &secrets,
-            source.tolerance_secs * 1000,
+            source.tolerance_secs.saturating_mul(1000),
             now_ms(),
         )
-        .map(|_| ())
+        .map(|v| v.signed_headers)
         .map_err(|e| CmsWebhookError::Signature(e.to_string())),
         Kind::SharedSecret => {
             let given = header(headers, &source.secret_header)
@@ -94,7 +96,7 @@ fn verify(
                 .iter()
                 .any(|s| crate::auth::constant_time_eq(s, &given))
             {
-                Ok(())
+                Ok(vec![])
             } else {
                 Err(CmsWebhookError::Signature(
                     "the secret does not match".into(),
@@ -105,7 +107,12 @@ fn verify(
 }
 
 /// Upsert or delete, from the sender's own words.
-fn operation(source: &CmsSource, headers: &http::HeaderMap, body: &Value) -> &'static str {
+fn operation(
+    source: &CmsSource,
+    headers: &http::HeaderMap,
+    signed_headers: &[String],
+    body: &Value,
+) -> &'static str {
     // The signed body's word first (a Sanity projection with `"operation":
     // delta::operation()`, Strapi's `event`); the headers, which no signature covers, only
     // when the body says nothing.
@@ -120,9 +127,12 @@ fn operation(source: &CmsSource, headers: &http::HeaderMap, body: &Value) -> &'s
         // Contentful: a deleted entry's body is a `DeletedEntry`; unpublish and archive are
         // in the (signed) topic header.
         || body.pointer("/sys/type").and_then(Value::as_str).is_some_and(|t| t.starts_with("Deleted"))
-        || header(headers, "x-contentful-topic").is_some_and(|t| {
-            [".unpublish", ".delete", ".archive"].iter().any(|s| t.ends_with(s))
-        });
+        || (signed_headers.iter().any(|h| h == "x-contentful-topic")
+            && header(headers, "x-contentful-topic").is_some_and(|t| {
+                [".unpublish", ".delete", ".archive"]
+                    .iter()
+                    .any(|s| t.ends_with(s))
+            }));
     if deleted
         || matches!(
             said,
@@ -144,7 +154,7 @@ pub async fn receive(
     headers: &http::HeaderMap,
     body: &[u8],
 ) -> Result<Received, CmsWebhookError> {
-    verify(source, path, headers, body)?;
+    let signed_headers = verify(source, path, headers, body)?;
     let event: Value =
         serde_json::from_slice(body).map_err(|e| CmsWebhookError::Json(e.to_string()))?;
     let doc = at(&event, &source.document_path).ok_or_else(|| {
@@ -168,7 +178,7 @@ pub async fn receive(
             "a document id must not contain control characters".into(),
         ));
     }
-    let op = operation(source, headers, &event);
+    let op = operation(source, headers, &signed_headers, &event);
     let mut revision = revision_key(at(doc, &source.revision_field));
     // The sender's delivery id, bound to the body's hash (the header is not signed: a new
     // id on a replayed body must not make it a new delivery), else the hash alone.

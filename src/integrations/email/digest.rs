@@ -35,14 +35,12 @@ struct Pending {
     id: String,
     subject: String,
     body: String,
+    read_at: Option<i64>,
 }
 
 #[async_trait]
 impl JobHandler for DigestJob {
-    async fn run(&self, job: &JobRow) -> Result<(), JobError> {
-        let slot = job.parse_payload::<serde_json::Value>()?["slot"]
-            .as_i64()
-            .unwrap_or_default();
+    async fn run(&self, _job: &JobRow) -> Result<(), JobError> {
         let recipients: Vec<(String, String)> = on_pool!(&self.store, p => sqlx::query_as(
             "SELECT DISTINCT tenant_id, user_id FROM notifications WHERE priority = 'low' AND digested_at IS NULL")
             .fetch_all(p).await)?;
@@ -50,25 +48,28 @@ impl JobHandler for DigestJob {
         let mut sent = 0;
         for (tenant_id, user_id) in recipients {
             let address = notify::address(&self.store, &tenant_id, Some(&user_id)).await?;
-            let tenant: Option<String> = on_pool!(&self.store, p => sqlx::query_scalar(
-                "SELECT name FROM tenants WHERE id = $1").bind(&tenant_id).fetch_optional(p).await)?;
+            let tenant = self.store.tenant_name(&tenant_id).await?;
             let items: Vec<Pending> = on_pool!(&self.store, p => sqlx::query_as(
-                "SELECT id, subject, body FROM notifications WHERE tenant_id = $1 AND user_id = $2 \
+                "SELECT id, subject, body, read_at FROM notifications WHERE tenant_id = $1 AND user_id = $2 \
                  AND priority = 'low' AND digested_at IS NULL ORDER BY id LIMIT $3")
                 .bind(&tenant_id).bind(&user_id).bind(PER_DIGEST).fetch_all(p).await)?;
-            if items.is_empty() {
+            let Some(first) = items.first().map(|i| i.id.clone()) else {
                 continue;
-            }
+            };
+            // Those already read in the app are not mailed (but are digested all the same).
+            let unread: Vec<&Pending> = items.iter().filter(|i| i.read_at.is_none()).collect();
             let notice = match &address {
-                Some(to) => {
+                Some(to) if !unread.is_empty() => {
                     let ctx = json!({
-                        "tenant": tenant.unwrap_or_default(), "count": items.len(),
-                        "items": items.iter().map(|i| json!({"subject": i.subject, "body": i.body})).collect::<Vec<_>>(),
+                        "tenant": tenant.unwrap_or_default(), "count": unread.len(),
+                        "items": unread.iter().map(|i| json!({"subject": i.subject, "body": i.body})).collect::<Vec<_>>(),
                     });
+                    // Keyed by its first notification: a second run over the same ones (a
+                    // retried job beside the next period's) cannot make a second digest.
                     let mut n = Notice::render(
                         "digest",
                         &tenant_id,
-                        format!("digest:{tenant_id}:{user_id}:{slot}:{}", items[0].id),
+                        format!("digest:{tenant_id}:{user_id}:{first}"),
                         ctx,
                     )
                     .map_err(|e| JobError::Permanent(e.to_string()))?
@@ -80,24 +81,33 @@ impl JobHandler for DigestJob {
                     }
                     Some(n)
                 }
-                // No address: they stay in the app, and are not looked at again.
-                None => None,
+                // No address (or nothing unread): they stay in the app, and are not looked
+                // at again.
+                _ => None,
             };
             let ids: Vec<String> = items.into_iter().map(|i| i.id).collect();
             let now = now_ms();
-            let r: Result<(), sqlx::Error> = on_pool!(&self.store, p => async {
+            // The marks first: if another run marked any of them meanwhile, this one backs off.
+            let r: Result<bool, sqlx::Error> = on_pool!(&self.store, p => async {
                 let mut tx = p.begin().await?;
+                let mut marked = 0;
+                for id in &ids {
+                    marked += sqlx::query("UPDATE notifications SET digested_at = $1 WHERE id = $2 AND digested_at IS NULL")
+                        .bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
+                }
+                if marked != ids.len() as u64 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
                 if let Some(n) = &notice {
                     notify::insert_notice!(tx, n, attempts)?;
                 }
-                for id in &ids {
-                    sqlx::query("UPDATE notifications SET digested_at = $1 WHERE id = $2 AND digested_at IS NULL")
-                        .bind(now).bind(id).execute(&mut *tx).await?;
-                }
-                tx.commit().await
+                tx.commit().await?;
+                Ok(true)
             }.await);
-            r?;
-            sent += notice.is_some() as usize;
+            if r? {
+                sent += notice.is_some() as usize;
+            }
         }
         if sent > 0 {
             self.queue.wake();

@@ -232,9 +232,13 @@ pub fn parse(provider: &str, body: &Value, delivery_id: Option<&str>) -> Vec<Eve
                 _ => None,
             };
             let recipient = s(&body["Email"]).or_else(|| s(&body["Recipient"]));
+            // No id at all: the body's hash (so distinct events never collapse into one).
             let id = s(&body["ID"])
                 .or_else(|| s(&body["MessageID"]))
-                .unwrap_or_default();
+                .unwrap_or_else(|| {
+                    use sha2::Digest;
+                    hex::encode(&sha2::Sha256::digest(body.to_string().as_bytes())[..16])
+                });
             recipient
                 .map(|recipient| Event {
                     id: format!("{kind}:{id}:{}", s(&body["ChangedAt"]).unwrap_or_default()),

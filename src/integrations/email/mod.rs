@@ -155,17 +155,29 @@ pub trait EmailProvider: Send + Sync {
     async fn send(&self, email: &Email) -> Result<String, SendError>;
 }
 
-/// A provider's HTTP answer as a [`SendError`]: 429 and 5xx (and no answer) retried, with
-/// `Retry-After` when given; other 4xx refused.
+/// `Retry-After` as seconds from now: a number, or an HTTP date.
+fn retry_after_secs(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<u64>() {
+        return Some(n);
+    }
+    let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+    let secs = at.as_second() - jiff::Timestamp::now().as_second();
+    Some(secs.max(0) as u64)
+}
+
+/// A provider's HTTP answer as a [`SendError`]: 429, 408, 409 (Resend: the same idempotency
+/// key still in flight) and 5xx (and no answer) retried, with `Retry-After` when given (in
+/// seconds or as an HTTP date); other 4xx refused.
 pub(crate) fn classify(status: u16, retry_after: Option<&str>, body: &str) -> SendError {
     let message = format!(
         "the provider answered {status}: {}",
         body.chars().take(300).collect::<String>()
     );
-    if status == 429 || status >= 500 || status == 408 {
+    if status == 429 || status >= 500 || status == 408 || status == 409 {
         SendError::Retry {
             message,
-            retry_after_secs: retry_after.and_then(|v| v.trim().parse().ok()),
+            retry_after_secs: retry_after.and_then(retry_after_secs),
         }
     } else {
         SendError::Rejected(message)

@@ -19,6 +19,9 @@ pub struct SendJob {
     /// `None` (`[email] provider = "none"`): emails are kept in the outbox as `unsent`.
     pub provider: Option<Arc<dyn EmailProvider>>,
     pub from: String,
+    /// Until when (ms) the provider asked every send to wait (its `Retry-After`): the other
+    /// jobs hold back too instead of calling it meanwhile.
+    pub paused_until: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +86,13 @@ impl JobHandler for SendJob {
             .await?;
             return Ok(());
         };
+        let paused = self.paused_until.load(std::sync::atomic::Ordering::Relaxed) - now_ms();
+        if paused > 0 {
+            return Err(JobError::RetryAfter(
+                "the provider asked to wait".into(),
+                paused as u64,
+            ));
+        }
         let email = Email {
             id: r.id.clone(),
             from: self.from.clone(),
@@ -117,7 +127,14 @@ impl JobHandler for SendJob {
                     .bind(&message).bind(&r.id).execute(p).await.map(|_| ()));
                 metrics::counter!("qm_email_total", "outcome" => "retry").increment(1);
                 Err(match retry_after_secs {
-                    Some(s) => JobError::RetryAfter(message, s.min(3600) * 1000),
+                    Some(s) => {
+                        let wait = s.min(3600) * 1000;
+                        self.paused_until.fetch_max(
+                            now_ms() + wait as i64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        JobError::RetryAfter(message, wait)
+                    }
                     None => JobError::Retry(message),
                 })
             }

@@ -23,6 +23,20 @@ async fn post(req: reqwest::RequestBuilder) -> Result<Value, SendError> {
     }
 }
 
+/// `Name <a@b.c>` as (`Name`, `a@b.c`); a bare address as (None, it).
+pub(crate) fn split_address(from: &str) -> (Option<&str>, &str) {
+    match (from.find('<'), from.rfind('>')) {
+        (Some(open), Some(close)) if open < close => {
+            let name = from[..open].trim().trim_matches('"').trim();
+            (
+                (!name.is_empty()).then_some(name),
+                from[open + 1..close].trim(),
+            )
+        }
+        _ => (None, from.trim()),
+    }
+}
+
 /// Resend (`POST /emails`).
 pub struct Resend {
     pub base: String,
@@ -83,8 +97,8 @@ impl EmailProvider for Postmark {
                 .json(&body),
         )
         .await?;
-        // Postmark answers 200 with ErrorCode != 0 for some refusals (e.g. 406: inactive
-        // recipient).
+        // Postmark refuses with 422 and an `ErrorCode` (e.g. 406: inactive recipient),
+        // classified above; a 200 that carries a non-zero `ErrorCode` is a refusal too.
         match v["ErrorCode"].as_i64() {
             Some(0) | None => Ok(v["MessageID"].as_str().unwrap_or_default().to_string()),
             Some(code) => Err(SendError::Rejected(format!(
@@ -109,9 +123,14 @@ impl EmailProvider for SendGrid {
     }
 
     async fn send(&self, email: &Email) -> Result<String, SendError> {
+        let (name, address) = split_address(&email.from);
+        let mut from = json!({"email": address});
+        if let Some(name) = name {
+            from["name"] = json!(name);
+        }
         let body = json!({
             "personalizations": [{"to": [{"email": email.to}], "custom_args": {"outbox_id": email.id}}],
-            "from": {"email": email.from},
+            "from": from,
             "subject": email.subject,
             "content": [{"type": "text/plain", "value": email.text}, {"type": "text/html", "value": email.html}],
         });
@@ -151,6 +170,7 @@ impl EmailProvider for SendGrid {
 #[cfg(test)]
 mod tests {
     use super::super::*;
+    use super::split_address;
 
     #[test]
     fn statuses_are_retried_or_refused() {
@@ -172,5 +192,12 @@ mod tests {
             classify(422, None, "bad address"),
             SendError::Rejected(_)
         ));
+        // Resend: the same idempotency key while the first request is still running.
+        assert!(matches!(classify(409, None, ""), SendError::Retry { .. }));
+        assert_eq!(
+            split_address("\"Acme Billing\" <billing@acme.dev>"),
+            (Some("Acme Billing"), "billing@acme.dev")
+        );
+        assert_eq!(split_address("a@b.io"), (None, "a@b.io"));
     }
 }

@@ -72,7 +72,15 @@ fn digest(
     mac
 }
 
-/// Verifies a request against any of `secrets`; returns its timestamp (ms).
+/// What a verified request's signature covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub timestamp_ms: i64,
+    /// The headers the signature covers (lowercase): only these may be trusted.
+    pub signed_headers: Vec<String>,
+}
+
+/// Verifies a request against any of `secrets`.
 pub fn verify(
     method: &str,
     path_and_query: &str,
@@ -81,7 +89,7 @@ pub fn verify(
     secrets: &[Vec<u8>],
     tolerance_ms: i64,
     now_ms: i64,
-) -> Result<i64, SignatureError> {
+) -> Result<Verified, SignatureError> {
     let get = |name: &'static str| -> Result<&str, SignatureError> {
         headers
             .get(name)
@@ -123,7 +131,10 @@ pub fn verify(
             .verify_slice(&signature)
             .is_ok()
         {
-            return Ok(timestamp);
+            return Ok(Verified {
+                timestamp_ms: timestamp,
+                signed_headers: signed.into_iter().map(|(k, _)| k).collect(),
+            });
         }
     }
     Err(SignatureError::Mismatch)
