@@ -1,5 +1,5 @@
 //! Pushing notifications to open streams (`GET /v1/notifications/stream`) as they are
-//! written. A process-wide channel carries "this recipient has something new" hints; on
+//! written. Each open stream has a doorbell, rung when its recipient has something new; on
 //! PostgreSQL a trigger announces every inserted notification on `LISTEN`/`NOTIFY` when its
 //! transaction commits, so a notification written through any replica reaches streams open
 //! on every other one at once. The store is the truth: a hint only makes a stream read it
@@ -9,12 +9,12 @@
 //! on a replica whose clock is that far behind) is in the list but not pushed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use futures::Stream;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::inbox::{self, Item};
@@ -24,18 +24,48 @@ pub const CHANNEL: &str = "qm_notifications";
 /// How far back each read looks for transactions that committed after later ones.
 const LATE_COMMIT_MS: i64 = 5_000;
 
-fn hub() -> &'static broadcast::Sender<Arc<str>> {
-    static HUB: OnceLock<broadcast::Sender<Arc<str>>> = OnceLock::new();
-    HUB.get_or_init(|| broadcast::channel(1024).0)
+/// Each recipient's open streams in this process, each with its own doorbell (a hint to a
+/// stream busy reading is kept for it: `Notify` stores one permit).
+type Hub = Mutex<HashMap<String, Vec<Weak<Notify>>>>;
+
+fn hub() -> &'static Hub {
+    static HUB: OnceLock<Hub> = OnceLock::new();
+    HUB.get_or_init(Default::default)
 }
 
 fn key(tenant: &str, user: &str) -> String {
     format!("{tenant} {user}")
 }
 
-/// Tells this process's streams that a recipient has something new.
+/// A doorbell for one stream of `key` (dropped with the stream).
+fn subscribe(key: &str) -> Arc<Notify> {
+    let bell = Arc::new(Notify::new());
+    let mut hub = hub().lock().expect("notification hub");
+    let bells = hub.entry(key.to_string()).or_default();
+    bells.retain(|b| b.strong_count() > 0);
+    bells.push(Arc::downgrade(&bell));
+    bell
+}
+
+fn ring(key: &str) {
+    let mut hub = hub().lock().expect("notification hub");
+    if let Some(bells) = hub.get_mut(key) {
+        bells.retain(|b| match b.upgrade() {
+            Some(bell) => {
+                bell.notify_one();
+                true
+            }
+            None => false,
+        });
+        if bells.is_empty() {
+            hub.remove(key);
+        }
+    }
+}
+
+/// Tells this process's streams of a recipient that it has something new.
 pub fn wake(tenant: &str, user: &str) {
-    let _ = hub().send(key(tenant, user).into());
+    ring(&key(tenant, user));
 }
 
 /// Forwards the other replicas' announcements to this process's streams until `shutdown`
@@ -66,9 +96,7 @@ pub async fn listen(store: Store, shutdown: CancellationToken) {
                 n = listener.try_recv() => n,
             };
             match note {
-                Ok(Some(n)) => {
-                    let _ = hub().send(n.payload().into());
-                }
+                Ok(Some(n)) => ring(n.payload()),
                 Ok(None) | Err(_) => break, // reconnect; streams' timers cover the gap
             }
         }
@@ -84,8 +112,7 @@ pub fn stream(
     since_ms: i64,
     poll: Duration,
 ) -> impl Stream<Item = Item> + Send {
-    let mut hints = hub().subscribe();
-    let me = key(&tenant, &user);
+    let bell = subscribe(&key(&tenant, &user));
     async_stream::stream! {
         let mut cursor = since_ms;
         let mut sent: HashMap<String, i64> = HashMap::new();
@@ -123,18 +150,9 @@ pub fn stream(
                 cursor = cursor.max(now_ms() - LATE_COMMIT_MS);
                 sent.retain(|_, at| *at >= cursor - 2 * LATE_COMMIT_MS);
             }
-            let deadline = tokio::time::sleep(poll);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    _ = &mut deadline => break,
-                    hint = hints.recv() => match hint {
-                        Ok(k) if *k == *me => break,
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = bell.notified() => {}
             }
         }
     }
