@@ -89,9 +89,33 @@ async fn serve(mock: Mock) -> String {
             }
         }
     }
+    /// Postmark's outbound message search, by the metadata sent.
+    async fn search(
+        State(m): State<Mock>,
+        headers: HeaderMap,
+        axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    ) -> Response {
+        if headers.get("x-postmark-server-token").is_none() {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let wanted = q.get("metadata_outbox_id").cloned().unwrap_or_default();
+        let found: Vec<Value> = m
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(path, c)| {
+                path == "/email" && c["body"]["Metadata"]["outbox_id"] == wanted.as_str()
+            })
+            .map(|_| json!({"MessageID": "pm-1"}))
+            .take(1)
+            .collect();
+        axum::Json(json!({"TotalCount": found.len(), "Messages": found})).into_response()
+    }
     let app = Router::new()
         .route("/emails", post(any))
         .route("/email", post(any))
+        .route("/messages/outbound", axum::routing::get(search))
         .route("/v3/mail/send", post(any))
         .with_state(mock);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -196,6 +220,12 @@ async fn providers_speak_their_apis() {
     assert_eq!(call["postmark"], "pm_token");
     assert_eq!(call["body"]["MessageStream"], "digests");
     assert_eq!(call["body"]["Metadata"]["outbox_id"], "ntf_3");
+    // Before a retry: Postmark is asked whether an earlier attempt went out after all.
+    assert_eq!(
+        postmark.find_sent("ntf_3").await.unwrap().as_deref(),
+        Some("pm-1")
+    );
+    assert_eq!(postmark.find_sent("ntf_never").await.unwrap(), None);
     let e = postmark
         .send(&email(
             "ntf_4",
@@ -262,4 +292,55 @@ async fn providers_speak_their_apis() {
         call["body"]["from"],
         json!({"email": "billing@quartermaster.test", "name": "QM Billing"})
     );
+}
+
+/// Through the outbox job: Postmark accepted the first send but its answer was lost (a 503
+/// here, after the mock recorded the email); the retry asks Postmark first, finds the
+/// message, and does not send it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postmark_send_whose_answer_was_lost_is_not_sent_again() {
+    use crate::common::{Options, TestApp, wait_for};
+    use quartermaster::notify::{self, Notice};
+    let mock = Mock::default();
+    let base = serve(mock.clone()).await;
+    let app = TestApp::spawn_with(Options::extra(&format!(
+        "[rate_limit]\nenabled = false\n[jobs]\npoll_interval_ms = 50\nbackoff_base_ms = 50\nbackoff_max_ms = 100\n\
+         [email]\nprovider = \"postmark\"\nbase_url = \"{base}\"\napi_key = \"pm_token\"\n"
+    )))
+    .await;
+    let store = app.store().await;
+    mock.fail.lock().unwrap().push((503, None));
+    let tenant = store.ensure_tenant("tenant-a").await.unwrap();
+    let notice = Notice::render(
+        "notice",
+        &tenant.id,
+        "lost-answer",
+        json!({"subject": "Hello", "body": "b"}),
+    )
+    .unwrap()
+    .email(Some("lost@example.com"));
+    let queue = quartermaster::jobs::JobQueue::new(store.clone(), Default::default());
+    notify::send(&store, &queue, &[notice]).await.unwrap();
+    let state = || async {
+        quartermaster::store::on_pool!(&store, p => sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT state, provider_id FROM email_outbox").fetch_one(p).await)
+        .unwrap()
+    };
+    wait_for(15, "the email settles", || async {
+        state().await.0 == "sent"
+    })
+    .await;
+    assert_eq!(
+        state().await.1.as_deref(),
+        Some("pm-1"),
+        "found, not sent again"
+    );
+    let posts = mock
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| path == "/email")
+        .count();
+    assert_eq!(posts, 1, "one POST: the retry asked instead of sending");
 }

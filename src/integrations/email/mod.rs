@@ -153,6 +153,13 @@ pub trait EmailProvider: Send + Sync {
 
     /// Sends `email`; the provider's message id.
     async fn send(&self, email: &Email) -> Result<String, SendError>;
+
+    /// Before a send is made again (an earlier attempt's answer may have been lost): the
+    /// provider's id of the email if it was accepted after all, where the provider can say
+    /// (Postmark's message search by metadata). `None`: not found, or cannot tell.
+    async fn find_sent(&self, _email_id: &str) -> Result<Option<String>, SendError> {
+        Ok(None)
+    }
 }
 
 /// `Retry-After` as seconds from now: a number, or an HTTP date.

@@ -1,6 +1,7 @@
 //! Sending the outbox: one job per email (`notify::JOB_EMAIL`), at least once. The row's id
 //! is the provider's idempotency key, so a retry after a lost answer is not delivered twice
-//! where the provider honours it (Resend). A suppressed address is not sent to; a refusal
+//! where the provider honours it (Resend); where the provider can be asked instead
+//! (Postmark's message search by metadata), a retry first asks. A suppressed address is not sent to; a refusal
 //! (a bad address) is final; 429, 5xx and timeouts are retried, after the provider's
 //! `Retry-After` when it gave one, then dead-lettered. Without a provider (the embedded
 //! defaults) each email is kept in the outbox as `unsent`, for the operator to see.
@@ -92,6 +93,21 @@ impl JobHandler for SendJob {
                 "the provider asked to wait".into(),
                 paused as u64,
             ));
+        }
+        if job.attempts > 1 {
+            // An earlier attempt may have been accepted with its answer lost (a timeout, a
+            // crash): where the provider can say so, it is not sent again.
+            match provider.find_sent(&r.id).await {
+                Ok(Some(provider_id)) => {
+                    finish("sent", Some(provider_id), None).await?;
+                    metrics::counter!("qm_email_total", "outcome" => "found_sent").increment(1);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(email = %r.id, error = %e, "could not ask the provider whether it was sent")
+                }
+            }
         }
         let email = Email {
             id: r.id.clone(),

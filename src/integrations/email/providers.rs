@@ -81,6 +81,10 @@ impl EmailProvider for Postmark {
         "postmark"
     }
 
+    async fn find_sent(&self, email_id: &str) -> Result<Option<String>, SendError> {
+        self.search(email_id).await
+    }
+
     async fn send(&self, email: &Email) -> Result<String, SendError> {
         let stream = match email.stream {
             Stream::Transactional => &self.transactional_stream,
@@ -106,6 +110,38 @@ impl EmailProvider for Postmark {
                 v["Message"].as_str().unwrap_or("")
             ))),
         }
+    }
+}
+
+impl Postmark {
+    /// `GET /messages/outbound?metadata_outbox_id=ID`: the message an earlier attempt sent.
+    pub async fn search(&self, email_id: &str) -> Result<Option<String>, SendError> {
+        let r = self
+            .http
+            .get(format!(
+                "{}/messages/outbound",
+                self.base.trim_end_matches('/')
+            ))
+            .query(&[
+                ("count", "1"),
+                ("offset", "0"),
+                ("metadata_outbox_id", email_id),
+            ])
+            .header("X-Postmark-Server-Token", &self.server_token)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| SendError::Retry {
+                message: e.without_url().to_string(),
+                retry_after_secs: None,
+            })?;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        if !(200..300).contains(&status) {
+            return Err(classify(status, None, &text));
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(v["Messages"][0]["MessageID"].as_str().map(str::to_string))
     }
 }
 
