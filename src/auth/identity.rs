@@ -115,13 +115,16 @@ impl Identities {
             .jwt
             .as_ref()
             .ok_or(IdentityError::Token(JwtError::Malformed))?;
-        let v = self.verify_remembered(jwt, token).await?;
+        let (v, fresh) = self.verify_remembered(jwt, token).await?;
         let (tenant, limited) = self.tenant(&v.tenant, v.create_tenant).await?;
-        if let (Some(user), Some(email)) = (&v.user, &v.email) {
-            self.remember_contact(&tenant.id, user, email);
-        }
-        if let (Some(user), Some(session)) = (&v.user, &v.session) {
-            self.remember_session(&tenant, user, session, &v);
+        // A token just verified (not one remembered) may bring a new address or session.
+        if fresh {
+            if let (Some(user), Some(email)) = (&v.user, &v.email) {
+                self.remember_contact(&tenant.id, user, email);
+            }
+            if let (Some(user), Some(session)) = (&v.user, &v.session) {
+                self.remember_session(&tenant, user, session, &v);
+            }
         }
         Ok(Principal {
             key_id: format!("jwt:{}", v.issuer_name),
@@ -223,13 +226,13 @@ impl Identities {
         &self,
         jwt: &JwtVerifier,
         token: &str,
-    ) -> Result<super::jwt::Verified, IdentityError> {
+    ) -> Result<(super::jwt::Verified, bool), IdentityError> {
         use sha2::Digest;
         let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         if let Some((v, until)) = self.verified.lock().expect("verified tokens").get(&hash)
             && Instant::now() < *until
         {
-            return Ok(v.clone());
+            return Ok((v.clone(), false));
         }
         let v = jwt.verify(token).await.map_err(IdentityError::Token)?;
         let left = v.claims["exp"]
@@ -244,7 +247,7 @@ impl Identities {
             }
             map.insert(hash, (v.clone(), Instant::now() + keep));
         }
-        Ok(v)
+        Ok((v, true))
     }
 
     /// The principal of an Auth.js session cookie, if the header carries one.

@@ -15,7 +15,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Code, ErrorCode};
 use crate::integrations::signatures::{self, hex_hmac};
 use crate::jobs::JobQueue;
 use crate::notify::{self, Notice, Priority};
@@ -48,28 +47,8 @@ fn default_tolerance() -> i64 {
     7 * 86_400
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CalError {
-    #[error("invalid webhook signature: {0}")]
-    Signature(String),
-    #[error("the body is not JSON: {0}")]
-    Json(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl ErrorCode for CalError {
-    fn error_code(&self) -> Code {
-        match self {
-            CalError::Signature(_) => Code::InvalidSignature,
-            CalError::Json(_) => Code::InvalidJson,
-            CalError::Invalid(_) => Code::InvalidRequest,
-            CalError::Store(e) => e.error_code(),
-        }
-    }
-}
+/// A Cal.com delivery refused (the shared webhook error).
+pub type CalError = crate::integrations::signatures::WebhookError;
 
 /// A booking as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -135,24 +135,10 @@ impl Revalidate {
 impl CmsSource {
     /// The secrets, configured and from the environment.
     pub fn secrets(&self) -> Vec<Vec<u8>> {
-        let mut out: Vec<Vec<u8>> = self
-            .secrets
-            .iter()
-            .map(|s| s.expose_secret().trim().as_bytes().to_vec())
-            .collect();
-        if let Some(v) = self
-            .secrets_env
-            .as_ref()
-            .and_then(|v| std::env::var(v).ok())
-        {
-            out.extend(
-                v.split(',')
-                    .map(|s| s.trim().as_bytes().to_vec())
-                    .filter(|s| !s.is_empty()),
-            );
-        }
-        out.retain(|s| !s.is_empty());
-        out
+        crate::integrations::signatures::secret_texts(&self.secrets, self.secrets_env.as_deref())
+            .into_iter()
+            .map(String::into_bytes)
+            .collect()
     }
 }
 

@@ -6,35 +6,14 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{CmsSource, Kind, at, revision_key};
-use crate::error::{Code, ErrorCode};
 use crate::integrations::signatures::{canonical_request, timestamped_hmac};
 use crate::jobs::{JobQueue, NewJob, enqueue_job};
 use crate::store::{Store, StoreError, now_ms, on_pool};
 
 pub const JOB_APPLY: &str = "cms.apply";
 
-#[derive(Debug, thiserror::Error)]
-pub enum CmsWebhookError {
-    #[error("invalid webhook signature: {0}")]
-    Signature(String),
-    #[error("the body is not JSON: {0}")]
-    Json(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl ErrorCode for CmsWebhookError {
-    fn error_code(&self) -> Code {
-        match self {
-            CmsWebhookError::Signature(_) => Code::InvalidSignature,
-            CmsWebhookError::Json(_) => Code::InvalidJson,
-            CmsWebhookError::Invalid(_) => Code::InvalidRequest,
-            CmsWebhookError::Store(e) => e.error_code(),
-        }
-    }
-}
+/// A CMS delivery refused (the shared webhook error).
+pub type CmsWebhookError = crate::integrations::signatures::WebhookError;
 
 /// What a delivery was.
 #[derive(Debug, Clone)]

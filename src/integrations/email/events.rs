@@ -14,7 +14,6 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{Code, ErrorCode};
 use crate::integrations::signatures::{self, ecdsa_p256, standard_webhooks};
 use crate::store::{Store, StoreError, now_ms, on_pool};
 
@@ -48,28 +47,8 @@ impl Default for WebhooksConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum EmailWebhookError {
-    #[error("no delivery webhook `{0}` (resend, postmark, sendgrid)")]
-    UnknownProvider(String),
-    #[error("invalid webhook signature: {0}")]
-    Signature(String),
-    #[error("the body is not JSON: {0}")]
-    Json(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl ErrorCode for EmailWebhookError {
-    fn error_code(&self) -> Code {
-        match self {
-            EmailWebhookError::UnknownProvider(_) => Code::NotFound,
-            EmailWebhookError::Signature(_) => Code::InvalidSignature,
-            EmailWebhookError::Json(_) => Code::InvalidJson,
-            EmailWebhookError::Store(e) => e.error_code(),
-        }
-    }
-}
+/// A delivery-event webhook refused (the shared webhook error).
+pub type EmailWebhookError = crate::integrations::signatures::WebhookError;
 
 /// One delivery event, as recorded.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,7 +157,9 @@ fn verify(
             )
             .map_err(sig_err)
         }
-        other => Err(EmailWebhookError::UnknownProvider(other.to_string())),
+        other => Err(EmailWebhookError::NotFound(format!(
+            "no delivery webhook `{other}` (resend, postmark, sendgrid)"
+        ))),
     }
 }
 

@@ -4,23 +4,28 @@ use serde_json::{Value, json};
 
 use super::{Email, EmailProvider, SendError, Stream, classify};
 
-async fn post(req: reqwest::RequestBuilder) -> Result<Value, SendError> {
+/// Makes a provider call: on a 2xx its headers and body, otherwise the answer classified
+/// (no answer at all is worth a retry).
+async fn call(req: reqwest::RequestBuilder) -> Result<(http::HeaderMap, String), SendError> {
     let r = req.send().await.map_err(|e| SendError::Retry {
         message: e.without_url().to_string(),
         retry_after_secs: None,
     })?;
     let status = r.status().as_u16();
-    let retry_after = r
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let headers = r.headers().clone();
     let text = r.text().await.unwrap_or_default();
     if (200..300).contains(&status) {
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        Ok((headers, text))
     } else {
-        Err(classify(status, retry_after.as_deref(), &text))
+        let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok());
+        Err(classify(status, retry_after, &text))
     }
+}
+
+/// A call whose answer is JSON.
+async fn post(req: reqwest::RequestBuilder) -> Result<Value, SendError> {
+    let (_, text) = call(req).await?;
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// `Name <a@b.c>` as (`Name`, `a@b.c`); a bare address as (None, it).
@@ -116,31 +121,21 @@ impl EmailProvider for Postmark {
 impl Postmark {
     /// `GET /messages/outbound?metadata_outbox_id=ID`: the message an earlier attempt sent.
     pub async fn search(&self, email_id: &str) -> Result<Option<String>, SendError> {
-        let r = self
-            .http
-            .get(format!(
-                "{}/messages/outbound",
-                self.base.trim_end_matches('/')
-            ))
-            .query(&[
-                ("count", "1"),
-                ("offset", "0"),
-                ("metadata_outbox_id", email_id),
-            ])
-            .header("X-Postmark-Server-Token", &self.server_token)
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| SendError::Retry {
-                message: e.without_url().to_string(),
-                retry_after_secs: None,
-            })?;
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        if !(200..300).contains(&status) {
-            return Err(classify(status, None, &text));
-        }
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let v = post(
+            self.http
+                .get(format!(
+                    "{}/messages/outbound",
+                    self.base.trim_end_matches('/')
+                ))
+                .query(&[
+                    ("count", "1"),
+                    ("offset", "0"),
+                    ("metadata_outbox_id", email_id),
+                ])
+                .header("X-Postmark-Server-Token", &self.server_token)
+                .header("Accept", "application/json"),
+        )
+        .await?;
         Ok(v["Messages"][0]["MessageID"].as_str().map(str::to_string))
     }
 }
@@ -170,36 +165,19 @@ impl EmailProvider for SendGrid {
             "subject": email.subject,
             "content": [{"type": "text/plain", "value": email.text}, {"type": "text/html", "value": email.html}],
         });
-        let r = self
-            .http
-            .post(format!("{}/v3/mail/send", self.base.trim_end_matches('/')))
-            .bearer_auth(&self.api_key)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| SendError::Retry {
-                message: e.without_url().to_string(),
-                retry_after_secs: None,
-            })?;
-        let status = r.status().as_u16();
+        let (headers, _) = call(
+            self.http
+                .post(format!("{}/v3/mail/send", self.base.trim_end_matches('/')))
+                .bearer_auth(&self.api_key)
+                .json(&body),
+        )
+        .await?;
         // 202 with the message id in a header, no body.
-        let id = r
-            .headers()
+        Ok(headers
             .get("x-message-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
-            .to_string();
-        let retry_after = r
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        if (200..300).contains(&status) {
-            Ok(id)
-        } else {
-            let text = r.text().await.unwrap_or_default();
-            Err(classify(status, retry_after.as_deref(), &text))
-        }
+            .to_string())
     }
 }
 

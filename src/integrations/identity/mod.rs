@@ -43,22 +43,7 @@ fn default_tolerance() -> i64 {
 impl WebhookSource {
     /// The HMAC keys of its secrets.
     pub fn keys(&self) -> Result<Vec<Vec<u8>>, String> {
-        use secrecy::ExposeSecret;
-        let mut texts: Vec<String> = self
-            .secrets
-            .iter()
-            .map(|s| s.expose_secret().to_string())
-            .collect();
-        if let Some(var) = &self.secrets_env
-            && let Ok(v) = std::env::var(var)
-        {
-            texts.extend(
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty()),
-            );
-        }
-        texts
+        crate::integrations::signatures::secret_texts(&self.secrets, self.secrets_env.as_deref())
             .iter()
             .map(|t| {
                 crate::integrations::signatures::standard_webhooks::secret_key(t)

@@ -9,30 +9,12 @@ use serde_json::Value;
 use super::WebhookSource;
 use super::deletion;
 use crate::audit::AuditLog;
-use crate::error::{Code, ErrorCode};
 use crate::integrations::signatures::standard_webhooks;
 use crate::jobs::JobQueue;
 use crate::store::{Store, StoreError, now_ms, on_pool};
 
-#[derive(Debug, thiserror::Error)]
-pub enum IdentityWebhookError {
-    #[error("invalid webhook signature: {0}")]
-    Signature(String),
-    #[error("the body is not JSON: {0}")]
-    Json(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl ErrorCode for IdentityWebhookError {
-    fn error_code(&self) -> Code {
-        match self {
-            IdentityWebhookError::Signature(_) => Code::InvalidSignature,
-            IdentityWebhookError::Json(_) => Code::InvalidJson,
-            IdentityWebhookError::Store(e) => e.error_code(),
-        }
-    }
-}
+/// An identity provider's delivery refused (the shared webhook error).
+pub type IdentityWebhookError = crate::integrations::signatures::WebhookError;
 
 /// What a delivery did.
 #[derive(Debug, Clone, serde::Serialize, PartialEq)]

@@ -14,6 +14,34 @@ pub mod hex_hmac;
 pub mod standard_webhooks;
 pub mod timestamped_hmac;
 
+/// Why a webhook delivery was refused, for every sender: one mapping to the API's codes.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("invalid webhook signature: {0}")]
+    Signature(String),
+    #[error("the body is not JSON: {0}")]
+    Json(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl crate::error::ErrorCode for WebhookError {
+    fn error_code(&self) -> crate::error::Code {
+        use crate::error::Code;
+        match self {
+            WebhookError::Signature(_) => Code::InvalidSignature,
+            WebhookError::Json(_) => Code::InvalidJson,
+            WebhookError::Invalid(_) => Code::InvalidRequest,
+            WebhookError::NotFound(_) => Code::NotFound,
+            WebhookError::Store(e) => e.error_code(),
+        }
+    }
+}
+
 /// The secrets given inline plus those in the variable `env` (comma-separated).
 pub fn secret_texts(inline: &[secrecy::SecretString], env: Option<&str>) -> Vec<String> {
     use secrecy::ExposeSecret;
