@@ -30,6 +30,12 @@ pub enum Code {
     Forbidden,
     InvalidAdminKey,
     AdminDisabled,
+    /// An operator enrolled in TOTP who sent no code (or a raw key where a console session
+    /// is needed).
+    MfaRequired,
+    /// A TOTP code that is wrong, stale or already used.
+    InvalidMfaCode,
+    MfaAlreadyEnrolled,
     PaymentRequired,
     /// Payments are not set up here (no Stripe key).
     BillingNotConfigured,
@@ -86,6 +92,9 @@ impl Code {
             Forbidden => (403, "permission_error", "insufficient_role"),
             InvalidAdminKey => (401, REQ, "invalid_admin_key"),
             AdminDisabled => (403, "permission_error", "admin_disabled"),
+            MfaRequired => (401, REQ, "mfa_required"),
+            InvalidMfaCode => (401, REQ, "invalid_mfa_code"),
+            MfaAlreadyEnrolled => (409, REQ, "mfa_already_enrolled"),
             PaymentRequired => (402, "billing_error", "payment_required"),
             BillingNotConfigured => (404, REQ, "billing_not_configured"),
             NoBillingAccount => (409, "billing_error", "no_billing_account"),
@@ -136,9 +145,8 @@ impl Code {
     pub const fn anthropic_kind(self) -> &'static str {
         use Code::*;
         match self {
-            MissingApiKey | InvalidApiKey | InvalidAdminKey | InvalidToken => {
-                "authentication_error"
-            }
+            MissingApiKey | InvalidApiKey | InvalidAdminKey | InvalidToken | MfaRequired
+            | InvalidMfaCode => "authentication_error",
             AdminDisabled | Forbidden => "permission_error",
             PaymentRequired | NoBillingAccount | CardDeclined => "billing_error",
             ModelNotFound | NotFound => "not_found_error",
@@ -261,6 +269,9 @@ mod tests {
             Code::InvalidApiKey,
             Code::InvalidAdminKey,
             Code::AdminDisabled,
+            Code::MfaRequired,
+            Code::InvalidMfaCode,
+            Code::MfaAlreadyEnrolled,
             Code::PaymentRequired,
             Code::ModelNotFound,
             Code::NotFound,

@@ -22,6 +22,7 @@ use super::state::AppState;
 use crate::api::error::ApiError;
 use crate::audit::Event;
 use crate::auth::bearer_token;
+use crate::auth::console;
 use crate::auth::roles::{self, Operator, Role};
 use crate::store::UsageGroup;
 use axum::http::Method;
@@ -44,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .merge(super::identity::router())
         .merge(super::communications::router())
+        .merge(super::console::admin_router())
         .layer(middleware::from_fn_with_state(state, require_operator))
 }
 
@@ -82,6 +84,14 @@ async fn require_operator(
         Ok(o) => o,
         Err(e) => return e.into_response(),
     };
+    // An operator enrolled in TOTP uses the admin API through a console session; their
+    // raw credential only signs in (with a code).
+    let signing_in = req.method() == Method::POST && req.uri().path() == "/admin/session";
+    if !signing_in && !token.as_deref().is_some_and(console::is_session_token) {
+        if let Err(e) = console::require_no_second_factor(&state.store, &operator.actor).await {
+            return ApiError::coded(&e).into_response();
+        }
+    }
     let needed = roles::required(req.method(), req.uri().path());
     if operator.role < needed {
         return ApiError::Coded {
@@ -121,6 +131,11 @@ async fn operator(state: &AppState, token: Option<&str>) -> Result<Operator, Api
     let Some(token) = token else {
         return Err(ApiError::AdminUnauthorized);
     };
+    if console::is_session_token(token) {
+        return console::session(&state.store, token)
+            .await?
+            .ok_or(ApiError::AdminUnauthorized);
+    }
     // Comparing digests: equal-length, and a timing difference says nothing about the key.
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     if state.admin_key == Some(digest) {
@@ -305,5 +320,9 @@ async fn routing(
         "data": data,
         "classifier_ready": live.classifier.is_some(),
         "threshold": live.routing.threshold,
+        "tiers": live.tiers.iter().map(|(name, t)| json!({
+            "name": name, "models": t.models, "fallback": t.fallback,
+        })).collect::<Vec<_>>(),
+        "curve": live.classifier.as_ref().and_then(|c| c.evaluation.as_ref()),
     })))
 }

@@ -77,10 +77,11 @@ pub async fn retrieve_model(
 pub async fn chat_completions(
     State(Chat(pipeline)): State<Chat>,
     Extension(principal): Extension<Principal>,
+    crate::api::trace::RequestSpan(trace): crate::api::trace::RequestSpan,
     headers: HeaderMap,
     ApiJson(body): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let request = super::controls::chat_request(&headers, principal, body)?;
+    let request = super::controls::chat_request(&headers, principal, trace, body)?;
     let stream = request.body.is_stream();
     let include_usage = request.body.include_usage();
     let answer = pipeline.run(request).await?;

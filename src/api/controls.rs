@@ -32,13 +32,15 @@ fn text(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, ApiEr
 }
 
 /// The pipeline's request for a body a door has decoded: the controls and the request id
-/// from the headers, started now.
+/// from the headers, the request's span, started now.
 pub fn chat_request(
     headers: &HeaderMap,
     principal: crate::auth::Principal,
+    trace: crate::telemetry::trace::Span,
     body: crate::types::ChatCompletionRequest,
 ) -> Result<crate::chat::ChatRequest, ApiError> {
     Ok(crate::chat::ChatRequest {
+        trace,
         controls: from_headers(headers)?,
         request_id: headers
             .get(&super::REQUEST_ID)

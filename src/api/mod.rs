@@ -7,6 +7,7 @@ mod body;
 mod cache;
 mod chat_completions;
 mod communications;
+mod console;
 pub mod controls;
 mod documents;
 mod embeddings;
@@ -21,6 +22,7 @@ mod responses;
 mod sse;
 mod state;
 mod tenant;
+pub mod trace;
 mod ui_chat;
 mod webhooks;
 
@@ -160,11 +162,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/webhooks/cal", post(webhooks::cal))
         .route("/webhooks/cal/{source}", post(webhooks::cal_source))
         .merge(admin::router(state.clone()))
+        .merge(console::files(&config.admin.console_dir))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(door_errors))
         .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            trace::trace_requests,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(move |mut req: Request, next: Next| async move {
             req.extensions_mut().insert(BodyLimit(limit));

@@ -42,6 +42,8 @@ pub struct AppState {
     pub operator_keys: Vec<([u8; 32], crate::auth::roles::Operator)>,
     /// The append-only, hash-chained audit log.
     pub audit: Arc<crate::audit::AuditLog>,
+    /// Starts request spans (empty without `[tracing] otlp_endpoint`).
+    pub tracer: crate::telemetry::trace::Tracer,
 }
 
 /// The chat doors' part of the state: the pipeline.

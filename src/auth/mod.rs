@@ -3,12 +3,15 @@
 //! brute-force), and verified keys are remembered briefly so the hot path rarely touches the
 //! database. End users' credentials: identity providers' tokens (`jwt.rs`) and Auth.js
 //! sessions (`authjs.rs`), resolved to a principal in `identity.rs`; operator roles in
-//! `roles.rs`.
+//! `roles.rs`; operators' console sessions and second factor in `console.rs` (TOTP in
+//! `totp.rs`).
 
 pub mod authjs;
+pub mod console;
 pub mod identity;
 pub mod jwt;
 pub mod roles;
+pub mod totp;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

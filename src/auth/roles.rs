@@ -23,6 +23,15 @@ impl Role {
             Role::Admin => "admin",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
 }
 
 /// `[auth.operators.NAME]`: a key for one operator, with a role.
@@ -81,10 +90,18 @@ pub fn role_of(
 /// The least role a request to the admin API needs: reading is for viewers, changing the
 /// running service for operators, keys and users for admins.
 pub fn required(method: &http::Method, path: &str) -> Role {
-    if method == http::Method::GET || method == http::Method::HEAD {
+    // Reading, and an operator's own console session and second factor.
+    if method == http::Method::GET
+        || method == http::Method::HEAD
+        || path.starts_with("/admin/session")
+        || path.starts_with("/admin/mfa/")
+    {
         return Role::Viewer;
     }
-    if path.starts_with("/admin/users") || path.starts_with("/admin/keys") {
+    if path.starts_with("/admin/users")
+        || path.starts_with("/admin/keys")
+        || path.starts_with("/admin/operators")
+    {
         Role::Admin
     } else {
         Role::Operator

@@ -43,6 +43,11 @@ impl Accumulator {
         self.captured = Some(String::new());
     }
 
+    /// Choice 0's finish reason, once the upstream said it.
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.finish_reason.as_deref()
+    }
+
     /// The kept text, once.
     pub fn take_text(&mut self) -> Option<String> {
         self.captured.take()

@@ -25,6 +25,8 @@ pub(super) struct Run<'a> {
     pub prompt_estimate: u64,
     pub ledger: Ledger,
     pub writer: Option<CacheWriter>,
+    /// The request's span (each upstream attempt is a child).
+    pub trace: crate::telemetry::trace::Span,
 }
 
 impl Run<'_> {
@@ -34,6 +36,7 @@ impl Run<'_> {
             config: &self.live.routing,
             breakers: &self.pipeline.breakers,
             started: self.started,
+            trace: &self.trace,
         }
     }
 }
@@ -67,8 +70,15 @@ pub(super) async fn whole(
         ..
     } = run;
     match result {
-        Ok((completion, route)) => {
+        Ok((completion, route, attempt)) => {
             ledger.use_model(&route.name, route.provider.name(), live.price(&route.name));
+            ledger.answered_in(attempt);
+            let reasons: Vec<&str> = completion
+                .choices
+                .iter()
+                .filter_map(|c| c.finish_reason.as_deref())
+                .collect();
+            ledger.finish_reasons(&reasons);
             if ledger.wants_output()
                 && let Some(text) = completion
                     .choices
@@ -117,7 +127,7 @@ pub(super) async fn stream(
         writer,
         ..
     } = run;
-    let ((first, mut upstream), route) = match result {
+    let ((first, mut upstream), route, attempt) = match result {
         Ok(v) => v,
         Err(e) => {
             let err = exhausted(e);
@@ -126,6 +136,7 @@ pub(super) async fn stream(
         }
     };
     ledger.use_model(&route.name, route.provider.name(), live.price(&route.name));
+    ledger.answered_in(attempt);
     meta.answered_by = route.name.clone();
     let grace_over = pipeline.grace_over.clone();
     let mut acc = Accumulator::new(&request.model, prompt_estimate, writer.is_some());
@@ -182,6 +193,9 @@ pub(super) async fn stream(
         yield ChatEvent::Usage { usage, model: Some(acc.model.clone()) };
         if let Some(text) = acc.take_text() {
             ledger.set_output(text);
+        }
+        if let Some(reason) = acc.finish_reason() {
+            ledger.finish_reasons(&[reason]);
         }
         ledger.finish_ok(usage).await;
         if let (Some(w), Some(answer)) = (writer, acc.stored_answer()) {

@@ -9,6 +9,8 @@ use crate::auth::Principal;
 use crate::cache::{Cache, CacheKeys, ControlText, Controls, Hit, NewEntry, StoredAnswer};
 use crate::embed::{EmbedService, Priority};
 use crate::store::Store;
+use crate::telemetry::genai;
+use crate::telemetry::trace::{Kind, Span};
 use crate::types::ChatCompletionRequest;
 
 /// The cache's keys and the client's controls for one request.
@@ -69,7 +71,12 @@ impl CachePlan {
 
     /// Exact, then semantic. A failing store or embedder is a miss, never an error, and
     /// neither is waited for past the lookup deadline.
-    pub async fn lookup(&mut self, store: &Store, embedder: Option<&EmbedService>) -> Option<Hit> {
+    pub async fn lookup(
+        &mut self,
+        store: &Store,
+        embedder: Option<&EmbedService>,
+        trace: &Span,
+    ) -> Option<Hit> {
         if !self.controls.read {
             metrics::counter!("qm_cache_lookups_total", "result" => "bypass").increment(1);
             return None;
@@ -96,24 +103,38 @@ impl CachePlan {
         }
         if self.semantic(embedder) {
             let embedder = embedder?;
+            let span = trace.child(
+                format!("embeddings {}", embedder.model_name),
+                Kind::Internal,
+            );
+            if span.is_recording() {
+                span.set(genai::OPERATION, "embeddings");
+                span.set(genai::PROVIDER, "quartermaster.local");
+                span.set(genai::REQUEST_MODEL, embedder.model_name.as_str());
+            }
             let embedded = embedder.embed_for(
                 &self.tenant,
                 Priority::Interactive,
                 vec![self.keys.query.clone()],
             );
             match tokio::time::timeout(deadline, embedded).await {
-                Ok(Ok(mut e)) if !e.is_empty() => self.vector = Some(e.remove(0).vector),
+                Ok(Ok(mut e)) if !e.is_empty() => {
+                    span.set(genai::INPUT_TOKENS, e[0].tokens as u64);
+                    self.vector = Some(e.remove(0).vector)
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cache: embedding failed; no semantic lookup")
                 }
                 Err(_) => {
+                    span.error("timeout", "the embedding missed the lookup deadline");
                     metrics::counter!("qm_cache_lookups_total", "result" => "skipped", "why" => "embed_deadline").increment(1);
                     tracing::debug!(
                         "cache: the query's embedding missed its deadline; no semantic lookup"
                     );
                 }
             }
+            drop(span);
             if let Some(v) = &self.vector {
                 match self
                     .cache

@@ -86,6 +86,9 @@ pub struct ChatRequest {
     pub request_id: String,
     /// When the request arrived (latency, time to first token, the retry budget).
     pub started: Instant,
+    /// The request's span: the pipeline's steps are its children (empty when tracing is
+    /// off).
+    pub trace: crate::telemetry::trace::Span,
 }
 
 /// How the cache took part.

@@ -12,8 +12,11 @@ use super::{
 };
 use crate::auth::Principal;
 use crate::cache::Hit;
+use crate::error::ErrorCode;
 use crate::providers::ModelRoute;
 use crate::route::{Decision, Live};
+use crate::telemetry::genai;
+use crate::telemetry::trace::{Kind, Span};
 use crate::types::ChatCompletionRequest;
 use crate::usage::{Budgets, Ledger, LedgerOpen, Reservation};
 
@@ -26,6 +29,7 @@ impl Pipeline {
             controls,
             request_id,
             started,
+            trace,
         } = req;
         request
             .validate()
@@ -48,6 +52,11 @@ impl Pipeline {
             controls.rag_top_k.as_deref(),
             &mut request,
         )?;
+        if trace.is_recording() {
+            trace.set(genai::OPERATION, "chat");
+            trace.set(genai::REQUEST_MODEL, request.model.as_str());
+            trace.set(genai::TENANT, principal.tenant.name.as_str());
+        }
         let live = self.live.load_full();
         routing::tier_hint(&live, controls.tier.as_deref())?;
         match self.models.get(&request.model) {
@@ -74,17 +83,31 @@ impl Pipeline {
             &controls.cache,
             keyed.as_ref().unwrap_or(&request),
         )?;
-        if let Some(p) = plan.as_mut()
-            && let Some(hit) = p.lookup(&self.store, self.embedder.as_ref()).await
-        {
-            return Ok(self.replay(&request, &principal, &controls, request_id, started, hit));
+        if let Some(p) = plan.as_mut() {
+            let span = trace.child("cache lookup", Kind::Internal);
+            let hit = p.lookup(&self.store, self.embedder.as_ref(), &span).await;
+            traced_lookup(&[&span, &trace], hit.as_ref(), p.looked_up);
+            if let Some(hit) = hit {
+                drop(span);
+                let at = (request_id, started);
+                return Ok(self.replay(&request, &principal, &controls, at, hit, &trace));
+            }
+        } else {
+            trace.set(genai::CACHE_RESULT, "bypass");
         }
         let query_vector = plan.as_ref().and_then(|p| p.vector.clone());
         let citations = match grounding {
-            Some(g) => Some(
-                g.apply(&principal.tenant.id, &mut request, query_vector.clone())
-                    .await?,
-            ),
+            Some(g) => {
+                let span = trace.child("retrieval", Kind::Internal);
+                let found = g
+                    .apply(&principal.tenant.id, &mut request, query_vector.clone())
+                    .await;
+                match &found {
+                    Ok(c) => span.set(genai::RAG_CHUNKS, c.chunks.len() as u64),
+                    Err(e) => span.error(e.error_code().name(), e.to_string()),
+                }
+                Some(found?)
+            }
             None => None,
         };
         let decision = routing::decide(
@@ -96,9 +119,16 @@ impl Pipeline {
             &principal.tenant.id,
         )
         .await?;
+        if trace.is_recording() {
+            trace.set(genai::ROUTE_REASON, decision.reason);
+            if let Some(tier) = &decision.tier {
+                trace.set(genai::ROUTE_TIER, tier.as_str());
+            }
+        }
         let (routes, prompt_estimate, mut ledger) = self
             .admit(&live, &principal, &request, &decision, request_id, started)
             .await?;
+        ledger.trace(&trace);
         self.tap(&mut ledger, &principal, &controls, &request);
         let cache = match &plan {
             Some(p) if p.looked_up => CacheOutcome::Miss,
@@ -121,6 +151,7 @@ impl Pipeline {
             prompt_estimate,
             ledger,
             writer,
+            trace,
         };
         if request.is_stream() {
             answer::stream(run, request, meta).await
@@ -204,9 +235,9 @@ impl Pipeline {
         request: &ChatCompletionRequest,
         principal: &Principal,
         controls: &super::Controls,
-        request_id: String,
-        started: std::time::Instant,
+        (request_id, started): (String, std::time::Instant),
         hit: Hit,
+        trace: &Span,
     ) -> ChatResponse {
         let mut ledger = Ledger::open(
             &self.request_log,
@@ -221,6 +252,7 @@ impl Pipeline {
                 user: principal.user.as_deref(),
             },
         );
+        ledger.trace(trace);
         self.tap(&mut ledger, principal, controls, request);
         let replay_chars = self
             .cache
@@ -325,5 +357,22 @@ impl Pipeline {
             }
         }
         writer
+    }
+}
+
+/// A cache lookup's outcome on its span and the request's.
+fn traced_lookup(spans: &[&Span], hit: Option<&Hit>, looked_up: bool) {
+    let result = match hit {
+        Some(_) => "hit",
+        None if looked_up => "miss",
+        None => "bypass",
+    };
+    for span in spans.iter().filter(|s| s.is_recording()) {
+        span.set(genai::CACHE_RESULT, result);
+        if let Some(hit) = hit {
+            span.set(genai::CACHE_KIND, hit.kind.as_str());
+            span.set(genai::CACHE_SIMILARITY, f64::from(hit.similarity));
+            span.set(genai::CACHE_ENTRY, hit.entry_id.as_str());
+        }
     }
 }

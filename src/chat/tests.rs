@@ -202,6 +202,7 @@ fn request(model: &str, stream: bool, question: &str) -> ChatRequest {
         controls: Controls::default(),
         request_id: "req".into(),
         started: Instant::now(),
+        trace: Default::default(),
     }
 }
 

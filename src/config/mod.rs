@@ -73,6 +73,8 @@ pub struct Config {
     pub notifications: crate::notify::NotifyConfig,
     pub email: crate::integrations::email::EmailConfig,
     pub cal: crate::integrations::cal::CalConfig,
+    /// OpenTelemetry traces over OTLP (off by default).
+    pub tracing: crate::telemetry::otlp::TracingConfig,
 }
 
 /// A configuration problem, with the path of the offending key.
@@ -143,6 +145,7 @@ impl Config {
         self.cache.validate().map_err(|m| invalid("cache", m))?;
         self.rag.validate().map_err(|m| invalid("rag", m))?;
         self.email.validate().map_err(|m| invalid("email", m))?;
+        self.tracing.validate().map_err(|m| invalid("tracing", m))?;
         self.server
             .cors
             .validate()

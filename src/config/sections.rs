@@ -13,6 +13,11 @@ pub struct AdminConfig {
     pub api_key_env: Option<String>,
     /// The key itself; prefer `api_key_env`. Without either the admin API answers 403.
     pub api_key: Option<SecretString>,
+    /// The operator console's built files (`scripts/setup.sh` builds them), served at
+    /// `/console/`; relative paths are from the working directory.
+    pub console_dir: std::path::PathBuf,
+    /// How long a console session lasts.
+    pub session_ttl_secs: u64,
 }
 
 impl Default for AdminConfig {
@@ -20,6 +25,8 @@ impl Default for AdminConfig {
         Self {
             api_key_env: Some("QM_ADMIN_KEY".into()),
             api_key: None,
+            console_dir: "console/dist".into(),
+            session_ttl_secs: 12 * 3600,
         }
     }
 }

@@ -71,6 +71,11 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError
 pub trait Provider: Send + Sync {
     fn name(&self) -> &str;
 
+    /// The wire protocol spoken upstream, as traces name it (`gen_ai.provider.name`).
+    fn protocol(&self) -> &'static str {
+        "openai"
+    }
+
     async fn complete(
         &self,
         request: ChatCompletionRequest,

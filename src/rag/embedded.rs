@@ -367,7 +367,13 @@ impl ChunkStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let _write = self.write.lock().await;
         let metadata = serde_json::Value::Object(doc.metadata.clone()).to_string();
-        let mut tx = self.pool.begin().await?;
+        // The write lock from the start: a deferred transaction that reads (`chunk_ids`)
+        // and then writes fails at once (SQLITE_BUSY, no busy wait) when another connection
+        // (the request log writer, the health probe) wrote in between.
+        let mut tx = self
+            .pool
+            .begin_with(sqlx::AssertSqlSafe("BEGIN IMMEDIATE"))
+            .await?;
         let old = Self::chunk_ids(&mut tx, tenant, &doc.id).await?;
         sqlx::query("DELETE FROM rag_chunks WHERE tenant_id = $1 AND document_id = $2")
             .bind(tenant)
@@ -421,7 +427,13 @@ impl ChunkStore for EmbeddedStore {
 
     async fn delete(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let _write = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        // The write lock from the start: a deferred transaction that reads (`chunk_ids`)
+        // and then writes fails at once (SQLITE_BUSY, no busy wait) when another connection
+        // (the request log writer, the health probe) wrote in between.
+        let mut tx = self
+            .pool
+            .begin_with(sqlx::AssertSqlSafe("BEGIN IMMEDIATE"))
+            .await?;
         let old = Self::chunk_ids(&mut tx, tenant, id).await?;
         let deleted = sqlx::query("DELETE FROM rag_documents WHERE tenant_id = $1 AND id = $2")
             .bind(tenant)

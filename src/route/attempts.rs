@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::{Breakers, RoutingConfig, backoff};
 use crate::providers::{ModelRoute, ProviderError};
+use crate::telemetry::genai;
+use crate::telemetry::trace::{Kind, Span};
 
 /// Why no model answered.
 #[derive(Debug)]
@@ -24,6 +26,8 @@ pub struct Attempts<'a> {
     pub breakers: &'a Breakers,
     /// When the request arrived: the retry budget counts from it.
     pub started: Instant,
+    /// The request's span: each attempt is a client span under it.
+    pub trace: &'a Span,
 }
 
 fn retryable(e: &ProviderError) -> bool {
@@ -42,8 +46,9 @@ pub fn note_upstream_error(route: &ModelRoute, e: &ProviderError) {
 }
 
 impl Attempts<'_> {
-    /// Calls `call` on each model in turn until one succeeds.
-    pub async fn run<T, F, Fut>(&self, mut call: F) -> Result<(T, ModelRoute), Exhausted>
+    /// Calls `call` on each model in turn until one succeeds; returns its answer, its model
+    /// and its attempt's span (still open: the caller ends it when the answer is done).
+    pub async fn run<T, F, Fut>(&self, mut call: F) -> Result<(T, ModelRoute, Span), Exhausted>
     where
         F: FnMut(ModelRoute) -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
@@ -60,13 +65,16 @@ impl Attempts<'_> {
                 continue;
             }
             for attempt in 0..=cfg.max_retries_per_target {
+                let span = self.attempt_span(route, attempt);
                 let e = match call(route.clone()).await {
                     Ok(v) => {
                         breakers.success(&route.name);
-                        return Ok((v, route.clone()));
+                        return Ok((v, route.clone(), span));
                     }
                     Err(e) => e,
                 };
+                span.error(e.kind(), e.to_string());
+                drop(span);
                 note_upstream_error(route, &e);
                 if !retryable(&e) {
                     breakers.success(&route.name); // it answered: the upstream is up
@@ -99,5 +107,20 @@ impl Attempts<'_> {
             }
         }
         Err(last.map_or(Exhausted::AllOpen, Exhausted::Upstream))
+    }
+
+    /// A GenAI client span for one call to an upstream (`chat {model}`).
+    fn attempt_span(&self, route: &ModelRoute, attempt: u32) -> Span {
+        let span = self
+            .trace
+            .child(format!("chat {}", route.upstream_model), Kind::Client);
+        if span.is_recording() {
+            span.set(genai::OPERATION, "chat");
+            span.set(genai::PROVIDER, route.provider.protocol());
+            span.set(genai::QM_PROVIDER, route.provider.name());
+            span.set(genai::REQUEST_MODEL, route.upstream_model.as_str());
+            span.set(genai::ATTEMPT, i64::from(attempt));
+        }
+        span
     }
 }

@@ -48,6 +48,8 @@ pub fn load_examples(path: &Path) -> Result<Vec<Example>, String> {
 pub struct Classifier {
     weights: Vec<f32>,
     bias: f32,
+    /// Its scores on `routing.eval_path` at thresholds 0.1 to 0.9, when one is set.
+    pub evaluation: Option<Vec<ThresholdRow>>,
 }
 
 impl Classifier {
@@ -86,6 +88,7 @@ impl Classifier {
         Self {
             weights: w,
             bias: b,
+            evaluation: None,
         }
     }
 
@@ -108,7 +111,7 @@ fn sigmoid(z: f32) -> f32 {
 }
 
 /// Decision accuracy and the share routed to the strong tier at one threshold.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ThresholdRow {
     pub threshold: f32,
     pub accuracy: f32,

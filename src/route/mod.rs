@@ -39,6 +39,9 @@ pub struct RoutingConfig {
     /// Labeled examples (`{"prompt", "label": "easy"|"hard"}` per line) the classifier is
     /// trained on at start (and on reload, when the file changed).
     pub examples_path: String,
+    /// Labeled prompts (same format) the trained classifier is scored on, for the admin
+    /// API's and the console's threshold curve; none by default.
+    pub eval_path: Option<String>,
     /// P(hard) at or above this goes to `hard_tier`: lower sends more to the strong tier.
     pub threshold: f32,
     pub easy_tier: String,
@@ -69,6 +72,7 @@ impl Default for RoutingConfig {
         Self {
             aliases: vec!["auto".into()],
             examples_path: "prompts/router_examples.jsonl".into(),
+            eval_path: None,
             threshold: 0.5,
             easy_tier: "cheap".into(),
             hard_tier: "strong".into(),

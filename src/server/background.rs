@@ -192,7 +192,8 @@ pub(super) async fn train_classifier(state: Arc<AppState>) {
         return;
     }
     let path = PathBuf::from(&live.routing.examples_path);
-    match build_classifier(state.chat.embedder.as_ref(), &path).await {
+    let eval = live.routing.eval_path.as_ref().map(PathBuf::from);
+    match build_classifier(state.chat.embedder.as_ref(), &path, eval.as_deref()).await {
         Ok(classifier) => {
             let stamp = crate::route::live::file_stamp(&path);
             state.chat.live.rcu(|current| {
@@ -209,14 +210,40 @@ pub(super) async fn train_classifier(state: Arc<AppState>) {
     }
 }
 
-/// Embeds the labeled examples and fits the classifier.
+/// Embeds the labeled examples and fits the classifier; scores it on `eval` when given.
 pub async fn build_classifier(
     embedder: Option<&crate::embed::EmbedService>,
     path: &std::path::Path,
+    eval: Option<&std::path::Path>,
 ) -> Result<Arc<crate::route::Classifier>, String> {
     let Some(embedder) = embedder else {
         return Err("embeddings are disabled".into());
     };
+    let (features, labels) = embed_examples(embedder, path).await?;
+    let mut classifier =
+        tokio::task::spawn_blocking(move || crate::route::Classifier::train(&features, &labels))
+            .await
+            .map_err(|e| e.to_string())?;
+    if let Some(eval) = eval {
+        let (features, labels) = embed_examples(embedder, eval)
+            .await
+            .map_err(|e| format!("routing.eval_path: {e}"))?;
+        let scores: Vec<f32> = features.iter().map(|x| classifier.p_hard(x)).collect();
+        let thresholds: Vec<f32> = (1..=9).map(|i| i as f32 / 10.0).collect();
+        classifier.evaluation = Some(crate::route::classifier::evaluate(
+            &scores,
+            &labels,
+            &thresholds,
+        ));
+    }
+    Ok(Arc::new(classifier))
+}
+
+/// A labeled examples file's embeddings and labels (`true`: hard).
+async fn embed_examples(
+    embedder: &crate::embed::EmbedService,
+    path: &std::path::Path,
+) -> Result<(Vec<Vec<f32>>, Vec<bool>), String> {
     let examples = crate::route::classifier::load_examples(path)?;
     let mut features = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(32) {
@@ -224,15 +251,11 @@ pub async fn build_classifier(
         let embedded = embedder.embed(texts).await.map_err(|e| e.to_string())?;
         features.extend(embedded.into_iter().map(|e| e.vector));
     }
-    let labels: Vec<bool> = examples
+    let labels = examples
         .iter()
         .map(|e| e.is_hard().unwrap_or(false))
         .collect();
-    let classifier =
-        tokio::task::spawn_blocking(move || crate::route::Classifier::train(&features, &labels))
-            .await
-            .map_err(|e| e.to_string())?;
-    Ok(Arc::new(classifier))
+    Ok((features, labels))
 }
 
 /// Swaps in a reloaded config's tiers, routing, prices and limits in one step (retraining
@@ -289,7 +312,8 @@ async fn apply(state: &AppState, config: Config) -> Result<(), String> {
         next.classifier = current.classifier.clone();
         next.trained_on = current.trained_on.clone();
     } else if !next.tiers.is_empty() {
-        match build_classifier(state.chat.embedder.as_ref(), &examples).await {
+        let eval = next.routing.eval_path.as_ref().map(PathBuf::from);
+        match build_classifier(state.chat.embedder.as_ref(), &examples, eval.as_deref()).await {
             Ok(c) => {
                 next.classifier = Some(c);
                 next.trained_on = Some(stamp);

@@ -33,6 +33,8 @@ pub struct App {
     log_task: JoinHandle<()>,
     /// Watched for changes (and re-read on SIGHUP) when set.
     config_path: Option<PathBuf>,
+    /// The OTLP trace exporter, flushed at shutdown.
+    trace_exporter: Option<telemetry::otlp::Exporter>,
 }
 
 /// The response cache, when enabled (exact-only without embeddings).
@@ -138,6 +140,7 @@ impl App {
             store.clone(),
             config.audit.forward_url.is_some().then(|| jobs.clone()),
         ));
+        let trace_exporter = telemetry::otlp::start(&config.tracing);
         let state = AppState {
             chat: Arc::new(chat),
             jobs,
@@ -160,11 +163,16 @@ impl App {
             identities,
             operator_keys,
             audit,
+            tracer: trace_exporter
+                .as_ref()
+                .map(|e| e.tracer.clone())
+                .unwrap_or_default(),
         };
         Ok(Self {
             state: Arc::new(state),
             log_task,
             config_path: None,
+            trace_exporter,
         })
     }
 
@@ -189,6 +197,7 @@ impl App {
             state,
             log_task,
             config_path,
+            trace_exporter,
         } = self;
         let router = crate::api::router(state.clone());
         let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
@@ -291,6 +300,10 @@ impl App {
         }
         let store = state.store.clone();
         drop(state);
+        // Spans still queued (the last requests') are sent, a few seconds at most.
+        if let Some(exporter) = trace_exporter {
+            exporter.shutdown(Duration::from_secs(3)).await;
+        }
         match tokio::time::timeout(Duration::from_secs(30), log_task).await {
             Ok(_) => tracing::info!("shutdown: request log drained"),
             Err(_) => tracing::error!("shutdown: request log writer did not finish in 30 s"),

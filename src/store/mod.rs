@@ -4,6 +4,7 @@
 
 mod health;
 pub mod limits;
+mod operators;
 mod reports;
 mod request_log;
 mod responses;
@@ -11,7 +12,8 @@ mod sqlite;
 mod tenants;
 
 pub use health::StoreHealth;
-pub use reports::{RouteCount, UsageGroup, UsageRow};
+pub use operators::{MfaRow, SessionRow};
+pub use reports::{RequestSample, RouteCount, UsageGroup, UsageRow};
 pub use request_log::{RequestLogOptions, RequestLogRecord, RequestLogStatus, RequestLogWriter};
 pub use responses::{ResponseSaver, StoredResponse};
 pub use tenants::{ApiKeyRow, Tenant, TenantRow};

@@ -145,3 +145,72 @@ impl Store {
             .collect())
     }
 }
+
+/// One request's figures, as the console's overview charts them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestSample {
+    pub at_ms: i64,
+    /// The tenant's name (its id if it has none; `-` for none).
+    pub tenant: String,
+    pub model: String,
+    /// The routing tier (`-` when the request was not routed).
+    pub tier: String,
+    /// `ok`, `cache_hit`, or an error's status.
+    pub status: String,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub cost_usd: f64,
+    pub saved_usd: f64,
+}
+
+impl Store {
+    /// The newest `limit` requests in `[since_ms, until_ms)`, of one tenant (name or id) and
+    /// one model or all (empty), newest first.
+    pub async fn request_samples(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        tenant: &str,
+        model: &str,
+        limit: i64,
+    ) -> Result<Vec<RequestSample>, StoreError> {
+        type Row = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            f64,
+            Option<f64>,
+            f64,
+            f64,
+        );
+        let rows: Vec<Row> = on_pool!(self, p => sqlx::query_as(
+            "SELECT r.created_at, COALESCE(t.name, r.tenant_id, '-'), r.model, COALESCE(r.route_tier, '-'), \
+                    r.status, r.latency_ms, r.ttft_ms, r.cost_usd, r.saved_usd \
+             FROM request_log r LEFT JOIN tenants t ON t.id = r.tenant_id \
+             WHERE r.created_at >= $1 AND r.created_at < $2 \
+             AND ($3 = '' OR r.tenant_id = $3 OR t.name = $3) AND ($4 = '' OR r.model = $4) \
+             ORDER BY r.created_at DESC LIMIT $5")
+            .bind(since_ms).bind(until_ms).bind(tenant).bind(model).bind(limit)
+            .fetch_all(p).await)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(at_ms, tenant, model, tier, status, latency_ms, ttft_ms, cost_usd, saved_usd)| {
+                    RequestSample {
+                        at_ms,
+                        tenant,
+                        model,
+                        tier,
+                        status,
+                        latency_ms,
+                        ttft_ms,
+                        cost_usd,
+                        saved_usd,
+                    }
+                },
+            )
+            .collect())
+    }
+}

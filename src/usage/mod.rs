@@ -6,6 +6,7 @@
 mod alerts;
 mod budget;
 mod lease;
+pub mod overview;
 
 pub use alerts::BudgetAlert;
 pub use budget::{BudgetError, Budgets, Limits, LimitsConfig, Price, Reservation, Scope, cost_usd};
@@ -16,6 +17,8 @@ use std::time::Instant;
 
 use crate::error::ErrorCode;
 use crate::store::{RequestLogRecord, RequestLogWriter, now_ms};
+use crate::telemetry::genai;
+use crate::telemetry::trace::Span;
 use crate::types::Usage;
 
 /// Told of every request as it closes, whatever its outcome (server-side analytics);
@@ -67,6 +70,8 @@ pub struct Ledger {
     price: Price,
     /// Told when the ledger closes (analytics).
     tap: Option<(Arc<dyn Tap>, TapContext)>,
+    /// The request's span and the answering attempt's: given the outcome at close.
+    spans: [Span; 2],
 }
 
 impl Ledger {
@@ -101,6 +106,28 @@ impl Ledger {
             reservation: None,
             price: Price::default(),
             tap: None,
+            spans: Default::default(),
+        }
+    }
+
+    /// The request's span, told the outcome when the ledger closes.
+    pub fn trace(&mut self, request: &Span) {
+        self.spans[0] = request.clone();
+    }
+
+    /// The span of the upstream attempt that answers: it ends when the ledger closes (a
+    /// stream's, when the stream does).
+    pub fn answered_in(&mut self, attempt: Span) {
+        self.spans[1] = attempt;
+    }
+
+    /// The answer's finish reasons, on both spans.
+    pub fn finish_reasons(&self, reasons: &[&str]) {
+        if self.spans.iter().any(Span::is_recording) {
+            let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+            for span in &self.spans {
+                span.set(genai::FINISH_REASONS, reasons.clone());
+            }
         }
     }
 
@@ -153,7 +180,30 @@ impl Ledger {
         if let Some((tap, context)) = self.tap.take() {
             tap.closed(&self.record, context);
         }
+        if self.spans.iter().any(Span::is_recording) {
+            self.annotate(status);
+        }
         self.record.clone()
+    }
+
+    /// The outcome on the request's span and the answering attempt's; the attempt's ends.
+    fn annotate(&mut self, status: &'static str) {
+        let r = &self.record;
+        let [request, attempt] = &self.spans;
+        for span in [request, attempt] {
+            span.set(genai::RESPONSE_MODEL, r.model.as_str());
+            span.set(genai::INPUT_TOKENS, r.tokens_in);
+            span.set(genai::OUTPUT_TOKENS, r.tokens_out);
+        }
+        request.set(genai::OUTCOME, status);
+        if let Some(p) = &r.provider {
+            request.set(genai::QM_PROVIDER, p.as_str());
+        }
+        if let Some(code) = &r.error_code {
+            request.error(code, format!("{status}: {code}"));
+            attempt.error(code, format!("{status}: {code}"));
+        }
+        self.spans[1] = Span::none();
     }
 
     /// A finished answer: priced at the answering model's prices, its reservation settled.

@@ -17,6 +17,7 @@ mod cli;
 mod cms;
 mod comms;
 mod comms_kill;
+mod console;
 mod email;
 mod embeddings;
 mod gateway;

@@ -27,11 +27,12 @@ use crate::chat::ChatBody;
 pub async fn create(
     State(Chat(pipeline)): State<Chat>,
     Extension(principal): Extension<Principal>,
+    crate::api::trace::RequestSpan(trace): crate::api::trace::RequestSpan,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
     let chat = decode::to_chat(body, false)?;
-    let request = super::controls::chat_request(&headers, principal, chat)?;
+    let request = super::controls::chat_request(&headers, principal, trace, chat)?;
     let answer = pipeline.run(request).await?;
     let meta = answer.meta;
     let mut response = match answer.body {

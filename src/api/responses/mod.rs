@@ -40,6 +40,7 @@ fn not_found(id: &str) -> ApiError {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
+    crate::api::trace::RequestSpan(trace): crate::api::trace::RequestSpan,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
@@ -63,8 +64,12 @@ pub async fn create(
                 .history
         }
     };
-    let request =
-        super::controls::chat_request(&headers, principal, req.to_chat(history.clone(), &items)?)?;
+    let request = super::controls::chat_request(
+        &headers,
+        principal,
+        trace,
+        req.to_chat(history.clone(), &items)?,
+    )?;
     let answer = state.chat.run(request).await?;
     let meta = answer.meta;
     let shell = Shell::new(&req, meta.citations.clone());

@@ -182,6 +182,7 @@ fn assistant_steps(parts: &[Value], out: &mut Vec<Value>) {
 pub async fn chat(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
+    crate::api::trace::RequestSpan(trace): crate::api::trace::RequestSpan,
     headers: HeaderMap,
     ApiJson(req): ApiJson<UiChatRequest>,
 ) -> Result<Response, ApiError> {
@@ -213,7 +214,7 @@ pub async fn chat(
     let body = serde_json::from_value(Value::Object(body))
         .map_err(|e| ApiError::invalid(format!("invalid request: {e}"), None))?;
     let tenant = principal.tenant.id.clone();
-    let request = super::controls::chat_request(&headers, principal, body)?;
+    let request = super::controls::chat_request(&headers, principal, trace, body)?;
     let answer = state.chat.run(request).await?;
     let ChatBody::Stream(events) = answer.body else {
         return Err(ApiError::Internal(

@@ -102,6 +102,10 @@ impl AnthropicProvider {
 
 #[async_trait::async_trait]
 impl Provider for AnthropicProvider {
+    fn protocol(&self) -> &'static str {
+        "anthropic"
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

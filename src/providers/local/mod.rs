@@ -365,6 +365,10 @@ impl LocalProvider {
 
 #[async_trait::async_trait]
 impl Provider for LocalProvider {
+    fn protocol(&self) -> &'static str {
+        "quartermaster.local"
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

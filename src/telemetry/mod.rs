@@ -1,4 +1,10 @@
-//! Logs (pretty or JSON, through `tracing`) and the Prometheus recorder.
+//! Logs (pretty or JSON, through `tracing`), the Prometheus recorder, and request traces
+//! (OpenTelemetry spans: `trace.rs`, exported over OTLP by `otlp.rs`; the GenAI attribute
+//! names in `genai.rs`).
+
+pub mod genai;
+pub mod otlp;
+pub mod trace;
 
 use std::sync::{Arc, OnceLock};
 

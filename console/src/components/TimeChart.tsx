@@ -1,0 +1,58 @@
+import { CartesianGrid, Legend, Line, LineChart, ResponsiveContainer, Tooltip, XAxis, YAxis } from 'recharts';
+import { axisTime } from '../lib/format';
+
+export interface Series {
+  key: string;
+  label: string;
+  color: string;
+}
+
+interface Props<T> {
+  title: string;
+  data: T[];
+  /** The x value of a point (ms since the epoch). */
+  x: keyof T & string;
+  series: Series[];
+  /** How values read on the axis and in the tooltip. */
+  format: (v: number) => string;
+  windowMs: number;
+}
+
+/** Lines over time, one per series. */
+export function TimeChart<T>({ title, data, x, series, format, windowMs }: Props<T>) {
+  return (
+    <figure className="chart" aria-label={title}>
+      <figcaption>{title}</figcaption>
+      <ResponsiveContainer width="100%" height={200}>
+        <LineChart data={data} margin={{ top: 8, right: 16, bottom: 0, left: 8 }}>
+          <CartesianGrid stroke="#e5e7eb" vertical={false} />
+          <XAxis
+            dataKey={x}
+            type="number"
+            scale="time"
+            domain={['dataMin', 'dataMax']}
+            tickFormatter={(t: number) => axisTime(t, windowMs)}
+            fontSize={11}
+          />
+          <YAxis tickFormatter={format} fontSize={11} width={64} />
+          <Tooltip
+            labelFormatter={(t: number) => new Date(t).toLocaleString()}
+            formatter={(v: number) => format(v)}
+          />
+          <Legend />
+          {series.map((s) => (
+            <Line
+              key={s.key}
+              dataKey={s.key}
+              name={s.label}
+              stroke={s.color}
+              dot={false}
+              isAnimationActive={false}
+              connectNulls
+            />
+          ))}
+        </LineChart>
+      </ResponsiveContainer>
+    </figure>
+  );
+}
