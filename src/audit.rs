@@ -158,8 +158,12 @@ pub struct Query {
     pub until_ms: Option<i64>,
     pub actor: Option<String>,
     pub action: Option<String>,
-    /// Rows after this sequence number (paging).
+    /// Rows after this sequence number (paging oldest first).
     pub after: Option<i64>,
+    /// Rows before this sequence number (paging newest first).
+    pub before: Option<i64>,
+    /// `asc` (default: oldest first) or `desc` (newest first).
+    pub order: Option<String>,
     pub limit: Option<i64>,
     /// `json` (default) or `jsonl`.
     pub format: Option<String>,
@@ -282,13 +286,21 @@ impl AuditLog {
 
     /// Rows matching `q`, oldest first.
     pub async fn read(&self, q: &Query) -> Result<Vec<Row>, StoreError> {
-        let rows: Vec<RowTuple> = on_pool!(&self.store, p => sqlx::query_as(
+        let order = if q.order.as_deref() == Some("desc") {
+            "DESC"
+        } else {
+            "ASC"
+        };
+        let sql = format!(
             "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log \
-             WHERE seq > $1 AND at >= $2 AND at <= $3 AND ($4 = '' OR actor = $4) AND ($5 = '' OR action = $5) \
-             ORDER BY seq LIMIT $6")
+             WHERE seq > $1 AND seq < $7 AND at >= $2 AND at <= $3 AND ($4 = '' OR actor = $4) \
+             AND ($5 = '' OR action = $5) ORDER BY seq {order} LIMIT $6"
+        );
+        let rows: Vec<RowTuple> = on_pool!(&self.store, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
             .bind(q.after.unwrap_or(0)).bind(q.since_ms.unwrap_or(0)).bind(q.until_ms.unwrap_or(i64::MAX))
             .bind(q.actor.clone().unwrap_or_default()).bind(q.action.clone().unwrap_or_default())
             .bind(q.limit.unwrap_or(1000).clamp(1, 100_000))
+            .bind(q.before.unwrap_or(i64::MAX))
             .fetch_all(p).await)?;
         Ok(rows.into_iter().map(from_tuple).collect())
     }

@@ -240,8 +240,39 @@ async fn redrive_all(State(state): State<Arc<AppState>>) -> Result<axum::Json<Va
     Ok(axum::Json(json!({"redriven": n})))
 }
 
+/// Tenants with their plan and billing state, their limits and budgets (configured), and
+/// what they spent today and this month (UTC, the budgets' windows).
 async fn list_tenants(State(state): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
-    let data = state.store.list_tenants().await?;
+    let tenants = state.store.list_tenants().await?;
+    let (day_start, month_start) = crate::usage::budget_windows(crate::store::now_ms());
+    let spend = |rows: Vec<crate::store::UsageRow>| {
+        rows.into_iter()
+            .map(|r| (r.group, r.spend_usd))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let today = spend(
+        state
+            .store
+            .usage_report(UsageGroup::Tenant, day_start, None, None, None)
+            .await?,
+    );
+    let month = spend(
+        state
+            .store
+            .usage_report(UsageGroup::Tenant, month_start, None, None, None)
+            .await?,
+    );
+    let live = state.chat.live.load();
+    let data: Vec<Value> = tenants
+        .into_iter()
+        .map(|t| {
+            let mut v = json!(t);
+            v["limits"] = json!(live.limits.for_tenant(&t.name));
+            v["spend_today_usd"] = json!(today.get(&t.id).copied().unwrap_or(0.0));
+            v["spend_month_usd"] = json!(month.get(&t.id).copied().unwrap_or(0.0));
+            v
+        })
+        .collect();
     Ok(axum::Json(json!({"object": "list", "data": data})))
 }
 

@@ -34,6 +34,7 @@ pub fn admin_router() -> Router<Arc<AppState>> {
         .route("/admin/me", get(me))
         .route("/admin/mfa/enroll", post(enroll))
         .route("/admin/mfa/confirm", post(confirm))
+        .route("/admin/operators", get(operators))
         .route("/admin/operators/{actor}/mfa", delete(reset))
         .route("/admin/overview", get(overview_figures))
 }
@@ -154,6 +155,35 @@ async fn confirm(
         .await
         .map_err(|e| ApiError::coded(&e))?;
     Ok(axum::Json(json!({"enrolled": true})))
+}
+
+/// The operators: the admin key and the operator keys (with their roles), and identity
+/// users who enrolled a second factor; each with its enrolment state.
+async fn operators(State(state): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
+    let enrolled: std::collections::BTreeMap<String, bool> =
+        state.store.mfa_enrolments().await?.into_iter().collect();
+    let mut data = vec![];
+    let mut keyed: Vec<(String, Option<&str>)> = vec![];
+    if state.admin_key.is_some() {
+        keyed.push(("admin-key".into(), Some("admin")));
+    }
+    for (_, o) in &state.operator_keys {
+        keyed.push((o.actor.clone(), Some(o.role.as_str())));
+    }
+    for (actor, _) in &enrolled {
+        if !keyed.iter().any(|(a, _)| a == actor) {
+            keyed.push((actor.clone(), None));
+        }
+    }
+    for (actor, role) in keyed {
+        let mfa = match enrolled.get(&actor) {
+            Some(true) => "enrolled",
+            Some(false) => "pending",
+            None => "none",
+        };
+        data.push(json!({"actor": actor, "role": role, "mfa": mfa}));
+    }
+    Ok(axum::Json(json!({"object": "list", "data": data})))
 }
 
 async fn reset(

@@ -168,6 +168,15 @@ async fn audit(
     State(state): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<crate::audit::Query>,
 ) -> Result<Response, ApiError> {
+    if q.order
+        .as_deref()
+        .is_some_and(|o| o != "asc" && o != "desc")
+    {
+        return Err(ApiError::invalid(
+            "order must be asc or desc",
+            Some("order".to_string()),
+        ));
+    }
     let rows = state.audit.read(&q).await?;
     if q.format.as_deref() == Some("jsonl") {
         let body: String = rows

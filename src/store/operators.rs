@@ -55,6 +55,14 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Every enrolment: (actor, confirmed), by actor.
+    pub async fn mfa_enrolments(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        let rows: Vec<(String, Option<i64>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT actor, confirmed_at FROM operator_mfa ORDER BY actor")
+            .fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|(a, c)| (a, c.is_some())).collect())
+    }
+
     /// Removes an actor's enrolment (an admin resetting a lost authenticator).
     pub async fn delete_mfa(&self, actor: &str) -> Result<bool, StoreError> {
         let done = on_pool!(self, p => sqlx::query("DELETE FROM operator_mfa WHERE actor = $1")

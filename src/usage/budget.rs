@@ -44,7 +44,7 @@ impl ErrorCode for BudgetError {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub requests_per_minute: Option<u64>,
@@ -181,6 +181,22 @@ pub(super) fn retry_after_secs(code: Code, now: i64, window: i64) -> u64 {
         _ => (window + 1) * 60_000,
     };
     ((end - now).max(0) as u64).div_ceil(1000).max(1)
+}
+
+/// The start (ms) of the UTC day and of the UTC month `now` is in: the budgets' windows.
+pub fn budget_windows(now: i64) -> (i64, i64) {
+    let day = day_index(now);
+    (
+        day * 86_400_000,
+        month_start_day(month_index(day)) * 86_400_000,
+    )
+}
+
+impl LimitsConfig {
+    /// A tenant's limits: its own (`tenants.NAME`) or the default.
+    pub fn for_tenant(&self, name: &str) -> &Limits {
+        self.tenants.get(name).unwrap_or(&self.tenant_default)
+    }
 }
 
 /// UTC calendar helpers (no time zone database needed).

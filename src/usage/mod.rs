@@ -9,7 +9,9 @@ mod lease;
 pub mod overview;
 
 pub use alerts::BudgetAlert;
-pub use budget::{BudgetError, Budgets, Limits, LimitsConfig, Price, Reservation, Scope, cost_usd};
+pub use budget::{
+    BudgetError, Budgets, Limits, LimitsConfig, Price, Reservation, Scope, budget_windows, cost_usd,
+};
 pub use lease::Leases;
 
 use std::sync::{Arc, OnceLock};

@@ -137,6 +137,13 @@ async fn sessions_and_a_second_factor_guard_the_admin_api() {
         "an enrolment is not replaced by its holder"
     );
 
+    let operators = app.get_json_as("/admin/operators", &admin_token).await;
+    assert_eq!(
+        operators["data"],
+        json!([{"actor": "admin-key", "role": "admin", "mfa": "none"},
+               {"actor": "operator:ops", "role": "operator", "mfa": "enrolled"}])
+    );
+
     // From now on the raw key only signs in, and only with a fresh code.
     let raw = app.get_as("/admin/jobs/stats", OPS).send().await.unwrap();
     assert_eq!(raw.status(), 401);
@@ -211,13 +218,33 @@ async fn sessions_and_a_second_factor_guard_the_admin_api() {
         .filter(|e| e["target"] == "/admin/session")
         .count();
     assert!(sign_ins >= 5, "{audit}");
+    let newest = app
+        .get_json_as("/admin/audit?order=desc&limit=2", &admin_token)
+        .await;
+    let seqs: Vec<i64> = newest["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    assert!(seqs.len() == 2 && seqs[0] > seqs[1], "{newest}");
+    let bad = app
+        .get_as("/admin/audit?order=sideways", &admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
     app.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_overview_charts_requests_errors_and_latency() {
-    let mut app = TestApp::spawn_with(common::Options::extra(&admin_extra("", ""))).await;
-    for model in ["mock-ok", "mock-ok", "mock-ok", "mock-500"] {
+    // Priced, with a daily budget: the tenants' listing shows both.
+    let limits = "[limits.tenant_default]\nusd_per_day = 5.0\n\
+                  [models.priced]\nprovider = \"mock\"\nupstream_model = \"mock-ok\"\n\
+                  input_usd_per_mtok = 1000.0\noutput_usd_per_mtok = 1000.0\n";
+    let mut app = TestApp::spawn_with(common::Options::extra(&admin_extra("", limits))).await;
+    for model in ["priced", "priced", "priced", "mock-500"] {
         let _ = app.chat(common::chat_body(model, false)).await;
     }
     let token = sign_in(&app, ADMIN, None).await.1["token"]
@@ -245,7 +272,7 @@ async fn the_overview_charts_requests_errors_and_latency() {
         .iter()
         .map(|m| m["key"].as_str().unwrap())
         .collect();
-    assert_eq!(models, ["mock-ok", "mock-500"], "the busiest first");
+    assert_eq!(models, ["priced", "mock-500"], "the busiest first");
     assert_eq!(overview["by_tenant"][0]["key"], "tenant-a");
     // One tenant's and one model's, and a window with nothing in it.
     let one = app
@@ -257,6 +284,13 @@ async fn the_overview_charts_requests_errors_and_latency() {
         .await;
     assert_eq!(empty["totals"]["requests"], 0);
     assert_eq!(empty["totals"]["p50_ms"], Value::Null);
+    // Tenants carry their limits and what they spent in the budgets' windows.
+    let tenants = app.get_json_as("/admin/tenants", &token).await;
+    let a = &tenants["data"][0];
+    assert_eq!(a["name"], "tenant-a", "{tenants}");
+    assert_eq!(a["limits"]["usd_per_day"], 5.0);
+    assert!(a["spend_today_usd"].as_f64().unwrap() > 0.0, "{a}");
+    assert!(a["spend_month_usd"].as_f64().unwrap() >= a["spend_today_usd"].as_f64().unwrap());
     let bad = app
         .get_as("/admin/overview?bucket_ms=1", &token)
         .send()
@@ -266,9 +300,10 @@ async fn the_overview_charts_requests_errors_and_latency() {
     app.shutdown().await;
 }
 
-/// The console in Chromium: sign-in, a key created and listed, a document uploaded, a
-/// grounded playground answer streamed with its citations, a dead job re-driven, the cache
-/// and audit pages, and an operator's TOTP enrolment and sign-in with a code.
+/// The console in Chromium: sign-in, tenants with their budgets, a key created and listed, a
+/// document uploaded, a grounded playground answer streamed with its citations and one through
+/// a picked tier, a dead job re-driven, the cache and audit pages (newest first), the
+/// operators list, and an operator's TOTP enrolment, sign-in with a code and reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

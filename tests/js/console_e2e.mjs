@@ -1,14 +1,16 @@
 // The operator console (console/, served by the gateway under /console/) in a real browser
 // (Debian's Chromium, driven by playwright-core): sign-in, the overview's charts, a key
-// created with its secret shown once, a document uploaded and retrieved as that key's tenant,
-// a grounded chat in the playground (useChat over /api/chat), a dead job re-driven, the
-// cache's stats and a tag invalidated, the audit log, and an operator enrolling TOTP and
-// signing in with a code.
+// created with its secret shown once, the tenants' limits and budgets, a document uploaded
+// and retrieved as that key's tenant, a grounded chat in the playground (useChat over
+// /api/chat) and one through a picked tier, a dead job re-driven, the cache's stats and a tag
+// invalidated, the audit log newest first, the operators with their second factor, and an
+// operator enrolling TOTP and signing in with a code.
 //
 // Run by tests/it/console.rs with QM_BASE_URL, QM_ADMIN_KEY, QM_OPERATOR_KEY (role
 // `operator`), and optionally QM_SCREENSHOTS (a PNG per page) and QM_FAILURE_DIR (a
 // screenshot and the page's HTML on failure; a temporary directory when unset). The
-// gateway has traffic, tenant `acme`, and one dead job.
+// gateway has traffic, tenant `acme` (no limits configured), tiers `cheap` and `strong`, and
+// one dead job.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -156,6 +158,15 @@ try {
   await page.getByRole('button', { name: 'Use for documents and playground' }).click();
   await screenshot('keys');
 
+  // The tenants: acme's limits and budgets with what it spent (none configured: no limit).
+  await open('Tenants & users');
+  const acmeLimits = table('Limits and budgets').locator('tr', { hasText: 'acme' });
+  await see(acmeLimits, "acme's limits");
+  await see(acmeLimits.getByText(/^\$[\d.,]+ (of \$[\d.,]+ )?today/), "acme's spend today");
+  await see(acmeLimits.getByText(/^\$[\d.,]+ (of \$[\d.,]+ )?this month/), "acme's spend this month");
+  check((await acmeLimits.getByText('no limit').count()) > 0, 'no limit configured for acme');
+  await screenshot('tenants');
+
   // As acme: upload a document with progress, see it listed, retrieve a chunk of it.
   await open('Documents');
   await see(
@@ -192,6 +203,21 @@ try {
     'the route',
   );
   await see(answer.getByText(/^Cache: (miss|hit|bypassed)/), 'the cache outcome');
+  // Through a picked tier: model auto with the tier hint, and the route says so.
+  await page.getByRole('combobox', { name: /^Tier/ }).selectOption('cheap');
+  check(
+    await page.getByRole('combobox', { name: /^Model/ }).isDisabled(),
+    'the model is auto when a tier is picked',
+  );
+  await page.getByLabel('Message', { exact: true }).fill('Which tier answers this one?');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await until(
+    async () => (await page.getByTestId('message-assistant').count()) === 2,
+    'a second answer',
+  );
+  const tiered = page.getByTestId('message-assistant').nth(1);
+  await see(tiered.getByText('Hello from the mock'), 'the answer through the tier');
+  await see(tiered.getByText(/^Route: tier cheap, hint → mock-ok$/), 'the route through the picked tier');
   await screenshot('playground');
 
   // The dead job: its last error, re-driven, gone from the dead letters.
@@ -231,13 +257,19 @@ try {
   );
   await screenshot('routing');
 
-  // The audit log: the key's creation and the re-drive.
+  // The audit log, newest first: the re-drive above the key's creation.
   await open('Audit log');
-  await see(
-    table('Audit log').locator('tr', { hasText: 'key.create' }).filter({ hasText: 'acme' }),
-    'the key creation audited',
+  const created = table('Audit log').locator('tbody tr', { hasText: 'key.create' }).filter({ hasText: 'acme' });
+  const redriven = table('Audit log').locator('tbody tr', { hasText: `/admin/jobs/${deadId}/redrive` });
+  await see(created, 'the key creation audited');
+  await see(redriven, 'the re-drive audited');
+  const seqs = (await table('Audit log').locator('tbody tr td:first-child').allTextContents()).map(Number);
+  check(
+    seqs.length > 1 && seqs.every((n, i) => i === 0 || n < seqs[i - 1]),
+    `the audit log newest first: ${seqs.slice(0, 10).join(', ')}`,
   );
-  await see(table('Audit log').getByText(`/admin/jobs/${deadId}/redrive`), 'the re-drive audited');
+  const seqOf = async (row) => Number(await row.first().locator('td').first().textContent());
+  check((await seqOf(redriven)) > (await seqOf(created)), 'the re-drive listed above the key creation');
   await screenshot('audit');
 
   // An operator enrols TOTP, then signing in asks for a code.
@@ -251,6 +283,9 @@ try {
   await see(signedInAs, 'who is signed in');
   const operator = (await signedInAs.textContent()).trim();
   check(operator.startsWith('operator:'), `signed in as an operator: ${operator}`);
+  const operatorRow = () => table('Operators').locator('tr', { hasText: operator });
+  await see(operatorRow().getByText('off', { exact: true }), 'the operators listed, this one without a second factor');
+  await see(table('Operators').locator('tr', { hasText: 'admin-key' }), 'the admin key listed');
   await page.getByRole('button', { name: 'Set up two-factor authentication' }).click();
   await see(page.getByLabel('TOTP QR code'), 'the QR code');
   const uri = (await page.getByTestId('otpauth-uri').textContent()).trim();
@@ -292,13 +327,15 @@ try {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await signIn(adminKey);
   await open('Account');
+  await see(operatorRow().getByText('on', { exact: true }), "the operator's second factor on");
   page.once('dialog', (d) => d.accept());
-  await page.getByLabel('Operator', { exact: true }).fill(operator);
-  await page.getByRole('button', { name: 'Reset' }).click();
+  await operatorRow().getByRole('button', { name: `Reset the second factor of ${operator}` }).click();
   await see(
     page.getByRole('status').getByText(`${operator} signs in with their key alone`),
     'the reset done',
   );
+  await see(operatorRow().getByText('off', { exact: true }), "the operator's second factor off");
+  await screenshot('account');
   await page.getByRole('button', { name: 'Sign out' }).click();
   await signIn(operatorKey);
   await see(

@@ -64,6 +64,26 @@ export interface Tenant {
   billing_status: string;
   past_due_since: number | null;
   credit_cents: number;
+  /** Its limits and budgets as configured (its own or the default); null: no limit. */
+  limits: Limits;
+  /** What it spent in the budgets' windows: today and this month (UTC). */
+  spend_today_usd: number;
+  spend_month_usd: number;
+}
+
+export interface Limits {
+  requests_per_minute: number | null;
+  tokens_per_minute: number | null;
+  usd_per_day: number | null;
+  usd_per_month: number | null;
+}
+
+/** GET /admin/operators: the admin key, the operator keys, and identity users with an
+ * enrolment (no role of their own then). */
+export interface Operator {
+  actor: string;
+  role: Role | null;
+  mfa: 'none' | 'pending' | 'enrolled';
 }
 
 /** GET /admin/usage?by=...: the group is under the `by` name. */
@@ -99,12 +119,19 @@ export interface CreatedKey {
   user: string | null;
 }
 
+/** A tier: its models in order, and the tier tried when they all fail. */
+export interface Tier {
+  name: string;
+  models: string[];
+  fallback: string | null;
+}
+
 /** GET /admin/routing */
 export interface Routing {
   data: { tier: string | null; reason: string | null; model: string; requests: number }[];
   classifier_ready: boolean;
   threshold: number;
-  tiers?: { name: string; models: string[]; fallback: string | null }[];
+  tiers?: Tier[];
   /** The classifier scored on the evaluation prompts at each threshold; null without one. */
   curve?: CurvePoint[] | null;
 }
@@ -187,7 +214,8 @@ export interface RetrievedChunk {
   score: number;
 }
 
-/** GET /v1/models */
+/** GET /v1/models: the chat models, and the embedding model (owned by `quartermaster`). */
 export interface Model {
   id: string;
+  owned_by: string;
 }

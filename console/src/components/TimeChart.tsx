@@ -18,7 +18,38 @@ interface Props<T> {
   windowMs: number;
 }
 
-/** Lines over time, one per series. */
+/** What recharts passes a line's dot renderer (the fields used here). */
+interface DotProps {
+  key?: string;
+  index: number;
+  cx?: number | null;
+  cy?: number | null;
+  stroke?: string;
+  points?: { value?: unknown }[];
+}
+
+const present = (v: unknown): boolean => v != null && !(Array.isArray(v) && v[1] == null);
+
+/** A dot on a point whose neighbours have no value (an empty bucket, or the window's edge):
+ * a lone point draws no line, and one joined across gaps would not show where it is. */
+function IsolatedDot(props: DotProps) {
+  const { index, cx, cy, stroke, points = [] } = props;
+  const key = props.key ?? `dot-${index}`;
+  const isolated =
+    cx != null &&
+    cy != null &&
+    present(points[index]?.value) &&
+    !present(points[index - 1]?.value) &&
+    !present(points[index + 1]?.value);
+  return isolated ? (
+    <circle key={key} className="recharts-line-dot" cx={cx} cy={cy} r={3} fill={stroke} stroke={stroke} />
+  ) : (
+    <g key={key} />
+  );
+}
+
+/** Lines over time, one per series; points without neighbours as dots. Empty buckets
+ * (no value) are bridged. */
 export function TimeChart<T>({ title, data, x, series, format, windowMs }: Props<T>) {
   return (
     <figure className="chart" aria-label={title}>
@@ -46,7 +77,7 @@ export function TimeChart<T>({ title, data, x, series, format, windowMs }: Props
               dataKey={s.key}
               name={s.label}
               stroke={s.color}
-              dot={false}
+              dot={IsolatedDot}
               isAnimationActive={false}
               connectNulls
             />

@@ -1,13 +1,15 @@
 // The signed-in operator and their two-factor authentication: enrol TOTP (a QR code and
-// the otpauth URI for an authenticator app), confirm it with a code; an admin resets
-// another operator's lost one (GET /admin/me, POST /admin/mfa/enroll,
-// POST /admin/mfa/confirm, DELETE /admin/operators/{actor}/mfa).
+// the otpauth URI for an authenticator app), confirm it with a code; the operators and
+// their second factors, an admin resetting another's lost one (GET /admin/me,
+// POST /admin/mfa/enroll, POST /admin/mfa/confirm, GET /admin/operators,
+// DELETE /admin/operators/{actor}/mfa).
 import { useEffect, useRef, useState } from 'react';
 import QRCode from 'qrcode';
 import { admin, allows } from '../api/admin';
-import type { Enrollment, Me } from '../api/types';
+import type { Enrollment, List, Me, Operator } from '../api/types';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { Stat } from '../components/Stat';
+import { Table, type Column } from '../components/Table';
 import { useResource } from '../lib/useResource';
 import { useSession } from '../session';
 
@@ -17,11 +19,14 @@ export function Account() {
   const [enrollment, setEnrollment] = useState<Enrollment | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [confirmed, setConfirmed] = useState(false);
+  /** Bumped when this operator's enrolment changes: the operators' list reloads. */
+  const [version, setVersion] = useState(0);
 
   async function enroll() {
     setError(null);
     try {
       setEnrollment(await admin<Enrollment>('/admin/mfa/enroll', { method: 'POST', body: {} }));
+      setVersion((v) => v + 1);
     } catch (e) {
       setError(e);
     }
@@ -53,11 +58,12 @@ export function Account() {
             setEnrollment(null);
             setConfirmed(true);
             me.reload();
+            setVersion((v) => v + 1);
           }}
         />
       )}
       {confirmed && <p role="status">Two-factor authentication is on: signing in now asks for a code.</p>}
-      {allows(session.role, 'admin') && <Reset />}
+      <Operators canReset={allows(session.role, 'admin')} version={version} />
     </>
   );
 }
@@ -116,14 +122,20 @@ function Confirm({ enrollment, onConfirmed }: { enrollment: Enrollment; onConfir
   );
 }
 
-/** An admin ends another operator's second factor (and their sessions), e.g. for a lost phone. */
-function Reset() {
-  const [actor, setActor] = useState('');
+const MFA_STATE: Record<Operator['mfa'], string> = {
+  none: 'off',
+  pending: 'awaiting confirmation',
+  enrolled: 'on',
+};
+
+/** Everyone who may sign in to the console, with their second factor; an admin ends another
+ * operator's (and their sessions), e.g. for a lost phone. */
+function Operators({ canReset, version }: { canReset: boolean; version: number }) {
+  const list = useResource(() => admin<List<Operator>>('/admin/operators'), [version]);
   const [done, setDone] = useState<string | null>(null);
   const [error, setError] = useState<unknown>(null);
 
-  async function reset() {
-    const who = actor.trim();
+  async function reset(who: string) {
     if (
       !window.confirm(
         `Remove the second factor of ${who}? Their sessions end; they sign in with their key alone.`,
@@ -135,36 +147,51 @@ function Reset() {
     try {
       await admin(`/admin/operators/${encodeURIComponent(who)}/mfa`, { method: 'DELETE' });
       setDone(`${who} signs in with their key alone now, and may enrol again.`);
+      list.reload();
     } catch (e) {
       setError(e);
     }
   }
 
+  const columns: Column<Operator>[] = [
+    { label: 'Operator', render: (o) => o.actor },
+    { label: 'Role', render: (o) => o.role ?? <span className="muted">none (an enrolment only)</span> },
+    { label: 'Two-factor authentication', render: (o) => MFA_STATE[o.mfa] },
+  ];
+  if (canReset) {
+    columns.push({
+      label: 'Reset',
+      render: (o) =>
+        o.mfa === 'none' ? (
+          ''
+        ) : (
+          <button
+            type="button"
+            className="danger"
+            aria-label={`Reset the second factor of ${o.actor}`}
+            onClick={() => void reset(o.actor)}
+          >
+            Reset second factor
+          </button>
+        ),
+    });
+  }
+
   return (
-    <section aria-label="Reset an operator's second factor">
-      <h2>Reset an operator's second factor</h2>
-      <form
-        className="inline-form"
-        onSubmit={(e) => {
-          e.preventDefault();
-          void reset();
-        }}
-      >
-        <label>
-          Operator{' '}
-          <input
-            value={actor}
-            onChange={(e) => setActor(e.target.value)}
-            placeholder="operator:NAME"
-            required
-          />
-        </label>
-        <button type="submit" className="danger">
-          Reset
-        </button>
-      </form>
-      <ErrorAlert error={error} />
+    <section aria-label="Operators">
+      <h2>Operators</h2>
+      <ErrorAlert error={list.error ?? error} />
+      {list.data && (
+        <Table
+          label="Operators"
+          rows={list.data.data}
+          rowKey={(o) => o.actor}
+          empty="No admin or operator keys are configured."
+          columns={columns}
+        />
+      )}
       {done && <p role="status">{done}</p>}
+      {!canReset && <p className="muted">Resetting a second factor needs the admin role.</p>}
     </section>
   );
 }

@@ -1,4 +1,5 @@
-// The audit log, newest first, filtered by window, actor and action (GET /admin/audit).
+// The audit log, newest first, filtered by window, actor and action; older rows a page at a
+// time (GET /admin/audit?order=desc, then `before` the oldest row shown).
 import { useState } from 'react';
 import { admin } from '../api/admin';
 import { query } from '../api/http';
@@ -9,22 +10,65 @@ import { Table } from '../components/Table';
 import { dateTime } from '../lib/format';
 import { useResource } from '../lib/useResource';
 
-/** The most rows one window shows (the API lists oldest first). */
-const LIMIT = 1000;
+/** Rows per page. */
+const PAGE = 100;
+
+interface Filters {
+  actor: string;
+  action: string;
+}
+
+/** Rows newest first: a page of the window's, before `before` (a sequence number) if given. */
+const page = (sinceMs: number, filters: Filters, before?: number) =>
+  admin<List<AuditRow>>(
+    `/admin/audit${query({ order: 'desc', limit: PAGE, since_ms: sinceMs, before, ...filters })}`,
+  );
+
+/** The pages read after the first, of one first page (a reload starts again). */
+interface Older {
+  of: object;
+  rows: AuditRow[];
+  /** The last page was short: nothing older in the window. */
+  end: boolean;
+}
 
 export function Audit() {
-  const [windowMs, setWindowMs] = useState<number>(RANGES[1].ms);
+  const [windowMs, setWindowMs] = useState<number>(RANGES[3].ms);
   const [actor, setActor] = useState('');
   const [action, setAction] = useState('');
-  const [filters, setFilters] = useState({ actor: '', action: '' });
-  const rows = useResource(
-    () =>
-      admin<List<AuditRow>>(
-        `/admin/audit${query({ since_ms: Date.now() - windowMs, limit: LIMIT, ...filters })}`,
-      ),
-    [windowMs, filters],
-  );
-  const data = rows.data?.data ?? [];
+  const [filters, setFilters] = useState<Filters>({ actor: '', action: '' });
+  const first = useResource(async () => {
+    const sinceMs = Date.now() - windowMs;
+    return { sinceMs, list: await page(sinceMs, filters) };
+  }, [windowMs, filters]);
+  const [older, setOlder] = useState<Older | null>(null);
+  const [loadingOlder, setLoadingOlder] = useState(false);
+  const [olderError, setOlderError] = useState<unknown>(null);
+
+  const f = first.data;
+  const more = older && f && older.of === f ? older : null;
+  const rows = f ? [...f.list.data, ...(more?.rows ?? [])] : [];
+  const end = f ? (more ? more.end : f.list.data.length < PAGE) : true;
+
+  async function loadOlder() {
+    const oldest = rows.at(-1);
+    if (!f || !oldest) return;
+    setLoadingOlder(true);
+    setOlderError(null);
+    try {
+      const next = await page(f.sinceMs, filters, oldest.seq);
+      setOlder({
+        of: f,
+        rows: [...(more?.rows ?? []), ...next.data],
+        end: next.data.length < PAGE,
+      });
+    } catch (e) {
+      setOlderError(e);
+    } finally {
+      setLoadingOlder(false);
+    }
+  }
+
   return (
     <>
       <form
@@ -42,16 +86,16 @@ export function Audit() {
           Action <input value={action} onChange={(e) => setAction(e.target.value)} placeholder="key.create" />
         </label>
         <button type="submit">Filter</button>
+        <button type="button" onClick={first.reload}>
+          Refresh
+        </button>
       </form>
-      <ErrorAlert error={rows.error} />
-      {data.length === LIMIT && (
-        <p className="note">Showing the first {LIMIT} rows of this window: narrow it to see the latest.</p>
-      )}
+      <ErrorAlert error={first.error} />
       <Table
         label="Audit log"
-        rows={[...data].reverse()}
+        rows={rows}
         rowKey={(r) => String(r.seq)}
-        empty={rows.loading ? 'Loading…' : 'Nothing recorded in this window.'}
+        empty={first.loading ? 'Loading…' : 'Nothing recorded in this window.'}
         columns={[
           { label: '#', render: (r) => r.seq, numeric: true },
           { label: 'When', render: (r) => dateTime(r.at) },
@@ -64,6 +108,19 @@ export function Audit() {
           },
         ]}
       />
+      <ErrorAlert error={olderError} />
+      {rows.length > 0 && (
+        <div className="toolbar pager">
+          <span className="muted">
+            {rows.length} rows, newest first{end ? '; nothing older in this window' : ''}
+          </span>
+          {!end && (
+            <button type="button" onClick={() => void loadOlder()} disabled={loadingOlder}>
+              {loadingOlder ? 'Loading…' : `Older ${PAGE}`}
+            </button>
+          )}
+        </div>
+      )}
     </>
   );
 }

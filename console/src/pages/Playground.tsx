@@ -1,10 +1,13 @@
-// A chat as a tenant, through POST /api/chat with the AI SDK's useChat: the streamed
-// answer, the grounded answer's sources, and the route and cache the gateway reports.
+// A chat as a tenant, through POST /api/chat with the AI SDK's useChat: a model, or a tier
+// (model `auto` with the tier hint header), the streamed answer, the grounded answer's
+// sources, and the route and cache the gateway reports (GET /v1/models, GET /admin/routing
+// for the tiers).
 import { useChat } from '@ai-sdk/react';
 import { DefaultChatTransport, type UIMessage } from 'ai';
 import { useState } from 'react';
+import { admin } from '../api/admin';
 import { tenantCall } from '../api/tenant';
-import type { List, Model } from '../api/types';
+import type { List, Model, Routing } from '../api/types';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { TenantKeyField } from '../components/TenantKeyField';
 import { useResource } from '../lib/useResource';
@@ -34,6 +37,12 @@ type Message = UIMessage<Metadata, { route: RouteData; cache: CacheData }>;
 
 /** Request header: ground the answer in the tenant's documents. */
 const RAG_HEADER = 'x-quartermaster-rag';
+/** Request header: the tier to route to (for a routed model, `auto`). */
+const TIER_HEADER = 'x-quartermaster-tier';
+/** The routed model: the gateway picks the tier (or takes the tier header's). */
+const ROUTED = 'auto';
+/** `owned_by` of the gateway's own embedding model in /v1/models: not a chat model. */
+const EMBEDDING_OWNER = 'quartermaster';
 
 const transport = new DefaultChatTransport<Message>({ api: '/api/chat' });
 
@@ -43,7 +52,10 @@ export function Playground() {
     () => (key ? tenantCall<List<Model>>(key, '/v1/models') : Promise.resolve(null)),
     [key],
   );
-  const [model, setModel] = useState('auto');
+  const tiers = useResource(() => admin<Routing>('/admin/routing').then((r) => r.tiers ?? []), []);
+  const [model, setModel] = useState(ROUTED);
+  /** A tier to ask for ('' : the router decides); with one, the model is `auto`. */
+  const [tier, setTier] = useState('');
   const [grounded, setGrounded] = useState(true);
   const [input, setInput] = useState('');
   const { messages, sendMessage, status, stop, error, setMessages } = useChat<Message>({ transport });
@@ -56,8 +68,12 @@ export function Playground() {
     void sendMessage(
       { text },
       {
-        headers: { authorization: `Bearer ${key}`, [RAG_HEADER]: grounded ? 'on' : 'off' },
-        body: { model },
+        headers: {
+          authorization: `Bearer ${key}`,
+          [RAG_HEADER]: grounded ? 'on' : 'off',
+          ...(tier ? { [TIER_HEADER]: tier } : {}),
+        },
+        body: { model: tier ? ROUTED : model },
       },
     );
   }
@@ -65,21 +81,41 @@ export function Playground() {
   return (
     <>
       <TenantKeyField value={key} onChange={setKey} />
-      <ErrorAlert error={models.error} />
+      <ErrorAlert error={models.error ?? tiers.error} />
       {key && (
         <>
           <div className="toolbar">
             <label>
               Model{' '}
-              <select value={model} onChange={(e) => setModel(e.target.value)}>
-                <option value="auto">auto (routed)</option>
-                {models.data?.data.map((m) => (
-                  <option key={m.id} value={m.id}>
-                    {m.id}
-                  </option>
-                ))}
+              <select
+                value={tier ? ROUTED : model}
+                onChange={(e) => setModel(e.target.value)}
+                disabled={tier !== ''}
+                title={tier ? 'A tier is picked: the model is auto, routed to that tier' : undefined}
+              >
+                <option value={ROUTED}>auto (routed)</option>
+                {models.data?.data
+                  .filter((m) => m.owned_by !== EMBEDDING_OWNER)
+                  .map((m) => (
+                    <option key={m.id} value={m.id}>
+                      {m.id}
+                    </option>
+                  ))}
               </select>
             </label>
+            {tiers.data && tiers.data.length > 0 && (
+              <label>
+                Tier{' '}
+                <select value={tier} onChange={(e) => setTier(e.target.value)}>
+                  <option value="">(router decides)</option>
+                  {tiers.data.map((t) => (
+                    <option key={t.name} value={t.name}>
+                      {t.name} ({t.models.join(', ')})
+                    </option>
+                  ))}
+                </select>
+              </label>
+            )}
             <label>
               <input type="checkbox" checked={grounded} onChange={(e) => setGrounded(e.target.checked)} />{' '}
               Ground answers in the tenant's documents
