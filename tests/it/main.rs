@@ -36,5 +36,6 @@ mod reload_sighup;
 mod replicas;
 mod responses;
 mod routing;
+mod tracing;
 mod ui_chat;
 mod warehouse;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use common::TestApp;
 
-fn python() -> Option<PathBuf> {
+pub(crate) fn python() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("QM_PYTHON") {
         return Some(p.into());
     }
