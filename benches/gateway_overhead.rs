@@ -4,7 +4,9 @@
 //! same chat stream; their direct and bare-proxy peers are that chat stream, so each row is
 //! what its door adds. One more row sends the non-streamed chat with an end user's JWT
 //! (ES256, its issuer's JWKS fetched once and cached) instead of an API key: beside the
-//! non-stream row, what verifying a token costs.
+//! non-stream row, what verifying a token costs. Two more send the non-streamed chat through
+//! gateways with an integration on: analytics (PostHog batches) and OpenTelemetry traces
+//! (every request sampled, its spans exported over OTLP/HTTP to the mock).
 //!
 //! Starts a mock OpenAI upstream in this process and the release `quartermaster` binary as a
 //! child process, then for each mode measures, open-loop at a fixed rate, the latency of
@@ -17,7 +19,8 @@
 //!
 //! `cargo bench --bench gateway_overhead` (env: QM_BENCH_RATE=1000, QM_BENCH_SECS=10,
 //! QM_BENCH_RUNS=3 runs per mode, median reported; QM_BENCH_SOAK_SECS=0 for the memory soak
-//! at the same rate, e.g. 300; QM_BENCH_GATEWAY=PATH to measure another build of the gateway).
+//! at the same rate, e.g. 300; QM_BENCH_GATEWAY=PATH to measure another build of the gateway;
+//! QM_BENCH_MODES="traces;analytics" to run only the rows whose label contains one of them).
 //! Each phase also reports the CPU time (user + system) the bare proxy and the gateway spent
 //! per request: steadier than a p99 on a shared machine, and what the tail grows from.
 
@@ -78,9 +81,12 @@ enum Mode {
     /// The non-streamed chat through a second gateway that sends every request to PostHog
     /// (the mock's batch endpoint) as an analytics event.
     Analytics,
+    /// The non-streamed chat through a gateway that records every request's spans and
+    /// exports them over OTLP (to the mock's `/v1/traces`).
+    Traced,
 }
 
-const MODES: usize = 8;
+const MODES: usize = 9;
 
 impl Mode {
     fn label(self) -> &'static str {
@@ -93,6 +99,7 @@ impl Mode {
             Mode::Messages => "messages stream (/v1/messages)",
             Mode::Jwt => "non-stream, end user's JWT (ES256)",
             Mode::Analytics => "non-stream, analytics on (PostHog batches)",
+            Mode::Traced => "non-stream, traces on (OTLP, every request sampled)",
         }
     }
 
@@ -116,10 +123,10 @@ impl Mode {
                         "messages": [{"role": "user", "content": "Say hello"}]});
                     return ("/v1/messages", body.to_string());
                 }
-                Mode::Plain | Mode::Stream | Mode::Jwt | Mode::Analytics => {}
+                Mode::Plain | Mode::Stream | Mode::Jwt | Mode::Analytics | Mode::Traced => {}
             }
         }
-        let body = json!({"model": "m", "stream": !matches!(self, Mode::Plain | Mode::Jwt | Mode::Analytics),
+        let body = json!({"model": "m", "stream": !matches!(self, Mode::Plain | Mode::Jwt | Mode::Analytics | Mode::Traced),
             "messages": [{"role": "user", "content": "Say hello"}]});
         ("/v1/chat/completions", body.to_string())
     }
@@ -378,7 +385,8 @@ fn main() {
         let mock_app = Router::new()
             .route("/v1/chat/completions", post(mock))
             .route("/jwks.json", axum::routing::get(move || async move { axum::Json(jwks) }))
-            .route("/batch/", post(|| async { "{\"status\": 1}" }));
+            .route("/batch/", post(|| async { "{\"status\": 1}" }))
+            .route("/v1/traces", post(|| async { "" }));
         tokio::spawn(async move { axum::serve(listener, mock_app).await.unwrap() });
         let gw = start_gateway(
             &mock_url,
@@ -395,8 +403,19 @@ fn main() {
                 mock_url.trim_end_matches("/v1")
             ),
         );
+        let gw_traced = start_gateway(
+            &mock_url,
+            &format!(
+                "[cache]\nenabled = false\n[tracing]\notlp_endpoint = \"{}/traces\"\n",
+                mock_url
+            ),
+        );
         // The gateway each mode is sent to, and the credential it sends.
-        let target = |mode: Mode| if mode == Mode::Analytics { &gw_analytics } else { &gw };
+        let target = |mode: Mode| match mode {
+            Mode::Analytics => &gw_analytics,
+            Mode::Traced => &gw_traced,
+            _ => &gw,
+        };
         let credential = |mode: Mode| if mode == Mode::Jwt { jwt.as_str() } else { target(mode).key.as_str() };
         let peer = Peer::start(&format!("{mock_url}/chat/completions"));
         let pid = gw.child.id();
@@ -409,13 +428,19 @@ fn main() {
         let _ = open_loop(&client, &peer.url, "", (Mode::Plain, false), 200, 1).await;
         // An older build (QM_BENCH_GATEWAY) may lack a door: its row is left out.
         let mut modes = vec![Mode::Plain, Mode::Stream];
-        for door in [Mode::Responses, Mode::ResponsesNoStore, Mode::UiChat, Mode::Messages, Mode::Jwt, Mode::Analytics] {
+        for door in [Mode::Responses, Mode::ResponsesNoStore, Mode::UiChat, Mode::Messages, Mode::Jwt, Mode::Analytics, Mode::Traced] {
             let (_, probe_errors) = open_loop(&client, &target(door).url, credential(door), (door, true), 20, 1).await;
             if probe_errors == 0 {
                 modes.push(door);
             } else {
                 println!("(this gateway build fails {}: no row for it)", door.label());
             }
+        }
+        // QM_BENCH_MODES=a;b keeps the rows whose label contains one of them (the plain
+        // non-stream row always runs: the others are read beside it).
+        if let Ok(only) = std::env::var("QM_BENCH_MODES") {
+            let keep: Vec<&str> = only.split(';').map(str::trim).collect();
+            modes.retain(|m| *m == Mode::Plain || keep.iter().any(|k| m.label().contains(k)));
         }
         let modes = &modes[..];
         let rss_start = rss_kib(pid);

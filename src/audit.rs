@@ -151,7 +151,7 @@ fn from_tuple(t: RowTuple) -> Row {
 }
 
 /// Filters for reading the log.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Query {
     pub since_ms: Option<i64>,
@@ -163,9 +163,11 @@ pub struct Query {
     /// Rows before this sequence number (paging newest first).
     pub before: Option<i64>,
     /// `asc` (default: oldest first) or `desc` (newest first).
+    #[schemars(extend("enum" = ["asc", "desc"]))]
     pub order: Option<String>,
     pub limit: Option<i64>,
     /// `json` (default) or `jsonl`.
+    #[schemars(extend("enum" = ["json", "jsonl"]))]
     pub format: Option<String>,
 }
 

@@ -167,9 +167,11 @@ async fn operator(state: &AppState, token: Option<&str>) -> Result<Operator, Api
     Err(ApiError::AdminUnauthorized)
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct ListQuery {
+    /// `queued`, `running`, `done` or `dead`.
     #[serde(default = "default_status")]
+    #[schemars(extend("enum" = ["queued", "running", "done", "dead"]))]
     status: String,
     #[serde(default = "default_limit")]
     limit: i64,
@@ -276,10 +278,11 @@ async fn list_tenants(State(state): State<Arc<AppState>>) -> Result<axum::Json<V
     Ok(axum::Json(json!({"object": "list", "data": data})))
 }
 
-#[derive(Deserialize)]
-struct UsageQuery {
-    /// `tenant`, `key`, `model` or `user`.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct UsageQuery {
+    /// `tenant`, `key`, `model`, `user` or `day`.
     #[serde(default = "default_by")]
+    #[schemars(extend("enum" = ["tenant", "key", "model", "user", "day"]))]
     by: String,
     /// Only requests at or after this time (ms since the epoch); default: all.
     #[serde(default)]

@@ -55,7 +55,7 @@ pub async fn checkout(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PackRequest {
     pack: String,
@@ -76,7 +76,7 @@ pub async fn payment_intent(
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortalRequest {
     return_url: Option<String>,
@@ -98,7 +98,7 @@ pub async fn portal(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRequest {
     plan: String,

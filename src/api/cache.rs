@@ -60,7 +60,7 @@ pub async fn delete_entry(
 }
 
 /// `POST /v1/cache/feedback`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackRequest {
     /// The entry that answered (`x-quartermaster-cache-entry`).
@@ -117,7 +117,7 @@ pub async fn feedback(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvalidateRequest {
     /// Entries carrying any of these tags.

@@ -26,9 +26,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/bookings", get(bookings))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Contact {
+pub(crate) struct Contact {
     email: String,
     /// For a user: their tenant.
     #[serde(default)]
@@ -76,9 +76,9 @@ async fn user_contact(
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct OutboxQuery {
+pub(crate) struct OutboxQuery {
     state: Option<String>,
     limit: Option<i64>,
 }
@@ -106,9 +106,9 @@ async fn unsuppress(
     Ok(axum::Json(json!({"address": address, "deleted": true})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BookingsQuery {
+pub(crate) struct BookingsQuery {
     tenant: String,
 }
 

@@ -60,9 +60,9 @@ async fn not_built() -> Response {
     .into_response()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SignIn {
+pub(crate) struct SignIn {
     /// The current TOTP code, for an enrolled operator.
     #[serde(default)]
     code: Option<String>,
@@ -140,9 +140,9 @@ async fn enroll(
     Ok(axum::Json(json!({"secret": secret, "otpauth_uri": uri})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Confirm {
+pub(crate) struct Confirm {
     code: String,
 }
 
@@ -198,9 +198,9 @@ async fn reset(
     Ok(axum::Json(json!({"actor": actor, "reset": true})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct OverviewQuery {
+pub(crate) struct OverviewQuery {
     #[serde(default)]
     since_ms: Option<i64>,
     #[serde(default)]

@@ -35,9 +35,9 @@ async fn list_keys(State(state): State<Arc<AppState>>) -> Result<axum::Json<Valu
     Ok(axum::Json(json!({"object": "list", "data": keys})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewKey {
+pub(crate) struct NewKey {
     tenant: String,
     #[serde(default = "default_key_name")]
     name: String,
@@ -110,9 +110,9 @@ async fn revoke_key(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct UserQuery {
+pub(crate) struct UserQuery {
     /// The tenant, by name or id.
     tenant: String,
     /// The user's email, for the email provider's contact removal.

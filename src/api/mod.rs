@@ -17,6 +17,7 @@ pub mod idempotency;
 mod identity;
 mod messages;
 mod notifications;
+pub mod openapi;
 mod ops;
 mod responses;
 mod sse;
@@ -153,6 +154,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi_json))
         .route("/webhooks/stripe", post(webhooks::stripe))
         .route("/webhooks/identity/{source}", post(webhooks::identity))
         .route("/webhooks/cms/{source}", post(webhooks::cms))
@@ -188,6 +190,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(cors(&config.server.cors))
         .with_state(state)
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 document of every route (`openapi/`).
+async fn openapi_json() -> axum::Json<&'static serde_json::Value> {
+    axum::Json(openapi::document())
 }
 
 /// Response headers a browser script may read: the gateway's own, the request id, and

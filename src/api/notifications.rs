@@ -23,9 +23,11 @@ use crate::auth::Principal;
 use crate::notify::{inbox, live};
 use crate::store::{Pool, now_ms};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// The `next_cursor` of the previous page.
+    #[schemars(extend("pattern" = "^[ur]\\.[A-Za-z0-9_]+$"))]
     cursor: Option<String>,
     limit: Option<usize>,
     #[serde(default)]
@@ -33,7 +35,7 @@ pub struct ListQuery {
     user: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
     user: Option<String>,

@@ -16,11 +16,12 @@ use crate::auth::Principal;
 use crate::integrations::analytics::consent;
 use crate::store::UsageGroup;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// `model`, `key`, `user` or `day`.
     #[serde(default = "default_by")]
+    #[schemars(extend("enum" = ["model", "key", "user", "day"]))]
     by: String,
     #[serde(default)]
     since_ms: i64,
@@ -93,7 +94,7 @@ fn may_speak_for(p: &Principal, user: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentBody {
     analytics: bool,

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::store::{Store, StoreError, now_ms, on_pool};
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, schemars::JsonSchema)]
+#[schemars(rename = "Notification")]
 pub struct Item {
     pub id: String,
     pub kind: String,
@@ -18,7 +19,8 @@ pub struct Item {
     pub read_at: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "NotificationPage")]
 pub struct Page {
     pub data: Vec<Item>,
     pub next_cursor: Option<String>,

@@ -9,7 +9,7 @@ pub struct Tenant {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct ApiKeyRow {
     pub id: String,
     pub tenant_id: String,

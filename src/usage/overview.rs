@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::store::RequestSample;
 
 /// The figures of a set of requests.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Figures {
     pub requests: u64,
     pub errors: u64,
@@ -24,7 +24,7 @@ pub struct Figures {
 }
 
 /// Figures with what they are of: a bucket's start (`t`) or a group's name (`key`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Labelled<L: Serialize> {
     #[serde(flatten)]
     pub label: L,
@@ -32,17 +32,17 @@ pub struct Labelled<L: Serialize> {
     pub figures: Figures,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct At {
     pub t: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Key {
     pub key: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Overview {
     pub since_ms: i64,
     pub until_ms: i64,

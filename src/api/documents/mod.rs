@@ -123,7 +123,7 @@ async fn ingest_all(rag: Arc<Rag>, tenant: String, items: Vec<Item>) -> Ingested
     out
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ListParams {
     limit: Option<usize>,
     after: Option<String>,
@@ -175,7 +175,7 @@ pub async fn delete(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrieveRequest {
     query: String,

@@ -191,12 +191,15 @@ pub async fn delete(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ItemsQuery {
+    /// 1 to 100 (default 20).
     #[serde(default)]
+    #[schemars(extend("minimum" = 1, "maximum" = 100))]
     limit: Option<usize>,
     /// `asc` or `desc` (OpenAI's default).
     #[serde(default)]
+    #[schemars(extend("enum" = ["asc", "desc"]))]
     order: Option<String>,
     /// An item id: the page starts after it.
     #[serde(default)]

@@ -87,7 +87,7 @@ impl Default for DeletionConfig {
 }
 
 /// A deletion and its steps, as `GET /admin/users/{id}/deletion` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct Deletion {
     pub id: String,
     pub tenant_id: String,
@@ -100,7 +100,8 @@ pub struct Deletion {
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
+#[schemars(rename = "DeletionStep")]
 pub struct Step {
     pub step: String,
     /// `pending`, `waiting` (the sweep, until its time), `done`, `skipped`, `failed` (a

@@ -89,7 +89,7 @@ impl ErrorCode for PaymentError {
 }
 
 /// What a client asks Checkout for: a plan (a subscription) or a credit pack (a payment).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
     pub plan: Option<String>,
