@@ -27,6 +27,7 @@ mod jobs_kill;
 mod js_clients;
 mod local_model;
 mod messages;
+mod openapi;
 mod parser_props;
 mod postgres;
 pub mod python_sdk;
