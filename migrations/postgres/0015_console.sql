@@ -6,7 +6,10 @@ CREATE TABLE operator_mfa (
     created_at   BIGINT NOT NULL,
     confirmed_at BIGINT,
     -- The last 30 s step a code was accepted for: a code is good once.
-    last_step    BIGINT NOT NULL DEFAULT 0
+    last_step    BIGINT NOT NULL DEFAULT 0,
+    -- Wrong codes in a row, and the lock they earn (guessing is slowed for every replica).
+    failures     BIGINT NOT NULL DEFAULT 0,
+    locked_until BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE operator_sessions (
     token_hash TEXT PRIMARY KEY,

@@ -132,9 +132,10 @@ async fn operator(state: &AppState, token: Option<&str>) -> Result<Operator, Api
         return Err(ApiError::AdminUnauthorized);
     };
     if console::is_session_token(token) {
-        return console::session(&state.store, token)
+        let session = console::session(&state.store, token)
             .await?
-            .ok_or(ApiError::AdminUnauthorized);
+            .ok_or(ApiError::AdminUnauthorized)?;
+        return still_operator(state, session).ok_or(ApiError::AdminUnauthorized);
     }
     // Comparing digests: equal-length, and a timing difference says nothing about the key.
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -152,6 +153,12 @@ async fn operator(state: &AppState, token: Option<&str>) -> Result<Operator, Api
             state.audit.failed_auth(None, e.kind());
             ApiError::AdminUnauthorized
         })?;
+        // The actor names the person: a token naming no user cannot be an operator (its
+        // second factor would be everyone's).
+        if principal.user.as_deref().is_none_or(str::is_empty) {
+            state.audit.failed_auth(None, "operator_token_without_user");
+            return Err(ApiError::AdminUnauthorized);
+        }
         if let Some(role) = roles::role_of(&principal.roles, &state.config.auth.operator_roles) {
             return Ok(Operator {
                 actor: format!(
@@ -165,6 +172,26 @@ async fn operator(state: &AppState, token: Option<&str>) -> Result<Operator, Api
     }
     state.audit.failed_auth(None, "invalid_admin_key");
     Err(ApiError::AdminUnauthorized)
+}
+
+/// A session's operator as the configuration stands now: the admin key's sessions end when
+/// the admin key is removed, an operator key's when its entry is, and a role lowered since
+/// the sign-in applies at once. (An identity user's role is the one their token had.)
+fn still_operator(state: &AppState, session: Operator) -> Option<Operator> {
+    if session.actor == "admin-key" {
+        return state.admin_key.is_some().then_some(session);
+    }
+    if session.actor.starts_with("operator:") {
+        let (_, now) = state
+            .operator_keys
+            .iter()
+            .find(|(_, o)| o.actor == session.actor)?;
+        return Some(Operator {
+            role: session.role.min(now.role),
+            actor: session.actor,
+        });
+    }
+    Some(session)
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]

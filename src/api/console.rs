@@ -60,6 +60,9 @@ async fn not_built() -> Response {
     .into_response()
 }
 
+/// Answers holding a secret (a session token, a TOTP secret) are kept by no cache.
+const NO_STORE: [(header::HeaderName, &str); 1] = [(header::CACHE_CONTROL, "no-store")];
+
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SignIn {
@@ -104,7 +107,7 @@ async fn sign_in(
     let mfa = console::mfa_state(&state.store, &operator.actor).await?;
     let mut value = json!(session);
     value["mfa"] = json!(mfa);
-    Ok((StatusCode::OK, axum::Json(value)).into_response())
+    Ok((StatusCode::OK, NO_STORE, axum::Json(value)).into_response())
 }
 
 async fn sign_out(
@@ -133,11 +136,15 @@ async fn me(
 async fn enroll(
     State(state): State<Arc<AppState>>,
     Extension(operator): Extension<Operator>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (secret, uri) = console::enroll(&state.store, &operator.actor)
         .await
         .map_err(|e| ApiError::coded(&e))?;
-    Ok(axum::Json(json!({"secret": secret, "otpauth_uri": uri})))
+    Ok((
+        NO_STORE,
+        axum::Json(json!({"secret": secret, "otpauth_uri": uri})),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -149,9 +156,10 @@ pub(crate) struct Confirm {
 async fn confirm(
     State(state): State<Arc<AppState>>,
     Extension(operator): Extension<Operator>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<Confirm>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    console::confirm(&state.store, &operator.actor, &body.code)
+    console::confirm(&state.store, &operator.actor, &body.code, bearer(&headers))
         .await
         .map_err(|e| ApiError::coded(&e))?;
     Ok(axum::Json(json!({"enrolled": true})))
@@ -236,10 +244,10 @@ async fn overview_figures(
         ));
     }
     let bucket = match q.bucket_ms {
-        Some(b) if b >= 1_000 && (until - since) / b <= 1_000 => b,
+        Some(b) if b >= 1_000 && b <= until - since && (until - since) / b <= 1_000 => b,
         Some(_) => {
             return Err(ApiError::invalid(
-                "bucket_ms must be at least 1000 and give at most 1000 buckets",
+                "bucket_ms must be at least 1000, at most the window, and give at most 1000 buckets",
                 Some("bucket_ms".to_string()),
             ));
         }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::roles::{Operator, Role};
 use super::totp;
 use crate::error::{Code, ErrorCode};
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{MfaRow, Store, StoreError, now_ms};
 
 pub const SESSION_PREFIX: &str = "qms_";
 const ISSUER: &str = "Quartermaster";
@@ -20,6 +20,8 @@ pub enum ConsoleError {
     MfaRequired,
     #[error("the code is wrong, expired or already used")]
     InvalidCode,
+    #[error("too many wrong codes: try again in {0} s")]
+    Locked(u64),
     #[error("this account is already enrolled; an admin can reset it")]
     AlreadyEnrolled,
     #[error("no enrolment is pending: start one first")]
@@ -33,6 +35,7 @@ impl ErrorCode for ConsoleError {
         match self {
             ConsoleError::MfaRequired => Code::MfaRequired,
             ConsoleError::InvalidCode => Code::InvalidMfaCode,
+            ConsoleError::Locked(_) => Code::TooManyFailedAuthentications,
             ConsoleError::AlreadyEnrolled => Code::MfaAlreadyEnrolled,
             ConsoleError::NotEnrolling => Code::InvalidRequest,
             ConsoleError::Store(e) => e.error_code(),
@@ -81,19 +84,33 @@ pub async fn require_no_second_factor(store: &Store, actor: &str) -> Result<(), 
     }
 }
 
-/// Checks a code against the actor's secret, once per step (a replayed code fails).
+/// Wrong codes in a row that lock an account's codes out, and for how long: guessing one of
+/// the three codes valid at a time out of a million is then hopeless.
+const MAX_FAILURES: i64 = 5;
+const LOCK_MS: i64 = 5 * 60_000;
+
+/// Checks a code against the actor's enrolment, once per step (a replayed code fails), and
+/// not while wrong codes have locked it.
 async fn accept_code(
     store: &Store,
     actor: &str,
-    secret: &str,
+    row: &MfaRow,
     code: &str,
 ) -> Result<(), ConsoleError> {
-    let now = (now_ms().max(0) / 1000) as u64;
-    let step = totp::verify(secret, code, now).ok_or(ConsoleError::InvalidCode)?;
-    if !store.accept_mfa_step(actor, step as i64).await? {
-        return Err(ConsoleError::InvalidCode);
+    let now = now_ms();
+    if row.locked_until > now {
+        return Err(ConsoleError::Locked(
+            ((row.locked_until - now) as u64).div_ceil(1000),
+        ));
     }
-    Ok(())
+    let step = totp::verify(&row.secret, code, (now.max(0) / 1000) as u64);
+    match step {
+        Some(step) if store.accept_mfa_step(actor, step as i64).await? => Ok(()),
+        _ => {
+            store.mfa_failed(actor, MAX_FAILURES, LOCK_MS).await?;
+            Err(ConsoleError::InvalidCode)
+        }
+    }
 }
 
 /// Opens a session for an authenticated operator; an enrolled one must send a good code.
@@ -109,12 +126,13 @@ pub async fn sign_in(
         .filter(|r| r.confirmed)
     {
         let code = code.ok_or(ConsoleError::MfaRequired)?;
-        accept_code(store, &operator.actor, &row.secret, code).await?;
+        accept_code(store, &operator.actor, &row, code).await?;
     }
     let mut bytes = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
     let token = format!("{SESSION_PREFIX}{}", hex::encode(bytes));
-    let expires_at = now_ms() + (ttl_secs as i64).saturating_mul(1000);
+    // A day's minute to 30 days, whatever the configuration says.
+    let expires_at = now_ms() + (ttl_secs.clamp(60, 30 * 86_400) as i64) * 1000;
     store
         .insert_session(
             &digest(&token),
@@ -155,11 +173,23 @@ pub async fn enroll(store: &Store, actor: &str) -> Result<(String, String), Cons
     Ok((secret, uri))
 }
 
-/// Confirms a pending enrolment with its first code.
-pub async fn confirm(store: &Store, actor: &str, code: &str) -> Result<(), ConsoleError> {
+/// Confirms a pending enrolment with its first code. Every other session of the actor ends
+/// (one opened with a stolen key before the enrolment must not outlive it); `current`, the
+/// session that confirmed with a good code, if any, is kept.
+pub async fn confirm(
+    store: &Store,
+    actor: &str,
+    code: &str,
+    current: Option<&str>,
+) -> Result<(), ConsoleError> {
     match store.operator_mfa(actor).await? {
         Some(row) if row.confirmed => Err(ConsoleError::AlreadyEnrolled),
-        Some(row) => accept_code(store, actor, &row.secret, code).await,
+        Some(row) => {
+            accept_code(store, actor, &row, code).await?;
+            let keep = current.filter(|t| is_session_token(t)).map(digest);
+            store.revoke_sessions_of(actor, keep.as_deref()).await?;
+            Ok(())
+        }
         None => Err(ConsoleError::NotEnrolling),
     }
 }
@@ -167,6 +197,6 @@ pub async fn confirm(store: &Store, actor: &str, code: &str) -> Result<(), Conso
 /// Removes an actor's enrolment and ends their sessions (a lost authenticator).
 pub async fn reset(store: &Store, actor: &str) -> Result<bool, StoreError> {
     let removed = store.delete_mfa(actor).await?;
-    store.revoke_sessions_of(actor).await?;
+    store.revoke_sessions_of(actor, None).await?;
     Ok(removed)
 }

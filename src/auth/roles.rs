@@ -93,8 +93,9 @@ pub fn required(method: &http::Method, path: &str) -> Role {
     // Reading, and an operator's own console session and second factor.
     if method == http::Method::GET
         || method == http::Method::HEAD
-        || path.starts_with("/admin/session")
-        || path.starts_with("/admin/mfa/")
+        || path == "/admin/session"
+        || path == "/admin/mfa/enroll"
+        || path == "/admin/mfa/confirm"
     {
         return Role::Viewer;
     }
@@ -134,6 +135,24 @@ mod tests {
         assert_eq!(
             required(&http::Method::DELETE, "/admin/users/u1"),
             Role::Admin
+        );
+        // Anyone signs themself in and out and enrols their own second factor; only an
+        // admin resets someone's; a look-alike path is not the exemption.
+        for (m, p) in [
+            (http::Method::POST, "/admin/session"),
+            (http::Method::DELETE, "/admin/session"),
+            (http::Method::POST, "/admin/mfa/enroll"),
+            (http::Method::POST, "/admin/mfa/confirm"),
+        ] {
+            assert_eq!(required(&m, p), Role::Viewer, "{m} {p}");
+        }
+        assert_eq!(
+            required(&http::Method::DELETE, "/admin/operators/operator:ops/mfa"),
+            Role::Admin
+        );
+        assert_eq!(
+            required(&http::Method::POST, "/admin/sessions/x"),
+            Role::Operator
         );
     }
 }

@@ -73,12 +73,14 @@ pub(super) async fn whole(
         Ok((completion, route, attempt)) => {
             ledger.use_model(&route.name, route.provider.name(), live.price(&route.name));
             ledger.answered_in(attempt);
-            let reasons: Vec<&str> = completion
-                .choices
-                .iter()
-                .filter_map(|c| c.finish_reason.as_deref())
-                .collect();
-            ledger.finish_reasons(&reasons);
+            if ledger.traced() {
+                let reasons: Vec<&str> = completion
+                    .choices
+                    .iter()
+                    .filter_map(|c| c.finish_reason.as_deref())
+                    .collect();
+                ledger.finish_reasons(&reasons);
+            }
             if ledger.wants_output()
                 && let Some(text) = completion
                     .choices

@@ -103,10 +103,14 @@ impl CachePlan {
         }
         if self.semantic(embedder) {
             let embedder = embedder?;
-            let span = trace.child(
-                format!("embeddings {}", embedder.model_name),
-                Kind::Internal,
-            );
+            let span = if trace.is_recording() {
+                trace.child(
+                    format!("embeddings {}", embedder.model_name),
+                    Kind::Internal,
+                )
+            } else {
+                Span::none()
+            };
             if span.is_recording() {
                 span.set(genai::OPERATION, "embeddings");
                 span.set(genai::PROVIDER, "quartermaster.local");
@@ -124,6 +128,7 @@ impl CachePlan {
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
+                    span.error("embedding_failed", e.to_string());
                     tracing::warn!(error = %e, "cache: embedding failed; no semantic lookup")
                 }
                 Err(_) => {

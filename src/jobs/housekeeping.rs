@@ -1,5 +1,5 @@
-//! Daily housekeeping: finished jobs, expired idempotency keys and stored responses past
-//! their retention.
+//! Daily housekeeping: finished jobs, expired idempotency keys, stored responses past
+//! their retention, and console sessions that ended.
 
 use async_trait::async_trait;
 
@@ -20,10 +20,16 @@ impl JobHandler for HousekeepingJob {
             .await?;
         let before = crate::store::now_ms() - (self.responses_retention_days * 86_400_000) as i64;
         let responses = self.queue.store().purge_responses(before).await?;
+        let sessions = self
+            .queue
+            .store()
+            .purge_sessions(crate::store::now_ms() - 86_400_000)
+            .await?;
         tracing::info!(
             jobs,
             idempotency_keys = keys,
             responses,
+            sessions,
             "housekeeping done"
         );
         Ok(())

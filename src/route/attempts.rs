@@ -111,10 +111,13 @@ impl Attempts<'_> {
 
     /// A GenAI client span for one call to an upstream (`chat {model}`).
     fn attempt_span(&self, route: &ModelRoute, attempt: u32) -> Span {
+        if !self.trace.is_recording() {
+            return Span::none();
+        }
         let span = self
             .trace
             .child(format!("chat {}", route.upstream_model), Kind::Client);
-        if span.is_recording() {
+        {
             span.set(genai::OPERATION, "chat");
             span.set(genai::PROVIDER, route.provider.protocol());
             span.set(genai::QM_PROVIDER, route.provider.name());

@@ -224,17 +224,23 @@ pub async fn build_classifier(
         tokio::task::spawn_blocking(move || crate::route::Classifier::train(&features, &labels))
             .await
             .map_err(|e| e.to_string())?;
+    // The curve is for operators to read: an evaluation file that cannot be read costs the
+    // curve, never the classifier.
     if let Some(eval) = eval {
-        let (features, labels) = embed_examples(embedder, eval)
-            .await
-            .map_err(|e| format!("routing.eval_path: {e}"))?;
-        let scores: Vec<f32> = features.iter().map(|x| classifier.p_hard(x)).collect();
-        let thresholds: Vec<f32> = (1..=9).map(|i| i as f32 / 10.0).collect();
-        classifier.evaluation = Some(crate::route::classifier::evaluate(
-            &scores,
-            &labels,
-            &thresholds,
-        ));
+        match embed_examples(embedder, eval).await {
+            Ok((features, labels)) => {
+                let scores: Vec<f32> = features.iter().map(|x| classifier.p_hard(x)).collect();
+                let thresholds: Vec<f32> = (1..=9).map(|i| i as f32 / 10.0).collect();
+                classifier.evaluation = Some(crate::route::classifier::evaluate(
+                    &scores,
+                    &labels,
+                    &thresholds,
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %eval.display(), "routing.eval_path: no threshold curve")
+            }
+        }
     }
     Ok(Arc::new(classifier))
 }

@@ -11,6 +11,8 @@ pub struct MfaRow {
     pub confirmed: bool,
     /// The last 30 s step a code was accepted for.
     pub last_step: i64,
+    /// Until when (ms) codes are refused after too many wrong ones.
+    pub locked_until: i64,
 }
 
 /// A live console session.
@@ -23,15 +25,18 @@ pub struct SessionRow {
 
 impl Store {
     pub async fn operator_mfa(&self, actor: &str) -> Result<Option<MfaRow>, StoreError> {
-        type Row = (String, Option<i64>, i64);
+        type Row = (String, Option<i64>, i64, i64);
         let row: Option<Row> = on_pool!(self, p => sqlx::query_as(
-            "SELECT secret, confirmed_at, last_step FROM operator_mfa WHERE actor = $1")
+            "SELECT secret, confirmed_at, last_step, locked_until FROM operator_mfa WHERE actor = $1")
             .bind(actor).fetch_optional(p).await)?;
-        Ok(row.map(|(secret, confirmed_at, last_step)| MfaRow {
-            secret,
-            confirmed: confirmed_at.is_some(),
-            last_step,
-        }))
+        Ok(
+            row.map(|(secret, confirmed_at, last_step, locked_until)| MfaRow {
+                secret,
+                confirmed: confirmed_at.is_some(),
+                last_step,
+                locked_until,
+            }),
+        )
     }
 
     /// Starts (or restarts) an enrolment with a new secret; `false` when the actor's
@@ -49,10 +54,20 @@ impl Store {
     /// no code of that step or a later one was: `false` means a replayed code.
     pub async fn accept_mfa_step(&self, actor: &str, step: i64) -> Result<bool, StoreError> {
         let done = on_pool!(self, p => sqlx::query(
-            "UPDATE operator_mfa SET last_step = $2, confirmed_at = COALESCE(confirmed_at, $3) \
-             WHERE actor = $1 AND last_step < $2")
+            "UPDATE operator_mfa SET last_step = $2, confirmed_at = COALESCE(confirmed_at, $3), \
+             failures = 0, locked_until = 0 WHERE actor = $1 AND last_step < $2")
             .bind(actor).bind(step).bind(now_ms()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(done == 1)
+    }
+
+    /// Counts a wrong code; the `max`th in a row locks codes out for `lock_ms`.
+    pub async fn mfa_failed(&self, actor: &str, max: i64, lock_ms: i64) -> Result<(), StoreError> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE operator_mfa SET \
+             locked_until = CASE WHEN failures + 1 >= $2 THEN $3 ELSE locked_until END, \
+             failures = CASE WHEN failures + 1 >= $2 THEN 0 ELSE failures + 1 END WHERE actor = $1")
+            .bind(actor).bind(max).bind(now_ms() + lock_ms).execute(p).await.map(|_| ()))?;
+        Ok(())
     }
 
     /// Every enrolment: (actor, confirmed), by actor.
@@ -106,11 +121,23 @@ impl Store {
         Ok(())
     }
 
-    /// Revokes every session of an actor (its enrolment was reset).
-    pub async fn revoke_sessions_of(&self, actor: &str) -> Result<(), StoreError> {
+    /// Revokes every session of an actor but `keep` (a token hash), if given.
+    pub async fn revoke_sessions_of(
+        &self,
+        actor: &str,
+        keep: Option<&str>,
+    ) -> Result<(), StoreError> {
         on_pool!(self, p => sqlx::query(
-            "UPDATE operator_sessions SET revoked_at = $2 WHERE actor = $1 AND revoked_at IS NULL")
-            .bind(actor).bind(now_ms()).execute(p).await.map(|_| ()))?;
+            "UPDATE operator_sessions SET revoked_at = $2 WHERE actor = $1 AND revoked_at IS NULL \
+             AND token_hash <> $3")
+            .bind(actor).bind(now_ms()).bind(keep.unwrap_or("")).execute(p).await.map(|_| ()))?;
         Ok(())
+    }
+
+    /// Deletes sessions that ended (expired or revoked) before `before` (housekeeping).
+    pub async fn purge_sessions(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(on_pool!(self, p => sqlx::query(
+            "DELETE FROM operator_sessions WHERE expires_at < $1 OR revoked_at < $1")
+            .bind(before).execute(p).await.map(|r| r.rows_affected()))?)
     }
 }

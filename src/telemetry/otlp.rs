@@ -65,6 +65,15 @@ impl TracingConfig {
         if self.batch_size == 0 || self.queue_size < self.batch_size {
             return Err("batch_size must be at least 1 and queue_size at least batch_size".into());
         }
+        if self.export_timeout_ms == 0 {
+            return Err("export_timeout_ms must be above 0".into());
+        }
+        for (k, v) in &self.headers {
+            reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("headers: `{k}` is not a header name"))?;
+            reqwest::header::HeaderValue::from_str(v)
+                .map_err(|_| format!("headers.{k}: not a valid header value"))?;
+        }
         Ok(())
     }
 }
@@ -179,6 +188,9 @@ async fn run(
     let mut pending: Vec<FinishedSpan> = Vec::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // After a failed export, nothing is sent before this (doubling up to a minute): a
+    // collector that is down is not hammered by every span that arrives.
+    let mut retry_at: Option<(tokio::time::Instant, Duration)> = None;
     loop {
         let stopping = tokio::select! {
             span = rx.recv() => match span {
@@ -200,14 +212,21 @@ async fn run(
                 pending.push(s);
             }
         }
-        while !pending.is_empty() {
+        let waiting = retry_at.is_some_and(|(at, _)| tokio::time::Instant::now() < at);
+        while !pending.is_empty() && (stopping || !waiting) {
             let n = pending.len().min(batch);
             match sender.send(&pending[..n]).await {
                 Sent::Done => {
                     pending.drain(..n);
+                    retry_at = None;
                 }
                 Sent::Retry if stopping => return,
-                Sent::Retry => break,
+                Sent::Retry => {
+                    let wait =
+                        retry_at.map_or(interval, |(_, w)| (w * 2).min(Duration::from_secs(60)));
+                    retry_at = Some((tokio::time::Instant::now() + wait, wait));
+                    break;
+                }
             }
         }
         // Spans kept for a retry are bounded like the queue: the oldest go first.

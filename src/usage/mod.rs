@@ -123,6 +123,11 @@ impl Ledger {
         self.spans[1] = attempt;
     }
 
+    /// Whether the request is traced (what only a trace needs can be skipped otherwise).
+    pub fn traced(&self) -> bool {
+        self.spans.iter().any(Span::is_recording)
+    }
+
     /// The answer's finish reasons, on both spans.
     pub fn finish_reasons(&self, reasons: &[&str]) {
         if self.spans.iter().any(Span::is_recording) {

@@ -77,7 +77,10 @@ pub fn overview(
     let mut t = since_ms;
     while t < until_ms && series.len() < 10_000 {
         series.insert(t, Acc::default());
-        t += bucket_ms;
+        let Some(next) = t.checked_add(bucket_ms) else {
+            break;
+        };
+        t = next;
     }
     let (mut total, mut tenants, mut models, mut routes) = (
         Acc::default(),
@@ -183,7 +186,8 @@ fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
         return None;
     }
     values.sort_by(f64::total_cmp);
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    // The epsilon keeps 0.99 * 100 (99.00000000000001 in floating point) at rank 99.
+    let rank = ((q * values.len() as f64 - 1e-9).ceil() as usize).clamp(1, values.len());
     Some(values[rank - 1])
 }
 

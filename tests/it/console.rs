@@ -120,11 +120,16 @@ async fn sessions_and_a_second_factor_guard_the_admin_api() {
     // (A one-in-a-million chance that 000000 is the right code is not worth a retry loop.)
     assert_eq!(wrong.status(), 401);
     assert_eq!(error_code(&wrong.json().await.unwrap()), "invalid_mfa_code");
+    // A session opened with the key alone before the enrolment (a stolen key's, say).
+    let (_, other) = sign_in(&app, OPS, None).await;
+    let other = other["token"].as_str().unwrap().to_string();
     let first = code(&secret, 0);
     let ok = app
         .post_json_as("/admin/mfa/confirm", &ops_token, &json!({"code": first}))
         .await;
     assert_eq!(ok["enrolled"], true, "{ok}");
+    let gone = app.get_as("/admin/me", &other).send().await.unwrap();
+    assert_eq!(gone.status(), 401, "the enrolment ends every other session");
     let again = app
         .post_as("/admin/mfa/enroll", &ops_token)
         .json(&json!({}))
@@ -158,6 +163,15 @@ async fn sessions_and_a_second_factor_guard_the_admin_api() {
     );
     let (status, body) = sign_in(&app, OPS, Some(&code(&secret, 1))).await;
     assert_eq!(status, 200, "the next step's code (clock drift): {body}");
+    assert_eq!(
+        app.post_as("/admin/session", ADMIN)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .headers()["cache-control"],
+        "no-store"
+    );
     let session = body["token"].as_str().unwrap().to_string();
     assert_eq!(body["mfa"]["enrolled"], true);
 
@@ -185,6 +199,18 @@ async fn sessions_and_a_second_factor_guard_the_admin_api() {
     assert_eq!(out.status(), 204);
     let gone = app.get_as("/admin/me", &session).send().await.unwrap();
     assert_eq!(gone.status(), 401);
+
+    // Guessing is slowed: five wrong codes lock the account's codes out, good ones too.
+    for _ in 0..5 {
+        let (status, _) = sign_in(&app, OPS, Some("000000")).await;
+        assert_eq!(status, 401);
+    }
+    let (status, body) = sign_in(&app, OPS, Some(&code(&secret, 0))).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (429, "too_many_failed_authentications"),
+        "{body}"
+    );
 
     // An admin resets a lost authenticator: the operator's sessions end, the key works.
     let reset = app
@@ -291,12 +317,18 @@ async fn the_overview_charts_requests_errors_and_latency() {
     assert_eq!(a["limits"]["usd_per_day"], 5.0);
     assert!(a["spend_today_usd"].as_f64().unwrap() > 0.0, "{a}");
     assert!(a["spend_month_usd"].as_f64().unwrap() >= a["spend_today_usd"].as_f64().unwrap());
-    let bad = app
-        .get_as("/admin/overview?bucket_ms=1", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    for query in [
+        "bucket_ms=1",
+        "bucket_ms=9223372036854775807",
+        "since_ms=5&until_ms=4",
+    ] {
+        let bad = app
+            .get_as(&format!("/admin/overview?{query}"), &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400, "{query}");
+    }
     app.shutdown().await;
 }
 
