@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +20,6 @@ use super::extractors::{ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::api::error::ApiError;
 use crate::audit::Event;
-use crate::auth::bearer_token;
 use crate::auth::console;
 use crate::auth::roles::{self, Operator, Role};
 use crate::store::UsageGroup;
@@ -74,12 +72,7 @@ async fn require_operator(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .map(str::to_string);
+    let token = crate::auth::bearer_of(req.headers()).map(str::to_string);
     let operator = match operator(&state, token.as_deref()).await {
         Ok(o) => o,
         Err(e) => return e.into_response(),
@@ -274,31 +267,16 @@ async fn redrive_all(State(state): State<Arc<AppState>>) -> Result<axum::Json<Va
 async fn list_tenants(State(state): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
     let tenants = state.store.list_tenants().await?;
     let (day_start, month_start) = crate::usage::budget_windows(crate::store::now_ms());
-    let spend = |rows: Vec<crate::store::UsageRow>| {
-        rows.into_iter()
-            .map(|r| (r.group, r.spend_usd))
-            .collect::<std::collections::HashMap<_, _>>()
-    };
-    let today = spend(
-        state
-            .store
-            .usage_report(UsageGroup::Tenant, day_start, None, None, None)
-            .await?,
-    );
-    let month = spend(
-        state
-            .store
-            .usage_report(UsageGroup::Tenant, month_start, None, None, None)
-            .await?,
-    );
+    let spend = state.store.tenant_spend(day_start, month_start).await?;
     let live = state.chat.live.load();
     let data: Vec<Value> = tenants
         .into_iter()
         .map(|t| {
             let mut v = json!(t);
             v["limits"] = json!(live.limits.for_tenant(&t.name));
-            v["spend_today_usd"] = json!(today.get(&t.id).copied().unwrap_or(0.0));
-            v["spend_month_usd"] = json!(month.get(&t.id).copied().unwrap_or(0.0));
+            let (today, month) = spend.get(&t.id).copied().unwrap_or_default();
+            v["spend_today_usd"] = json!(today);
+            v["spend_month_usd"] = json!(month);
             v
         })
         .collect();

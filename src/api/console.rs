@@ -20,7 +20,6 @@ use tower_http::services::{ServeDir, ServeFile};
 use super::extractors::{ApiJson, ApiPath, ApiQuery, RawBody, parse_json};
 use super::state::AppState;
 use crate::api::error::ApiError;
-use crate::auth::bearer_token;
 use crate::auth::console;
 use crate::auth::roles::Operator;
 use crate::error::ErrorCode;
@@ -71,13 +70,6 @@ pub(crate) struct SignIn {
     code: Option<String>,
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-}
-
 /// Exchanges the credential the request was authenticated with for a console session.
 async fn sign_in(
     State(state): State<Arc<AppState>>,
@@ -85,7 +77,7 @@ async fn sign_in(
     headers: HeaderMap,
     RawBody(raw): RawBody,
 ) -> Result<Response, ApiError> {
-    if bearer(&headers).is_some_and(console::is_session_token) {
+    if crate::auth::bearer_of(&headers).is_some_and(console::is_session_token) {
         return Err(ApiError::invalid(
             "sign in with a key or an identity token, not a console session",
             None,
@@ -114,7 +106,7 @@ async fn sign_out(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    match bearer(&headers) {
+    match crate::auth::bearer_of(&headers) {
         Some(token) if console::is_session_token(token) => {
             console::sign_out(&state.store, token).await?;
             Ok(StatusCode::NO_CONTENT)
@@ -159,9 +151,14 @@ async fn confirm(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Confirm>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    console::confirm(&state.store, &operator.actor, &body.code, bearer(&headers))
-        .await
-        .map_err(|e| ApiError::coded(&e))?;
+    console::confirm(
+        &state.store,
+        &operator.actor,
+        &body.code,
+        crate::auth::bearer_of(&headers),
+    )
+    .await
+    .map_err(|e| ApiError::coded(&e))?;
     Ok(axum::Json(json!({"enrolled": true})))
 }
 

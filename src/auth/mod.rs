@@ -334,6 +334,14 @@ impl FailedAuthLimiter {
 }
 
 /// Extracts the token from `Authorization: Bearer <token>`.
+/// The bearer token of a request's `Authorization` header, if it has one.
+pub fn bearer_of(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+}
+
 pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme

@@ -127,6 +127,23 @@ impl Store {
             .collect())
     }
 
+    /// Each tenant's spend since `day_start` and since `month_start` (the budgets' windows;
+    /// `month_start` is the earlier), in one pass: tenant id -> (day, month).
+    pub async fn tenant_spend(
+        &self,
+        day_start: i64,
+        month_start: i64,
+    ) -> Result<std::collections::HashMap<String, (f64, f64)>, StoreError> {
+        type Row = (String, f64, f64);
+        let rows: Vec<Row> = on_pool!(self, p => sqlx::query_as(
+            "SELECT tenant_id, \
+                    CAST(COALESCE(SUM(CASE WHEN created_at >= $1 THEN cost_usd ELSE 0 END), 0) AS DOUBLE PRECISION), \
+                    CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) \
+             FROM request_log WHERE created_at >= $2 AND tenant_id IS NOT NULL GROUP BY tenant_id")
+            .bind(day_start).bind(month_start).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|(t, d, m)| (t, (d, m))).collect())
+    }
+
     /// Requests since `since_ms` per (tier, reason, model).
     pub async fn routing_report(&self, since_ms: i64) -> Result<Vec<RouteCount>, StoreError> {
         type Row = (Option<String>, Option<String>, String, i64);
