@@ -6,7 +6,8 @@
 //!    timed in the same run), build rate, and resident memory per entry.
 //! 2. End to end: the release binary with the cache on its embedded defaults (SQLite store,
 //!    MiniLM embedder, HNSW), a local mock upstream; the time from request to the last byte
-//!    of a full SSE replay, for exact hits and for semantic hits (which embed the query).
+//!    of a full SSE replay, for exact hits and for semantic hits (which embed the query), with
+//!    the rule checks and with the cross-encoder verifier.
 //!
 //! 3. With `QM_BENCH_DATABASE_URL` (a PostgreSQL with pgvector, e.g. from `scripts/pg.sh
 //!    start`): the same vectors and queries in the `pgvector` backend's table (what replicas
@@ -284,10 +285,18 @@ async fn bench_hits(n: usize) {
         .unwrap()
     });
     let gw = start_gateway(&mock_url, "");
+    // The same, with the cross-encoder reading each semantic candidate (its bar set low so
+    // every paraphrase below is served: the pass costs the same whatever it decides).
+    let gw_cross = start_gateway(
+        &mock_url,
+        "[cache]\nverifier = \"cross\"\nmin_probability = 0.0001\n",
+    );
     let client = reqwest::Client::new();
     let question = "What is the capital of France?";
-    let (_, status) = timed_stream(&client, &gw, question, &[]).await;
-    assert_eq!(status, "miss");
+    for g in [&gw, &gw_cross] {
+        let (_, status) = timed_stream(&client, g, question, &[]).await;
+        assert_eq!(status, "miss");
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let paraphrases = [
         "What's the capital of France?",
@@ -297,7 +306,15 @@ async fn bench_hits(n: usize) {
         "Tell me the capital of France.",
     ];
     let mut rows = Vec::new();
-    for (label, semantic) in [("exact hit", false), ("semantic hit", true)] {
+    for (label, g, semantic) in [
+        ("exact hit", &gw, false),
+        ("semantic hit (embeds the query), rule checks", &gw, true),
+        (
+            "semantic hit, rule checks + cross-encoder (verifier = \"cross\")",
+            &gw_cross,
+            true,
+        ),
+    ] {
         let mut lat = Vec::with_capacity(n);
         for i in 0..n + 20 {
             let text = if semantic {
@@ -307,7 +324,7 @@ async fn bench_hits(n: usize) {
             };
             let (ms, status) = timed_stream(
                 &client,
-                &gw,
+                g,
                 text,
                 &[
                     ("x-quartermaster-cache", "no-write"),

@@ -27,11 +27,14 @@ pub struct CacheConfig {
     pub max_false_hit_rate: f64,
     /// For experts: a raw cosine similarity threshold, overriding `max_false_hit_rate`.
     pub threshold: Option<f32>,
-    /// The verification stage for semantic candidates: `learned` (rule checks, then the
-    /// learned verifier's probability), `rules` (rule checks only) or `none`.
+    /// The verification stage for semantic candidates: `cross` (rule checks, then the
+    /// cross-encoder reading both questions, its bar calibrated for `max_false_hit_rate`),
+    /// `learned` (rule checks, then a logistic regression over features), `rules` (rule checks
+    /// only) or `none`.
     pub verifier: VerifierMode,
-    /// The learned verifier's acceptance probability.
-    pub min_probability: f32,
+    /// For experts: the probability a candidate needs from the `cross` or `learned` verifier,
+    /// overriding the calibrated one (`cross`) or the shipped default (`learned`).
+    pub min_probability: Option<f32>,
     /// Nearest candidates considered per lookup.
     pub candidates: usize,
     pub default_ttl_secs: u64,
@@ -71,7 +74,7 @@ impl Default for CacheConfig {
             max_false_hit_rate: DEFAULT_MAX_FALSE_HIT_RATE,
             threshold: None,
             verifier: VerifierMode::Rules,
-            min_probability: DEFAULT_MIN_PROBABILITY,
+            min_probability: None,
             candidates: 5,
             default_ttl_secs: 24 * 3600,
             max_ttl_secs: 30 * 24 * 3600,
@@ -93,6 +96,7 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum VerifierMode {
+    Cross,
     Learned,
     #[default]
     Rules,
@@ -122,17 +126,56 @@ impl CacheConfig {
         if let Some(t) = self.threshold {
             return t;
         }
-        if self.verifier == VerifierMode::Learned {
-            return DEFAULT_LEARNED_FLOOR;
+        match self.verifier {
+            VerifierMode::Learned => return DEFAULT_LEARNED_FLOOR,
+            VerifierMode::Cross => return CROSS_FLOOR,
+            _ => {}
         }
-        CALIBRATION
-            .iter()
-            .filter(|(bound, _)| *bound <= self.max_false_hit_rate + 1e-12)
-            .map(|(_, t)| *t)
-            .fold(None, |lowest: Option<f32>, t| {
-                Some(lowest.map_or(t, |l| l.min(t)))
-            })
-            .unwrap_or_else(|| CALIBRATION.iter().map(|(_, t)| *t).fold(0.0, f32::max))
+        calibrated(CALIBRATION, self.max_false_hit_rate)
+    }
+}
+
+/// The cross-encoder's first stage: candidates at least this similar are read by it.
+pub const CROSS_FLOOR: f32 = 0.80;
+
+/// The cross-encoder's logit bar for each false-hit bound (similarity floor `CROSS_FLOOR`,
+/// rule checks on), from `quartermaster eval cache --calibrate` on the calibration quarter of
+/// the development pairs, which the cross-encoder was not trained on (README: "Response
+/// cache").
+pub const CROSS_CALIBRATION: &[(f64, f32)] = &[
+    (0.002, 12.0),
+    (0.005, 2.8),
+    (0.01, 2.7),
+    (0.02, 1.9),
+    (0.03, 1.5),
+    (0.05, 1.0),
+];
+
+/// The value a calibration table (higher is stricter) gives `bound`: that of the loosest bound
+/// in the table within it, or the strictest value when the bound is below every entry.
+fn calibrated(table: &[(f64, f32)], bound: f64) -> f32 {
+    let values = || table.iter().map(|(_, t)| *t);
+    table
+        .iter()
+        .filter(|(b, _)| *b <= bound + 1e-12)
+        .map(|(_, t)| *t)
+        .reduce(f32::min)
+        .unwrap_or_else(|| values().fold(f32::NEG_INFINITY, f32::max))
+}
+
+impl CacheConfig {
+    /// The logit the cross-encoder must reach: `min_probability` when set, else the bar
+    /// calibrated for `max_false_hit_rate`.
+    pub fn cross_min_logit(&self) -> f32 {
+        match self.min_probability {
+            Some(p) => (p / (1.0 - p)).ln(),
+            None => calibrated(CROSS_CALIBRATION, self.max_false_hit_rate),
+        }
+    }
+
+    /// The learned verifier's acceptance probability (`verifier = "learned"`).
+    pub fn learned_min_probability(&self) -> f32 {
+        self.min_probability.unwrap_or(DEFAULT_MIN_PROBABILITY)
     }
 }
 
@@ -164,8 +207,8 @@ pub const DEFAULT_VERIFIER: verify::LearnedVerifier = verify::LearnedVerifier {
 
 impl CacheConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if !(0.0..=1.0).contains(&self.min_probability) {
-            return Err("cache.min_probability must be between 0 and 1".into());
+        if self.min_probability.is_some_and(|p| !(p > 0.0 && p < 1.0)) {
+            return Err("cache.min_probability must be between 0 and 1 (exclusive)".into());
         }
         if self.threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
             return Err("cache.threshold must be between 0 and 1".into());
@@ -227,6 +270,30 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(learned.effective_threshold(), DEFAULT_LEARNED_FLOOR);
+        assert_eq!(learned.learned_min_probability(), DEFAULT_MIN_PROBABILITY);
+        // The cross-encoder: its floor, and the bar of the bound's calibrated entry.
+        let cross = |bound: f64, p: Option<f32>| CacheConfig {
+            verifier: VerifierMode::Cross,
+            max_false_hit_rate: bound,
+            min_probability: p,
+            ..Default::default()
+        };
+        assert_eq!(cross(0.01, None).effective_threshold(), CROSS_FLOOR);
+        let bar_of = |b: f64| CROSS_CALIBRATION.iter().find(|(x, _)| *x == b).unwrap().1;
+        assert_eq!(cross(0.01, None).cross_min_logit(), bar_of(0.01));
+        assert_eq!(cross(0.015, None).cross_min_logit(), bar_of(0.01));
+        assert_eq!(cross(0.9, None).cross_min_logit(), bar_of(0.05));
+        assert_eq!(cross(0.0001, None).cross_min_logit(), bar_of(0.002));
+        // An expert's probability is the bar, as a logit.
+        assert!((cross(0.01, Some(0.5)).cross_min_logit()).abs() < 1e-6);
+        assert!((cross(0.01, Some(0.9)).cross_min_logit() - 9f32.ln()).abs() < 1e-5);
+        assert!(cross(0.01, Some(1.0)).validate().is_err());
+        assert!(cross(0.01, Some(0.0)).validate().is_err());
+        assert!(
+            CROSS_CALIBRATION
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 >= w[1].1)
+        );
         // The table is ordered: a looser bound never needs a stricter threshold.
         assert!(
             CALIBRATION

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::verify::{self, Check, FEATURES, LearnedVerifier};
+use super::verify::{self, Check, CrossVerifier, FEATURES, LearnedVerifier};
 use crate::embed::EmbedModel;
 use crate::index::{HnswIndex, HnswParams};
 
@@ -73,11 +73,18 @@ enum Judgement {
 
 /// One candidate entry for a query.
 struct Cand {
+    /// Index of the cached text (a text1).
+    entry: usize,
     similarity: f32,
     verdict: Result<(), Check>,
     judgement: Judgement,
     features: [f32; FEATURES],
+    /// The cross-encoder's logit (−∞ when it was not run: below `CROSS_EVAL_FLOOR`).
+    cross: f32,
 }
+
+/// Candidates at least this similar are read by the cross-encoder in an evaluation.
+pub const CROSS_EVAL_FLOOR: f32 = 0.70;
 
 /// A query's candidates, best first.
 struct Asked {
@@ -95,6 +102,8 @@ pub enum Acceptance<'a> {
     Rules(&'a [Check]),
     /// Every rule check must pass and the learned probability reach `min_probability`.
     Learned(&'a LearnedVerifier, f32),
+    /// Every rule check must pass (when `rules`) and the cross-encoder's logit reach the bar.
+    Cross { min_logit: f32, rules: bool },
 }
 
 impl Acceptance<'_> {
@@ -107,6 +116,10 @@ impl Acceptance<'_> {
             Acceptance::Similarity => true,
             Acceptance::Rules(checks) => rules(checks),
             Acceptance::Learned(v, p) => rules(&Check::ALL) && v.probability(&c.features) >= *p,
+            Acceptance::Cross {
+                min_logit,
+                rules: r,
+            } => (!r || rules(&Check::ALL)) && c.cross >= *min_logit,
         }
     }
 }
@@ -156,11 +169,19 @@ pub struct Evaluation {
     pub pairs: usize,
     pub entries: usize,
     pub embed_secs: f64,
+    /// Time the cross-encoder took over every candidate it read.
+    pub cross_secs: f64,
 }
 
 impl Evaluation {
-    /// Embeds and indexes every text1, asks every text2 for its `k` nearest candidates.
-    pub fn run(model: &EmbedModel, pairs: &[Pair], k: usize) -> Result<Self, String> {
+    /// Embeds and indexes every text1, asks every text2 for its `k` nearest candidates; with
+    /// a cross-encoder, it reads every candidate at or above `CROSS_EVAL_FLOOR`.
+    pub fn run(
+        model: &EmbedModel,
+        pairs: &[Pair],
+        k: usize,
+        cross: Option<&CrossVerifier>,
+    ) -> Result<Self, String> {
         let mut ids: HashMap<&str, usize> = HashMap::new();
         let mut texts1: Vec<&str> = Vec::new();
         for p in pairs {
@@ -208,10 +229,12 @@ impl Evaluation {
                         }
                     };
                     Cand {
+                        entry: id,
                         similarity: c.similarity,
                         verdict: verify::verify(&query, &cached, &Check::ALL),
                         judgement,
                         features: verify::features(&query, &cached, c.similarity),
+                        cross: f32::NEG_INFINITY,
                     }
                 })
                 .collect();
@@ -221,11 +244,18 @@ impl Evaluation {
                 candidates,
             });
         }
+        let mut cross_secs = 0.0;
+        if let Some(cross) = cross {
+            let started = std::time::Instant::now();
+            cross_logits(cross, &mut asked, pairs, &texts1)?;
+            cross_secs = started.elapsed().as_secs_f64();
+        }
         Ok(Self {
             asked,
             pairs: pairs.len(),
             entries: texts1.len(),
             embed_secs,
+            cross_secs,
         })
     }
 
@@ -289,6 +319,37 @@ impl Evaluation {
         }
         s
     }
+}
+
+/// The cross-encoder's logit for every candidate at or above `CROSS_EVAL_FLOOR`, on the
+/// normalised texts the gateway stores and asks with, in packed batches.
+fn cross_logits(
+    cross: &CrossVerifier,
+    asked: &mut [Asked],
+    pairs: &[Pair],
+    texts1: &[&str],
+) -> Result<(), String> {
+    let norm = super::key::normalise;
+    let mut todo: Vec<(usize, usize, String, String, f32)> = Vec::new();
+    for (a, q) in asked.iter().enumerate() {
+        for (c, cand) in q.candidates.iter().enumerate() {
+            if cand.similarity >= CROSS_EVAL_FLOOR {
+                let (cached, query) = (norm(texts1[cand.entry]), norm(&pairs[q.pair].text2));
+                todo.push((a, c, cached, query, cand.similarity));
+            }
+        }
+    }
+    for chunk in todo.chunks(64) {
+        let batch: Vec<(&str, &str, f32)> = chunk
+            .iter()
+            .map(|(_, _, cached, query, s)| (cached.as_str(), query.as_str(), *s))
+            .collect();
+        let logits = cross.logits(&batch).map_err(|e| e.to_string())?;
+        for ((a, c, _, _, _), logit) in chunk.iter().zip(logits) {
+            asked[*a].candidates[*c].cross = logit;
+        }
+    }
+    Ok(())
 }
 
 impl Score {

@@ -30,7 +30,7 @@ pub use backend::{IndexError, VectorIndex};
 pub use config::*;
 pub use controls::*;
 pub use key::{CacheKeys, NotCacheable, cache_keys};
-pub use verify::Check;
+pub use verify::{Check, CrossVerifier};
 
 /// A stored answer: one assistant message with plain text content.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -148,6 +148,8 @@ pub struct Cache {
     loaded: AtomicBool,
     checks: Vec<Check>,
     learned: Option<verify::LearnedVerifier>,
+    /// The cross-encoder (`verifier = "cross"`), set by [`Cache::with_cross`].
+    cross: Option<Arc<verify::CrossVerifier>>,
     /// Other replicas' changes to the in-process graph (`hnsw` on PostgreSQL).
     sync: Option<sync::CacheSync>,
     /// Where the in-process graphs are saved and loaded from.
@@ -178,7 +180,9 @@ impl Cache {
         };
         let checks = match config.verifier {
             VerifierMode::None => Vec::new(),
-            VerifierMode::Rules | VerifierMode::Learned => Check::ALL.to_vec(),
+            VerifierMode::Rules | VerifierMode::Learned | VerifierMode::Cross => {
+                Check::ALL.to_vec()
+            }
         };
         let learned = (config.verifier == VerifierMode::Learned).then_some(DEFAULT_VERIFIER);
         let loaded = AtomicBool::new(!index.needs_load());
@@ -203,12 +207,20 @@ impl Cache {
             loaded,
             checks,
             learned,
+            cross: None,
             sync,
             snapshot_dir,
             // Nothing saved yet: the first save writes whatever was built or loaded.
             saved_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             snapshot_tenants: Default::default(),
         })
+    }
+
+    /// The cross-encoder for `verifier = "cross"`. Without it, that mode serves no semantic
+    /// hit (it never falls back to a weaker check).
+    pub fn with_cross(mut self, verifier: Arc<verify::CrossVerifier>) -> Self {
+        self.cross = Some(verifier);
+        self
     }
 
     pub fn index_name(&self) -> &'static str {
@@ -377,6 +389,10 @@ impl Cache {
                 return Ok(None);
             }
         };
+        let cross_mode = self.config.verifier == VerifierMode::Cross;
+        // Candidates that pass the rule checks, best first; with the cross-encoder they are
+        // all read by it in one pass, and the first it accepts is the hit.
+        let mut passed = Vec::new();
         for c in candidates.into_iter().filter(|c| c.similarity >= threshold) {
             const SQL: &str = "SELECT id, response, checksum, query_text, cost_usd, expires_at FROM cache_entries \
                                WHERE tenant_id = $1 AND id = $2 AND fingerprint = $3 AND expires_at > $4 AND demoted_at IS NULL";
@@ -396,20 +412,74 @@ impl Cache {
             }
             if let Some(v) = &self.learned {
                 let p = v.probability(&verify::features(&keys.query, &cached_query, c.similarity));
-                if p < self.config.min_probability {
+                if p < self.config.learned_min_probability() {
                     metrics::counter!("qm_cache_verify_rejections_total", "check" => "learned")
                         .increment(1);
                     tracing::debug!(entry = %entry_id, p, similarity = c.similarity, "semantic candidate vetoed by the learned verifier");
                     continue;
                 }
             }
-            return Ok(Some(Hit {
+            let hit = Hit {
                 entry_id,
                 kind: HitKind::Semantic,
                 similarity: c.similarity,
                 answer,
                 cost_usd,
-            }));
+            };
+            if !cross_mode {
+                return Ok(Some(hit));
+            }
+            passed.push((hit, cached_query));
+        }
+        if passed.is_empty() {
+            return Ok(None);
+        }
+        self.cross_accept(&keys.query, passed).await
+    }
+
+    /// The first candidate the cross-encoder accepts. A verifier that is missing or fails
+    /// serves nothing: a miss costs one upstream call, a wrong hit a wrong answer.
+    async fn cross_accept(
+        &self,
+        query: &str,
+        passed: Vec<(Hit, String)>,
+    ) -> Result<Option<Hit>, StoreError> {
+        let Some(cross) = self.cross.clone() else {
+            return Ok(None);
+        };
+        let query = query.to_string();
+        let texts: Vec<(String, f32)> = passed
+            .iter()
+            .map(|(hit, q)| (q.clone(), hit.similarity))
+            .collect();
+        let logits = tokio::task::spawn_blocking(move || {
+            let pairs: Vec<(&str, &str, f32)> = texts
+                .iter()
+                .map(|(t, s)| (t.as_str(), query.as_str(), *s))
+                .collect();
+            cross.logits(&pairs)
+        })
+        .await;
+        let logits = match logits {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cache cross-encoder failed; treating as a miss");
+                metrics::counter!("qm_cache_verify_errors_total").increment(1);
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cache cross-encoder panicked; treating as a miss");
+                metrics::counter!("qm_cache_verify_errors_total").increment(1);
+                return Ok(None);
+            }
+        };
+        let bar = self.config.cross_min_logit();
+        for ((hit, _), logit) in passed.into_iter().zip(logits) {
+            if logit >= bar {
+                return Ok(Some(hit));
+            }
+            metrics::counter!("qm_cache_verify_rejections_total", "check" => "cross").increment(1);
+            tracing::debug!(entry = %hit.entry_id, logit, bar, similarity = hit.similarity, "semantic candidate vetoed by the cross-encoder");
         }
         Ok(None)
     }

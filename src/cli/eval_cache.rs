@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use super::CacheEvalArgs;
-use crate::cache::CacheConfig;
 use crate::cache::eval::{Acceptance, Evaluation, Score, read_pairs, tune_threshold};
-use crate::cache::verify::{Check, LearnedVerifier};
+use crate::cache::verify::{Check, CrossVerifier, LearnedVerifier};
+use crate::cache::{CROSS_FLOOR, CacheConfig};
 use crate::config::Config;
 
 /// Candidates below this similarity are never served, whatever the learned verifier says.
@@ -31,15 +31,29 @@ fn tune_half(i: usize) -> bool {
 fn test_half(i: usize) -> bool {
     i % 2 == 1
 }
+/// The cross-encoder trains on the pairs with i % 4 == 0; its bar is calibrated on these,
+/// which it never saw.
+fn calibration_quarter(i: usize) -> bool {
+    i % 4 == 2
+}
+
+fn cross_at(min_logit: f32) -> Acceptance<'static> {
+    Acceptance::Cross {
+        min_logit,
+        rules: true,
+    }
+}
 
 pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
     let model = super::load_embed_model(config)?;
+    let cross = CrossVerifier::load(&config.embeddings.model_dir)?;
     let c = &config.cache;
     let threshold = args.threshold.unwrap_or(c.effective_threshold());
     let mut evals = Vec::new();
     for path in &args.pairs {
         let pairs = read_pairs(path).map_err(anyhow::Error::msg)?;
-        let eval = Evaluation::run(&model, &pairs, c.candidates).map_err(anyhow::Error::msg)?;
+        let eval = Evaluation::run(&model, &pairs, c.candidates, Some(&cross))
+            .map_err(anyhow::Error::msg)?;
         let positives = pairs.iter().filter(|p| p.duplicate).count();
         evals.push(FileEval {
             path: path.clone(),
@@ -51,11 +65,13 @@ pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
         print_file(f, c, threshold, &args.curve);
     }
     print_unseen(&evals, args.max_false_hit_rate, args.fit);
+    print_cross_curve(&evals);
     if args.calibrate {
         print_calibration(&evals);
+        print_cross_calibration(&evals);
     }
     if let Some(path) = &args.traps {
-        print_traps(&model, path, c)?;
+        print_traps(&model, &cross, path, c)?;
     }
     Ok(())
 }
@@ -65,6 +81,7 @@ pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
 /// the configured threshold.
 fn print_traps(
     model: &crate::embed::EmbedModel,
+    cross: &CrossVerifier,
     path: &std::path::Path,
     c: &CacheConfig,
 ) -> anyhow::Result<()> {
@@ -80,7 +97,8 @@ fn print_traps(
         "{}: every row needs a kind",
         path.display()
     );
-    let eval = Evaluation::run(model, &pairs, c.candidates).map_err(anyhow::Error::msg)?;
+    let eval =
+        Evaluation::run(model, &pairs, c.candidates, Some(cross)).map_err(anyhow::Error::msg)?;
     let is_trap: Vec<bool> = pairs.iter().map(|p| !p.duplicate).collect();
     let shipped = crate::cache::DEFAULT_VERIFIER;
     let rates = |t: f32, accept: Acceptance<'_>, keep: &dyn Fn(usize) -> bool| {
@@ -100,7 +118,7 @@ fn print_traps(
     );
     println!(
         "| threshold | similarity only: traps hit / paraphrases hit | + rule checks | + rule checks + learned verifier (p >= {}) |",
-        c.min_probability
+        c.learned_min_probability()
     );
     println!("| --- | --- | --- | --- |");
     let mut t = 0.98f32;
@@ -113,13 +131,68 @@ fn print_traps(
             "| {t:.2} | {} | {} | {} |",
             cell(Acceptance::Similarity),
             cell(Acceptance::Rules(&Check::ALL)),
-            cell(Acceptance::Learned(&shipped, c.min_probability))
+            cell(Acceptance::Learned(&shipped, c.learned_min_probability()))
         );
         t -= 0.02;
     }
-    let t = c.effective_threshold();
     println!(
-        "\nPer kind at the configured threshold ({t:.3}, rule checks): share answered (traps: with another question's answer; paraphrases: with the right entry)\n"
+        "\nThe cross-encoder over the logit bar (similarity floor {CROSS_FLOOR}): traps hit / paraphrases hit\n"
+    );
+    println!("| bar (logit) | cross-encoder alone | + rule checks |");
+    println!("| --- | --- | --- |");
+    for bar in CURVE_BARS {
+        let cell = |rules: bool| {
+            let (tr, pa, _, _) = rates(
+                CROSS_FLOOR,
+                Acceptance::Cross {
+                    min_logit: bar,
+                    rules,
+                },
+                &|_| true,
+            );
+            format!("{:.1} % / {:.1} %", tr * 100.0, pa * 100.0)
+        };
+        println!("| {bar:.1} | {} | {} |", cell(false), cell(true));
+    }
+    // The bar at which 80 % of the paraphrases are answered, and the traps hit there.
+    for rules in [false, true] {
+        let mut bar = 8.0f32;
+        while bar > -8.0
+            && rates(
+                CROSS_FLOOR,
+                Acceptance::Cross {
+                    min_logit: bar,
+                    rules,
+                },
+                &|_| true,
+            )
+            .1 < 0.80
+        {
+            bar -= 0.05;
+        }
+        let (tr, pa, _, _) = rates(
+            CROSS_FLOOR,
+            Acceptance::Cross {
+                min_logit: bar,
+                rules,
+            },
+            &|_| true,
+        );
+        println!(
+            "\nCross-encoder{}: at the bar {bar:.2}, {:.1} % of paraphrases answered and {:.1} % of traps hit.",
+            if rules { " + rule checks" } else { " alone" },
+            pa * 100.0,
+            tr * 100.0
+        );
+    }
+    let t = c.effective_threshold();
+    let accept = match c.verifier {
+        crate::cache::VerifierMode::Cross => cross_at(c.cross_min_logit()),
+        _ => Acceptance::Rules(&Check::ALL),
+    };
+    println!(
+        "\nPer kind at the configured settings (threshold {t:.3}, verifier {:?}): share answered (traps: with another question's answer; paraphrases: with the right entry)\n",
+        c.verifier
     );
     println!("| kind | rows | answered |");
     println!("| --- | --- | --- |");
@@ -128,7 +201,7 @@ fn print_traps(
     names.dedup();
     for k in names {
         let keep = |i: usize| &kinds[i] == k;
-        let (tr, pa, nt, np) = rates(t, Acceptance::Rules(&Check::ALL), &keep);
+        let (tr, pa, nt, np) = rates(t, accept, &keep);
         let (share, n) = if nt > 0 { (tr, nt) } else { (pa, np) };
         println!("| {k} | {n} | {:.1} % |", share * 100.0);
     }
@@ -137,6 +210,134 @@ fn print_traps(
 
 /// The bounds the shipped table covers.
 const BOUNDS: [f64; 6] = [0.002, 0.005, 0.01, 0.02, 0.03, 0.05];
+
+/// The cross-encoder's bars (logits) the curves are printed at.
+const CURVE_BARS: [f32; 12] = [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+
+/// The lowest cross-encoder bar (similarity floor `CROSS_FLOOR`, rule checks on) whose
+/// false-hit rate on the selected pairs has the upper end of its 95 % interval under `max`,
+/// and every bar above it too.
+fn calibrate_cross(evals: &[FileEval], max: f64, select: &dyn Fn(usize) -> bool) -> f32 {
+    let mut best = 12.0f32;
+    let mut bar = 12.0f32;
+    while bar >= -6.0 {
+        let s = combined(evals, &|e| e.score_with(CROSS_FLOOR, cross_at(bar), select));
+        let (_, high) = crate::cache::feedback::wilson(s.false_hits as i64, s.queries as i64);
+        if high > max {
+            break;
+        }
+        best = bar;
+        bar -= 0.1;
+    }
+    (best * 10.0).round() / 10.0
+}
+
+fn print_cross_calibration(evals: &[FileEval]) {
+    println!(
+        "\n## Calibration of cache.max_false_hit_rate with the cross-encoder (similarity floor {CROSS_FLOOR}, rule checks on): the bar chosen on the pairs with index % 4 == 2 of all files (which it was not trained on; the upper end of the 95 % interval of its false-hit rate under the bound), then the odd-numbered pairs\n"
+    );
+    println!(
+        "| bound | bar (logit) | false-hit rate, calibration [95 % interval] | false-hit rate, odd (unseen) [95 % interval] | recall, odd | precision, odd | odd under the bound |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let mut table = Vec::new();
+    for max in BOUNDS {
+        let bar = calibrate_cross(evals, max, &calibration_quarter);
+        let cal = combined(evals, &|e| {
+            e.score_with(CROSS_FLOOR, cross_at(bar), calibration_quarter)
+        });
+        let odd = combined(evals, &|e| {
+            e.score_with(CROSS_FLOOR, cross_at(bar), test_half)
+        });
+        println!(
+            "| {:.1} % | {bar:.1} | {} | {} | {:.1} % | {:.1} % | {} |",
+            max * 100.0,
+            interval(&cal),
+            interval(&odd),
+            odd.recall() * 100.0,
+            odd.precision() * 100.0,
+            if odd.false_hit_rate() <= max {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+        table.push((max, bar));
+    }
+    println!("\nFor src/cache/config.rs:\n\npub const CROSS_CALIBRATION: &[(f64, f32)] = &[");
+    for (max, bar) in table {
+        println!("    ({max}, {bar:.1}),");
+    }
+    println!("];");
+}
+
+/// The highest-precision operating point whose recall reaches `recall`, over a family of
+/// acceptance rules (one per knob value), on the selected pairs.
+fn precision_at_recall(
+    recall: f64,
+    knobs: &mut dyn Iterator<Item = (f32, Score)>,
+) -> Option<(f32, Score)> {
+    knobs
+        .filter(|(_, s)| s.recall() >= recall)
+        .max_by(|a, b| a.1.precision().total_cmp(&b.1.precision()))
+}
+
+/// On the odd-numbered pairs (never trained or tuned on): the cross-encoder's curve over its
+/// bar, and the best precision each stage reaches at recall >= 0.30.
+fn print_cross_curve(evals: &[FileEval]) {
+    for f in evals {
+        let e = &f.eval;
+        println!(
+            "\n## {} (odd-numbered pairs): the cross-encoder over its bar (similarity floor {CROSS_FLOOR}); it read the candidates of {} queries in {:.1} s\n",
+            f.path.display(),
+            e.pairs,
+            e.cross_secs
+        );
+        header();
+        for bar in CURVE_BARS {
+            row(
+                &format!("cross-encoder + rule checks, bar {bar:.1}"),
+                &e.score_with(CROSS_FLOOR, cross_at(bar), test_half),
+            );
+        }
+        println!("\nBest precision at recall >= 30 % (odd-numbered pairs):\n");
+        println!("| stage | knob | precision | recall | false-hit rate |");
+        println!("| --- | --- | --- | --- | --- |");
+        let sims = || (0..=100).map(|k| 1.0 - k as f32 * 0.005);
+        let bars = || (0..=160).map(|k| 10.0 - k as f32 * 0.1);
+        let lines: [(&str, Option<(f32, Score)>); 3] = [
+            (
+                "similarity only (threshold)",
+                precision_at_recall(0.30, &mut sims().map(|t| (t, e.score(t, NONE, test_half)))),
+            ),
+            (
+                "+ rule checks (threshold)",
+                precision_at_recall(
+                    0.30,
+                    &mut sims().map(|t| (t, e.score(t, &Check::ALL, test_half))),
+                ),
+            ),
+            (
+                "+ rule checks + cross-encoder (bar)",
+                precision_at_recall(
+                    0.30,
+                    &mut bars().map(|b| (b, e.score_with(CROSS_FLOOR, cross_at(b), test_half))),
+                ),
+            ),
+        ];
+        for (label, point) in lines {
+            match point {
+                Some((k, s)) => println!(
+                    "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % |",
+                    s.precision() * 100.0,
+                    s.recall() * 100.0,
+                    s.false_hit_rate() * 100.0
+                ),
+                None => println!("| {label} | — | recall 30 % not reached | | |"),
+            }
+        }
+    }
+}
 
 /// The lowest similarity threshold (rule checks on) whose false-hit rate on the selected
 /// pairs has the upper end of its 95 % interval under `max`.
@@ -230,8 +431,9 @@ fn print_file(f: &FileEval, c: &CacheConfig, threshold: f32, curve: &[f32]) {
         eval.embed_secs
     );
     println!(
-        "\nAt the configured settings (similarity threshold {threshold}, learned verifier p >= {}):\n",
-        c.min_probability
+        "\nAt the configured settings (similarity threshold {threshold}, learned verifier p >= {}, cross-encoder bar {:.1} over similarity {CROSS_FLOOR}):\n",
+        c.learned_min_probability(),
+        c.cross_min_logit()
     );
     header();
     row("similarity only", &eval.score(threshold, NONE, all));
@@ -240,9 +442,13 @@ fn print_file(f: &FileEval, c: &CacheConfig, threshold: f32, curve: &[f32]) {
         "+ rule checks + learned verifier",
         &eval.score_with(
             threshold,
-            Acceptance::Learned(&shipped, c.min_probability),
+            Acceptance::Learned(&shipped, c.learned_min_probability()),
             all,
         ),
+    );
+    row(
+        "+ rule checks + cross-encoder",
+        &eval.score_with(CROSS_FLOOR, cross_at(c.cross_min_logit()), all),
     );
     println!("\nWhat each rule check gains (rule checks without it):\n");
     println!("| without | precision | recall | false-hit rate |");
@@ -265,7 +471,11 @@ fn print_file(f: &FileEval, c: &CacheConfig, threshold: f32, curve: &[f32]) {
         row("+ rule checks", &eval.score(t, &Check::ALL, all));
         row(
             "+ rule checks + learned verifier",
-            &eval.score_with(t, Acceptance::Learned(&shipped, c.min_probability), all),
+            &eval.score_with(
+                t,
+                Acceptance::Learned(&shipped, c.learned_min_probability()),
+                all,
+            ),
         );
     }
 }
@@ -320,6 +530,7 @@ fn print_unseen(evals: &[FileEval], max: f64, fit: bool) {
     });
     let half_model = fit_on(evals, &tune_half);
     let (floor, p) = best_learned(evals, &half_model, max, &tune_half);
+    let bar = calibrate_cross(evals, max, &calibration_quarter);
     println!(
         "\n## Unseen pairs: tuned for a false-hit rate <= {:.1} % on the even-numbered pairs of all files, scored on the odd-numbered ones\n",
         max * 100.0
@@ -336,6 +547,10 @@ fn print_unseen(evals: &[FileEval], max: f64, fit: bool) {
             &format!("+ rule checks + learned verifier (p >= {p:.2})"),
             &f.eval
                 .score_with(floor, Acceptance::Learned(&half_model, p), test_half),
+        );
+        row(
+            &format!("+ rule checks + cross-encoder (bar {bar:.1}, from the calibration quarter)"),
+            &f.eval.score_with(CROSS_FLOOR, cross_at(bar), test_half),
         );
     }
     if fit {

@@ -62,7 +62,8 @@ pub struct FusedBert {
     eps: f32,
     word: Vec<f32>,
     position: Vec<f32>,
-    token_type0: Vec<f32>,
+    /// `[type_vocab, hidden]`: token type 0 (a single text, a pair's first) and 1 (its second).
+    token_types: Vec<f32>,
     emb_ln: LayerNorm,
     layers: Vec<Layer>,
     threads: usize,
@@ -73,6 +74,17 @@ const PARALLEL_MIN_MACS: usize = 1 << 21;
 
 impl FusedBert {
     pub fn load(dir: &Path, threads: usize) -> Result<Self, EmbedError> {
+        Self::load_adjusted(dir, threads, &|_, t| Ok(t))
+    }
+
+    /// As [`FusedBert::load`], passing every weight through `adjust` (by its name, e.g.
+    /// `encoder.layer.0.attention.self.query.weight`, in PyTorch's `[out, in]` layout) before
+    /// it is laid out: fine-tuned adapters are merged into the base weights here.
+    pub fn load_adjusted(
+        dir: &Path,
+        threads: usize,
+        adjust: &dyn Fn(&str, Tensor) -> Result<Tensor, EmbedError>,
+    ) -> Result<Self, EmbedError> {
         let cfg: BertConfig = super::read_json(&dir.join("config.json"))?;
         if cfg.hidden_act.as_deref().is_some_and(|a| a != "gelu") {
             return Err(EmbedError::Model(format!(
@@ -83,16 +95,17 @@ impl FusedBert {
         let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
             .map_err(|e| EmbedError::Model(format!("reading model.safetensors: {e}")))?;
         // Checkpoints saved from BertForX carry a `bert.` prefix; sentence-transformers' do not.
-        let get = |name: &str| -> Result<&Tensor, EmbedError> {
-            tensors
+        let get = |name: &str| -> Result<Tensor, EmbedError> {
+            let t = tensors
                 .get(name)
                 .or_else(|| tensors.get(&format!("bert.{name}")))
                 .ok_or_else(|| {
                     EmbedError::Model(format!("tensor {name} missing from model.safetensors"))
-                })
+                })?;
+            adjust(name, t.clone())
         };
-        let vec = |name: &str| -> Result<Vec<f32>, EmbedError> { flat(get(name)?, false) };
-        let weight_t = |name: &str| -> Result<Vec<f32>, EmbedError> { flat(get(name)?, true) };
+        let vec = |name: &str| -> Result<Vec<f32>, EmbedError> { flat(&get(name)?, false) };
+        let weight_t = |name: &str| -> Result<Vec<f32>, EmbedError> { flat(&get(name)?, true) };
         let ln = |prefix: &str| -> Result<LayerNorm, EmbedError> {
             Ok(LayerNorm {
                 gamma: vec(&format!("{prefix}.weight"))?,
@@ -132,11 +145,16 @@ impl FusedBert {
             });
         }
         let token_types = vec("embeddings.token_type_embeddings.weight")?;
+        if token_types.len() < 2 * h {
+            return Err(EmbedError::Model(
+                "the model has fewer than 2 token types".into(),
+            ));
+        }
         Ok(Self {
             eps: cfg.layer_norm_eps as f32,
             word: vec("embeddings.word_embeddings.weight")?,
             position: vec("embeddings.position_embeddings.weight")?,
-            token_type0: token_types[..h].to_vec(),
+            token_types: token_types[..2 * h].to_vec(),
             emb_ln: ln("embeddings.LayerNorm")?,
             layers,
             threads: threads.max(1),
@@ -166,6 +184,53 @@ impl FusedBert {
         between_layers: &mut dyn FnMut(),
     ) -> Vec<Vec<f32>> {
         let h = self.cfg.hidden_size;
+        let (x, offsets) = self.forward(seqs, None, between_layers);
+        offsets
+            .windows(2)
+            .map(|w| {
+                let (a, b) = (w[0], w[1]);
+                let mut pooled = vec![0f32; h];
+                for row in x[a * h..b * h].chunks_exact(h) {
+                    for (p, v) in pooled.iter_mut().zip(row) {
+                        *p += v;
+                    }
+                }
+                let n = (b - a).max(1) as f32;
+                pooled.iter_mut().for_each(|p| *p /= n);
+                let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                pooled.iter_mut().for_each(|p| *p /= norm);
+                pooled
+            })
+            .collect()
+    }
+
+    /// The final hidden state of each sequence's first token (`[CLS]`), for sequences with
+    /// token types (`types[s][p]` is 0 or 1, as a cross-encoder reads a pair of texts).
+    pub fn cls_states(&self, seqs: &[&[u32]], types: &[&[u32]]) -> Vec<Vec<f32>> {
+        let h = self.cfg.hidden_size;
+        let (x, offsets) = self.forward(seqs, Some(types), &mut || {});
+        offsets[..offsets.len() - 1]
+            .iter()
+            .zip(seqs)
+            .map(|(&start, seq)| {
+                if seq.is_empty() {
+                    vec![0.0; h]
+                } else {
+                    x[start * h..(start + 1) * h].to_vec()
+                }
+            })
+            .collect()
+    }
+
+    /// The encoder over packed sequences: the final hidden states `[total_tokens, hidden]`
+    /// and each sequence's start offset (plus the total at the end).
+    fn forward(
+        &self,
+        seqs: &[&[u32]],
+        types: Option<&[&[u32]]>,
+        between_layers: &mut dyn FnMut(),
+    ) -> (Vec<f32>, Vec<usize>) {
+        let h = self.cfg.hidden_size;
         let inter = self.cfg.intermediate_size;
         let total: usize = seqs.iter().map(|s| s.len()).sum();
         let mut offsets = Vec::with_capacity(seqs.len() + 1);
@@ -179,8 +244,13 @@ impl FusedBert {
                 let row = &mut x[(offsets[s] + p) * h..(offsets[s] + p + 1) * h];
                 let w = &self.word[id as usize * h..(id as usize + 1) * h];
                 let pe = &self.position[p * h..(p + 1) * h];
+                let ty = types
+                    .and_then(|t| t.get(s))
+                    .and_then(|t| t.get(p))
+                    .map_or(0, |&t| (t as usize).min(1));
+                let te = &self.token_types[ty * h..(ty + 1) * h];
                 for i in 0..h {
-                    row[i] = w[i] + pe[i] + self.token_type0[i];
+                    row[i] = w[i] + pe[i] + te[i];
                 }
             }
         }
@@ -202,24 +272,7 @@ impl FusedBert {
             residual_bias_layer_norm(&mut x, &tmp, &layer.b2, &layer.ln2, self.eps);
             between_layers();
         }
-
-        offsets
-            .windows(2)
-            .map(|w| {
-                let (a, b) = (w[0], w[1]);
-                let mut pooled = vec![0f32; h];
-                for row in x[a * h..b * h].chunks_exact(h) {
-                    for (p, v) in pooled.iter_mut().zip(row) {
-                        *p += v;
-                    }
-                }
-                let n = (b - a).max(1) as f32;
-                pooled.iter_mut().for_each(|p| *p /= n);
-                let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                pooled.iter_mut().for_each(|p| *p /= norm);
-                pooled
-            })
-            .collect()
+        (x, offsets)
     }
 
     /// `c[m,n] = a[m,k] · b[k,n]`, all row-major.

@@ -49,9 +49,22 @@ async fn open_cache(
     if config.cache.semantic && !embeddings {
         tracing::warn!("cache: embeddings are disabled, so the cache is exact-only");
     }
-    Ok(Some(Arc::new(
-        crate::cache::Cache::new(config.cache.clone(), store.clone()).await?,
-    )))
+    let mut cache = crate::cache::Cache::new(config.cache.clone(), store.clone()).await?;
+    if config.cache.verifier == crate::cache::VerifierMode::Cross
+        && config.cache.semantic
+        && embeddings
+    {
+        let dir = config.embeddings.model_dir.clone();
+        let started = std::time::Instant::now();
+        let cross =
+            tokio::task::spawn_blocking(move || crate::cache::CrossVerifier::load(&dir)).await??;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "cache: cross-encoder verifier loaded"
+        );
+        cache = cache.with_cross(Arc::new(cross));
+    }
+    Ok(Some(Arc::new(cache)))
 }
 
 /// Documents and retrieval, when enabled (they need embeddings).

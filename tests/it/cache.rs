@@ -841,3 +841,103 @@ async fn graphs_are_saved_at_shutdown_and_loaded_at_start() {
     assert_eq!(header(&r, "x-quartermaster-cache"), "miss");
     app.shutdown().await;
 }
+
+/// The cross-encoder in the gateway (adapters merged into MiniLM, fused kernels, packed
+/// pairs) gives the logits its training code gives (scripts/verifier/cross.py --reference),
+/// batched and one pair at a time.
+#[test]
+fn the_cross_encoder_matches_its_training_code() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/cross_verifier_reference.json");
+    let fixture: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(fixture.len() >= 10);
+    let v = quartermaster::cache::CrossVerifier::load(&model_dir()).expect("run models/fetch.sh");
+    let pairs: Vec<(&str, &str, f32)> = fixture
+        .iter()
+        .map(|f| {
+            (
+                f["cached"].as_str().unwrap(),
+                f["query"].as_str().unwrap(),
+                f["similarity"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect();
+    let batched = v.logits(&pairs).unwrap();
+    for (i, f) in fixture.iter().enumerate() {
+        let want = f["logit"].as_f64().unwrap() as f32;
+        let alone = v.logits(&pairs[i..i + 1]).unwrap()[0];
+        assert!(
+            (batched[i] - want).abs() < 2e-3 && (alone - want).abs() < 2e-3,
+            "{:?}: batched {} alone {} want {want}",
+            pairs[i],
+            batched[i],
+            alone
+        );
+    }
+    // The fixture spans both verdicts, so agreement is not agreement on a constant.
+    assert!(batched.iter().any(|l| *l > 0.0) && batched.iter().any(|l| *l < 0.0));
+    // A pair far beyond the model's 512 positions is truncated, not an error.
+    let long = "word ".repeat(2000);
+    assert!(
+        v.logits(&[(long.as_str(), "short question?", 0.5)])
+            .unwrap()[0]
+            .is_finite()
+    );
+}
+
+const CROSS_CACHED: &str = "How do I reset my password?";
+const CROSS_PARAPHRASE: &str = "How can I reset my password?";
+/// Similar (cosine ~0.87) and through every rule check, but another task.
+const CROSS_LOOKALIKE: &str = "How do I change my password?";
+
+/// `verifier = "cross"` on the HTTP path: a paraphrase is served, a look-alike that passes
+/// every rule check is refused by the cross-encoder (and counted), and the bar decides it.
+#[tokio::test]
+async fn the_cross_encoder_decides_semantic_hits() {
+    // p >= 0.9 (logit 2.2): tests/fixtures/cross_verifier_reference.json has 3.0 for the
+    // paraphrase and 1.3 for the look-alike.
+    let mut app = TestApp::spawn_with(cache_options(
+        "verifier = \"cross\"\nmin_probability = 0.9\n",
+        None,
+    ))
+    .await;
+    let cached = ask("mock-ok", CROSS_CACHED, false);
+    assert_eq!(send(&app, &cached, &[]).await.status(), 200);
+    wait_entries(&app, 1).await;
+
+    let para = send(&app, &ask("mock-ok", CROSS_PARAPHRASE, false), &[]).await;
+    assert_eq!(header(&para, "x-quartermaster-cache"), "hit");
+    assert_eq!(header(&para, "x-quartermaster-cache-kind"), "semantic");
+    assert_eq!(app.mock.calls_for("mock-ok"), 1);
+
+    // Above the similarity floor and through every rule check, but not the same question.
+    let near = send(
+        &app,
+        &ask("mock-ok", CROSS_LOOKALIKE, false),
+        &[("x-quartermaster-cache", "no-write")],
+    )
+    .await;
+    assert_eq!(header(&near, "x-quartermaster-cache"), "miss");
+    assert_eq!(app.mock.calls_for("mock-ok"), 2);
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("qm_cache_verify_rejections_total{check=\"cross\"}"),
+        "{metrics}"
+    );
+    app.shutdown().await;
+
+    // The look-alike really is above the floor and passes the rules: with the bar at
+    // p >= 0.0001 the same request is a semantic hit.
+    let mut app = TestApp::spawn_with(cache_options(
+        "verifier = \"cross\"\nmin_probability = 0.0001\n",
+        None,
+    ))
+    .await;
+    assert_eq!(send(&app, &cached, &[]).await.status(), 200);
+    wait_entries(&app, 1).await;
+    let near = send(&app, &ask("mock-ok", CROSS_LOOKALIKE, false), &[]).await;
+    assert_eq!(header(&near, "x-quartermaster-cache"), "hit");
+    assert_eq!(header(&near, "x-quartermaster-cache-kind"), "semantic");
+    app.shutdown().await;
+}

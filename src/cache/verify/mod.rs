@@ -4,9 +4,11 @@
 //! (a few microseconds: tokenising two short strings) and each catches one kind of false
 //! hit; `quartermaster eval cache` reports what each one gains.
 
+mod cross;
 mod learned;
 mod lexicon;
 
+pub use cross::{CrossVerifier, sigmoid};
 pub use learned::{FEATURES, LearnedVerifier, features};
 use lexicon::*;
 
