@@ -58,6 +58,9 @@ impl CrossVerifier {
         if !model_dir.join("model.safetensors").is_file() {
             return Err(EmbedError::MissingModel(model_dir.to_path_buf()));
         }
+        // The pass over a pair is about twice the query's own embedding: its larger matmuls
+        // split over the cores, as the embedder's do.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let w = candle_core::safetensors::load_buffer(weights, &Device::Cpu)
             .map_err(model_err("weights"))?;
         let get = |k: &str| -> Result<&Tensor, EmbedError> {
@@ -100,7 +103,7 @@ impl CrossVerifier {
                 _ => Ok(base),
             }
         };
-        let bert = FusedBert::load_adjusted(model_dir, 1, &adjust)?;
+        let bert = FusedBert::load_adjusted(model_dir, threads, &adjust)?;
         let head_w = get("head_w")?.to_vec1::<f32>().map_err(model_err("head"))?;
         let head_b = get("head_b")?
             .flatten_all()
