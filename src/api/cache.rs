@@ -242,6 +242,8 @@ pub async fn admin_stats(
         "snapshot_tenants_loaded": cache.snapshot_tenants(),
         "threshold": cache.config.effective_threshold(),
         "max_false_hit_rate": cache.config.max_false_hit_rate,
+        "verifier": cache.config.verifier,
+        "reask_share": cache.config.reask_share,
         "tenants": tenants,
     })))
 }

@@ -37,6 +37,13 @@ pub struct CacheConfig {
     pub min_probability: Option<f32>,
     /// Nearest candidates considered per lookup.
     pub candidates: usize,
+    /// The share of semantic hits asked again upstream in the background (cache off, logged
+    /// and charged as requests of their own) and compared with the served answer, so the
+    /// false-hit estimate does not rest only on users' complaints. 0 (default): none.
+    pub reask_share: f64,
+    /// Cosine similarity of the two answers' embeddings at or above which a re-asked hit
+    /// counts as right.
+    pub reask_agreement: f32,
     pub default_ttl_secs: u64,
     /// Upper bound for `x-quartermaster-cache-ttl`.
     pub max_ttl_secs: u64,
@@ -76,6 +83,8 @@ impl Default for CacheConfig {
             verifier: VerifierMode::Rules,
             min_probability: None,
             candidates: 5,
+            reask_share: 0.0,
+            reask_agreement: 0.85,
             default_ttl_secs: 24 * 3600,
             max_ttl_secs: 30 * 24 * 3600,
             max_entries_per_tenant: 100_000,
@@ -93,7 +102,7 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum VerifierMode {
     Cross,
@@ -215,6 +224,12 @@ impl CacheConfig {
         }
         if !(self.max_false_hit_rate > 0.0 && self.max_false_hit_rate < 1.0) {
             return Err("cache.max_false_hit_rate must be between 0 and 1 (e.g. 0.01)".into());
+        }
+        if !(0.0..=1.0).contains(&self.reask_share) {
+            return Err("cache.reask_share must be between 0 and 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.reask_agreement) {
+            return Err("cache.reask_agreement must be between 0 and 1".into());
         }
         if self.candidates == 0 || self.candidates > 100 {
             return Err("cache.candidates must be between 1 and 100".into());

@@ -13,12 +13,15 @@ use crate::store::{StoreError, now_ms, on_pool};
 pub enum Source {
     /// The application (`POST /v1/cache/feedback`).
     User,
+    /// A sampled hit asked again upstream and compared (`cache.reask_share`).
+    Reask,
 }
 
 impl Source {
     fn as_str(self) -> &'static str {
         match self {
             Source::User => "user",
+            Source::Reask => "reask",
         }
     }
 }
@@ -27,12 +30,21 @@ impl Source {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FalseHitEstimate {
     pub semantic_hits: i64,
+    /// The application's verdicts of wrong.
     pub wrong: i64,
     /// `wrong / semantic_hits` (0 with no hits).
     pub rate: f64,
     /// Wilson 95 % interval.
     pub low: f64,
     pub high: f64,
+    /// Semantic hits re-asked upstream and compared (a random sample of them).
+    pub reasked: i64,
+    /// Of those, the ones whose fresh answer disagreed.
+    pub reask_wrong: i64,
+    /// `reask_wrong / reasked` (0 with none), with its Wilson 95 % interval.
+    pub reask_rate: f64,
+    pub reask_low: f64,
+    pub reask_high: f64,
 }
 
 /// The Wilson score interval (95 %) of `k` successes in `n` trials.
@@ -51,7 +63,8 @@ pub fn wilson(k: i64, n: i64) -> (f64, f64) {
 
 impl Cache {
     /// Records a verdict on a hit of `entry` (the tenant's own: `false` when it has no such
-    /// entry or feedback). A wrong verdict demotes the entry from semantic matching.
+    /// entry or feedback). The application's wrong verdict demotes the entry from semantic
+    /// matching; a re-ask's is only recorded.
     pub async fn feedback(
         &self,
         tenant: &str,
@@ -85,7 +98,7 @@ impl Cache {
             .bind(source.as_str()).bind(now).execute(p).await.map(|_| ()))?;
         metrics::counter!("qm_cache_feedback_total", "correct" => if correct { "true" } else { "false" }, "source" => source.as_str())
             .increment(1);
-        if !correct && known.is_some() {
+        if !correct && known.is_some() && source == Source::User {
             on_pool!(&self.store, p => sqlx::query(
                 "UPDATE cache_entries SET demoted_at = $1 WHERE tenant_id = $2 AND id = $3 AND demoted_at IS NULL")
                 .bind(now).bind(tenant).bind(entry).execute(p).await.map(|_| ()))?;
@@ -107,8 +120,13 @@ impl Cache {
             "SELECT COUNT(*) FROM request_log WHERE tenant_id = $1 AND created_at >= $2 AND route_reason = 'cache_semantic'")
             .bind(tenant).bind(since_ms).fetch_one(p).await)?;
         let wrong: i64 = on_pool!(&self.store, p => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM cache_feedback WHERE tenant_id = $1 AND created_at >= $2 AND NOT correct")
+            "SELECT COUNT(*) FROM cache_feedback WHERE tenant_id = $1 AND created_at >= $2 AND NOT correct AND source = 'user'")
             .bind(tenant).bind(since_ms).fetch_one(p).await)?;
+        let (reasked, reask_wrong): (i64, i64) = on_pool!(&self.store, p => sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN correct THEN 0 ELSE 1 END), 0) FROM cache_feedback \
+             WHERE tenant_id = $1 AND created_at >= $2 AND source = 'reask'")
+            .bind(tenant).bind(since_ms).fetch_one(p).await)?;
+        let (reask_low, reask_high) = wilson(reask_wrong, reasked);
         // Verdicts on exact hits, or on hits older than the window, can outnumber them.
         let (low, high) = wilson(wrong, hits.max(wrong));
         Ok(FalseHitEstimate {
@@ -121,6 +139,15 @@ impl Cache {
             },
             low,
             high,
+            reasked,
+            reask_wrong,
+            reask_rate: if reasked > 0 {
+                reask_wrong as f64 / reasked as f64
+            } else {
+                0.0
+            },
+            reask_low,
+            reask_high,
         })
     }
 }

@@ -13,11 +13,13 @@ mod cache_step;
 mod count;
 pub mod events;
 mod grounding;
+mod reask;
 mod routing;
 mod run;
 
 pub use events::{ChatEvent, ChoiceDelta, DeltaEvent, EventStream, ToolCallDelta};
 pub use grounding::{RAG_HEADER, RAG_TOP_K_HEADER};
+pub use reask::Reasker;
 pub use routing::TIER_HEADER;
 
 use std::sync::Arc;
@@ -60,6 +62,8 @@ pub struct Pipeline {
     pub grace_over: CancellationToken,
     /// Told of every request as it closes (server-side analytics), when configured.
     pub analytics: Option<Arc<dyn crate::usage::Tap>>,
+    /// Re-asks a share of semantic hits in the background (`cache.reask_share`).
+    pub reask: Reasker,
 }
 
 /// The request's controls, as the client sent them (the pipeline validates them, in the

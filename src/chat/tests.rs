@@ -176,6 +176,7 @@ async fn harness(scripts: Vec<Script>, cache: bool) -> Harness {
         local_model: None,
         grace_over: CancellationToken::new(),
         analytics: None,
+        reask: Default::default(),
     };
     Harness {
         pipeline,

@@ -138,6 +138,7 @@ impl App {
             grace_over: CancellationToken::new(),
             analytics: crate::integrations::analytics::Analytics::start(&config.analytics, &store)?
                 .map(|a| a as Arc<dyn crate::usage::Tap>),
+            reask: Default::default(),
         };
         let response_saver = crate::store::ResponseSaver::spawn(store.clone());
         let jobs = crate::jobs::JobQueue::new(store.clone(), config.jobs.clone());
@@ -181,6 +182,7 @@ impl App {
                 .map(|e| e.tracer.clone())
                 .unwrap_or_default(),
         };
+        crate::chat::Reasker::bind(&state.chat);
         Ok(Self {
             state: Arc::new(state),
             log_task,

@@ -14,6 +14,7 @@
 //! | `mock-hang` | no answer at all for a minute (a timeout before the first byte) |
 //! | `mock-429-then-ok` | odd-numbered calls: 429 with `Retry-After: 1`; even ones: like `mock-ok` |
 //! | `mock-tools` | a call of the first offered tool (`{"city":"Paris"}`, streamed as OpenAI's tool-call deltas in several chunks, `finish_reason: tool_calls`); once the conversation holds a tool result, the text `It is sunny in Paris.` |
+//! | `mock-echo` | (not streamed) the answer `You asked: <the last user message>` |
 //! | `mock-NNN` | any other status NNN |
 //! | `gold-*` | the scripted answers of `scenario.rs`, in OpenAI's format |
 #![allow(dead_code)]
@@ -122,6 +123,19 @@ async fn handle(State(stats): State<Arc<MockStats>>, body: Bytes) -> Response {
     }
     if model == "mock-tools" {
         return tool_answer(&req);
+    }
+    if model == "mock-echo" {
+        let asked = req["messages"]
+            .as_array()
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default();
+        return axum::Json(json!({
+            "id": "chatcmpl-echo", "object": "chat.completion", "created": 1700000000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("You asked: {asked}")}, "finish_reason": "stop", "logprobs": null}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15},
+        }))
+        .into_response();
     }
     if let Some(s) = super::scenario::for_request(&model, &req) {
         return gold(&model, &req, &s);

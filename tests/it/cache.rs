@@ -941,3 +941,96 @@ async fn the_cross_encoder_decides_semantic_hits() {
     assert_eq!(header(&near, "x-quartermaster-cache-kind"), "semantic");
     app.shutdown().await;
 }
+
+/// `cache.reask_share`: sampled semantic hits are asked again upstream in the background
+/// (cache off, logged under their own id) and the fresh answer compared with the served one.
+/// The verdicts feed each tenant's re-ask estimate in `GET /admin/cache`, apart from the
+/// application's, and never demote an entry. `mock-echo` answers "You asked: <question>", so
+/// a paraphrase's fresh answer agrees with the cached one and a look-alike's does not.
+#[tokio::test]
+async fn sampled_hits_are_reasked_and_compared() {
+    let admin = "qm-admin-reask-test";
+    let mut app = TestApp::spawn_with(cache_options(
+        &format!(
+            "reask_share = 1.0\nreask_agreement = 0.97\n\
+             [models.mock-echo]\nprovider = \"mock\"\n[admin]\napi_key = \"{admin}\"\n"
+        ),
+        None,
+    ))
+    .await;
+    let low = [("x-quartermaster-cache-threshold", "0.80")];
+    let cached = ask("mock-echo", CROSS_CACHED, false);
+    assert_eq!(send(&app, &cached, &[]).await.status(), 200);
+    wait_entries(&app, 1).await;
+    // A paraphrase, served from the cache, then re-asked: the answers agree.
+    let para = send(&app, &ask("mock-echo", CROSS_PARAPHRASE, false), &low).await;
+    assert_eq!(header(&para, "x-quartermaster-cache-kind"), "semantic");
+    let served = content_of(para).await;
+    assert_eq!(served, format!("You asked: {CROSS_CACHED}"));
+    // A look-alike the rule checks pass (no cross-encoder here): served, and re-asked, the
+    // fresh answer ("... change my password?") is another answer.
+    let near = send(&app, &ask("mock-echo", CROSS_LOOKALIKE, false), &low).await;
+    assert_eq!(header(&near, "x-quartermaster-cache-kind"), "semantic");
+    let store = app.store().await;
+    wait_for(20, "both re-ask verdicts", || async {
+        let n: i64 = quartermaster::store::on_pool!(&store, p => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM cache_feedback WHERE source = 'reask'").fetch_one(p).await)
+        .unwrap();
+        n == 2
+    })
+    .await;
+    // Each re-ask went upstream once (the first answer, then two re-asks).
+    assert_eq!(app.mock.calls_for("mock-echo"), 3);
+    let verdicts: Vec<(bool, String)> = quartermaster::store::on_pool!(&store, p => sqlx::query_as(
+        "SELECT correct, request_id FROM cache_feedback WHERE source = 'reask' ORDER BY created_at").fetch_all(p).await).unwrap();
+    assert_eq!(
+        verdicts.iter().map(|v| v.0).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert!(verdicts.iter().all(|v| v.1.starts_with("reask_")));
+    // The re-asks are logged as requests of their own, not as cache hits.
+    wait_for(10, "the re-asks logged", || async {
+        let n: i64 = quartermaster::store::on_pool!(&store, p => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM request_log WHERE request_id LIKE 'reask_%' AND status = 'ok'").fetch_one(p).await).unwrap();
+        n == 2
+    })
+    .await;
+    // No demotion: the look-alike is still served by meaning.
+    let again = send(
+        &app,
+        &ask("mock-echo", CROSS_LOOKALIKE, false),
+        &[
+            ("x-quartermaster-cache-threshold", "0.80"),
+            ("x-quartermaster-cache", "no-write"),
+        ],
+    )
+    .await;
+    assert_eq!(header(&again, "x-quartermaster-cache-kind"), "semantic");
+    // The estimate: 1 wrong of 2 re-asked; the application's count is untouched.
+    let stats = app.get_json_as("/admin/cache", admin).await;
+    let t = stats["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["false_hits_30d"]["reasked"] == 2)
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert_eq!(t["false_hits_30d"]["reask_wrong"], 1);
+    assert_eq!(t["false_hits_30d"]["wrong"], 0);
+    let rate = t["false_hits_30d"]["reask_rate"].as_f64().unwrap();
+    assert!((rate - 0.5).abs() < 1e-9);
+    let (lo, hi) = (
+        t["false_hits_30d"]["reask_low"].as_f64().unwrap(),
+        t["false_hits_30d"]["reask_high"].as_f64().unwrap(),
+    );
+    assert!(lo < 0.5 && hi > 0.5, "{lo} {hi}");
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("qm_cache_reasks_total{result=\"disagreed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("qm_cache_feedback_total{correct=\"false\",source=\"reask\"} 1"),
+        "{metrics}"
+    );
+    app.shutdown().await;
+}

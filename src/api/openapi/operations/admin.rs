@@ -170,16 +170,21 @@ fn cache_stats() -> Value {
             "snapshot_tenants_loaded": {"type": "integer", "minimum": 0},
             "threshold": {"type": "number"},
             "max_false_hit_rate": {"type": "number"},
+            "verifier": {"type": "string", "enum": ["cross", "learned", "rules", "none"]},
+            "reask_share": {"type": "number"},
             "tenants": {"type": "array", "items": obj(
                 &["tenant_id", "entries", "false_hits_30d"],
                 json!({
                     "tenant_id": string(),
                     "entries": integer(),
                     "false_hits_30d": obj(
-                        &["semantic_hits", "wrong", "rate", "low", "high"],
+                        &["semantic_hits", "wrong", "rate", "low", "high", "reasked", "reask_wrong",
+                          "reask_rate", "reask_low", "reask_high"],
                         json!({
                             "semantic_hits": integer(), "wrong": integer(),
                             "rate": rate, "low": rate, "high": rate,
+                            "reasked": integer(), "reask_wrong": integer(),
+                            "reask_rate": rate, "reask_low": rate, "reask_high": rate,
                         }),
                     ),
                 }),

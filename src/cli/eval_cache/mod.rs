@@ -10,6 +10,12 @@ use crate::cache::verify::{Check, CrossVerifier, LearnedVerifier};
 use crate::cache::{CROSS_FLOOR, CacheConfig};
 use crate::config::Config;
 
+mod cross;
+use cross::{
+    CURVE_BARS, calibrate_cross, calibration_quarter, cross_at, print_cross_calibration,
+    print_cross_curve,
+};
+
 /// Candidates below this similarity are never served, whatever the learned verifier says.
 const LEARNED_FLOOR: f32 = 0.70;
 
@@ -31,19 +37,6 @@ fn tune_half(i: usize) -> bool {
 fn test_half(i: usize) -> bool {
     i % 2 == 1
 }
-/// The cross-encoder trains on the pairs with i % 4 == 0; its bar is calibrated on these,
-/// which it never saw.
-fn calibration_quarter(i: usize) -> bool {
-    i % 4 == 2
-}
-
-fn cross_at(min_logit: f32) -> Acceptance<'static> {
-    Acceptance::Cross {
-        min_logit,
-        rules: true,
-    }
-}
-
 pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
     let model = super::load_embed_model(config)?;
     let cross = CrossVerifier::load(&config.embeddings.model_dir)?;
@@ -210,134 +203,6 @@ fn print_traps(
 
 /// The bounds the shipped table covers.
 const BOUNDS: [f64; 6] = [0.002, 0.005, 0.01, 0.02, 0.03, 0.05];
-
-/// The cross-encoder's bars (logits) the curves are printed at.
-const CURVE_BARS: [f32; 12] = [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
-
-/// The lowest cross-encoder bar (similarity floor `CROSS_FLOOR`, rule checks on) whose
-/// false-hit rate on the selected pairs has the upper end of its 95 % interval under `max`,
-/// and every bar above it too.
-fn calibrate_cross(evals: &[FileEval], max: f64, select: &dyn Fn(usize) -> bool) -> f32 {
-    let mut best = 12.0f32;
-    let mut bar = 12.0f32;
-    while bar >= -6.0 {
-        let s = combined(evals, &|e| e.score_with(CROSS_FLOOR, cross_at(bar), select));
-        let (_, high) = crate::cache::feedback::wilson(s.false_hits as i64, s.queries as i64);
-        if high > max {
-            break;
-        }
-        best = bar;
-        bar -= 0.1;
-    }
-    (best * 10.0).round() / 10.0
-}
-
-fn print_cross_calibration(evals: &[FileEval]) {
-    println!(
-        "\n## Calibration of cache.max_false_hit_rate with the cross-encoder (similarity floor {CROSS_FLOOR}, rule checks on): the bar chosen on the pairs with index % 4 == 2 of all files (which it was not trained on; the upper end of the 95 % interval of its false-hit rate under the bound), then the odd-numbered pairs\n"
-    );
-    println!(
-        "| bound | bar (logit) | false-hit rate, calibration [95 % interval] | false-hit rate, odd (unseen) [95 % interval] | recall, odd | precision, odd | odd under the bound |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    let mut table = Vec::new();
-    for max in BOUNDS {
-        let bar = calibrate_cross(evals, max, &calibration_quarter);
-        let cal = combined(evals, &|e| {
-            e.score_with(CROSS_FLOOR, cross_at(bar), calibration_quarter)
-        });
-        let odd = combined(evals, &|e| {
-            e.score_with(CROSS_FLOOR, cross_at(bar), test_half)
-        });
-        println!(
-            "| {:.1} % | {bar:.1} | {} | {} | {:.1} % | {:.1} % | {} |",
-            max * 100.0,
-            interval(&cal),
-            interval(&odd),
-            odd.recall() * 100.0,
-            odd.precision() * 100.0,
-            if odd.false_hit_rate() <= max {
-                "yes"
-            } else {
-                "no"
-            }
-        );
-        table.push((max, bar));
-    }
-    println!("\nFor src/cache/config.rs:\n\npub const CROSS_CALIBRATION: &[(f64, f32)] = &[");
-    for (max, bar) in table {
-        println!("    ({max}, {bar:.1}),");
-    }
-    println!("];");
-}
-
-/// The highest-precision operating point whose recall reaches `recall`, over a family of
-/// acceptance rules (one per knob value), on the selected pairs.
-fn precision_at_recall(
-    recall: f64,
-    knobs: &mut dyn Iterator<Item = (f32, Score)>,
-) -> Option<(f32, Score)> {
-    knobs
-        .filter(|(_, s)| s.recall() >= recall)
-        .max_by(|a, b| a.1.precision().total_cmp(&b.1.precision()))
-}
-
-/// On the odd-numbered pairs (never trained or tuned on): the cross-encoder's curve over its
-/// bar, and the best precision each stage reaches at recall >= 0.30.
-fn print_cross_curve(evals: &[FileEval]) {
-    for f in evals {
-        let e = &f.eval;
-        println!(
-            "\n## {} (odd-numbered pairs): the cross-encoder over its bar (similarity floor {CROSS_FLOOR}); it read the candidates of {} queries in {:.1} s\n",
-            f.path.display(),
-            e.pairs,
-            e.cross_secs
-        );
-        header();
-        for bar in CURVE_BARS {
-            row(
-                &format!("cross-encoder + rule checks, bar {bar:.1}"),
-                &e.score_with(CROSS_FLOOR, cross_at(bar), test_half),
-            );
-        }
-        println!("\nBest precision at recall >= 30 % (odd-numbered pairs):\n");
-        println!("| stage | knob | precision | recall | false-hit rate |");
-        println!("| --- | --- | --- | --- | --- |");
-        let sims = || (0..=100).map(|k| 1.0 - k as f32 * 0.005);
-        let bars = || (0..=160).map(|k| 10.0 - k as f32 * 0.1);
-        let lines: [(&str, Option<(f32, Score)>); 3] = [
-            (
-                "similarity only (threshold)",
-                precision_at_recall(0.30, &mut sims().map(|t| (t, e.score(t, NONE, test_half)))),
-            ),
-            (
-                "+ rule checks (threshold)",
-                precision_at_recall(
-                    0.30,
-                    &mut sims().map(|t| (t, e.score(t, &Check::ALL, test_half))),
-                ),
-            ),
-            (
-                "+ rule checks + cross-encoder (bar)",
-                precision_at_recall(
-                    0.30,
-                    &mut bars().map(|b| (b, e.score_with(CROSS_FLOOR, cross_at(b), test_half))),
-                ),
-            ),
-        ];
-        for (label, point) in lines {
-            match point {
-                Some((k, s)) => println!(
-                    "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % |",
-                    s.precision() * 100.0,
-                    s.recall() * 100.0,
-                    s.false_hit_rate() * 100.0
-                ),
-                None => println!("| {label} | — | recall 30 % not reached | | |"),
-            }
-        }
-    }
-}
 
 /// The lowest similarity threshold (rule checks on) whose false-hit rate on the selected
 /// pairs has the upper end of its 95 % interval under `max`.
