@@ -366,6 +366,30 @@ impl Score {
     }
 }
 
+/// The error bound's calibration: scanning a knob (a similarity threshold, a verifier's bar)
+/// from its strictest value `from` towards `to` in steps of `step`, the loosest value such
+/// that it and every stricter one keep the upper end of the 95 % (Wilson) interval of
+/// `score(knob)`'s false-hit rate at most `max`: on held-out pairs, the bound then holds with
+/// 95 % confidence, not just on average. `from` when even it does not.
+pub fn calibrate_bound(
+    max: f64,
+    (from, to, step): (f32, f32, f32),
+    score: impl Fn(f32) -> Score,
+) -> f32 {
+    let steps = ((from - to) / step).round().max(0.0) as u32;
+    let mut best = from;
+    for k in 0..=steps {
+        let knob = from - k as f32 * step;
+        let s = score(knob);
+        let (_, high) = super::feedback::wilson(s.false_hits as i64, s.queries as i64);
+        if high > max {
+            break;
+        }
+        best = knob;
+    }
+    best
+}
+
 /// The lowest threshold in 1.0, 0.995, ... 0.5 such that it and every threshold above it
 /// keep `score(t)`'s false-hit rate at most `max_fhr`.
 pub fn tune_threshold(max_fhr: f64, score: impl Fn(f32) -> Score) -> f32 {
@@ -379,4 +403,64 @@ pub fn tune_threshold(max_fhr: f64, score: impl Fn(f32) -> Score) -> f32 {
         t -= 0.005;
     }
     (best * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A family of knobs whose false-hit rate grows as the knob loosens.
+    fn score_of(knob: f32, false_hits: impl Fn(f32) -> usize) -> Score {
+        Score {
+            threshold: knob,
+            queries: 10_000,
+            false_hits: false_hits(knob),
+            ..Score::default()
+        }
+    }
+
+    fn upper(s: &Score) -> f64 {
+        crate::cache::feedback::wilson(s.false_hits as i64, s.queries as i64).1
+    }
+
+    #[test]
+    fn the_bound_is_calibrated_on_the_upper_end_of_the_interval() {
+        // 1 false hit per 1,000 queries for every 0.01 below 1.0.
+        let fh = |t: f32| ((1.0 - t) * 1000.0).round() as usize;
+        let grid = (1.0, 0.5, 0.005);
+        for max in [0.005, 0.01, 0.03, 0.05] {
+            let t = calibrate_bound(max, grid, |t| score_of(t, fh));
+            assert!(upper(&score_of(t, fh)) <= max, "{max}: {t}");
+            // One step looser breaks the bound: the loosest that holds was chosen.
+            assert!(upper(&score_of(t - 0.005, fh)) > max, "{max}: {t}");
+            // The point estimate is under the bound with room: the interval, not the mean.
+            assert!(score_of(t, fh).false_hit_rate() < max * 0.95, "{max}: {t}");
+        }
+        // Looser bounds never give stricter knobs.
+        let ts: Vec<f32> = [0.005, 0.01, 0.03, 0.05]
+            .iter()
+            .map(|&m| calibrate_bound(m, grid, |t| score_of(t, fh)))
+            .collect();
+        assert!(ts.windows(2).all(|w| w[0] >= w[1]), "{ts:?}");
+    }
+
+    #[test]
+    fn the_scan_stops_at_the_first_knob_that_breaks_the_bound() {
+        // A spike at 0.9 (say, a cluster of look-alikes): looser knobs with fewer false hits
+        // further down do not count, since every knob stricter than the chosen one must hold.
+        let fh = |t: f32| if (t - 0.9).abs() < 1e-4 { 500 } else { 0 };
+        let t = calibrate_bound(0.01, (1.0, 0.5, 0.005), |t| score_of(t, fh));
+        assert!((t - 0.905).abs() < 1e-4, "{t}");
+        // With no queries nothing can be claimed: the strictest knob.
+        let empty = calibrate_bound(0.5, (1.0, 0.5, 0.005), |t| Score {
+            threshold: t,
+            ..Score::default()
+        });
+        assert_eq!(empty, 1.0);
+        // Bars (logits) scan downwards the same way.
+        let bar = calibrate_bound(0.01, (12.0, -6.0, 0.1), |b| {
+            score_of(b, |b| if b < 2.0 { 1_000 } else { 0 })
+        });
+        assert!((bar - 2.0).abs() < 1e-3, "{bar}");
+    }
 }

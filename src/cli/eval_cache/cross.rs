@@ -4,7 +4,7 @@
 
 use super::{BOUNDS, FileEval, NONE, combined, header, interval, row, test_half};
 use crate::cache::CROSS_FLOOR;
-use crate::cache::eval::{Acceptance, Score};
+use crate::cache::eval::{Acceptance, Score, calibrate_bound};
 use crate::cache::verify::Check;
 
 /// The cross-encoder trains on the pairs with i % 4 == 0; its bar is calibrated on these,
@@ -28,17 +28,9 @@ pub(super) const CURVE_BARS: [f32; 12] =
 /// false-hit rate on the selected pairs has the upper end of its 95 % interval under `max`,
 /// and every bar above it too.
 pub(super) fn calibrate_cross(evals: &[FileEval], max: f64, select: &dyn Fn(usize) -> bool) -> f32 {
-    let mut best = 12.0f32;
-    let mut bar = 12.0f32;
-    while bar >= -6.0 {
-        let s = combined(evals, &|e| e.score_with(CROSS_FLOOR, cross_at(bar), select));
-        let (_, high) = crate::cache::feedback::wilson(s.false_hits as i64, s.queries as i64);
-        if high > max {
-            break;
-        }
-        best = bar;
-        bar -= 0.1;
-    }
+    let best = calibrate_bound(max, (12.0, -6.0, 0.1), |bar| {
+        combined(evals, &|e| e.score_with(CROSS_FLOOR, cross_at(bar), select))
+    });
     (best * 10.0).round() / 10.0
 }
 

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use super::CacheEvalArgs;
-use crate::cache::eval::{Acceptance, Evaluation, Score, read_pairs, tune_threshold};
+use crate::cache::eval::{
+    Acceptance, Evaluation, Score, calibrate_bound, read_pairs, tune_threshold,
+};
 use crate::cache::verify::{Check, CrossVerifier, LearnedVerifier};
 use crate::cache::{CROSS_FLOOR, CacheConfig};
 use crate::config::Config;
@@ -207,17 +209,9 @@ const BOUNDS: [f64; 6] = [0.002, 0.005, 0.01, 0.02, 0.03, 0.05];
 /// The lowest similarity threshold (rule checks on) whose false-hit rate on the selected
 /// pairs has the upper end of its 95 % interval under `max`.
 fn calibrate(evals: &[FileEval], max: f64, select: &dyn Fn(usize) -> bool) -> f32 {
-    let mut best = 1.0f32;
-    let mut t = 1.0f32;
-    while t >= 0.5 {
-        let s = combined(evals, &|e| e.score(t, &Check::ALL, select));
-        let (_, high) = crate::cache::feedback::wilson(s.false_hits as i64, s.queries as i64);
-        if high > max {
-            break;
-        }
-        best = t;
-        t -= 0.005;
-    }
+    let best = calibrate_bound(max, (1.0, 0.5, 0.005), |t| {
+        combined(evals, &|e| e.score(t, &Check::ALL, select))
+    });
     (best * 1000.0).round() / 1000.0
 }
 
