@@ -344,6 +344,8 @@ def main():
                   paraphrase80=T.paraphrase_threshold(cs[yc == 1], yc[yc == 1], 0.80))
         export(model, {"format": "quartermaster-cross-verifier-v1",
                        "base": "sentence-transformers/all-MiniLM-L6-v2",
+                       # The gateway refuses to merge the adapters into any other weights.
+                       "base_sha256": D.digest(MODEL / "model.safetensors"),
                        "rank": str(RANK), "max_len": str(MAX_LEN),
                        "threshold_precision95": f"{th['precision95']:.6f}",
                        "threshold_paraphrase80": f"{th['paraphrase80']:.6f}",

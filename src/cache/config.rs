@@ -150,7 +150,8 @@ pub const CROSS_FLOOR: f32 = 0.80;
 /// The cross-encoder's logit bar for each false-hit bound (similarity floor `CROSS_FLOOR`,
 /// rule checks on), from `quartermaster eval cache --calibrate` on the calibration quarter of
 /// the development pairs, which the cross-encoder was not trained on (README: "Response
-/// cache").
+/// cache"). 12.0 is the scan's start: no bar held the 0.2 % bound there, so below 0.5 %
+/// the cross-encoder serves no semantic hit.
 pub const CROSS_CALIBRATION: &[(f64, f32)] = &[
     (0.002, 12.0),
     (0.005, 2.8),
@@ -216,8 +217,11 @@ pub const DEFAULT_VERIFIER: verify::LearnedVerifier = verify::LearnedVerifier {
 
 impl CacheConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.min_probability.is_some_and(|p| !(p > 0.0 && p < 1.0)) {
-            return Err("cache.min_probability must be between 0 and 1 (exclusive)".into());
+        if self
+            .min_probability
+            .is_some_and(|p| !(0.0..=1.0).contains(&p))
+        {
+            return Err("cache.min_probability must be between 0 and 1".into());
         }
         if self.threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
             return Err("cache.threshold must be between 0 and 1".into());
@@ -302,8 +306,11 @@ mod tests {
         // An expert's probability is the bar, as a logit.
         assert!((cross(0.01, Some(0.5)).cross_min_logit()).abs() < 1e-6);
         assert!((cross(0.01, Some(0.9)).cross_min_logit() - 9f32.ln()).abs() < 1e-5);
-        assert!(cross(0.01, Some(1.0)).validate().is_err());
-        assert!(cross(0.01, Some(0.0)).validate().is_err());
+        // The ends: every candidate refused, every candidate (that passed the rules) served.
+        assert_eq!(cross(0.01, Some(1.0)).cross_min_logit(), f32::INFINITY);
+        assert_eq!(cross(0.01, Some(0.0)).cross_min_logit(), f32::NEG_INFINITY);
+        assert!(cross(0.01, Some(1.0)).validate().is_ok());
+        assert!(cross(0.01, Some(1.5)).validate().is_err());
         assert!(
             CROSS_CALIBRATION
                 .windows(2)

@@ -150,6 +150,8 @@ pub struct Cache {
     learned: Option<verify::LearnedVerifier>,
     /// The cross-encoder (`verifier = "cross"`), set by [`Cache::with_cross`].
     cross: Option<Arc<verify::CrossVerifier>>,
+    /// Its passes running at once (one per core).
+    cross_slots: Arc<tokio::sync::Semaphore>,
     /// Other replicas' changes to the in-process graph (`hnsw` on PostgreSQL).
     sync: Option<sync::CacheSync>,
     /// Where the in-process graphs are saved and loaded from.
@@ -208,6 +210,9 @@ impl Cache {
             checks,
             learned,
             cross: None,
+            cross_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
             sync,
             snapshot_dir,
             // Nothing saved yet: the first save writes whatever was built or loaded.
@@ -445,6 +450,13 @@ impl Cache {
         passed: Vec<(Hit, String)>,
     ) -> Result<Option<Hit>, StoreError> {
         let Some(cross) = self.cross.clone() else {
+            return Ok(None);
+        };
+        // One pass per core at a time: past that a lookup is a miss rather than a queue
+        // behind other tenants' passes (the embedder keeps its own priorities).
+        let Ok(_slot) = self.cross_slots.clone().try_acquire_owned() else {
+            metrics::counter!("qm_cache_lookups_total", "result" => "skipped", "why" => "verifier_busy")
+                .increment(1);
             return Ok(None);
         };
         let query = query.to_string();

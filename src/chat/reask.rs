@@ -51,6 +51,7 @@ impl Pipeline {
         request: &ChatCompletionRequest,
         principal: &Principal,
         controls: &Controls,
+        grounded: bool,
         hit: &Hit,
     ) {
         let Some(cache) = self.cache.clone() else {
@@ -70,10 +71,17 @@ impl Pipeline {
         let mut body = request.clone();
         body.stream = Some(false);
         body.stream_options = None;
+        // The model's grounding prefix is gone from `request` by now: a grounded hit is
+        // re-asked grounded through the header instead.
         let controls = Controls {
             cache: ControlText {
                 mode: Some("off".into()),
                 ..Default::default()
+            },
+            rag: if grounded {
+                Some("on".into())
+            } else {
+                controls.rag.clone()
             },
             ..controls.clone()
         };
@@ -118,12 +126,17 @@ impl Pipeline {
             let recorded = cache
                 .feedback(&tenant, &entry, Some(&request_id), agree, Source::Reask)
                 .await;
-            if let Err(e) = recorded {
-                tracing::warn!(error = %e, "cache re-ask verdict not recorded");
-                return;
-            }
-            metrics::counter!("qm_cache_reasks_total", "result" => if agree { "agreed" } else { "disagreed" })
-                .increment(1);
+            let result = match recorded {
+                Ok(true) if agree => "agreed",
+                Ok(true) => "disagreed",
+                // The entry went (evicted, invalidated) while the re-ask ran.
+                Ok(false) => "gone",
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache re-ask verdict not recorded");
+                    "failed"
+                }
+            };
+            metrics::counter!("qm_cache_reasks_total", "result" => result).increment(1);
             tracing::debug!(%entry, agreement, agree, "cache re-ask compared");
         });
     }

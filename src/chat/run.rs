@@ -89,7 +89,7 @@ impl Pipeline {
             traced_lookup(&[&span, &trace], hit.as_ref(), p.looked_up);
             if let Some(hit) = hit {
                 drop(span);
-                self.maybe_reask(&request, &principal, &controls, &hit);
+                self.maybe_reask(&request, &principal, &controls, keyed.is_some(), &hit);
                 let at = (request_id, started);
                 return Ok(self.replay(&request, &principal, &controls, at, hit, &trace));
             }

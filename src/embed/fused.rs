@@ -144,11 +144,14 @@ impl FusedBert {
                 ln2: ln(&format!("{p}.output.LayerNorm"))?,
             });
         }
-        let token_types = vec("embeddings.token_type_embeddings.weight")?;
+        let mut token_types = vec("embeddings.token_type_embeddings.weight")?;
+        if token_types.len() < h {
+            return Err(EmbedError::Model("the model has no token types".into()));
+        }
+        // A model with one token type (RoBERTa-like) reads type 1 as type 0.
         if token_types.len() < 2 * h {
-            return Err(EmbedError::Model(
-                "the model has fewer than 2 token types".into(),
-            ));
+            token_types.truncate(h);
+            token_types.extend_from_within(..h);
         }
         Ok(Self {
             eps: cfg.layer_norm_eps as f32,

@@ -55,8 +55,25 @@ impl CrossVerifier {
     }
 
     pub fn from_weights(model_dir: &Path, weights: &[u8]) -> Result<Self, EmbedError> {
-        if !model_dir.join("model.safetensors").is_file() {
+        let base = model_dir.join("model.safetensors");
+        if !base.is_file() {
             return Err(EmbedError::MissingModel(model_dir.to_path_buf()));
+        }
+        // The adapters only mean something over the weights they were trained on.
+        let want = base_digest(weights)?;
+        let got = {
+            use sha2::Digest;
+            let bytes = std::fs::read(&base)
+                .map_err(|e| EmbedError::Model(format!("{}: {e}", base.display())))?;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        if got != want {
+            return Err(EmbedError::Model(format!(
+                "the cache's cross-encoder was trained over the MiniLM weights with SHA-256 {want}, \
+                 but {} has {got}: point embeddings.model_dir at models/all-MiniLM-L6-v2 \
+                 (models/fetch.sh) or use another cache.verifier",
+                base.display()
+            )));
         }
         // The pass over a pair is about twice the query's own embedding: its larger matmuls
         // split over the cores, as the embedder's do.
@@ -170,6 +187,27 @@ impl CrossVerifier {
             })
             .collect())
     }
+}
+
+/// The SHA-256 of the base weights the adapters were trained over, from the file's
+/// safetensors metadata (`base_sha256`).
+fn base_digest(weights: &[u8]) -> Result<String, EmbedError> {
+    let bad = || EmbedError::Model("cross verifier: no base_sha256 in its metadata".into());
+    let len = u64::from_le_bytes(
+        weights
+            .get(..8)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let header = weights
+        .get(8..8usize.saturating_add(len as usize))
+        .ok_or_else(bad)?;
+    let header: serde_json::Value = serde_json::from_slice(header).map_err(|_| bad())?;
+    header["__metadata__"]["base_sha256"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(bad)
 }
 
 pub fn sigmoid(logit: f32) -> f32 {
