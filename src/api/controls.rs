@@ -66,6 +66,7 @@ pub fn from_headers(headers: &HeaderMap) -> Result<Controls, ApiError> {
         rag_top_k: text(headers, RAG_TOP_K_HEADER)?,
         tier: text(headers, TIER_HEADER)?,
         consent: text(headers, CONSENT_HEADER)?,
+        internal: false,
     })
 }
 

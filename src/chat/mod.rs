@@ -79,6 +79,9 @@ pub struct Controls {
     pub tier: Option<String>,
     /// `x-quartermaster-analytics-consent`: the end user's consent, as the app knows it.
     pub consent: Option<String>,
+    /// A request the gateway makes itself (a cache re-ask): it skips the cache without
+    /// counting a bypass and is not told to analytics (the user's request already was).
+    pub internal: bool,
 }
 
 /// One chat request, decoded by its door.

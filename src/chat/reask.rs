@@ -1,6 +1,7 @@
 //! Re-asking a share of semantic hits (`cache.reask_share`): the same request goes upstream in
 //! the background, through the whole pipeline with the cache off (so it is routed, charged and
-//! logged like any request, under its own `reask_...` request id), and the fresh answer is
+//! logged like any request, under its own `reask_...` request id, but neither counted as a
+//! cache bypass nor told to analytics), and the fresh answer is
 //! compared with the one the cache served. Agreeing answers (cosine of their embeddings at
 //! least `cache.reask_agreement`) make a "right" verdict, others a "wrong" one, recorded as
 //! feedback from `reask`: the tenant's false-hit estimate then rests on a random sample of its
@@ -83,6 +84,7 @@ impl Pipeline {
             } else {
                 controls.rag.clone()
             },
+            internal: true,
             ..controls.clone()
         };
         let principal = principal.clone();

@@ -77,12 +77,16 @@ impl Pipeline {
         // The cache first: a hit skips retrieval, routing, budgets and the upstream. A
         // grounded request is its own cache key space (its answer depends on the documents).
         let keyed = grounding.as_ref().map(|g| g.keyed(&request));
-        let mut plan = CachePlan::new(
-            self.cache.as_ref(),
-            &principal,
-            &controls.cache,
-            keyed.as_ref().unwrap_or(&request),
-        )?;
+        let mut plan = if controls.internal {
+            None
+        } else {
+            CachePlan::new(
+                self.cache.as_ref(),
+                &principal,
+                &controls.cache,
+                keyed.as_ref().unwrap_or(&request),
+            )?
+        };
         if let Some(p) = plan.as_mut() {
             let span = trace.child("cache lookup", Kind::Internal);
             let hit = p.lookup(&self.store, self.embedder.as_ref(), &span).await;
@@ -209,6 +213,9 @@ impl Pipeline {
         request: &ChatCompletionRequest,
     ) {
         let Some(tap) = &self.analytics else { return };
+        if controls.internal {
+            return;
+        }
         let stated = controls
             .consent
             .as_deref()

@@ -423,6 +423,17 @@ async fn a_cache_hit_is_replayed_as_the_same_events() {
         ChatBody::Whole(c) => assert_eq!(c.choices[0].message["content"], "The answer is 42."),
         ChatBody::Stream(_) => panic!("expected a whole answer"),
     }
+    // The gateway's own request (a cache re-ask) skips the cache altogether: the upstream
+    // answers it, and nothing is looked up or written.
+    let mut internal = request("m0", false, "meaning of life?");
+    internal.controls.internal = true;
+    let r = h.pipeline.run(internal).await.unwrap();
+    assert_eq!(r.meta.cache, CacheOutcome::Bypass);
+    match r.body {
+        ChatBody::Whole(c) => assert_eq!(c.choices[0].message["content"], "whole answer"),
+        ChatBody::Stream(_) => panic!("expected a whole answer"),
+    }
+    assert_eq!(h.providers[0].calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
