@@ -332,10 +332,11 @@ fn cross_logits(
     let norm = super::key::normalise;
     let mut todo: Vec<(usize, usize, String, String, f32)> = Vec::new();
     for (a, q) in asked.iter().enumerate() {
+        let query = norm(&pairs[q.pair].text2);
         for (c, cand) in q.candidates.iter().enumerate() {
             if cand.similarity >= CROSS_EVAL_FLOOR {
-                let (cached, query) = (norm(texts1[cand.entry]), norm(&pairs[q.pair].text2));
-                todo.push((a, c, cached, query, cand.similarity));
+                let cached = norm(texts1[cand.entry]);
+                todo.push((a, c, cached, query.clone(), cand.similarity));
             }
         }
     }

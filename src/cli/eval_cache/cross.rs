@@ -2,7 +2,7 @@
 //! precision each stage reaches at recall >= 30 %, and the calibration of its bar for each
 //! false-hit bound on the quarter of the pairs it was not trained on.
 
-use super::{BOUNDS, FileEval, NONE, combined, header, interval, row, test_half};
+use super::{FileEval, Knob, NONE, combined, header, print_bound_table, row, test_half};
 use crate::cache::CROSS_FLOOR;
 use crate::cache::eval::{Acceptance, Score, calibrate_bound};
 use crate::cache::verify::Check;
@@ -35,42 +35,20 @@ pub(super) fn calibrate_cross(evals: &[FileEval], max: f64, select: &dyn Fn(usiz
 }
 
 pub(super) fn print_cross_calibration(evals: &[FileEval]) {
-    println!(
-        "\n## Calibration of cache.max_false_hit_rate with the cross-encoder (similarity floor {CROSS_FLOOR}, rule checks on): the bar chosen on the pairs with index % 4 == 2 of all files (which it was not trained on; the upper end of the 95 % interval of its false-hit rate under the bound), then the odd-numbered pairs\n"
+    print_bound_table(
+        evals,
+        &format!(
+            "the cross-encoder, similarity floor {CROSS_FLOOR}, rule checks on): the bar chosen on the pairs with index % 4 == 2 of all files, which it was not trained on"
+        ),
+        &Knob {
+            name: "bar (logit)",
+            constant: "CROSS_CALIBRATION",
+            calibration: ("calibration quarter", &calibration_quarter),
+            calibrate: &|max| calibrate_cross(evals, max, &calibration_quarter),
+            score: &|e, bar, select| e.score_with(CROSS_FLOOR, cross_at(bar), select),
+            decimals: 1,
+        },
     );
-    println!(
-        "| bound | bar (logit) | false-hit rate, calibration [95 % interval] | false-hit rate, odd (unseen) [95 % interval] | recall, odd | precision, odd | odd under the bound |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    let mut table = Vec::new();
-    for max in BOUNDS {
-        let bar = calibrate_cross(evals, max, &calibration_quarter);
-        let cal = combined(evals, &|e| {
-            e.score_with(CROSS_FLOOR, cross_at(bar), calibration_quarter)
-        });
-        let odd = combined(evals, &|e| {
-            e.score_with(CROSS_FLOOR, cross_at(bar), test_half)
-        });
-        println!(
-            "| {:.1} % | {bar:.1} | {} | {} | {:.1} % | {:.1} % | {} |",
-            max * 100.0,
-            interval(&cal),
-            interval(&odd),
-            odd.recall() * 100.0,
-            odd.precision() * 100.0,
-            if odd.false_hit_rate() <= max {
-                "yes"
-            } else {
-                "no"
-            }
-        );
-        table.push((max, bar));
-    }
-    println!("\nFor src/cache/config.rs:\n\npub const CROSS_CALIBRATION: &[(f64, f32)] = &[");
-    for (max, bar) in table {
-        println!("    ({max}, {bar:.1}),");
-    }
-    println!("];");
 }
 
 /// The highest-precision operating point whose recall reaches `recall`, over a family of

@@ -135,44 +135,31 @@ fn print_traps(
     );
     println!("| bar (logit) | cross-encoder alone | + rule checks |");
     println!("| --- | --- | --- |");
-    for bar in CURVE_BARS {
-        let cell = |rules: bool| {
-            let (tr, pa, _, _) = rates(
-                CROSS_FLOOR,
-                Acceptance::Cross {
-                    min_logit: bar,
-                    rules,
-                },
-                &|_| true,
-            );
-            format!("{:.1} % / {:.1} %", tr * 100.0, pa * 100.0)
-        };
-        println!("| {bar:.1} | {} | {} |", cell(false), cell(true));
-    }
-    // The bar at which 80 % of the paraphrases are answered, and the traps hit there.
-    for rules in [false, true] {
-        let mut bar = 8.0f32;
-        while bar > -8.0
-            && rates(
-                CROSS_FLOOR,
-                Acceptance::Cross {
-                    min_logit: bar,
-                    rules,
-                },
-                &|_| true,
-            )
-            .1 < 0.80
-        {
-            bar -= 0.05;
-        }
-        let (tr, pa, _, _) = rates(
+    let cross_rates = |bar: f32, rules: bool| {
+        rates(
             CROSS_FLOOR,
             Acceptance::Cross {
                 min_logit: bar,
                 rules,
             },
             &|_| true,
-        );
+        )
+    };
+    for bar in CURVE_BARS {
+        let cell = |rules: bool| {
+            let (tr, pa, _, _) = cross_rates(bar, rules);
+            format!("{:.1} % / {:.1} %", tr * 100.0, pa * 100.0)
+        };
+        println!("| {bar:.1} | {} | {} |", cell(false), cell(true));
+    }
+    // The highest bar (8.0 down to -8.0 in steps of 0.05) at which 80 % of the paraphrases
+    // are answered, and the traps hit there.
+    for rules in [false, true] {
+        let bar = (0..=320)
+            .map(|k| 8.0 - k as f32 * 0.05)
+            .find(|&bar| cross_rates(bar, rules).1 >= 0.80)
+            .unwrap_or(-8.0);
+        let (tr, pa, _, _) = cross_rates(bar, rules);
         println!(
             "\nCross-encoder{}: at the bar {bar:.2}, {:.1} % of paraphrases answered and {:.1} % of traps hit.",
             if rules { " + rule checks" } else { " alone" },
@@ -226,22 +213,55 @@ fn interval(s: &Score) -> String {
 }
 
 fn print_calibration(evals: &[FileEval]) {
+    print_bound_table(
+        evals,
+        "rule checks on): the threshold chosen on the even-numbered pairs of all files",
+        &Knob {
+            name: "threshold",
+            constant: "CALIBRATION",
+            calibration: ("even (calibration)", &tune_half),
+            calibrate: &|max| calibrate(evals, max, &tune_half),
+            score: &|e, t, select| e.score(t, &Check::ALL, select),
+            decimals: 3,
+        },
+    );
+}
+
+/// One calibration of the error bound: the knob it sets and how it is chosen and scored.
+struct Knob<'a> {
+    /// Its column in the table, and its table's name in src/cache/config.rs.
+    name: &'a str,
+    constant: &'a str,
+    /// The pairs it is chosen on (their column's label, and which they are).
+    calibration: (&'a str, &'a dyn Fn(usize) -> bool),
+    /// Its value for a bound, chosen on those pairs.
+    calibrate: &'a dyn Fn(f64) -> f32,
+    /// The scores at a value on the selected pairs of one file.
+    score: &'a dyn Fn(&Evaluation, f32, &dyn Fn(usize) -> bool) -> Score,
+    decimals: usize,
+}
+
+/// For each bound: the knob's value, its false-hit rate with a 95 % interval on the pairs it
+/// was chosen on and on the odd-numbered pairs, and the table to ship.
+fn print_bound_table(evals: &[FileEval], how: &str, k: &Knob<'_>) {
+    let (label, chosen_on) = k.calibration;
     println!(
-        "\n## Calibration of cache.max_false_hit_rate (rule checks on): the threshold chosen on the even-numbered pairs of all files (the upper end of the 95 % interval of its false-hit rate under the bound), then the odd-numbered pairs it never saw\n"
+        "\n## Calibration of cache.max_false_hit_rate ({how} (the upper end of the 95 % interval of its false-hit rate under the bound), then the odd-numbered pairs it never saw\n"
     );
     println!(
-        "| bound | threshold | false-hit rate, even (calibration) [95 % interval] | false-hit rate, odd (unseen) [95 % interval] | recall, odd | precision, odd | odd under the bound |"
+        "| bound | {} | false-hit rate, {label} [95 % interval] | false-hit rate, odd (unseen) [95 % interval] | recall, odd | precision, odd | odd under the bound |",
+        k.name
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     let mut table = Vec::new();
     for max in BOUNDS {
-        let t = calibrate(evals, max, &tune_half);
-        let even = combined(evals, &|e| e.score(t, &Check::ALL, tune_half));
-        let odd = combined(evals, &|e| e.score(t, &Check::ALL, test_half));
+        let v = (k.calibrate)(max);
+        let cal = combined(evals, &|e| (k.score)(e, v, chosen_on));
+        let odd = combined(evals, &|e| (k.score)(e, v, &test_half));
         println!(
-            "| {:.1} % | {t:.3} | {} | {} | {:.1} % | {:.1} % | {} |",
+            "| {:.1} % | {v:.prec$} | {} | {} | {:.1} % | {:.1} % | {} |",
             max * 100.0,
-            interval(&even),
+            interval(&cal),
             interval(&odd),
             odd.recall() * 100.0,
             odd.precision() * 100.0,
@@ -249,13 +269,17 @@ fn print_calibration(evals: &[FileEval]) {
                 "yes"
             } else {
                 "no"
-            }
+            },
+            prec = k.decimals
         );
-        table.push((max, t));
+        table.push((max, v));
     }
-    println!("\nFor src/cache/config.rs:\n\npub const CALIBRATION: &[(f64, f32)] = &[");
-    for (max, t) in table {
-        println!("    ({max}, {t}),");
+    println!(
+        "\nFor src/cache/config.rs:\n\npub const {}: &[(f64, f32)] = &[",
+        k.constant
+    );
+    for (max, v) in table {
+        println!("    ({max}, {v:?}),");
     }
     println!("];");
 }
