@@ -84,11 +84,41 @@ fn main() {
             model.embed(chunk, 1 << 20).unwrap();
         }
         let unsorted_rate = refs.len() as f64 / t.elapsed().as_secs_f64();
+        let query_p50 = median(lat);
         println!(
             "{{\"impl\":\"quartermaster-{name}\",\"threads\":{threads},\"single_p50_ms\":{:.3},\"batch32_sentences_per_s\":{:.1},\"batch32_unsorted_sentences_per_s\":{:.1}}}",
-            median(lat),
-            sorted_rate,
-            unsorted_rate
+            query_p50, sorted_rate, unsorted_rate
         );
+        if name == "fused" {
+            cross_row(&dir, query_p50);
+        }
     }
+}
+
+/// The cache's cross-encoder (`cache.verifier = "cross"`) beside the query's embedding in the
+/// same run: one pass over one candidate pair, and over `CROSS_MAX_READ` of them.
+fn cross_row(dir: &std::path::Path, query_p50: f64) {
+    use quartermaster::cache::{CROSS_MAX_READ, CrossVerifier};
+    let cross = CrossVerifier::load(dir).expect("cross-encoder");
+    let cached = "What's the quickest way to learn Rust?";
+    let p50 = |n: usize| {
+        let pairs = vec![(cached, QUERY, 0.9f32); n];
+        for _ in 0..20 {
+            cross.logits(&pairs).unwrap();
+        }
+        median(
+            (0..200)
+                .map(|_| {
+                    let t = Instant::now();
+                    cross.logits(&pairs).unwrap();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        )
+    };
+    let (one, most) = (p50(1), p50(CROSS_MAX_READ));
+    println!(
+        "{{\"impl\":\"quartermaster-cross-encoder\",\"one_pair_p50_ms\":{one:.3},\"{CROSS_MAX_READ}_pairs_p50_ms\":{most:.3},\"one_pair_vs_query_embedding\":{:.2}}}",
+        one / query_p50
+    );
 }

@@ -18,6 +18,8 @@ import json, sys
 peer = json.loads(sys.argv[1])
 for line in """$ours""".splitlines():
     o = json.loads(line)
+    if "single_p50_ms" not in o:
+        continue  # the cross-encoder's row: no PyTorch peer
     print(f"{o['impl']}: single-query latency ratio (PyTorch p50 / ours) = {peer['single_p50_ms'] / o['single_p50_ms']:.2f}, "
           f"batch-32 throughput ratio (ours / PyTorch) = {o['batch32_sentences_per_s'] / peer['batch32_sentences_per_s']:.2f}")
 PY

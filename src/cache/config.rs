@@ -144,8 +144,13 @@ impl CacheConfig {
     }
 }
 
-/// The cross-encoder's first stage: candidates at least this similar are read by it.
-pub const CROSS_FLOOR: f32 = 0.80;
+/// The cross-encoder's first stage: candidates at least this similar that pass the rule
+/// checks are read by it, the best `CROSS_MAX_READ` of them.
+pub const CROSS_FLOOR: f32 = 0.70;
+
+/// At most this many candidates per lookup are read by the cross-encoder (each adds a pair
+/// to its pass): the most similar of those that pass the rule checks.
+pub const CROSS_MAX_READ: usize = 2;
 
 /// The cross-encoder's logit bar for each false-hit bound (similarity floor `CROSS_FLOOR`,
 /// rule checks on), from `quartermaster eval cache --calibrate` on the calibration quarter of
@@ -154,11 +159,11 @@ pub const CROSS_FLOOR: f32 = 0.80;
 /// the cross-encoder serves no semantic hit.
 pub const CROSS_CALIBRATION: &[(f64, f32)] = &[
     (0.002, 12.0),
-    (0.005, 2.8),
-    (0.01, 2.7),
-    (0.02, 1.9),
-    (0.03, 1.5),
-    (0.05, 1.0),
+    (0.005, 2.9),
+    (0.01, 2.3),
+    (0.02, 2.0),
+    (0.03, 1.6),
+    (0.05, 1.3),
 ];
 
 /// The value a calibration table (higher is stricter) gives `bound`: that of the loosest bound

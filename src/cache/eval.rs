@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::verify::{self, Check, CrossVerifier, FEATURES, LearnedVerifier};
+use super::{CROSS_FLOOR, CROSS_MAX_READ};
 use crate::embed::EmbedModel;
 use crate::index::{HnswIndex, HnswParams};
 
@@ -79,12 +80,9 @@ struct Cand {
     verdict: Result<(), Check>,
     judgement: Judgement,
     features: [f32; FEATURES],
-    /// The cross-encoder's logit (−∞ when it was not run: below `CROSS_EVAL_FLOOR`).
+    /// The cross-encoder's logit (−∞ when it was not run: below `CROSS_FLOOR`).
     cross: f32,
 }
-
-/// Candidates at least this similar are read by the cross-encoder in an evaluation.
-pub const CROSS_EVAL_FLOOR: f32 = 0.70;
 
 /// A query's candidates, best first.
 struct Asked {
@@ -175,7 +173,7 @@ pub struct Evaluation {
 
 impl Evaluation {
     /// Embeds and indexes every text1, asks every text2 for its `k` nearest candidates; with
-    /// a cross-encoder, it reads every candidate at or above `CROSS_EVAL_FLOOR`.
+    /// a cross-encoder, it reads every candidate at or above `CROSS_FLOOR`.
     pub fn run(
         model: &EmbedModel,
         pairs: &[Pair],
@@ -296,10 +294,16 @@ impl Evaluation {
             if a.duplicate {
                 s.positives += 1;
             }
-            let hit = a
-                .candidates
-                .iter()
-                .find(|c| c.similarity >= threshold && accept.accepts(c));
+            let above = a.candidates.iter().filter(|c| c.similarity >= threshold);
+            let hit = match accept {
+                // As the cache does: the cross-encoder reads the best few candidates that
+                // pass the rule checks, and the first it accepts is the hit.
+                Acceptance::Cross { rules, .. } => above
+                    .filter(|c| !rules || c.verdict.is_ok())
+                    .take(CROSS_MAX_READ)
+                    .find(|c| accept.accepts(c)),
+                _ => above.into_iter().find(|c| accept.accepts(c)),
+            };
             if let Some(Cand { judgement, .. }) = hit {
                 s.hits += 1;
                 match judgement {
@@ -321,7 +325,7 @@ impl Evaluation {
     }
 }
 
-/// The cross-encoder's logit for every candidate at or above `CROSS_EVAL_FLOOR`, on the
+/// The cross-encoder's logit for every candidate at or above `CROSS_FLOOR`, on the
 /// normalised texts the gateway stores and asks with, in packed batches.
 fn cross_logits(
     cross: &CrossVerifier,
@@ -334,7 +338,7 @@ fn cross_logits(
     for (a, q) in asked.iter().enumerate() {
         let query = norm(&pairs[q.pair].text2);
         for (c, cand) in q.candidates.iter().enumerate() {
-            if cand.similarity >= CROSS_EVAL_FLOOR {
+            if cand.similarity >= CROSS_FLOOR {
                 let cached = norm(texts1[cand.entry]);
                 todo.push((a, c, cached, query.clone(), cand.similarity));
             }
@@ -463,5 +467,64 @@ mod tests {
             score_of(b, |b| if b < 2.0 { 1_000 } else { 0 })
         });
         assert!((bar - 2.0).abs() < 1e-3, "{bar}");
+    }
+
+    #[test]
+    fn the_cross_encoder_reads_the_best_candidates_that_pass_the_rules_and_no_more() {
+        let cand = |entry, similarity, verdict, cross| Cand {
+            entry,
+            similarity,
+            verdict,
+            judgement: Judgement::Right,
+            features: [0.0; FEATURES],
+            cross,
+        };
+        let eval = |candidates| Evaluation {
+            asked: vec![Asked {
+                pair: 0,
+                duplicate: true,
+                candidates,
+            }],
+            pairs: 1,
+            entries: 4,
+            embed_secs: 0.0,
+            cross_secs: 0.0,
+        };
+        let bar = |min_logit| Acceptance::Cross {
+            min_logit,
+            rules: true,
+        };
+        let hits = |e: &Evaluation| e.score_with(CROSS_FLOOR, bar(1.0), all).hits;
+        // A rule veto does not use up a read: the accepted candidate is the second read.
+        let mut cands = vec![
+            cand(0, 0.95, Ok(()), -3.0),
+            cand(1, 0.93, Err(Check::Numbers), 9.0),
+            cand(2, 0.90, Ok(()), 4.0),
+        ];
+        assert_eq!(hits(&eval(cands)), 1);
+        // Past the first CROSS_MAX_READ that pass the rules, a candidate is not read.
+        cands = (0..CROSS_MAX_READ)
+            .map(|i| cand(i, 0.95 - i as f32 * 0.01, Ok(()), -3.0))
+            .chain([cand(9, 0.80, Ok(()), 4.0)])
+            .collect();
+        assert_eq!(hits(&eval(cands)), 0);
+        // Below the floor nothing is read, whatever its logit.
+        let below = eval(vec![cand(0, CROSS_FLOOR - 0.01, Ok(()), 9.0)]);
+        assert_eq!(hits(&below), 0);
+        // The cross-encoder alone (no rules) reads vetoed candidates too.
+        let alone = eval(vec![cand(1, 0.93, Err(Check::Numbers), 9.0)]);
+        let score = alone.score_with(
+            CROSS_FLOOR,
+            Acceptance::Cross {
+                min_logit: 1.0,
+                rules: false,
+            },
+            all,
+        );
+        assert_eq!(score.hits, 1);
+    }
+
+    fn all(_: usize) -> bool {
+        true
     }
 }

@@ -395,8 +395,15 @@ impl Cache {
             }
         };
         let cross_mode = self.config.verifier == VerifierMode::Cross;
-        // Candidates that pass the rule checks, best first; with the cross-encoder they are
-        // all read by it in one pass, and the first it accepts is the hit.
+        // The cross-encoder's bar is calibrated on candidates at or above its floor: a lower
+        // threshold (configured or asked for) does not take it below.
+        let threshold = if cross_mode {
+            threshold.max(CROSS_FLOOR)
+        } else {
+            threshold
+        };
+        // Candidates that pass the rule checks, best first; with the cross-encoder the best
+        // `CROSS_MAX_READ` of them are read in one pass, and the first it accepts is the hit.
         let mut passed = Vec::new();
         for c in candidates.into_iter().filter(|c| c.similarity >= threshold) {
             const SQL: &str = "SELECT id, response, checksum, query_text, cost_usd, expires_at FROM cache_entries \
@@ -435,6 +442,9 @@ impl Cache {
                 return Ok(Some(hit));
             }
             passed.push((hit, cached_query));
+            if passed.len() == CROSS_MAX_READ {
+                break;
+            }
         }
         if passed.is_empty() {
             return Ok(None);

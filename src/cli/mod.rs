@@ -167,6 +167,10 @@ pub struct CacheEvalArgs {
     /// paraphrases (label 1) answered rightly, per kind and over the threshold.
     #[arg(long)]
     pub traps: Option<PathBuf>,
+    /// Cross-encoder weights to evaluate instead of the ones compiled in (a file written by
+    /// scripts/verifier/cross.py --out), to compare a training run before shipping it.
+    #[arg(long)]
+    pub cross_weights: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -67,10 +67,16 @@ pub struct FusedBert {
     emb_ln: LayerNorm,
     layers: Vec<Layer>,
     threads: usize,
+    /// Few-row products use the unpacked AVX2 kernel (`super::skinny`); the CPU has it and
+    /// `QM_EMBED_SKINNY` is not `off`, `0` or `false` (the switch the benches compare with).
+    skinny: bool,
 }
 
 /// Matmuls smaller than this many multiply-adds run on one thread.
 const PARALLEL_MIN_MACS: usize = 1 << 21;
+
+/// Few-row products at least this large are split between two threads.
+const SKINNY_SPLIT_MIN_MACS: usize = 1 << 20;
 
 impl FusedBert {
     pub fn load(dir: &Path, threads: usize) -> Result<Self, EmbedError> {
@@ -161,8 +167,28 @@ impl FusedBert {
             emb_ln: ln("embeddings.LayerNorm")?,
             layers,
             threads: threads.max(1),
+            skinny: super::skinny::available()
+                && !std::env::var("QM_EMBED_SKINNY")
+                    .is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false")),
             cfg,
         })
+    }
+
+    /// Keeps the first `n` encoder layers only (a verifier trained to read a pair with
+    /// fewer layers than the embedder uses).
+    pub fn keep_layers(mut self, n: usize) -> Result<Self, EmbedError> {
+        if n == 0 || n > self.layers.len() {
+            return Err(EmbedError::Model(format!(
+                "{n} layers asked of a model with {}",
+                self.layers.len()
+            )));
+        }
+        self.layers.truncate(n);
+        Ok(self)
+    }
+
+    pub fn layers(&self) -> usize {
+        self.layers.len()
     }
 
     pub fn hidden_size(&self) -> usize {
@@ -187,7 +213,7 @@ impl FusedBert {
         between_layers: &mut dyn FnMut(),
     ) -> Vec<Vec<f32>> {
         let h = self.cfg.hidden_size;
-        let (x, offsets) = self.forward(seqs, None, between_layers);
+        let (x, offsets) = self.forward(seqs, None, between_layers, false);
         offsets
             .windows(2)
             .map(|w| {
@@ -211,27 +237,30 @@ impl FusedBert {
     /// token types (`types[s][p]` is 0 or 1, as a cross-encoder reads a pair of texts).
     pub fn cls_states(&self, seqs: &[&[u32]], types: &[&[u32]]) -> Vec<Vec<f32>> {
         let h = self.cfg.hidden_size;
-        let (x, offsets) = self.forward(seqs, Some(types), &mut || {});
-        offsets[..offsets.len() - 1]
-            .iter()
+        // Only the first token's final state is read, so the last layer runs its attention
+        // query, output projection and feed-forward for that token alone.
+        let (x, _) = self.forward(seqs, Some(types), &mut || {}, true);
+        x.chunks_exact(h)
             .zip(seqs)
-            .map(|(&start, seq)| {
+            .map(|(row, seq)| {
                 if seq.is_empty() {
                     vec![0.0; h]
                 } else {
-                    x[start * h..(start + 1) * h].to_vec()
+                    row.to_vec()
                 }
             })
             .collect()
     }
 
     /// The encoder over packed sequences: the final hidden states `[total_tokens, hidden]`
-    /// and each sequence's start offset (plus the total at the end).
+    /// and each sequence's start offset (plus the total at the end). With `first_only`, the
+    /// final states are those of each sequence's first token alone, `[sequences, hidden]`.
     fn forward(
         &self,
         seqs: &[&[u32]],
         types: Option<&[&[u32]]>,
         between_layers: &mut dyn FnMut(),
+        first_only: bool,
     ) -> (Vec<f32>, Vec<usize>) {
         let h = self.cfg.hidden_size;
         let inter = self.cfg.intermediate_size;
@@ -263,9 +292,13 @@ impl FusedBert {
         let mut ctx = vec![0f32; total * h];
         let mut tmp = vec![0f32; total * h];
         let mut mid = vec![0f32; total * inter];
-        for layer in &self.layers {
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
             self.matmul(&x, &layer.wqkv, &mut qkv, total, h, 3 * h);
             add_bias_rows(&mut qkv, &layer.bqkv);
+            if first_only && i == last {
+                return (self.first_token_layer(layer, &x, &qkv, &offsets), offsets);
+            }
             self.attention(&qkv, &mut ctx, &offsets);
             self.matmul(&ctx, &layer.wo, &mut tmp, total, h, h);
             residual_bias_layer_norm(&mut x, &tmp, &layer.bo, &layer.ln1, self.eps);
@@ -275,12 +308,84 @@ impl FusedBert {
             residual_bias_layer_norm(&mut x, &tmp, &layer.b2, &layer.ln2, self.eps);
             between_layers();
         }
+        if first_only {
+            // No layers at all: the first tokens' embeddings.
+            let mut first = vec![0f32; (offsets.len() - 1) * h];
+            for (s, w) in offsets.windows(2).enumerate() {
+                if w[1] > w[0] {
+                    first[s * h..(s + 1) * h].copy_from_slice(&x[w[0] * h..(w[0] + 1) * h]);
+                }
+            }
+            return (first, offsets);
+        }
         (x, offsets)
+    }
+
+    /// The rest of `layer` (after its Q, K, V projection into `qkv`) for each sequence's
+    /// first token only: its attention over the whole sequence, output projection and
+    /// feed-forward. Returns `[sequences, hidden]`.
+    fn first_token_layer(
+        &self,
+        layer: &Layer,
+        x: &[f32],
+        qkv: &[f32],
+        offsets: &[usize],
+    ) -> Vec<f32> {
+        let h = self.cfg.hidden_size;
+        let heads = self.cfg.num_attention_heads;
+        let d = h / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let n = offsets.len() - 1;
+        let mut ctx = vec![0f32; n * h];
+        let mut rows = vec![0f32; n * h];
+        let mut scores = Vec::new();
+        for (s, w) in offsets.windows(2).enumerate() {
+            let (start, len) = (w[0], w[1] - w[0]);
+            if len == 0 {
+                continue;
+            }
+            rows[s * h..(s + 1) * h].copy_from_slice(&x[start * h..(start + 1) * h]);
+            let q = &qkv[start * 3 * h..start * 3 * h + h];
+            for hd in 0..heads {
+                scores.clear();
+                scores.extend((0..len).map(|t| {
+                    let k = &qkv[(start + t) * 3 * h + h + hd * d..][..d];
+                    q[hd * d..(hd + 1) * d]
+                        .iter()
+                        .zip(k)
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>()
+                        * scale
+                }));
+                softmax_in_place(&mut scores);
+                let out = &mut ctx[s * h + hd * d..s * h + (hd + 1) * d];
+                for (t, p) in scores.iter().enumerate() {
+                    let v = &qkv[(start + t) * 3 * h + 2 * h + hd * d..][..d];
+                    for (o, v) in out.iter_mut().zip(v) {
+                        *o += p * v;
+                    }
+                }
+            }
+        }
+        let inter = self.cfg.intermediate_size;
+        let mut tmp = vec![0f32; n * h];
+        let mut mid = vec![0f32; n * inter];
+        self.matmul(&ctx, &layer.wo, &mut tmp, n, h, h);
+        residual_bias_layer_norm(&mut rows, &tmp, &layer.bo, &layer.ln1, self.eps);
+        self.matmul(&rows, &layer.w1, &mut mid, n, h, inter);
+        bias_gelu_rows(&mut mid, &layer.b1);
+        self.matmul(&mid, &layer.w2, &mut tmp, n, inter, h);
+        residual_bias_layer_norm(&mut rows, &tmp, &layer.b2, &layer.ln2, self.eps);
+        rows
     }
 
     /// `c[m,n] = a[m,k] · b[k,n]`, all row-major.
     fn matmul(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
         debug_assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+        if self.skinny && m <= super::skinny::MAX_ROWS {
+            let split = self.threads > 1 && m * k * n >= SKINNY_SPLIT_MIN_MACS;
+            return super::skinny::matmul(a, b, c, m, k, n, split);
+        }
         let par = self.parallelism(m * k * n);
         // SAFETY: the slices hold at least m*k, k*n and m*n elements (checked above), and
         // the strides describe dense row-major matrices inside them.
@@ -326,6 +431,7 @@ impl FusedBert {
         let scale = 1.0 / (d as f32).sqrt();
         let work: Vec<(usize, usize, usize)> = offsets
             .windows(2)
+            .filter(|w| w[1] > w[0]) // an empty sequence has nothing to attend to
             .flat_map(|w| (0..heads).map(move |hd| (w[0], w[1] - w[0], hd)))
             .collect();
         let ctx_ptr = SendPtr(ctx.as_mut_ptr());
@@ -510,7 +616,96 @@ fn softmax_in_place(row: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
-    use super::erf;
+    use super::*;
+
+    /// A small encoder with pseudo-random weights (no model file needed).
+    fn random_bert(layers: usize) -> FusedBert {
+        let (h, inter, vocab, pos) = (16, 32, 50, 40);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = |n: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+                })
+                .collect()
+        };
+        let ln = |rand: &mut dyn FnMut(usize, f32) -> Vec<f32>| LayerNorm {
+            gamma: rand(h, 0.2).iter().map(|g| 1.0 + g).collect(),
+            beta: rand(h, 0.2),
+        };
+        let layers = (0..layers)
+            .map(|_| Layer {
+                wqkv: rand(h * 3 * h, 0.5),
+                bqkv: rand(3 * h, 0.1),
+                wo: rand(h * h, 0.5),
+                bo: rand(h, 0.1),
+                ln1: ln(&mut rand),
+                w1: rand(h * inter, 0.5),
+                b1: rand(inter, 0.1),
+                w2: rand(inter * h, 0.5),
+                b2: rand(h, 0.1),
+                ln2: ln(&mut rand),
+            })
+            .collect();
+        FusedBert {
+            cfg: BertConfig {
+                hidden_size: h,
+                intermediate_size: inter,
+                num_attention_heads: 4,
+                num_hidden_layers: 3,
+                max_position_embeddings: pos,
+                vocab_size: vocab,
+                layer_norm_eps: 1e-12,
+                hidden_act: None,
+            },
+            eps: 1e-12,
+            word: rand(vocab * h, 1.0),
+            position: rand(pos * h, 1.0),
+            token_types: rand(2 * h, 1.0),
+            emb_ln: ln(&mut rand),
+            layers,
+            threads: 1,
+            skinny: false,
+        }
+    }
+
+    #[test]
+    fn the_first_token_shortcut_equals_the_full_last_layer() {
+        let seqs: [&[u32]; 4] = [&[1, 7, 9, 2, 30, 31, 2], &[1, 4, 2, 5, 2], &[], &[1, 2]];
+        let types: [&[u32]; 4] = [&[0, 0, 0, 0, 1, 1, 1], &[0, 0, 0, 1, 1], &[], &[0, 0]];
+        // With the general GEMM and (where the CPU has it) the unpacked few-row kernel.
+        for (layers, skinny) in [(1, false), (3, false), (3, true)] {
+            let mut bert = random_bert(layers);
+            bert.skinny = skinny && crate::embed::skinny::available();
+            let (full, offsets) = bert.forward(&seqs, Some(&types), &mut || {}, false);
+            let cls = bert.cls_states(&seqs, &types);
+            for (s, seq) in seqs.iter().enumerate() {
+                if seq.is_empty() {
+                    assert!(cls[s].iter().all(|v| *v == 0.0));
+                    continue;
+                }
+                let want = &full[offsets[s] * 16..(offsets[s] + 1) * 16];
+                for (a, b) in cls[s].iter().zip(want) {
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "{layers} layers, sequence {s}: {a} vs {b}"
+                    );
+                }
+            }
+            // Each sequence is read on its own: its state does not depend on its neighbours.
+            let alone = bert.cls_states(&seqs[1..2], &types[1..2]);
+            for (a, b) in alone[0].iter().zip(&cls[1]) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+        let three = random_bert(3);
+        assert_eq!(three.keep_layers(1).unwrap().layers(), 1);
+        assert!(random_bert(3).keep_layers(4).is_err());
+        assert!(random_bert(3).keep_layers(0).is_err());
+    }
 
     #[test]
     fn fast_erf_matches_reference_values() {

@@ -7,6 +7,7 @@
 mod candle_bert;
 pub mod fused;
 mod service;
+mod skinny;
 mod token_ids;
 
 use std::path::{Path, PathBuf};

@@ -903,8 +903,22 @@ const CROSS_LOOKALIKE: &str = "How do I change my password?";
 /// every rule check is refused by the cross-encoder (and counted), and the bar decides it.
 #[tokio::test]
 async fn the_cross_encoder_decides_semantic_hits() {
-    // p >= 0.9 (logit 2.2): tests/fixtures/cross_verifier_reference.json has 3.0 for the
-    // paraphrase and 1.3 for the look-alike.
+    // p >= 0.9 (logit 2.2) lies between the two pairs' logits in
+    // tests/fixtures/cross_verifier_reference.json (written from the shipped weights).
+    let reference: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("../fixtures/cross_verifier_reference.json")).unwrap();
+    let logit_of = |query: &str| {
+        reference
+            .iter()
+            .find(|r| r["cached"] == CROSS_CACHED && r["query"] == query)
+            .and_then(|r| r["logit"].as_f64())
+            .unwrap()
+    };
+    let bar = (0.9f64 / 0.1).ln();
+    assert!(
+        logit_of(CROSS_PARAPHRASE) > bar + 0.3 && logit_of(CROSS_LOOKALIKE) < bar - 0.3,
+        "retrained weights: pick pairs on either side of the bar"
+    );
     let mut app = TestApp::spawn_with(cache_options(
         "verifier = \"cross\"\nmin_probability = 0.9\n",
         None,

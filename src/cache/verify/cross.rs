@@ -60,7 +60,20 @@ impl CrossVerifier {
             return Err(EmbedError::MissingModel(model_dir.to_path_buf()));
         }
         // The adapters only mean something over the weights they were trained on.
-        let want = base_digest(weights)?;
+        let meta = metadata(weights)?;
+        let want = meta["base_sha256"]
+            .as_str()
+            .ok_or_else(|| {
+                EmbedError::Model("cross verifier: no base_sha256 in its metadata".into())
+            })?
+            .to_string();
+        // How many of MiniLM's layers read the pair (trained so; 6 if unsaid).
+        let layers: usize = match meta["layers"].as_str() {
+            None => 6,
+            Some(n) => n
+                .parse()
+                .map_err(|_| EmbedError::Model(format!("cross verifier: layers = {n:?}")))?,
+        };
         let got = {
             use sha2::Digest;
             let bytes = std::fs::read(&base)
@@ -98,6 +111,9 @@ impl CrossVerifier {
                 return Ok(base);
             };
             let (layer, rest) = rest.split_once('.').unwrap_or((rest, ""));
+            if layer.parse::<usize>().map_or(true, |l| l >= layers) {
+                return Ok(base); // not run: dropped below
+            }
             let norm = match rest {
                 "attention.output.LayerNorm.weight" => Some("ln1_w"),
                 "attention.output.LayerNorm.bias" => Some("ln1_b"),
@@ -120,7 +136,7 @@ impl CrossVerifier {
                 _ => Ok(base),
             }
         };
-        let bert = FusedBert::load_adjusted(model_dir, threads, &adjust)?;
+        let bert = FusedBert::load_adjusted(model_dir, threads, &adjust)?.keep_layers(layers)?;
         let head_w = get("head_w")?.to_vec1::<f32>().map_err(model_err("head"))?;
         let head_b = get("head_b")?
             .flatten_all()
@@ -189,10 +205,10 @@ impl CrossVerifier {
     }
 }
 
-/// The SHA-256 of the base weights the adapters were trained over, from the file's
-/// safetensors metadata (`base_sha256`).
-fn base_digest(weights: &[u8]) -> Result<String, EmbedError> {
-    let bad = || EmbedError::Model("cross verifier: no base_sha256 in its metadata".into());
+/// The file's safetensors metadata (`base_sha256`: the base weights the adapters were
+/// trained over; `layers`: how many of its layers read the pair).
+fn metadata(weights: &[u8]) -> Result<serde_json::Value, EmbedError> {
+    let bad = || EmbedError::Model("cross verifier: unreadable safetensors header".into());
     let len = u64::from_le_bytes(
         weights
             .get(..8)
@@ -204,10 +220,7 @@ fn base_digest(weights: &[u8]) -> Result<String, EmbedError> {
         .get(8..8usize.saturating_add(len as usize))
         .ok_or_else(bad)?;
     let header: serde_json::Value = serde_json::from_slice(header).map_err(|_| bad())?;
-    header["__metadata__"]["base_sha256"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(bad)
+    Ok(header["__metadata__"].clone())
 }
 
 pub fn sigmoid(logit: f32) -> f32 {

@@ -41,7 +41,14 @@ fn test_half(i: usize) -> bool {
 }
 pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
     let model = super::load_embed_model(config)?;
-    let cross = CrossVerifier::load(&config.embeddings.model_dir)?;
+    let cross = match &args.cross_weights {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("--cross-weights {}: {e}", path.display()))?;
+            CrossVerifier::from_weights(&config.embeddings.model_dir, &bytes)?
+        }
+        None => CrossVerifier::load(&config.embeddings.model_dir)?,
+    };
     let c = &config.cache;
     let threshold = args.threshold.unwrap_or(c.effective_threshold());
     let mut evals = Vec::new();
