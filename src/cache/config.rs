@@ -130,17 +130,24 @@ impl CacheConfig {
     /// The similarity a semantic candidate needs: `threshold` when set, else the calibrated
     /// threshold of the tightest bound in `CALIBRATION` that is within `max_false_hit_rate`
     /// (the strictest threshold when the bound is below every entry). With the learned
-    /// verifier, its own similarity floor.
+    /// verifier, its own similarity floor; with the cross-encoder, never below its floor.
     pub fn effective_threshold(&self) -> f32 {
-        if let Some(t) = self.threshold {
-            return t;
+        match (self.threshold, self.verifier) {
+            (Some(t), _) => self.floored(t),
+            (None, VerifierMode::Learned) => DEFAULT_LEARNED_FLOOR,
+            (None, VerifierMode::Cross) => CROSS_FLOOR,
+            (None, _) => calibrated(CALIBRATION, self.max_false_hit_rate),
         }
+    }
+
+    /// A threshold asked for (configured, or a request's header) as it applies: the
+    /// cross-encoder's bar is calibrated on candidates at or above `CROSS_FLOOR`, so a lower
+    /// threshold does not take it below.
+    pub fn floored(&self, threshold: f32) -> f32 {
         match self.verifier {
-            VerifierMode::Learned => return DEFAULT_LEARNED_FLOOR,
-            VerifierMode::Cross => return CROSS_FLOOR,
-            _ => {}
+            VerifierMode::Cross => threshold.max(CROSS_FLOOR),
+            _ => threshold,
         }
-        calibrated(CALIBRATION, self.max_false_hit_rate)
     }
 }
 
@@ -303,6 +310,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(cross(0.01, None).effective_threshold(), CROSS_FLOOR);
+        // A lower threshold, configured or asked for, does not undercut the floor; a higher
+        // one applies, and other verifiers take any threshold as it is.
+        let low = CacheConfig {
+            threshold: Some(0.5),
+            ..cross(0.01, None)
+        };
+        assert_eq!(low.effective_threshold(), CROSS_FLOOR);
+        assert_eq!(low.floored(0.9), 0.9);
+        assert_eq!(expert.floored(0.5), 0.5);
         let bar_of = |b: f64| CROSS_CALIBRATION.iter().find(|(x, _)| *x == b).unwrap().1;
         assert_eq!(cross(0.01, None).cross_min_logit(), bar_of(0.01));
         assert_eq!(cross(0.015, None).cross_min_logit(), bar_of(0.01));

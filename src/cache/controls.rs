@@ -85,7 +85,7 @@ impl Controls {
         let threshold = match trimmed(&text.threshold) {
             None => config.effective_threshold(),
             Some(v) => match v.parse::<f32>() {
-                Ok(t) if (0.0..=1.0).contains(&t) => t,
+                Ok(t) if (0.0..=1.0).contains(&t) => config.floored(t),
                 _ => return Err(bad(THRESHOLD_HEADER, "must be a number between 0 and 1")),
             },
         };

@@ -294,7 +294,7 @@ impl Evaluation {
             if a.duplicate {
                 s.positives += 1;
             }
-            let above = a.candidates.iter().filter(|c| c.similarity >= threshold);
+            let mut above = a.candidates.iter().filter(|c| c.similarity >= threshold);
             let hit = match accept {
                 // As the cache does: the cross-encoder reads the best few candidates that
                 // pass the rule checks, and the first it accepts is the hit.
@@ -302,7 +302,7 @@ impl Evaluation {
                     .filter(|c| !rules || c.verdict.is_ok())
                     .take(CROSS_MAX_READ)
                     .find(|c| accept.accepts(c)),
-                _ => above.into_iter().find(|c| accept.accepts(c)),
+                _ => above.find(|c| accept.accepts(c)),
             };
             if let Some(Cand { judgement, .. }) = hit {
                 s.hits += 1;

@@ -395,13 +395,6 @@ impl Cache {
             }
         };
         let cross_mode = self.config.verifier == VerifierMode::Cross;
-        // The cross-encoder's bar is calibrated on candidates at or above its floor: a lower
-        // threshold (configured or asked for) does not take it below.
-        let threshold = if cross_mode {
-            threshold.max(CROSS_FLOOR)
-        } else {
-            threshold
-        };
         // Candidates that pass the rule checks, best first; with the cross-encoder the best
         // `CROSS_MAX_READ` of them are read in one pass, and the first it accepts is the hit.
         let mut passed = Vec::new();

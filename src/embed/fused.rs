@@ -300,23 +300,12 @@ impl FusedBert {
                 return (self.first_token_layer(layer, &x, &qkv, &offsets), offsets);
             }
             self.attention(&qkv, &mut ctx, &offsets);
-            self.matmul(&ctx, &layer.wo, &mut tmp, total, h, h);
-            residual_bias_layer_norm(&mut x, &tmp, &layer.bo, &layer.ln1, self.eps);
-            self.matmul(&x, &layer.w1, &mut mid, total, h, inter);
-            bias_gelu_rows(&mut mid, &layer.b1);
-            self.matmul(&mid, &layer.w2, &mut tmp, total, inter, h);
-            residual_bias_layer_norm(&mut x, &tmp, &layer.b2, &layer.ln2, self.eps);
+            self.after_attention(layer, &mut x, &ctx, &mut tmp, &mut mid);
             between_layers();
         }
         if first_only {
             // No layers at all: the first tokens' embeddings.
-            let mut first = vec![0f32; (offsets.len() - 1) * h];
-            for (s, w) in offsets.windows(2).enumerate() {
-                if w[1] > w[0] {
-                    first[s * h..(s + 1) * h].copy_from_slice(&x[w[0] * h..(w[0] + 1) * h]);
-                }
-            }
-            return (first, offsets);
+            return (first_rows(&x, &offsets, h), offsets);
         }
         (x, offsets)
     }
@@ -337,14 +326,13 @@ impl FusedBert {
         let scale = 1.0 / (d as f32).sqrt();
         let n = offsets.len() - 1;
         let mut ctx = vec![0f32; n * h];
-        let mut rows = vec![0f32; n * h];
+        let mut rows = first_rows(x, offsets, h);
         let mut scores = Vec::new();
         for (s, w) in offsets.windows(2).enumerate() {
             let (start, len) = (w[0], w[1] - w[0]);
             if len == 0 {
                 continue;
             }
-            rows[s * h..(s + 1) * h].copy_from_slice(&x[start * h..(start + 1) * h]);
             let q = &qkv[start * 3 * h..start * 3 * h + h];
             for hd in 0..heads {
                 scores.clear();
@@ -367,16 +355,31 @@ impl FusedBert {
                 }
             }
         }
-        let inter = self.cfg.intermediate_size;
         let mut tmp = vec![0f32; n * h];
-        let mut mid = vec![0f32; n * inter];
-        self.matmul(&ctx, &layer.wo, &mut tmp, n, h, h);
-        residual_bias_layer_norm(&mut rows, &tmp, &layer.bo, &layer.ln1, self.eps);
-        self.matmul(&rows, &layer.w1, &mut mid, n, h, inter);
-        bias_gelu_rows(&mut mid, &layer.b1);
-        self.matmul(&mid, &layer.w2, &mut tmp, n, inter, h);
-        residual_bias_layer_norm(&mut rows, &tmp, &layer.b2, &layer.ln2, self.eps);
+        let mut mid = vec![0f32; n * self.cfg.intermediate_size];
+        self.after_attention(layer, &mut rows, &ctx, &mut tmp, &mut mid);
         rows
+    }
+
+    /// The rest of `layer` once its attention output is in `ctx`, for the rows of `x`
+    /// (`tmp` and `mid` are scratch of `x`'s rows): the output projection, residual and
+    /// LayerNorm, then the feed-forward, residual and LayerNorm.
+    fn after_attention(
+        &self,
+        layer: &Layer,
+        x: &mut [f32],
+        ctx: &[f32],
+        tmp: &mut [f32],
+        mid: &mut [f32],
+    ) {
+        let (h, inter) = (self.cfg.hidden_size, self.cfg.intermediate_size);
+        let rows = x.len() / h;
+        self.matmul(ctx, &layer.wo, tmp, rows, h, h);
+        residual_bias_layer_norm(x, tmp, &layer.bo, &layer.ln1, self.eps);
+        self.matmul(x, &layer.w1, mid, rows, h, inter);
+        bias_gelu_rows(mid, &layer.b1);
+        self.matmul(mid, &layer.w2, tmp, rows, inter, h);
+        residual_bias_layer_norm(x, tmp, &layer.b2, &layer.ln2, self.eps);
     }
 
     /// `c[m,n] = a[m,k] · b[k,n]`, all row-major.
@@ -518,6 +521,17 @@ impl SendPtr {
     fn get(self) -> *mut f32 {
         self.0
     }
+}
+
+/// Each sequence's first row of `x` (`[tokens, h]`), `[sequences, h]`; zeros for an empty one.
+fn first_rows(x: &[f32], offsets: &[usize], h: usize) -> Vec<f32> {
+    let mut first = vec![0f32; (offsets.len() - 1) * h];
+    for (s, w) in offsets.windows(2).enumerate() {
+        if w[1] > w[0] {
+            first[s * h..(s + 1) * h].copy_from_slice(&x[w[0] * h..(w[0] + 1) * h]);
+        }
+    }
+    first
 }
 
 fn flat(t: &Tensor, transpose: bool) -> Result<Vec<f32>, EmbedError> {

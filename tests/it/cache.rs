@@ -732,21 +732,11 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
     // The estimate: one wrong of one semantic hit for this tenant, none for the other.
     wait_for(10, "the semantic hit logged", || async {
         let stats = app.get_json_as("/admin/cache", admin).await;
-        stats["tenants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["false_hits_30d"]["semantic_hits"] == 1)
+        tenant_where(&stats, "semantic_hits", 1).is_some()
     })
     .await;
     let stats = app.get_json_as("/admin/cache", admin).await;
-    let mine = stats["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["false_hits_30d"]["semantic_hits"] == 1)
-        .unwrap()
-        .clone();
+    let mine = tenant_where(&stats, "semantic_hits", 1).unwrap();
     assert_eq!(mine["false_hits_30d"]["wrong"], 1, "{stats}");
     assert_eq!(mine["false_hits_30d"]["rate"], 1.0);
     assert!(mine["false_hits_30d"]["low"].as_f64().unwrap() > 0.0);
@@ -762,13 +752,7 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
         200
     );
     let stats = app.get_json_as("/admin/cache", admin).await;
-    let mine = stats["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["false_hits_30d"]["semantic_hits"] == 1)
-        .unwrap()
-        .clone();
+    let mine = tenant_where(&stats, "semantic_hits", 1).unwrap();
     assert_eq!(mine["false_hits_30d"]["wrong"], 0, "{stats}");
     app.shutdown().await;
 }
@@ -1030,12 +1014,7 @@ async fn sampled_hits_are_reasked_and_compared() {
     assert_eq!(header(&again, "x-quartermaster-cache-kind"), "semantic");
     // The estimate: 1 wrong of 2 re-asked; the application's count is untouched.
     let stats = app.get_json_as("/admin/cache", admin).await;
-    let t = stats["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["false_hits_30d"]["reasked"] == 2)
-        .unwrap_or_else(|| panic!("{stats}"));
+    let t = tenant_where(&stats, "reasked", 2).unwrap_or_else(|| panic!("{stats}"));
     assert_eq!(t["false_hits_30d"]["reask_wrong"], 1);
     assert_eq!(t["false_hits_30d"]["wrong"], 0);
     let rate = t["false_hits_30d"]["reask_rate"].as_f64().unwrap();
@@ -1055,4 +1034,13 @@ async fn sampled_hits_are_reasked_and_compared() {
         "{metrics}"
     );
     app.shutdown().await;
+}
+
+/// The `GET /admin/cache` tenant row whose `false_hits_30d[field]` is `value`.
+fn tenant_where(stats: &Value, field: &str, value: i64) -> Option<Value> {
+    stats["tenants"]
+        .as_array()?
+        .iter()
+        .find(|t| t["false_hits_30d"][field] == value)
+        .cloned()
 }

@@ -119,31 +119,13 @@ async fn embeddings_api_float_base64_and_truncation() {
     assert_eq!(v["data"][0]["object"], "embedding");
     assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 384);
     assert_eq!(v["usage"]["prompt_tokens"], 4); // [CLS] hello world [SEP]
-    let alone: Vec<f32> = v["data"][0]["embedding"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
+    let alone = first_embedding(&v);
 
     // The same batch as floats, then as base64. (Alone, a short text runs the encoder's
     // few-row kernel; beside a long one, the general product: the last bits may differ.)
     let long = "word ".repeat(600);
-    let v: Value = app
-        .post("/v1/embeddings")
-        .json(&json!({"model": "all-MiniLM-L6-v2", "input": ["hello world", long]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let floats: Vec<f32> = v["data"][0]["embedding"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
+    let batch = json!({"model": "all-MiniLM-L6-v2", "input": ["hello world", long]});
+    let floats = first_embedding(&app.post_json_as("/v1/embeddings", &app.key, &batch).await);
     let cos: f32 = alone.iter().zip(&floats).map(|(a, b)| a * b).sum();
     assert!(cos > 0.99999, "alone and in a batch: cosine {cos}");
     let resp = app
@@ -417,4 +399,14 @@ async fn full_queue_answers_503_with_retry_after() {
     }
     assert!(ok >= 1 && rejected >= 1, "ok={ok} rejected={rejected}");
     app.shutdown().await;
+}
+
+/// The first embedding of a float-format `/v1/embeddings` answer.
+fn first_embedding(answer: &Value) -> Vec<f32> {
+    answer["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
