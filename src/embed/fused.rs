@@ -75,7 +75,8 @@ pub struct FusedBert {
 /// Matmuls smaller than this many multiply-adds run on one thread.
 const PARALLEL_MIN_MACS: usize = 1 << 21;
 
-/// Few-row products at least this large are split between two threads.
+/// Few-row products are split into one run per this many multiply-adds (at least two runs
+/// once they reach it), up to one run per thread.
 const SKINNY_SPLIT_MIN_MACS: usize = 1 << 20;
 
 impl FusedBert {
@@ -91,6 +92,30 @@ impl FusedBert {
         threads: usize,
         adjust: &dyn Fn(&str, Tensor) -> Result<Tensor, EmbedError>,
     ) -> Result<Self, EmbedError> {
+        let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
+            .map_err(|e| EmbedError::Model(format!("reading model.safetensors: {e}")))?;
+        Self::from_tensors(dir, tensors, threads, adjust)
+    }
+
+    /// As [`FusedBert::load_adjusted`], with `model.safetensors` already read into `weights`
+    /// (a caller that checks the file's checksum reads it once).
+    pub fn from_bytes_adjusted(
+        dir: &Path,
+        weights: &[u8],
+        threads: usize,
+        adjust: &dyn Fn(&str, Tensor) -> Result<Tensor, EmbedError>,
+    ) -> Result<Self, EmbedError> {
+        let tensors = candle_core::safetensors::load_buffer(weights, &Device::Cpu)
+            .map_err(|e| EmbedError::Model(format!("reading model.safetensors: {e}")))?;
+        Self::from_tensors(dir, tensors, threads, adjust)
+    }
+
+    fn from_tensors(
+        dir: &Path,
+        tensors: std::collections::HashMap<String, Tensor>,
+        threads: usize,
+        adjust: &dyn Fn(&str, Tensor) -> Result<Tensor, EmbedError>,
+    ) -> Result<Self, EmbedError> {
         let cfg: BertConfig = super::read_json(&dir.join("config.json"))?;
         if cfg.hidden_act.as_deref().is_some_and(|a| a != "gelu") {
             return Err(EmbedError::Model(format!(
@@ -98,8 +123,6 @@ impl FusedBert {
                 cfg.hidden_act
             )));
         }
-        let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
-            .map_err(|e| EmbedError::Model(format!("reading model.safetensors: {e}")))?;
         // Checkpoints saved from BertForX carry a `bert.` prefix; sentence-transformers' do not.
         let get = |name: &str| -> Result<Tensor, EmbedError> {
             let t = tensors
@@ -386,8 +409,12 @@ impl FusedBert {
     fn matmul(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
         debug_assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
         if self.skinny && m <= super::skinny::MAX_ROWS {
-            let split = self.threads > 1 && m * k * n >= SKINNY_SPLIT_MIN_MACS;
-            return super::skinny::matmul(a, b, c, m, k, n, split);
+            let macs = m * k * n;
+            let parts = match macs < SKINNY_SPLIT_MIN_MACS {
+                true => 1,
+                false => self.threads.min(1 + macs / SKINNY_SPLIT_MIN_MACS),
+            };
+            return super::skinny::matmul(a, b, c, m, k, n, parts);
         }
         let par = self.parallelism(m * k * n);
         // SAFETY: the slices hold at least m*k, k*n and m*n elements (checked above), and

@@ -11,6 +11,7 @@
 //! the MiniLM weights `models/fetch.sh` fetched when the verifier loads, so a check costs one
 //! forward pass of the same small encoder over the two questions, on the fused kernels.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
@@ -61,24 +62,25 @@ impl CrossVerifier {
         }
         // The adapters only mean something over the weights they were trained on.
         let meta = metadata(weights)?;
-        let want = meta["base_sha256"]
-            .as_str()
+        let want = meta
+            .get("base_sha256")
             .ok_or_else(|| {
                 EmbedError::Model("cross verifier: no base_sha256 in its metadata".into())
             })?
             .to_string();
         // How many of MiniLM's layers read the pair (trained so; 6 if unsaid).
-        let layers: usize = match meta["layers"].as_str() {
+        let layers: usize = match meta.get("layers") {
             None => 6,
             Some(n) => n
                 .parse()
                 .map_err(|_| EmbedError::Model(format!("cross verifier: layers = {n:?}")))?,
         };
+        // Read once: checked, then laid out from the same bytes.
+        let base_bytes = std::fs::read(&base)
+            .map_err(|e| EmbedError::Model(format!("{}: {e}", base.display())))?;
         let got = {
             use sha2::Digest;
-            let bytes = std::fs::read(&base)
-                .map_err(|e| EmbedError::Model(format!("{}: {e}", base.display())))?;
-            hex::encode(sha2::Sha256::digest(&bytes))
+            hex::encode(sha2::Sha256::digest(&base_bytes))
         };
         if got != want {
             return Err(EmbedError::Model(format!(
@@ -136,7 +138,9 @@ impl CrossVerifier {
                 _ => Ok(base),
             }
         };
-        let bert = FusedBert::load_adjusted(model_dir, threads, &adjust)?.keep_layers(layers)?;
+        let bert = FusedBert::from_bytes_adjusted(model_dir, &base_bytes, threads, &adjust)?
+            .keep_layers(layers)?;
+        drop(base_bytes);
         let head_w = get("head_w")?.to_vec1::<f32>().map_err(model_err("head"))?;
         let head_b = get("head_b")?
             .flatten_all()
@@ -207,22 +211,75 @@ impl CrossVerifier {
 
 /// The file's safetensors metadata (`base_sha256`: the base weights the adapters were
 /// trained over; `layers`: how many of its layers read the pair).
-fn metadata(weights: &[u8]) -> Result<serde_json::Value, EmbedError> {
-    let bad = || EmbedError::Model("cross verifier: unreadable safetensors header".into());
-    let len = u64::from_le_bytes(
-        weights
-            .get(..8)
-            .ok_or_else(bad)?
-            .try_into()
-            .map_err(|_| bad())?,
-    );
-    let header = weights
-        .get(8..8usize.saturating_add(len as usize))
-        .ok_or_else(bad)?;
-    let header: serde_json::Value = serde_json::from_slice(header).map_err(|_| bad())?;
-    Ok(header["__metadata__"].clone())
+fn metadata(weights: &[u8]) -> Result<HashMap<String, String>, EmbedError> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(weights).map_err(|e| {
+        EmbedError::Model(format!(
+            "cross verifier: unreadable safetensors header: {e}"
+        ))
+    })?;
+    Ok(header.metadata().clone().unwrap_or_default())
 }
 
 pub fn sigmoid(logit: f32) -> f32 {
     1.0 / (1.0 + (-logit).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file with no tensors and this metadata.
+    fn weights_with(meta: &str) -> Vec<u8> {
+        let header = format!(r#"{{"__metadata__":{meta}}}"#);
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out
+    }
+
+    /// A model folder whose `model.safetensors` is the given bytes (enough for the checks that
+    /// run before anything is laid out).
+    fn base_of(bytes: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), bytes).unwrap();
+        dir
+    }
+
+    fn refused(dir: &Path, weights: &[u8]) -> String {
+        match CrossVerifier::from_weights(dir, weights) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn weights_that_do_not_fit_the_base_model_are_refused_with_the_reason() {
+        let base = base_of(b"not the MiniLM weights");
+        let err = refused(base.path(), b"\x05\0\0\0\0\0\0\0{}");
+        assert!(err.contains("unreadable safetensors header"), "{err}");
+        let err = refused(base.path(), &weights_with(r#"{"layers":"6"}"#));
+        assert!(err.contains("no base_sha256"), "{err}");
+        let err = refused(
+            base.path(),
+            &weights_with(r#"{"base_sha256":"00","layers":"six"}"#),
+        );
+        assert!(err.contains("layers = \"six\""), "{err}");
+        // The adapters were trained over other weights: named, with the way out.
+        let err = refused(base.path(), &weights_with(r#"{"base_sha256":"00"}"#));
+        assert!(
+            err.contains("SHA-256 00") && err.contains("models/fetch.sh"),
+            "{err}"
+        );
+        // No base model at all: the embedder's own "run models/fetch.sh" error.
+        let empty = tempfile::tempdir().unwrap();
+        let missing = CrossVerifier::from_weights(empty.path(), &weights_with("{}"));
+        assert!(matches!(missing, Err(EmbedError::MissingModel(_))));
+    }
+
+    #[test]
+    fn the_shipped_weights_name_their_base_and_depth() {
+        let meta = metadata(WEIGHTS).unwrap();
+        assert_eq!(meta.get("base_sha256").map(String::len), Some(64));
+        let layers: usize = meta.get("layers").map_or(Ok(6), |n| n.parse()).unwrap();
+        assert!((1..=6).contains(&layers));
+    }
 }

@@ -9,7 +9,7 @@ use crate::cache::eval::{
     Acceptance, Evaluation, Score, calibrate_bound, read_pairs, tune_threshold,
 };
 use crate::cache::verify::{Check, CrossVerifier, LearnedVerifier};
-use crate::cache::{CROSS_FLOOR, CacheConfig};
+use crate::cache::{CROSS_FLOOR, CacheConfig, VerifierMode};
 use crate::config::Config;
 
 mod cross;
@@ -50,7 +50,6 @@ pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
         None => CrossVerifier::load(&config.embeddings.model_dir)?,
     };
     let c = &config.cache;
-    let threshold = args.threshold.unwrap_or(c.effective_threshold());
     let mut evals = Vec::new();
     for path in &args.pairs {
         let pairs = read_pairs(path).map_err(anyhow::Error::msg)?;
@@ -64,7 +63,7 @@ pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
         });
     }
     for f in &evals {
-        print_file(f, c, threshold, &args.curve);
+        print_file(f, c, args.threshold, &args.curve);
     }
     print_unseen(&evals, args.max_false_hit_rate, args.fit);
     print_cross_curve(&evals);
@@ -73,7 +72,7 @@ pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
         print_cross_calibration(&evals);
     }
     if let Some(path) = &args.traps {
-        print_traps(&model, &cross, path, c)?;
+        print_traps(&model, &cross, path, c, args.threshold)?;
     }
     Ok(())
 }
@@ -86,6 +85,7 @@ fn print_traps(
     cross: &CrossVerifier,
     path: &std::path::Path,
     c: &CacheConfig,
+    asked: Option<f32>,
 ) -> anyhow::Result<()> {
     let pairs = read_pairs(path).map_err(anyhow::Error::msg)?;
     let kinds: Vec<String> = std::fs::read_to_string(path)?
@@ -174,10 +174,12 @@ fn print_traps(
             tr * 100.0
         );
     }
-    let t = c.effective_threshold();
+    let t = threshold_for(c, c.verifier, asked);
     let accept = match c.verifier {
-        crate::cache::VerifierMode::Cross => cross_at(c.cross_min_logit()),
-        _ => Acceptance::Rules(&Check::ALL),
+        VerifierMode::Cross => cross_at(c.cross_min_logit()),
+        VerifierMode::Learned => Acceptance::Learned(&shipped, c.learned_min_probability()),
+        VerifierMode::Rules => Acceptance::Rules(&Check::ALL),
+        VerifierMode::None => Acceptance::Similarity,
     };
     println!(
         "\nPer kind at the configured settings (threshold {t:.3}, verifier {:?}): share answered (traps: with another question's answer; paraphrases: with the right entry)\n",
@@ -308,9 +310,24 @@ fn row(label: &str, s: &Score) {
     );
 }
 
+/// The similarity threshold the gateway would apply with `verifier` and this config (a
+/// `--threshold` given on the command line standing in for `cache.threshold`): each verifier
+/// has its own first stage, and the cross-encoder's is never below its floor.
+fn threshold_for(c: &CacheConfig, verifier: VerifierMode, threshold: Option<f32>) -> f32 {
+    CacheConfig {
+        verifier,
+        threshold: threshold.or(c.threshold),
+        ..c.clone()
+    }
+    .effective_threshold()
+}
+
 /// One file at the configured settings, what each rule check gains, and the curve.
-fn print_file(f: &FileEval, c: &CacheConfig, threshold: f32, curve: &[f32]) {
+fn print_file(f: &FileEval, c: &CacheConfig, asked: Option<f32>, curve: &[f32]) {
     let shipped = crate::cache::DEFAULT_VERIFIER;
+    let threshold = threshold_for(c, VerifierMode::Rules, asked);
+    let learned_threshold = threshold_for(c, VerifierMode::Learned, asked);
+    let cross_threshold = threshold_for(c, VerifierMode::Cross, asked);
     let eval = &f.eval;
     println!(
         "\n## {}: {} pairs ({} duplicates), {} cached entries, embedded in {:.1} s",
@@ -321,7 +338,7 @@ fn print_file(f: &FileEval, c: &CacheConfig, threshold: f32, curve: &[f32]) {
         eval.embed_secs
     );
     println!(
-        "\nAt the configured settings (similarity threshold {threshold}, learned verifier p >= {}, cross-encoder bar {:.1} over similarity {CROSS_FLOOR}):\n",
+        "\nAt the configured settings (similarity threshold {threshold}, learned verifier p >= {} over similarity {learned_threshold}, cross-encoder bar {:.1} over similarity {cross_threshold}):\n",
         c.learned_min_probability(),
         c.cross_min_logit()
     );
@@ -331,14 +348,14 @@ fn print_file(f: &FileEval, c: &CacheConfig, threshold: f32, curve: &[f32]) {
     row(
         "+ rule checks + learned verifier",
         &eval.score_with(
-            threshold,
+            learned_threshold,
             Acceptance::Learned(&shipped, c.learned_min_probability()),
             all,
         ),
     );
     row(
         "+ rule checks + cross-encoder",
-        &eval.score_with(CROSS_FLOOR, cross_at(c.cross_min_logit()), all),
+        &eval.score_with(cross_threshold, cross_at(c.cross_min_logit()), all),
     );
     println!("\nWhat each rule check gains (rule checks without it):\n");
     println!("| without | precision | recall | false-hit rate |");
