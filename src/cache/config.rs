@@ -44,6 +44,11 @@ pub struct CacheConfig {
     /// Cosine similarity of the two answers' embeddings at or above which a re-asked hit
     /// counts as right.
     pub reask_agreement: f32,
+    /// Hold a tenant whose observed false-hit rate (the low end of its 95 % interval, from
+    /// the application's verdicts and re-asked hits over 7 days) is over `max_false_hit_rate`
+    /// to a stricter bound until it is not (`guard.rs`). Not with a raw `threshold` or
+    /// `min_probability`, nor the `learned` verifier.
+    pub tighten_on_feedback: bool,
     pub default_ttl_secs: u64,
     /// Upper bound for `x-quartermaster-cache-ttl`.
     pub max_ttl_secs: u64,
@@ -85,6 +90,7 @@ impl Default for CacheConfig {
             candidates: 5,
             reask_share: 0.0,
             reask_agreement: 0.85,
+            tighten_on_feedback: true,
             default_ttl_secs: 24 * 3600,
             max_ttl_secs: 30 * 24 * 3600,
             max_entries_per_tenant: 100_000,
@@ -175,7 +181,7 @@ pub const CROSS_CALIBRATION: &[(f64, f32)] = &[
 
 /// The value a calibration table (higher is stricter) gives `bound`: that of the loosest bound
 /// in the table within it, or the strictest value when the bound is below every entry.
-fn calibrated(table: &[(f64, f32)], bound: f64) -> f32 {
+pub(super) fn calibrated(table: &[(f64, f32)], bound: f64) -> f32 {
     let values = || table.iter().map(|(_, t)| *t);
     table
         .iter()

@@ -106,6 +106,10 @@ impl Cache {
             self.unindex(tenant, &[entry.to_string()]).await;
             metrics::counter!("qm_cache_demotions_total").increment(1);
         }
+        // The bound this tenant is held to, at once on this replica (others within a refresh).
+        if let Err(e) = self.refresh_bound(tenant).await {
+            tracing::warn!(error = %e, tenant, "cache guard: reading verdicts failed");
+        }
         Ok(true)
     }
 

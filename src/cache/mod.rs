@@ -9,6 +9,7 @@ mod config;
 mod controls;
 pub mod eval;
 pub mod feedback;
+mod guard;
 pub mod key;
 pub mod pgvector;
 pub mod qdrant;
@@ -29,6 +30,7 @@ use crate::types::Usage;
 pub use backend::{IndexError, VectorIndex};
 pub use config::*;
 pub use controls::*;
+pub use guard::{GUARD_WINDOW_MS, held_bound};
 pub use key::{CacheKeys, NotCacheable, cache_keys};
 pub use verify::{Check, CrossVerifier};
 
@@ -152,6 +154,8 @@ pub struct Cache {
     cross: Option<Arc<verify::CrossVerifier>>,
     /// Its passes running at once (one per core).
     cross_slots: Arc<tokio::sync::Semaphore>,
+    /// Tenants held to a stricter bound than configured (`guard.rs`).
+    guards: guard::Guards,
     /// Other replicas' changes to the in-process graph (`hnsw` on PostgreSQL).
     sync: Option<sync::CacheSync>,
     /// Where the in-process graphs are saved and loaded from.
@@ -213,6 +217,7 @@ impl Cache {
             cross_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
+            guards: Default::default(),
             sync,
             snapshot_dir,
             // Nothing saved yet: the first save writes whatever was built or loaded.
@@ -375,13 +380,20 @@ impl Cache {
 
     /// The semantic lookup: nearest entries of this tenant with the same fingerprint, above
     /// the threshold, that pass verification. Best first; the first that holds is the hit.
+    /// A tenant held to a stricter bound (`guard.rs`) needs that bound's threshold and bar.
     pub async fn lookup_semantic(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
         keys: &CacheKeys,
         vector: &[f32],
         threshold: f32,
     ) -> Result<Option<Hit>, StoreError> {
+        let mut bar = self.config.cross_min_logit();
+        let mut threshold = threshold;
+        if let Some((held_threshold, held_bar)) = self.tightened(tenant) {
+            threshold = threshold.max(held_threshold);
+            bar = bar.max(held_bar);
+        }
         let candidates = match self
             .index
             .search(tenant, &keys.fingerprint, vector, self.config.candidates)
@@ -442,7 +454,7 @@ impl Cache {
         if passed.is_empty() {
             return Ok(None);
         }
-        self.cross_accept(&keys.query, passed).await
+        self.cross_accept(&keys.query, passed, bar).await
     }
 
     /// The first candidate the cross-encoder accepts. A verifier that is missing or fails
@@ -451,6 +463,7 @@ impl Cache {
         &self,
         query: &str,
         passed: Vec<(Hit, String)>,
+        bar: f32,
     ) -> Result<Option<Hit>, StoreError> {
         let Some(cross) = self.cross.clone() else {
             return Ok(None);
@@ -488,7 +501,6 @@ impl Cache {
                 return Ok(None);
             }
         };
-        let bar = self.config.cross_min_logit();
         for ((hit, _), logit) in passed.into_iter().zip(logits) {
             if logit >= bar {
                 return Ok(Some(hit));

@@ -675,12 +675,20 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
         .extra
         .push_str(&format!("[admin]\napi_key = \"{admin}\"\n"));
     let mut app = TestApp::spawn_with(options).await;
-    let other_key = {
+    let (other_key, b_id) = {
         let store = app.store().await;
-        quartermaster::auth::create_key(&store, "tenant-b", "b")
+        let b = quartermaster::auth::create_key(&store, "tenant-b", "b")
             .await
-            .unwrap()
-            .secret
+            .unwrap();
+        (b.secret, b.tenant.id)
+    };
+    // Tenant A's row in `GET /admin/cache` (the only other tenant with entries).
+    let row_a = |stats: &Value| -> Value {
+        let rows = stats["tenants"].as_array().unwrap();
+        rows.iter()
+            .find(|t| t["tenant_id"] != b_id.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for tenant A: {stats}"))
     };
     let question = ask("mock-ok", "How do I sort a list in Python?", false);
     assert_eq!(send(&app, &question, &[]).await.status(), 200);
@@ -695,6 +703,20 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
     let entry = header(&hit, "x-quartermaster-cache-entry").to_string();
     let request_id = header(&hit, "x-request-id").to_string();
     let verdict = json!({"entry": entry, "request_id": request_id, "correct": false});
+    // A second question, cached for both tenants: the guard's witness below.
+    let second = ask("mock-ok", "How do I reverse a string in Python?", false);
+    // MiniLM's similarity to it: 0.979, under the 0.995 the held bound asks.
+    let second_paraphrase = ask("mock-ok", "How do you reverse a Python string?", false);
+    assert_eq!(send(&app, &second, &[]).await.status(), 200);
+    let as_b = |body: &Value, headers: &[(&str, &str)]| {
+        let mut req = app.post_as("/v1/chat/completions", &other_key).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    assert_eq!(as_b(&second, &[]).await.unwrap().status(), 200);
+    wait_entries(&app, 3).await;
 
     // Another tenant cannot judge it (404, as for an entry it does not have).
     let r = app
@@ -729,14 +751,41 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
     assert_eq!(header(&own, "x-quartermaster-cache"), "hit");
     assert_eq!(header(&own, "x-quartermaster-cache-kind"), "exact");
 
+    // One wrong hit of one: the low end of the tenant's interval (0.21) is far over the
+    // 1 % bound, so its semantic hits are held to the strictest bound (a quarter of it)
+    // until the evidence changes, whatever threshold a request asks for.
+    let stats = app.get_json_as("/admin/cache", admin).await;
+    let mine = row_a(&stats);
+    assert_eq!(mine["false_hits_30d"]["wrong"], 1, "{stats}");
+    assert_eq!(mine["tightened"], true, "{stats}");
+    assert_eq!(mine["bound_in_force"], 0.0025, "{stats}");
+    assert_eq!(
+        mine["threshold_in_force"].as_f64().unwrap() as f32,
+        0.995,
+        "{stats}"
+    );
+    // Tenant B's own copy of the second question: a paraphrase hits it as before ...
+    let b_hit = as_b(&second_paraphrase, &low).await.unwrap();
+    assert_eq!(header(&b_hit, "x-quartermaster-cache-kind"), "semantic");
+    let similarity: f32 = header(&b_hit, "x-quartermaster-cache-similarity")
+        .parse()
+        .unwrap();
+    assert!(
+        similarity < 0.995,
+        "the test needs a paraphrase under the held threshold: {similarity}"
+    );
+    // ... while for tenant A, whose entry was not demoted, the same paraphrase misses.
+    let held = send(&app, &second_paraphrase, &low).await;
+    assert_eq!(header(&held, "x-quartermaster-cache"), "miss");
+
     // The estimate: one wrong of one semantic hit for this tenant, none for the other.
     wait_for(10, "the semantic hit logged", || async {
         let stats = app.get_json_as("/admin/cache", admin).await;
-        tenant_where(&stats, "semantic_hits", 1).is_some()
+        row_a(&stats)["false_hits_30d"]["semantic_hits"] == 1
     })
     .await;
     let stats = app.get_json_as("/admin/cache", admin).await;
-    let mine = tenant_where(&stats, "semantic_hits", 1).unwrap();
+    let mine = row_a(&stats);
     assert_eq!(mine["false_hits_30d"]["wrong"], 1, "{stats}");
     assert_eq!(mine["false_hits_30d"]["rate"], 1.0);
     assert!(mine["false_hits_30d"]["low"].as_f64().unwrap() > 0.0);
@@ -752,8 +801,14 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
         200
     );
     let stats = app.get_json_as("/admin/cache", admin).await;
-    let mine = tenant_where(&stats, "semantic_hits", 1).unwrap();
+    let mine = row_a(&stats);
     assert_eq!(mine["false_hits_30d"]["wrong"], 0, "{stats}");
+    // No wrong verdict left: the tenant is back to the configured bound, and the second
+    // question's paraphrase hits again.
+    assert_eq!(mine["tightened"], false, "{stats}");
+    assert_eq!(mine["bound_in_force"], 0.01, "{stats}");
+    let freed = send(&app, &second_paraphrase, &low).await;
+    assert_eq!(header(&freed, "x-quartermaster-cache-kind"), "semantic");
     app.shutdown().await;
 }
 
@@ -1001,17 +1056,11 @@ async fn sampled_hits_are_reasked_and_compared() {
         n == 2
     })
     .await;
-    // No demotion: the look-alike is still served by meaning.
-    let again = send(
-        &app,
-        &ask("mock-echo", CROSS_LOOKALIKE, false),
-        &[
-            ("x-quartermaster-cache-threshold", "0.80"),
-            ("x-quartermaster-cache", "no-write"),
-        ],
-    )
-    .await;
-    assert_eq!(header(&again, "x-quartermaster-cache-kind"), "semantic");
+    // No demotion: the entry stays in semantic matching.
+    let demoted: i64 = quartermaster::store::on_pool!(&store, p => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM cache_entries WHERE demoted_at IS NOT NULL").fetch_one(p).await)
+    .unwrap();
+    assert_eq!(demoted, 0);
     // The estimate: 1 wrong of 2 re-asked; the application's count is untouched.
     let stats = app.get_json_as("/admin/cache", admin).await;
     let t = tenant_where(&stats, "reasked", 2).unwrap_or_else(|| panic!("{stats}"));
@@ -1024,6 +1073,10 @@ async fn sampled_hits_are_reasked_and_compared() {
         t["false_hits_30d"]["reask_high"].as_f64().unwrap(),
     );
     assert!(lo < 0.5 && hi > 0.5, "{lo} {hi}");
+    // One disagreement in two re-asks: the low end (0.09) is over the 1 % bound, so the
+    // tenant is held to a stricter one (the guard reads re-asks as it reads complaints).
+    assert_eq!(t["tightened"], true, "{stats}");
+    assert_eq!(t["bound_in_force"], 0.0025, "{stats}");
     let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("qm_cache_reasks_total{result=\"disagreed\"} 1"),

@@ -173,10 +173,15 @@ fn cache_stats() -> Value {
             "verifier": {"type": "string", "enum": ["cross", "learned", "rules", "none"]},
             "reask_share": {"type": "number"},
             "tenants": {"type": "array", "items": obj(
-                &["tenant_id", "entries", "false_hits_30d"],
+                &["tenant_id", "entries", "false_hits_30d", "bound_in_force", "tightened",
+                  "threshold_in_force", "cross_bar_in_force"],
                 json!({
                     "tenant_id": string(),
                     "entries": integer(),
+                    "bound_in_force": rate,
+                    "tightened": {"type": "boolean"},
+                    "threshold_in_force": {"type": "number"},
+                    "cross_bar_in_force": {"type": ["number", "null"]},
                     "false_hits_30d": obj(
                         &["semantic_hits", "wrong", "rate", "low", "high", "reasked", "reask_wrong",
                           "reask_rate", "reask_low", "reask_high"],
