@@ -231,21 +231,14 @@ pub async fn admin_stats(
     let mut tenants = Vec::with_capacity(counts.len());
     for (t, n) in counts {
         let estimate = cache.false_hit_estimate(&t, since).await?;
-        // The bound its semantic hits are held to now (stricter than configured while its
-        // observed rate over 7 days is over it) and what that asks of a candidate.
-        let held = cache.refresh_bound(&t).await?;
-        let (threshold, bar) = cache.acceptance_for(held);
-        let bar = (cache.config.verifier == crate::cache::VerifierMode::Cross)
-            .then_some(bar.max(cache.config.cross_min_logit()));
+        // The bound its semantic hits are held to on this replica now (stricter than
+        // configured while its observed rate over 7 days is over it) and what that asks of a
+        // candidate: what its lookups use, refreshed as theirs are.
+        let held = cache.in_force_now(&t);
         tenants.push(json!({
             "tenant_id": t, "entries": n, "false_hits_30d": estimate,
-            "bound_in_force": held, "tightened": held < cache.config.max_false_hit_rate,
-            "threshold_in_force": if held < cache.config.max_false_hit_rate {
-                threshold.max(cache.config.effective_threshold())
-            } else {
-                cache.config.effective_threshold()
-            },
-            "cross_bar_in_force": bar,
+            "bound_in_force": held.bound, "tightened": held.tightened,
+            "threshold_in_force": held.threshold, "cross_bar_in_force": held.cross_bar,
         }));
     }
     Ok(axum::Json(json!({

@@ -44,10 +44,10 @@ pub struct CacheConfig {
     /// Cosine similarity of the two answers' embeddings at or above which a re-asked hit
     /// counts as right.
     pub reask_agreement: f32,
-    /// Hold a tenant whose observed false-hit rate (the low end of its 95 % interval, from
-    /// the application's verdicts and re-asked hits over 7 days) is over `max_false_hit_rate`
-    /// to a stricter bound until it is not (`guard.rs`). Not with a raw `threshold` or
-    /// `min_probability`, nor the `learned` verifier.
+    /// Hold a tenant whose observed false-hit rate (the low end of the 95 % interval of the
+    /// application's wrong verdicts on its semantic hits over 7 days) is over
+    /// `max_false_hit_rate` to a stricter bound until it is not (`guard.rs`). Not with a raw
+    /// `threshold` or `min_probability`, nor the `learned` verifier or `none`.
     pub tighten_on_feedback: bool,
     pub default_ttl_secs: u64,
     /// Upper bound for `x-quartermaster-cache-ttl`.

@@ -1,7 +1,8 @@
 //! Feedback on hits: the application says whether an answer from the cache was right for
 //! the question asked (a thumbs-down). A wrong semantic hit demotes its entry: it is no
 //! longer served by meaning (its exact hits stay: its answer was its own question's). The
-//! tenant's false-hit estimate is wrong hits over semantic hits served, with a 95 % interval.
+//! tenant's false-hit estimate is wrong hits over semantic hits served, with a 95 % interval;
+//! too many wrong verdicts hold the tenant to a stricter bound (`guard.rs`).
 
 use serde::Serialize;
 

@@ -30,7 +30,7 @@ use crate::types::Usage;
 pub use backend::{IndexError, VectorIndex};
 pub use config::*;
 pub use controls::*;
-pub use guard::{GUARD_WINDOW_MS, held_bound};
+pub use guard::{GUARD_WINDOW_MS, InForce, held_bound};
 pub use key::{CacheKeys, NotCacheable, cache_keys};
 pub use verify::{Check, CrossVerifier};
 
@@ -205,7 +205,7 @@ impl Cache {
                 file.with_file_name(name)
             })
         });
-        Ok(Self {
+        let cache = Self {
             config,
             store,
             index,
@@ -223,7 +223,12 @@ impl Cache {
             // Nothing saved yet: the first save writes whatever was built or loaded.
             saved_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             snapshot_tenants: Default::default(),
-        })
+        };
+        // Tenants held to a stricter bound stay held across a restart.
+        if let Err(e) = cache.load_guards().await {
+            tracing::warn!(error = %e, "cache guard: reading verdicts at start failed");
+        }
+        Ok(cache)
     }
 
     /// The cross-encoder for `verifier = "cross"`. Without it, that mode serves no semantic
@@ -388,12 +393,14 @@ impl Cache {
         vector: &[f32],
         threshold: f32,
     ) -> Result<Option<Hit>, StoreError> {
-        let mut bar = self.config.cross_min_logit();
-        let mut threshold = threshold;
-        if let Some((held_threshold, held_bar)) = self.tightened(tenant) {
-            threshold = threshold.max(held_threshold);
-            bar = bar.max(held_bar);
-        }
+        let held = self.in_force_now(tenant);
+        let threshold = match held.tightened {
+            true => threshold.max(held.threshold),
+            false => threshold,
+        };
+        let bar = held
+            .cross_bar
+            .unwrap_or_else(|| self.config.cross_min_logit());
         let candidates = match self
             .index
             .search(tenant, &keys.fingerprint, vector, self.config.candidates)

@@ -670,11 +670,16 @@ async fn the_learned_verifier_accepts_near_duplicates_and_rejects_loose_matches(
 #[tokio::test]
 async fn feedback_demotes_wrong_hits_per_tenant() {
     let admin = "qm-admin-feedback-test";
-    let mut options = cache_options("", None);
-    options
-        .extra
-        .push_str(&format!("[admin]\napi_key = \"{admin}\"\n"));
-    let mut app = TestApp::spawn_with(options).await;
+    // A database file: the gateway restarts below, and the tenant must stay held.
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("feedback.db").display());
+    let options = || {
+        let mut o = cache_options("", Some(db.clone()));
+        o.extra
+            .push_str(&format!("[admin]\napi_key = \"{admin}\"\n"));
+        o
+    };
+    let mut app = TestApp::spawn_with(options()).await;
     let (other_key, b_id) = {
         let store = app.store().await;
         let b = quartermaster::auth::create_key(&store, "tenant-b", "b")
@@ -708,15 +713,24 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
     // MiniLM's similarity to it: 0.979, under the 0.995 the held bound asks.
     let second_paraphrase = ask("mock-ok", "How do you reverse a Python string?", false);
     assert_eq!(send(&app, &second, &[]).await.status(), 200);
-    let as_b = |body: &Value, headers: &[(&str, &str)]| {
+    let as_b = |app: &TestApp, body: &Value, headers: &[(&str, &str)]| {
         let mut req = app.post_as("/v1/chat/completions", &other_key).json(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         req.send()
     };
-    assert_eq!(as_b(&second, &[]).await.unwrap().status(), 200);
+    assert_eq!(as_b(&app, &second, &[]).await.unwrap().status(), 200);
     wait_entries(&app, 3).await;
+    // The guard reads verdicts on logged semantic hits: the hit's row first.
+    let store = app.store().await;
+    wait_for(10, "the semantic hit logged", || async {
+        let n: i64 = quartermaster::store::on_pool!(&store, p => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM request_log WHERE request_id = $1 AND route_reason = 'cache_semantic'")
+            .bind(&request_id).fetch_one(p).await).unwrap();
+        n == 1
+    })
+    .await;
 
     // Another tenant cannot judge it (404, as for an entry it does not have).
     let r = app
@@ -745,6 +759,10 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
     assert_eq!(v["demoted"], true);
 
     // Demoted: the paraphrase misses; the entry's own question still hits exactly.
+    let demoted: Option<i64> = quartermaster::store::on_pool!(&store, p => sqlx::query_scalar(
+        "SELECT demoted_at FROM cache_entries WHERE id = $1").bind(&entry).fetch_one(p).await)
+    .unwrap();
+    assert!(demoted.is_some());
     let again = send(&app, &paraphrase, &low).await;
     assert_eq!(header(&again, "x-quartermaster-cache"), "miss");
     let own = send(&app, &question, &[("x-quartermaster-cache", "no-write")]).await;
@@ -765,7 +783,7 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
         "{stats}"
     );
     // Tenant B's own copy of the second question: a paraphrase hits it as before ...
-    let b_hit = as_b(&second_paraphrase, &low).await.unwrap();
+    let b_hit = as_b(&app, &second_paraphrase, &low).await.unwrap();
     assert_eq!(header(&b_hit, "x-quartermaster-cache-kind"), "semantic");
     let similarity: f32 = header(&b_hit, "x-quartermaster-cache-similarity")
         .parse()
@@ -777,6 +795,20 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
     // ... while for tenant A, whose entry was not demoted, the same paraphrase misses.
     let held = send(&app, &second_paraphrase, &low).await;
     assert_eq!(header(&held, "x-quartermaster-cache"), "miss");
+    // Across a restart: held from the start (read back before serving; the first answer
+    // here would be the configured bound if it were only read on the way).
+    app.shutdown().await;
+    let mut app = TestApp::spawn_with(options()).await;
+    let stats = app.get_json_as("/admin/cache", admin).await;
+    assert_eq!(row_a(&stats)["tightened"], true, "{stats}");
+    wait_for(10, "the index loaded", || async {
+        app.get_json_as("/admin/cache", admin).await["index_loaded"] == true
+    })
+    .await;
+    let held = send(&app, &second_paraphrase, &low).await;
+    assert_eq!(header(&held, "x-quartermaster-cache"), "miss");
+    let b_hit = as_b(&app, &second_paraphrase, &low).await.unwrap();
+    assert_eq!(header(&b_hit, "x-quartermaster-cache-kind"), "semantic");
 
     // The estimate: one wrong of one semantic hit for this tenant, none for the other.
     wait_for(10, "the semantic hit logged", || async {
@@ -1056,11 +1088,18 @@ async fn sampled_hits_are_reasked_and_compared() {
         n == 2
     })
     .await;
-    // No demotion: the entry stays in semantic matching.
-    let demoted: i64 = quartermaster::store::on_pool!(&store, p => sqlx::query_scalar(
-        "SELECT COUNT(*) FROM cache_entries WHERE demoted_at IS NOT NULL").fetch_one(p).await)
-    .unwrap();
-    assert_eq!(demoted, 0);
+    // No demotion, and the tenant is not held to a stricter bound (re-asks are not the
+    // guard's evidence): the look-alike is still served by meaning.
+    let again = send(
+        &app,
+        &ask("mock-echo", CROSS_LOOKALIKE, false),
+        &[
+            ("x-quartermaster-cache-threshold", "0.80"),
+            ("x-quartermaster-cache", "no-write"),
+        ],
+    )
+    .await;
+    assert_eq!(header(&again, "x-quartermaster-cache-kind"), "semantic");
     // The estimate: 1 wrong of 2 re-asked; the application's count is untouched.
     let stats = app.get_json_as("/admin/cache", admin).await;
     let t = tenant_where(&stats, "reasked", 2).unwrap_or_else(|| panic!("{stats}"));
@@ -1073,10 +1112,8 @@ async fn sampled_hits_are_reasked_and_compared() {
         t["false_hits_30d"]["reask_high"].as_f64().unwrap(),
     );
     assert!(lo < 0.5 && hi > 0.5, "{lo} {hi}");
-    // One disagreement in two re-asks: the low end (0.09) is over the 1 % bound, so the
-    // tenant is held to a stricter one (the guard reads re-asks as it reads complaints).
-    assert_eq!(t["tightened"], true, "{stats}");
-    assert_eq!(t["bound_in_force"], 0.0025, "{stats}");
+    assert_eq!(t["tightened"], false, "{stats}");
+    assert_eq!(t["bound_in_force"], 0.01, "{stats}");
     let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("qm_cache_reasks_total{result=\"disagreed\"} 1"),
