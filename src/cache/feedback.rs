@@ -67,7 +67,7 @@ impl Cache {
     /// entry or feedback). The application's wrong verdict demotes the entry from semantic
     /// matching; a re-ask's is only recorded.
     pub async fn feedback(
-        &self,
+        self: &std::sync::Arc<Self>,
         tenant: &str,
         entry: &str,
         request_id: Option<&str>,
@@ -107,9 +107,10 @@ impl Cache {
             self.unindex(tenant, &[entry.to_string()]).await;
             metrics::counter!("qm_cache_demotions_total").increment(1);
         }
-        // The bound this tenant is held to, at once on this replica (others within a refresh).
-        if let Err(e) = self.refresh_bound(tenant).await {
-            tracing::warn!(error = %e, tenant, "cache guard: reading verdicts failed");
+        // The bound this tenant is held to, at once on this replica (others at their next
+        // refresh). Re-asks are not the guard's evidence.
+        if source == Source::User {
+            self.refresh_after_verdict(tenant).await;
         }
         Ok(true)
     }

@@ -134,11 +134,13 @@ impl Cache {
         let since = now_ms() - GUARD_WINDOW_MS;
         // The application's wrong verdicts on this tenant's semantic hits (not on exact ones,
         // whose answer was their own question's).
+        // (A client may send its own request id, so one id can have several log rows: each
+        // verdict counts once.)
         let wrong: i64 = on_pool!(&self.store, p => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM cache_feedback f JOIN request_log r \
-               ON r.tenant_id = f.tenant_id AND r.request_id = f.request_id \
+            "SELECT COUNT(*) FROM cache_feedback f \
              WHERE f.tenant_id = $1 AND f.created_at >= $2 AND NOT f.correct AND f.source = 'user' \
-               AND r.route_reason = 'cache_semantic'")
+               AND EXISTS (SELECT 1 FROM request_log r WHERE r.tenant_id = f.tenant_id \
+                   AND r.request_id = f.request_id AND r.route_reason = 'cache_semantic')")
             .bind(tenant).bind(since).fetch_one(p).await)?;
         let observed = if wrong == 0 {
             0.0 // most tenants: no need to count their hits
@@ -150,16 +152,26 @@ impl Cache {
             wilson(wrong, hits.max(wrong)).0
         };
         let bound = held_bound(configured, observed);
-        let mut map = self.guards.tenants.write().unwrap();
-        let held = map.entry(tenant.to_string()).or_insert(Held {
-            bound: configured,
-            read_started: None,
-            checked_at: Some(started),
-        });
-        if held.read_started.is_some_and(|t| t > started) {
-            return Ok(held.bound); // a later read landed first
-        }
-        if bound < configured && held.bound >= configured {
+        let newly_held = {
+            let mut map = self.guards.tenants.write().unwrap();
+            let held = map.entry(tenant.to_string()).or_insert(Held {
+                bound: configured,
+                read_started: None,
+                checked_at: Some(started),
+            });
+            if held.read_started.is_some_and(|t| t > started) {
+                return Ok(held.bound); // a later read landed first
+            }
+            let newly_held = bound < configured && held.bound >= configured;
+            *held = Held {
+                bound,
+                read_started: Some(started),
+                checked_at: held.checked_at.max(Some(started)),
+            };
+            newly_held
+        };
+        // Told once the lock is released.
+        if newly_held {
             tracing::warn!(
                 tenant,
                 observed,
@@ -168,12 +180,23 @@ impl Cache {
                 "cache: the tenant's observed false-hit rate is over the bound; its semantic hits are held to a stricter one"
             );
         }
-        *held = Held {
-            bound,
-            read_started: Some(started),
-            checked_at: held.checked_at.max(Some(started)),
-        };
         Ok(bound)
+    }
+
+    /// After a verdict: the bound read now, and once more a second later for a hit whose
+    /// log row was still on its way (the request log is written in batches).
+    pub(super) async fn refresh_after_verdict(self: &Arc<Self>, tenant: &str) {
+        if let Err(e) = self.refresh_bound(tenant).await {
+            tracing::warn!(error = %e, tenant, "cache guard: reading verdicts failed");
+        }
+        let this = self.clone();
+        let tenant = tenant.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Err(e) = this.refresh_bound(&tenant).await {
+                tracing::warn!(error = %e, tenant, "cache guard: reading verdicts failed");
+            }
+        });
     }
 
     /// What lookups held to `bound` must meet.
@@ -211,7 +234,10 @@ impl Cache {
             "SELECT DISTINCT tenant_id FROM cache_feedback WHERE created_at >= $1 AND NOT correct AND source = 'user'")
             .bind(now_ms() - GUARD_WINDOW_MS).fetch_all(p).await)?;
         for t in tenants {
-            self.refresh_bound(&t).await?;
+            // One tenant's failed read does not leave the others unread.
+            if let Err(e) = self.refresh_bound(&t).await {
+                tracing::warn!(error = %e, tenant = t, "cache guard: reading verdicts at start failed");
+            }
         }
         Ok(())
     }
