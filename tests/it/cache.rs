@@ -31,6 +31,15 @@ fn cache_options(cache_extra: &str, db_url: Option<String>) -> Options {
     }
 }
 
+/// The cache on the database at `db` (a file, so the gateway can restart on it) with the
+/// operator's API key `admin`.
+fn admin_options(db: &str, admin: &str) -> Options {
+    let mut o = cache_options("", Some(db.to_string()));
+    o.extra
+        .push_str(&format!("[admin]\napi_key = \"{admin}\"\n"));
+    o
+}
+
 fn ask(model: &str, text: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]})
 }
@@ -673,12 +682,7 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
     // A database file: the gateway restarts below, and the tenant must stay held.
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("feedback.db").display());
-    let options = || {
-        let mut o = cache_options("", Some(db.clone()));
-        o.extra
-            .push_str(&format!("[admin]\napi_key = \"{admin}\"\n"));
-        o
-    };
+    let options = || admin_options(&db, admin);
     let mut app = TestApp::spawn_with(options()).await;
     let (other_key, b_id) = {
         let store = app.store().await;
@@ -710,7 +714,7 @@ async fn feedback_demotes_wrong_hits_per_tenant() {
     let verdict = json!({"entry": entry, "request_id": request_id, "correct": false});
     // A second question, cached for both tenants: the guard's witness below.
     let second = ask("mock-ok", "How do I reverse a string in Python?", false);
-    // MiniLM's similarity to it: 0.979, under the 0.995 the held bound asks.
+    // Its similarity to it is under the 0.995 the held bound asks (checked below).
     let second_paraphrase = ask("mock-ok", "How do you reverse a Python string?", false);
     assert_eq!(send(&app, &second, &[]).await.status(), 200);
     let as_b = |app: &TestApp, body: &Value, headers: &[(&str, &str)]| {
@@ -852,12 +856,7 @@ async fn graphs_are_saved_at_shutdown_and_loaded_at_start() {
     let admin = "qm-admin-snapshot-test";
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("cache.db").display());
-    let options = || {
-        let mut o = cache_options("", Some(db.clone()));
-        o.extra
-            .push_str(&format!("[admin]\napi_key = \"{admin}\"\n"));
-        o
-    };
+    let options = || admin_options(&db, admin);
     let mut app = TestApp::spawn_with(options()).await;
     for q in [
         "Which port does PostgreSQL listen on by default?",
