@@ -8,11 +8,14 @@ the gateway merges the adapters into the MiniLM weights that models/fetch.sh alr
 Splits (pairs indexed 0.. in file order after the header, as in src/cli/eval_cache.rs):
   train        index % 4 == 0 of qqp-dev.tsv and stsb-dev.tsv, the even half's traps and
                rewrites except those made from a calibration-quarter question, and
-               nearest-neighbour negatives mined from those pairs
+               nearest-neighbour negatives mined from those pairs; with --external, the
+               Quora pairs of external.py that share no question with either dev file
   calibration  index % 4 == 2 (never trained on): the thresholds and the error bound's table
   evaluation   the odd half and traps-eval.tsv (never trained or tuned on)
 
     /tmp/vvenv/bin/python cross.py            # train (about 18 min on 2 cores), evaluate, export
+    /tmp/vvenv/bin/python cross.py --external --epochs 1 --out /tmp/cross-ext.safetensors
+                                              # + 26k outside Quora pairs (external.py --fetch first)
     /tmp/vvenv/bin/python cross.py --eval-only
     /tmp/vvenv/bin/python cross.py --reference  # tests/fixtures/cross_verifier_reference.json
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import random
 import sys
 import time
@@ -32,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import data as D  # noqa: E402
 import traps  # noqa: E402
+import external as E  # noqa: E402
 import train as T  # noqa: E402
 
 MODEL = HERE.parent.parent / "models" / "all-MiniLM-L6-v2"
@@ -141,30 +146,89 @@ def build(torch, layers: int = 6):
     return Cross()
 
 
-STATES = None
+class Embeddings:
+    """The base MiniLM's pooled, L2-normalised embeddings (what the cache's search compares),
+    computed in length-sorted batches with torch (truncation at 256 tokens, as the gateway's
+    embedder) and cached on disk. `--check-embeddings` compares them with minilm.py."""
+
+    def __init__(self):
+        D.CACHE.mkdir(parents=True, exist_ok=True)
+        self.path = D.CACHE / "cross-embeddings.pkl"
+        self.d: dict[str, np.ndarray] = {}
+        if self.path.exists():
+            with open(self.path, "rb") as f:
+                self.d = pickle.load(f)
+
+    def ensure(self, texts):
+        import torch
+        todo = sorted({t for t in texts if t not in self.d}, key=len)
+        if not todo:
+            return
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(str(MODEL / "tokenizer.json"))
+        tok.no_padding()
+        tok.enable_truncation(256)
+        base = build(torch).eval()  # the adapters start at zero: this is the base model
+        t0 = time.time()
+        with torch.no_grad():
+            for k in range(0, len(todo), 128):
+                chunk = todo[k:k + 128]
+                enc = [tok.encode(t).ids for t in chunk]
+                L = max(len(e) for e in enc)
+                ids = torch.zeros(len(chunk), L, dtype=torch.long)
+                mask = torch.zeros(len(chunk), L)
+                for r, e in enumerate(enc):
+                    ids[r, :len(e)] = torch.tensor(e)
+                    mask[r, :len(e)] = 1
+                x = base.ln0(base.word[ids] + base.pos[:L][None] + base.types[0])
+                bias = (1.0 - mask[:, None, None, :]) * -1e4
+                for layer in base.layers:
+                    x = layer(x, bias)
+                pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+                pooled = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+                for t, e in zip(chunk, pooled):
+                    self.d[t] = e.astype(np.float32)
+                if (k // 128) % 40 == 39:
+                    print(f"  embedded {k + len(chunk)}/{len(todo)} ({time.time() - t0:.0f} s)", flush=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(self.d, f, protocol=4)
+        tmp.replace(self.path)
+
+    def emb(self, t: str) -> np.ndarray:
+        return self.d[t]
+
+    def cos(self, a: str, b: str) -> float:
+        return float(self.emb(a) @ self.emb(b))
+
+
+EMB = None
+
+
+def embeddings() -> Embeddings:
+    global EMB
+    if EMB is None:
+        EMB = Embeddings()
+    return EMB
 
 
 def cosine(a: str, b: str) -> float:
     """The base MiniLM's cosine of the two texts (what the cache's search reports)."""
-    global STATES
-    if STATES is None:
-        STATES = D.States()
-    STATES.ensure([a, b])
-    return STATES.cos(a, b)
+    e = embeddings()
+    e.ensure([a, b])
+    return e.cos(a, b)
 
 
 def encode(tok, pairs, swap=False):
     """Token ids for "[CLS] cached [SEP] query [SEP]" (the pairs' text1 is the cached side)
     and the pair's cosine."""
-    global STATES
-    if STATES is None:
-        STATES = D.States()
-    STATES.ensure({t for p in pairs for t in (p.a, p.b)})
+    emb = embeddings()
+    emb.ensure({t for p in pairs for t in (p.a, p.b)})
     out = []
     for p in pairs:
         a, b = (p.b, p.a) if swap else (p.a, p.b)
         e = tok.encode(a, b)
-        out.append((e.ids, e.type_ids, STATES.cos(p.a, p.b)))
+        out.append((e.ids, e.type_ids, emb.cos(p.a, p.b)))
     return out
 
 
@@ -198,7 +262,7 @@ def score(model, tok, pairs, both_orders=False):
     return out / (2 if both_orders else 1)
 
 
-def splits(extra_scale: float):
+def splits(extra_scale: float, external: bool, trap_weight: float = 1.0):
     quarter = lambda name, r: [p for p in D.file_pairs(name, None) if p.index % 4 == r]  # noqa: E731
     train = quarter("qqp", 0) + quarter("stsb", 0)
     calib = quarter("qqp", 2) + quarter("stsb", 2)
@@ -218,10 +282,13 @@ def splits(extra_scale: float):
     kept = [p for p in tr_traps if traps.clean(p.a).lower() not in held and traps.clean(p.b).lower() not in held]
     print(f"traps: {len(tr_traps)}, {len(tr_traps) - len(kept)} left out (calibration-quarter questions)", flush=True)
     tr_traps = kept
-    states = D.States()
+    for p in tr_traps:
+        p.w = trap_weight
+    states = embeddings()
     states.ensure({t for p in train for t in (p.a, p.b)})
     mined = D.mine_negatives(train, states)
-    return train + tr_traps + mined, calib
+    ext = [D.Pair(a, b, y, "qqp_ext", "pair") for a, b, y in E.pairs()] if external else []
+    return train + tr_traps + mined + ext, calib
 
 
 def export(model, meta: dict, out: Path):
@@ -265,9 +332,16 @@ def main():
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--extra-traps", type=float, default=4.0)
+    ap.add_argument("--trap-weight", type=float, default=1.0,
+                    help="training weight of the traps and rewrites (a Quora pair of the dev files weighs 2)")
+    ap.add_argument("--external", action="store_true",
+                    help="add the Quora pairs of external.py (not in the shipped weights; README: "
+                         "\"Quora pairs from outside the dev files\")")
     ap.add_argument("--limit", type=int, default=0, help="train on this many pairs only (a speed check)")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--reference", action="store_true")
+    ap.add_argument("--check-embeddings", action="store_true",
+                    help="compare the batched embeddings with minilm.py's on 200 dev texts")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--layers", type=int, default=6,
@@ -280,6 +354,19 @@ def main():
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     tok = tokenizer()
+    if args.check_embeddings:
+        from minilm import MiniLM
+        texts = sorted({t for p in D.file_pairs("qqp", 0)[:100] for t in (p.a, p.b)})
+        ref = MiniLM()
+        emb = Embeddings()
+        emb.d = {}
+        emb.path = D.CACHE / "cross-embeddings-check.pkl"
+        emb.ensure(texts)
+        diff = max(float(np.abs(ref.encode_one(t)[1] - emb.emb(t)).max()) for t in texts)
+        print(f"{len(texts)} texts: max abs difference {diff:.2e}")
+        if diff > 1e-4:
+            raise SystemExit("the batched embeddings differ from minilm.py's")
+        return
     if args.eval_only or args.reference:
         from safetensors import safe_open
         with safe_open(str(args.out), "np") as f:
@@ -291,19 +378,21 @@ def main():
     if args.reference:
         load(model, torch, args.out)
         ps = [D.Pair(a, b, 0, "ref") for a, b in REF_PAIRS]
+        embeddings().ensure({t for p in ps for t in (p.a, p.b)})
         s = score(model, tok, ps)
         REF.write_text(json.dumps([dict(cached=p.a, query=p.b, similarity=round(cosine(p.a, p.b), 6),
                                         logit=round(float(x), 6)) for p, x in zip(ps, s)], indent=1) + "\n")
         print(f"wrote {REF.name}")
         return
 
-    train, calib = splits(args.extra_traps)
+    train, calib = splits(args.extra_traps, args.external, args.trap_weight)
     print(f"train {len(train)} pairs ({sum(p.y for p in train)} positive), calibration {len(calib)}", flush=True)
     if not args.eval_only:
         if args.limit:
             random.shuffle(train)
             train = train[:args.limit]
         # Start from a logistic regression on the cosine alone.
+        embeddings().ensure({t for p in train for t in (p.a, p.b)})
         cs = torch.tensor([cosine(p.a, p.b) for p in train])
         yy = torch.tensor([float(p.y) for p in train])
         ww = torch.tensor([p.w for p in train])

@@ -145,6 +145,18 @@ impl Score {
             self.correct as f64 / self.hits as f64
         }
     }
+    /// Precision over the hits a label judges (unjudged hits left out). Labels link only the
+    /// pairs of the file, so many unjudged hits are duplicates no pair happens to name:
+    /// `precision` is the lower end, this the estimate if they were right as often as the
+    /// judged ones.
+    pub fn judged_precision(&self) -> f64 {
+        let judged = self.hits - self.unjudged;
+        if judged == 0 {
+            1.0
+        } else {
+            self.correct as f64 / judged as f64
+        }
+    }
     pub fn recall(&self) -> f64 {
         if self.positives == 0 {
             0.0
@@ -426,6 +438,27 @@ mod tests {
 
     fn upper(s: &Score) -> f64 {
         crate::cache::feedback::wilson(s.false_hits as i64, s.queries as i64).1
+    }
+
+    #[test]
+    fn judged_precision_leaves_the_unjudged_hits_out() {
+        let s = Score {
+            hits: 10,
+            correct: 6,
+            false_hits: 4,
+            unjudged: 2,
+            ..Score::default()
+        };
+        assert_eq!(s.precision(), 0.6);
+        assert_eq!(s.judged_precision(), 0.75);
+        let none_judged = Score {
+            hits: 2,
+            false_hits: 2,
+            unjudged: 2,
+            ..Score::default()
+        };
+        assert_eq!(none_judged.judged_precision(), 1.0);
+        assert_eq!(Score::default().judged_precision(), 1.0);
     }
 
     #[test]

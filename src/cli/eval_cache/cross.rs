@@ -81,8 +81,10 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) {
             );
         }
         println!("\nBest precision at recall >= 30 % (odd-numbered pairs):\n");
-        println!("| stage | knob | precision | recall | false-hit rate |");
-        println!("| --- | --- | --- | --- | --- |");
+        println!(
+            "| stage | knob | precision | recall | false-hit rate | unjudged hits | precision, judged hits |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
         let sims = || (0..=100).map(|k| 1.0 - k as f32 * 0.005);
         let bars = || (0..=160).map(|k| 10.0 - k as f32 * 0.1);
         let lines: [(&str, Option<(f32, Score)>); 3] = [
@@ -108,12 +110,14 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) {
         for (label, point) in lines {
             match point {
                 Some((k, s)) => println!(
-                    "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % |",
+                    "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {:.1} % |",
                     s.precision() * 100.0,
                     s.recall() * 100.0,
-                    s.false_hit_rate() * 100.0
+                    s.false_hit_rate() * 100.0,
+                    s.unjudged,
+                    s.judged_precision() * 100.0
                 ),
-                None => println!("| {label} | — | recall 30 % not reached | | |"),
+                None => println!("| {label} | — | recall 30 % not reached | | | | |"),
             }
         }
     }

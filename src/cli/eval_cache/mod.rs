@@ -294,19 +294,22 @@ fn print_bound_table(evals: &[FileEval], how: &str, k: &Knob<'_>) {
 }
 
 fn header() {
-    println!("| | threshold | precision | recall | false-hit rate | hits | unjudged false hits |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| | threshold | precision | recall | false-hit rate | hits | unjudged false hits | precision, judged hits |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
 }
 
 fn row(label: &str, s: &Score) {
     println!(
-        "| {label} | {:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {} |",
+        "| {label} | {:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {} | {:.1} % |",
         s.threshold,
         s.precision() * 100.0,
         s.recall() * 100.0,
         s.false_hit_rate() * 100.0,
         s.hits,
-        s.unjudged
+        s.unjudged,
+        s.judged_precision() * 100.0
     );
 }
 
