@@ -168,7 +168,10 @@ class Embeddings:
         tok = Tokenizer.from_file(str(MODEL / "tokenizer.json"))
         tok.no_padding()
         tok.enable_truncation(256)
-        base = build(torch).eval()  # the adapters start at zero: this is the base model
+        # The adapters start at zero, so this is the base model; building it draws random
+        # adapter weights, which must not move the training's random stream.
+        with torch.random.fork_rng():
+            base = build(torch).eval()
         t0 = time.time()
         with torch.no_grad():
             for k in range(0, len(todo), 128):
@@ -333,7 +336,7 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--extra-traps", type=float, default=4.0)
     ap.add_argument("--trap-weight", type=float, default=1.0,
-                    help="training weight of the traps and rewrites (a Quora pair of the dev files weighs 2)")
+                    help="training weight of the traps, rewrites and order-neutral pairs (a Quora pair of the dev files weighs 2)")
     ap.add_argument("--external", action="store_true",
                     help="add the Quora pairs of external.py (not in the shipped weights; README: "
                          "\"Quora pairs from outside the dev files\")")
@@ -341,7 +344,7 @@ def main():
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--reference", action="store_true")
     ap.add_argument("--check-embeddings", action="store_true",
-                    help="compare the batched embeddings with minilm.py's on 200 dev texts")
+                    help="compare the batched embeddings with minilm.py's on the texts of 100 dev pairs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--layers", type=int, default=6,
@@ -358,7 +361,7 @@ def main():
         from minilm import MiniLM
         texts = sorted({t for p in D.file_pairs("qqp", 0)[:100] for t in (p.a, p.b)})
         ref = MiniLM()
-        emb = Embeddings()
+        emb = Embeddings.__new__(Embeddings)
         emb.d = {}
         emb.path = D.CACHE / "cross-embeddings-check.pkl"
         emb.ensure(texts)

@@ -16,8 +16,9 @@ not committed: `python3 external.py --fetch` downloads them into $VERIFIER_EXTER
 **Nothing of the dev files leaks in.** The first file is a re-split of GLUE's QQP, and about a
 quarter of its pairs share a question with `qqp-dev.tsv`. Every pair that shares a question
 (lower-cased, letters and digits only) with any pair of either dev file, in any half, is left
-out, so no evaluation or calibration question is seen in any form; pairs the two files share
-are kept once; rows with a malformed label are dropped.
+out, so no evaluation or calibration question is seen, up to case, spacing and punctuation
+(a reworded variant can remain: matching on the set of words finds about 8); pairs the two
+files share are kept once; rows with a malformed label are dropped.
 """
 from __future__ import annotations
 

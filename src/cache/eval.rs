@@ -150,7 +150,7 @@ impl Score {
     /// `precision` is the lower end, this the estimate if they were right as often as the
     /// judged ones.
     pub fn judged_precision(&self) -> f64 {
-        let judged = self.hits - self.unjudged;
+        let judged = self.hits.saturating_sub(self.unjudged);
         if judged == 0 {
             1.0
         } else {
