@@ -151,9 +151,9 @@ class Embeddings:
     computed in length-sorted batches with torch (truncation at 256 tokens, as the gateway's
     embedder) and cached on disk. `--check-embeddings` compares them with minilm.py."""
 
-    def __init__(self):
+    def __init__(self, name: str = "cross-embeddings.pkl"):
         D.CACHE.mkdir(parents=True, exist_ok=True)
-        self.path = D.CACHE / "cross-embeddings.pkl"
+        self.path = D.CACHE / name
         self.d: dict[str, np.ndarray] = {}
         if self.path.exists():
             with open(self.path, "rb") as f:
@@ -361,9 +361,8 @@ def main():
         from minilm import MiniLM
         texts = sorted({t for p in D.file_pairs("qqp", 0)[:100] for t in (p.a, p.b)})
         ref = MiniLM()
-        emb = Embeddings.__new__(Embeddings)
-        emb.d = {}
-        emb.path = D.CACHE / "cross-embeddings-check.pkl"
+        (D.CACHE / "cross-embeddings-check.pkl").unlink(missing_ok=True)
+        emb = Embeddings("cross-embeddings-check.pkl")
         emb.ensure(texts)
         diff = max(float(np.abs(ref.encode_one(t)[1] - emb.emb(t)).max()) for t in texts)
         print(f"{len(texts)} texts: max abs difference {diff:.2e}")
