@@ -115,12 +115,15 @@ impl Cache {
         };
         let this = self.clone();
         let tenant = tenant.to_string();
-        tokio::spawn(async move {
-            if let Err(e) = this.refresh_bound(&tenant).await {
-                tracing::warn!(error = %e, tenant, "cache guard: reading verdicts failed");
-            }
-        });
+        tokio::spawn(async move { this.refresh_or_warn(&tenant, "").await });
         self.in_force(bound)
+    }
+
+    /// `refresh_bound`, a failure logged (`when` says when the read was made).
+    async fn refresh_or_warn(&self, tenant: &str, when: &str) {
+        if let Err(e) = self.refresh_bound(tenant).await {
+            tracing::warn!(error = %e, tenant, "cache guard: reading verdicts{when} failed");
+        }
     }
 
     /// Reads the tenant's verdicts over the window and sets the bound it is held to. A read
@@ -186,16 +189,12 @@ impl Cache {
     /// After a verdict: the bound read now, and once more a second later for a hit whose
     /// log row was still on its way (the request log is written in batches).
     pub(super) async fn refresh_after_verdict(self: &Arc<Self>, tenant: &str) {
-        if let Err(e) = self.refresh_bound(tenant).await {
-            tracing::warn!(error = %e, tenant, "cache guard: reading verdicts failed");
-        }
+        self.refresh_or_warn(tenant, "").await;
         let this = self.clone();
         let tenant = tenant.to_string();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if let Err(e) = this.refresh_bound(&tenant).await {
-                tracing::warn!(error = %e, tenant, "cache guard: reading verdicts failed");
-            }
+            this.refresh_or_warn(&tenant, " again").await;
         });
     }
 
@@ -235,9 +234,7 @@ impl Cache {
             .bind(now_ms() - GUARD_WINDOW_MS).fetch_all(p).await)?;
         for t in tenants {
             // One tenant's failed read does not leave the others unread.
-            if let Err(e) = self.refresh_bound(&t).await {
-                tracing::warn!(error = %e, tenant = t, "cache guard: reading verdicts at start failed");
-            }
+            self.refresh_or_warn(&t, " at start").await;
         }
         Ok(())
     }

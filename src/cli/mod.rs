@@ -171,6 +171,16 @@ pub struct CacheEvalArgs {
     /// scripts/verifier/cross.py --out), to compare a training run before shipping it.
     #[arg(long)]
     pub cross_weights: Option<PathBuf>,
+    /// Hand verdicts on the hits the labels count false (`KEY<TAB>same|different|unclear`,
+    /// keys as --list-to-judge writes them): the table of the best precision at recall
+    /// >= 30 % also gives the precision with those judged the same question counted right.
+    #[arg(long)]
+    pub verdicts: Option<PathBuf>,
+    /// Write the hits of that table the labels count false (labeled different, or linked by
+    /// no label) and that have no verdict yet to this file (`KEY<TAB>query<TAB>cached
+    /// question`, in key order, without the label, stage or score), to be judged blind.
+    #[arg(long)]
+    pub list_to_judge: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

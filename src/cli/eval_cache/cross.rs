@@ -4,7 +4,7 @@
 
 use super::{FileEval, Knob, NONE, combined, header, print_bound_table, row, test_half};
 use crate::cache::CROSS_FLOOR;
-use crate::cache::eval::{Acceptance, Score, calibrate_bound};
+use crate::cache::eval::{Acceptance, Score, Verdict, calibrate_bound};
 use crate::cache::verify::Check;
 
 /// The cross-encoder trains on the pairs with i % 4 == 0; its bar is calibrated on these,
@@ -63,8 +63,10 @@ fn precision_at_recall(
 }
 
 /// On the odd-numbered pairs (never trained or tuned on): the cross-encoder's curve over its
-/// bar, and the best precision each stage reaches at recall >= 0.30.
-pub(super) fn print_cross_curve(evals: &[FileEval]) {
+/// bar, and the best precision each stage reaches at recall >= 0.30. Returns the hits the
+/// labels count false at those best points (labeled different, or unjudged).
+pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<Verdict>)> {
+    let mut disputed = Vec::new();
     for f in evals {
         let e = &f.eval;
         println!(
@@ -82,43 +84,53 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) {
         }
         println!("\nBest precision at recall >= 30 % (odd-numbered pairs):\n");
         println!(
-            "| stage | knob | precision | recall | false-hit rate | unjudged hits | precision, judged hits |"
+            "| stage | knob | precision | recall | false-hit rate | unjudged hits | precision, judged hits | precision, hand verdicts on the false hits (hits without one) |"
         );
-        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         let sims = || (0..=100).map(|k| 1.0 - k as f32 * 0.005);
         let bars = || (0..=160).map(|k| 10.0 - k as f32 * 0.1);
-        let lines: [(&str, Option<(f32, Score)>); 3] = [
-            (
-                "similarity only (threshold)",
-                precision_at_recall(0.30, &mut sims().map(|t| (t, e.score(t, NONE, test_half)))),
-            ),
-            (
-                "+ rule checks (threshold)",
-                precision_at_recall(
-                    0.30,
-                    &mut sims().map(|t| (t, e.score(t, &Check::ALL, test_half))),
-                ),
-            ),
+        // Each stage: its knob's values, and how a value reads (threshold, acceptance).
+        type Stage<'a> = (
+            &'a str,
+            Vec<f32>,
+            &'a dyn Fn(f32) -> (f32, Acceptance<'static>),
+        );
+        let stages: [Stage<'_>; 3] = [
+            ("similarity only (threshold)", sims().collect(), &|t| {
+                (t, Acceptance::Rules(NONE))
+            }),
+            ("+ rule checks (threshold)", sims().collect(), &|t| {
+                (t, Acceptance::Rules(&Check::ALL))
+            }),
             (
                 "+ rule checks + cross-encoder (bar)",
-                precision_at_recall(
-                    0.30,
-                    &mut bars().map(|b| (b, e.score_with(CROSS_FLOOR, cross_at(b), test_half))),
-                ),
+                bars().collect(),
+                &|b| (CROSS_FLOOR, cross_at(b)),
             ),
         ];
-        for (label, point) in lines {
-            match point {
-                Some((k, s)) => println!(
-                    "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {:.1} % |",
-                    s.precision() * 100.0,
-                    s.recall() * 100.0,
-                    s.false_hit_rate() * 100.0,
-                    s.unjudged,
-                    s.judged_precision() * 100.0
-                ),
-                None => println!("| {label} | — | recall 30 % not reached | | | | |"),
+        for (label, knobs, at) in stages {
+            let score = |k: f32| {
+                let (t, accept) = at(k);
+                e.score_with(t, accept, test_half)
+            };
+            match precision_at_recall(0.30, &mut knobs.into_iter().map(|k| (k, score(k)))) {
+                Some((k, s)) => {
+                    println!(
+                        "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {:.1} % | {:.1} % ({}) |",
+                        s.precision() * 100.0,
+                        s.recall() * 100.0,
+                        s.false_hit_rate() * 100.0,
+                        s.unjudged,
+                        s.judged_precision() * 100.0,
+                        s.adjudicated_precision() * 100.0,
+                        s.hand_unread
+                    );
+                    let (t, accept) = at(k);
+                    disputed.extend(e.false_hits(t, accept, test_half));
+                }
+                None => println!("| {label} | — | recall 30 % not reached | | | | | |"),
             }
         }
     }
+    disputed
 }

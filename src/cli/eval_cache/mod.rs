@@ -13,6 +13,7 @@ use crate::cache::{CROSS_FLOOR, CacheConfig, VerifierMode};
 use crate::config::Config;
 
 mod cross;
+mod verdicts;
 use cross::{
     CURVE_BARS, calibrate_cross, calibration_quarter, cross_at, print_cross_calibration,
     print_cross_curve,
@@ -50,11 +51,15 @@ pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
         None => CrossVerifier::load(&config.embeddings.model_dir)?,
     };
     let c = &config.cache;
+    let hand = args.verdicts.as_deref().map(verdicts::read).transpose()?;
     let mut evals = Vec::new();
     for path in &args.pairs {
         let pairs = read_pairs(path).map_err(anyhow::Error::msg)?;
-        let eval = Evaluation::run(&model, &pairs, c.candidates, Some(&cross))
+        let mut eval = Evaluation::run(&model, &pairs, c.candidates, Some(&cross))
             .map_err(anyhow::Error::msg)?;
+        if let Some(v) = &hand {
+            eval.set_verdicts(|query, cached| v.get(&verdicts::key(query, cached)).copied());
+        }
         let positives = pairs.iter().filter(|p| p.duplicate).count();
         evals.push(FileEval {
             path: path.clone(),
@@ -66,7 +71,14 @@ pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
         print_file(f, c, args.threshold, &args.curve);
     }
     print_unseen(&evals, args.max_false_hit_rate, args.fit);
-    print_cross_curve(&evals);
+    let disputed = print_cross_curve(&evals);
+    if let Some(path) = &args.list_to_judge {
+        let n = verdicts::write_unread(path, disputed)?;
+        println!(
+            "\n{n} false hits without a verdict written to {}",
+            path.display()
+        );
+    }
     if args.calibrate {
         print_calibration(&evals);
         print_cross_calibration(&evals);

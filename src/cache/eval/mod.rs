@@ -66,10 +66,20 @@ pub fn read_pairs(path: &Path) -> Result<Vec<Pair>, String> {
 enum Judgement {
     /// The same text (after whitespace normalisation), or a pair labeled duplicate.
     Right,
-    /// A pair labeled not duplicate.
-    Wrong,
-    /// No label links the two: counted as wrong (a cache cannot assume it is right).
-    Unjudged,
+    /// A pair labeled not duplicate (with a hand verdict when one was given).
+    Wrong(Option<Verdict>),
+    /// No label links the two: counted as wrong (a cache cannot assume it is right), with a
+    /// hand verdict when one was given (`eval cache --verdicts`).
+    Unjudged(Option<Verdict>),
+}
+
+/// A hand verdict on a query and a cached question no label links: would one answer serve
+/// both?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Same,
+    Different,
+    Unclear,
 }
 
 /// One candidate entry for a query.
@@ -133,6 +143,11 @@ pub struct Score {
     pub false_hits: usize,
     /// False hits on entries no label links to the query (included in `false_hits`).
     pub unjudged: usize,
+    /// False hits (labeled different or unjudged) a hand verdict calls the same question
+    /// (still in `false_hits`).
+    pub hand_same: usize,
+    /// False hits without a hand verdict.
+    pub hand_unread: usize,
     /// Duplicate-labeled queries answered with a right entry.
     pub recalled: usize,
 }
@@ -157,6 +172,16 @@ impl Score {
             self.correct as f64 / judged as f64
         }
     }
+    /// Precision with the hand verdicts: a hit the labels count false (labeled different,
+    /// or unjudged) is right when judged the same question, and wrong when judged different,
+    /// unclear or not read. Hits labeled duplicates stay right.
+    pub fn adjudicated_precision(&self) -> f64 {
+        if self.hits == 0 {
+            1.0
+        } else {
+            (self.correct + self.hand_same) as f64 / self.hits as f64
+        }
+    }
     pub fn recall(&self) -> f64 {
         if self.positives == 0 {
             0.0
@@ -176,6 +201,9 @@ impl Score {
 
 pub struct Evaluation {
     asked: Vec<Asked>,
+    /// Normalised texts: each pair's query (text2) and each cached entry (text1).
+    queries: Vec<String>,
+    entry_texts: Vec<String>,
     pub pairs: usize,
     pub entries: usize,
     pub embed_secs: f64,
@@ -234,8 +262,8 @@ impl Evaluation {
                     } else {
                         match labels.get(&(query.clone(), cached.clone())) {
                             Some(true) => Judgement::Right,
-                            Some(false) => Judgement::Wrong,
-                            None => Judgement::Unjudged,
+                            Some(false) => Judgement::Wrong(None),
+                            None => Judgement::Unjudged(None),
                         }
                     };
                     Cand {
@@ -262,6 +290,8 @@ impl Evaluation {
         }
         Ok(Self {
             asked,
+            queries: pairs.iter().map(|p| norm(&p.text2)).collect(),
+            entry_texts: texts1.iter().map(|t| norm(t)).collect(),
             pairs: pairs.len(),
             entries: texts1.len(),
             embed_secs,
@@ -306,34 +336,85 @@ impl Evaluation {
             if a.duplicate {
                 s.positives += 1;
             }
-            let mut above = a.candidates.iter().filter(|c| c.similarity >= threshold);
-            let hit = match accept {
-                // As the cache does: the cross-encoder reads the best few candidates that
-                // pass the rule checks, and the first it accepts is the hit.
-                Acceptance::Cross { rules, .. } => above
-                    .filter(|c| !rules || c.verdict.is_ok())
-                    .take(CROSS_MAX_READ)
-                    .find(|c| accept.accepts(c)),
-                _ => above.find(|c| accept.accepts(c)),
+            let Some(hit) = hit(a, threshold, accept) else {
+                continue;
             };
-            if let Some(Cand { judgement, .. }) = hit {
-                s.hits += 1;
-                match judgement {
-                    Judgement::Right => {
-                        s.correct += 1;
-                        if a.duplicate {
-                            s.recalled += 1;
-                        }
+            s.hits += 1;
+            match hit.judgement {
+                Judgement::Right => {
+                    s.correct += 1;
+                    if a.duplicate {
+                        s.recalled += 1;
                     }
-                    Judgement::Wrong => s.false_hits += 1,
-                    Judgement::Unjudged => {
-                        s.false_hits += 1;
+                }
+                Judgement::Wrong(verdict) | Judgement::Unjudged(verdict) => {
+                    s.false_hits += 1;
+                    if matches!(hit.judgement, Judgement::Unjudged(_)) {
                         s.unjudged += 1;
+                    }
+                    match verdict {
+                        Some(Verdict::Same) => s.hand_same += 1,
+                        None => s.hand_unread += 1,
+                        Some(_) => {}
                     }
                 }
             }
         }
         s
+    }
+}
+
+/// The candidate the cache serves for `a` at `threshold` with `accept`, if any.
+fn hit<'e>(a: &'e Asked, threshold: f32, accept: Acceptance<'_>) -> Option<&'e Cand> {
+    let mut above = a.candidates.iter().filter(|c| c.similarity >= threshold);
+    match accept {
+        // As the cache does: the cross-encoder reads the best few candidates that pass the
+        // rule checks, and the first it accepts is the hit.
+        Acceptance::Cross { rules, .. } => above
+            .filter(|c| !rules || c.verdict.is_ok())
+            .take(CROSS_MAX_READ)
+            .find(|c| accept.accepts(c)),
+        _ => above.find(|c| accept.accepts(c)),
+    }
+}
+
+impl Evaluation {
+    /// Gives the candidates the labels count false the hand verdicts `verdict(query,
+    /// cached)` returns (normalised texts).
+    pub fn set_verdicts(&mut self, verdict: impl Fn(&str, &str) -> Option<Verdict>) {
+        for a in &mut self.asked {
+            let query = &self.queries[a.pair];
+            for c in &mut a.candidates {
+                if let Judgement::Wrong(v) | Judgement::Unjudged(v) = &mut c.judgement {
+                    *v = verdict(query, &self.entry_texts[c.entry]);
+                }
+            }
+        }
+    }
+
+    /// The hits the labels count false (labeled different, or unjudged) at `threshold` with
+    /// `accept` on the selected pairs: (query, cached question, hand verdict), normalised.
+    pub fn false_hits(
+        &self,
+        threshold: f32,
+        accept: Acceptance<'_>,
+        select: impl Fn(usize) -> bool,
+    ) -> Vec<(&str, &str, Option<Verdict>)> {
+        self.asked
+            .iter()
+            .filter(|a| select(a.pair))
+            .filter_map(|a| {
+                let c = hit(a, threshold, accept)?;
+                match c.judgement {
+                    Judgement::Wrong(v) | Judgement::Unjudged(v) => Some((
+                        self.queries[a.pair].as_str(),
+                        self.entry_texts[c.entry].as_str(),
+                        v,
+                    )),
+                    _ => None,
+                }
+            })
+            .collect()
     }
 }
 
@@ -378,6 +459,8 @@ impl Score {
         self.correct += o.correct;
         self.false_hits += o.false_hits;
         self.unjudged += o.unjudged;
+        self.hand_same += o.hand_same;
+        self.hand_unread += o.hand_unread;
         self.recalled += o.recalled;
         self
     }
@@ -423,141 +506,4 @@ pub fn tune_threshold(max_fhr: f64, score: impl Fn(f32) -> Score) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A family of knobs whose false-hit rate grows as the knob loosens.
-    fn score_of(knob: f32, false_hits: impl Fn(f32) -> usize) -> Score {
-        Score {
-            threshold: knob,
-            queries: 10_000,
-            false_hits: false_hits(knob),
-            ..Score::default()
-        }
-    }
-
-    fn upper(s: &Score) -> f64 {
-        crate::cache::feedback::wilson(s.false_hits as i64, s.queries as i64).1
-    }
-
-    #[test]
-    fn judged_precision_leaves_the_unjudged_hits_out() {
-        let s = Score {
-            hits: 10,
-            correct: 6,
-            false_hits: 4,
-            unjudged: 2,
-            ..Score::default()
-        };
-        assert_eq!(s.precision(), 0.6);
-        assert_eq!(s.judged_precision(), 0.75);
-        let none_judged = Score {
-            hits: 2,
-            false_hits: 2,
-            unjudged: 2,
-            ..Score::default()
-        };
-        assert_eq!(none_judged.judged_precision(), 1.0);
-        assert_eq!(Score::default().judged_precision(), 1.0);
-    }
-
-    #[test]
-    fn the_bound_is_calibrated_on_the_upper_end_of_the_interval() {
-        // 1 false hit per 1,000 queries for every 0.01 below 1.0.
-        let fh = |t: f32| ((1.0 - t) * 1000.0).round() as usize;
-        let grid = (1.0, 0.5, 0.005);
-        for max in [0.005, 0.01, 0.03, 0.05] {
-            let t = calibrate_bound(max, grid, |t| score_of(t, fh));
-            assert!(upper(&score_of(t, fh)) <= max, "{max}: {t}");
-            // One step looser breaks the bound: the loosest that holds was chosen.
-            assert!(upper(&score_of(t - 0.005, fh)) > max, "{max}: {t}");
-            // The point estimate is under the bound with room: the interval, not the mean.
-            assert!(score_of(t, fh).false_hit_rate() < max * 0.95, "{max}: {t}");
-        }
-        // Looser bounds never give stricter knobs.
-        let ts: Vec<f32> = [0.005, 0.01, 0.03, 0.05]
-            .iter()
-            .map(|&m| calibrate_bound(m, grid, |t| score_of(t, fh)))
-            .collect();
-        assert!(ts.windows(2).all(|w| w[0] >= w[1]), "{ts:?}");
-    }
-
-    #[test]
-    fn the_scan_stops_at_the_first_knob_that_breaks_the_bound() {
-        // A spike at 0.9 (say, a cluster of look-alikes): looser knobs with fewer false hits
-        // further down do not count, since every knob stricter than the chosen one must hold.
-        let fh = |t: f32| if (t - 0.9).abs() < 1e-4 { 500 } else { 0 };
-        let t = calibrate_bound(0.01, (1.0, 0.5, 0.005), |t| score_of(t, fh));
-        assert!((t - 0.905).abs() < 1e-4, "{t}");
-        // With no queries nothing can be claimed: the strictest knob.
-        let empty = calibrate_bound(0.5, (1.0, 0.5, 0.005), |t| Score {
-            threshold: t,
-            ..Score::default()
-        });
-        assert_eq!(empty, 1.0);
-        // Bars (logits) scan downwards the same way.
-        let bar = calibrate_bound(0.01, (12.0, -6.0, 0.1), |b| {
-            score_of(b, |b| if b < 2.0 { 1_000 } else { 0 })
-        });
-        assert!((bar - 2.0).abs() < 1e-3, "{bar}");
-    }
-
-    #[test]
-    fn the_cross_encoder_reads_the_best_candidates_that_pass_the_rules_and_no_more() {
-        let cand = |entry, similarity, verdict, cross| Cand {
-            entry,
-            similarity,
-            verdict,
-            judgement: Judgement::Right,
-            features: [0.0; FEATURES],
-            cross,
-        };
-        let eval = |candidates| Evaluation {
-            asked: vec![Asked {
-                pair: 0,
-                duplicate: true,
-                candidates,
-            }],
-            pairs: 1,
-            entries: 4,
-            embed_secs: 0.0,
-            cross_secs: 0.0,
-        };
-        let bar = |min_logit| Acceptance::Cross {
-            min_logit,
-            rules: true,
-        };
-        let hits = |e: &Evaluation| e.score_with(CROSS_FLOOR, bar(1.0), all).hits;
-        // A rule veto does not use up a read: the accepted candidate is the second read.
-        let mut cands = vec![
-            cand(0, 0.95, Ok(()), -3.0),
-            cand(1, 0.93, Err(Check::Numbers), 9.0),
-            cand(2, 0.90, Ok(()), 4.0),
-        ];
-        assert_eq!(hits(&eval(cands)), 1);
-        // Past the first CROSS_MAX_READ that pass the rules, a candidate is not read.
-        cands = (0..CROSS_MAX_READ)
-            .map(|i| cand(i, 0.95 - i as f32 * 0.01, Ok(()), -3.0))
-            .chain([cand(9, 0.80, Ok(()), 4.0)])
-            .collect();
-        assert_eq!(hits(&eval(cands)), 0);
-        // Below the floor nothing is read, whatever its logit.
-        let below = eval(vec![cand(0, CROSS_FLOOR - 0.01, Ok(()), 9.0)]);
-        assert_eq!(hits(&below), 0);
-        // The cross-encoder alone (no rules) reads vetoed candidates too.
-        let alone = eval(vec![cand(1, 0.93, Err(Check::Numbers), 9.0)]);
-        let score = alone.score_with(
-            CROSS_FLOOR,
-            Acceptance::Cross {
-                min_logit: 1.0,
-                rules: false,
-            },
-            all,
-        );
-        assert_eq!(score.hits, 1);
-    }
-
-    fn all(_: usize) -> bool {
-        true
-    }
-}
+mod tests;
