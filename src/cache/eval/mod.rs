@@ -146,6 +146,8 @@ pub struct Score {
     /// False hits (labeled different or unjudged) a hand verdict calls the same question
     /// (still in `false_hits`).
     pub hand_same: usize,
+    /// False hits a hand verdict calls unclear.
+    pub hand_unclear: usize,
     /// False hits without a hand verdict.
     pub hand_unread: usize,
     /// Duplicate-labeled queries answered with a right entry.
@@ -180,6 +182,14 @@ impl Score {
             1.0
         } else {
             (self.correct + self.hand_same) as f64 / self.hits as f64
+        }
+    }
+    /// The same, with the hits judged unclear counted right too (the upper end).
+    pub fn adjudicated_precision_high(&self) -> f64 {
+        if self.hits == 0 {
+            1.0
+        } else {
+            (self.correct + self.hand_same + self.hand_unclear) as f64 / self.hits as f64
         }
     }
     pub fn recall(&self) -> f64 {
@@ -354,8 +364,9 @@ impl Evaluation {
                     }
                     match verdict {
                         Some(Verdict::Same) => s.hand_same += 1,
+                        Some(Verdict::Unclear) => s.hand_unclear += 1,
+                        Some(Verdict::Different) => {}
                         None => s.hand_unread += 1,
-                        Some(_) => {}
                     }
                 }
             }
@@ -460,6 +471,7 @@ impl Score {
         self.false_hits += o.false_hits;
         self.unjudged += o.unjudged;
         self.hand_same += o.hand_same;
+        self.hand_unclear += o.hand_unclear;
         self.hand_unread += o.hand_unread;
         self.recalled += o.recalled;
         self

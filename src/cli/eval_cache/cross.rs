@@ -84,7 +84,7 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<V
         }
         println!("\nBest precision at recall >= 30 % (odd-numbered pairs):\n");
         println!(
-            "| stage | knob | precision | recall | false-hit rate | unjudged hits | precision, judged hits | precision, hand verdicts on the false hits (hits without one) |"
+            "| stage | knob | precision | recall | false-hit rate | unjudged hits | precision, judged hits | precision, hand verdicts on the false hits: unclear as wrong / as right (hits without one) |"
         );
         println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         let sims = || (0..=100).map(|k| 1.0 - k as f32 * 0.005);
@@ -116,13 +116,14 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<V
             match precision_at_recall(0.30, &mut knobs.into_iter().map(|k| (k, score(k)))) {
                 Some((k, s)) => {
                     println!(
-                        "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {:.1} % | {:.1} % ({}) |",
+                        "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {:.1} % | {:.1} / {:.1} % ({}) |",
                         s.precision() * 100.0,
                         s.recall() * 100.0,
                         s.false_hit_rate() * 100.0,
                         s.unjudged,
                         s.judged_precision() * 100.0,
                         s.adjudicated_precision() * 100.0,
+                        s.adjudicated_precision_high() * 100.0,
                         s.hand_unread
                     );
                     let (t, accept) = at(k);
