@@ -44,10 +44,15 @@ def read_verdicts(calib: dict[int, D.Pair]) -> dict[int, str]:
     out = {}
     if not VERDICTS.exists():
         return out
-    for line in VERDICTS.read_text().splitlines():
+    for n, line in enumerate(VERDICTS.read_text().splitlines(), 1):
         if not line or line.startswith("#"):
             continue
-        idx, h, v = line.split("\t")
+        cols = line.split("\t")
+        if len(cols) != 3 or not cols[0].isdigit():
+            raise SystemExit(f"{VERDICTS.name}:{n}: expected INDEX<TAB>HASH<TAB>VERDICT")
+        idx, h, v = cols
+        if int(idx) in out:
+            raise SystemExit(f"{VERDICTS.name}:{n}: pair {idx} judged twice")
         p = calib.get(int(idx))
         if p is None or pair_hash(p) != h:
             raise SystemExit(f"{VERDICTS.name}: pair {idx} is not the one judged (another qqp-dev.tsv?)")
@@ -83,7 +88,7 @@ def main():
     for w in args.weights or [C.OUT]:
         from safetensors import safe_open
         with safe_open(str(w), "np") as f:
-            layers = int(f.metadata().get("layers", "6"))
+            layers = int((f.metadata() or {}).get("layers", "6"))
         model = C.build(torch, layers)
         C.load(model, torch, w)
         ranked[w] = C.score(model, tok, calib)
@@ -99,7 +104,7 @@ def main():
     if missing:
         raise SystemExit(f"{len(missing)} pairs above recall 0.30 have no verdict: run --list")
     print("| weights | recall (labels) | hits | precision by labels | by hand verdicts (unclear as wrong / as right) "
-          "| labeled different, judged same | labeled same, judged different |")
+          "| labeled different, judged same | labeled same, judged different / unclear |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for w, s in ranked.items():
         for r in RECALLS:
@@ -108,10 +113,12 @@ def main():
             n = len(hits)
             same = sum(x == "same" for x in v)
             unclear = sum(x == "unclear" for x in v)
+            labeled = sum(p.y for p in hits)
             flipped_up = sum(p.y == 0 and x == "same" for p, x in zip(hits, v))
             flipped_down = sum(p.y == 1 and x == "different" for p, x in zip(hits, v))
-            print(f"| {w.name} | {r:.2f} | {n} | {sum(p.y for p in hits) / n:.3f} | "
-                  f"{same / n:.3f} / {(same + unclear) / n:.3f} | {flipped_up} | {flipped_down} |")
+            unclear_pos = sum(p.y == 1 and x == "unclear" for p, x in zip(hits, v))
+            print(f"| {w.name} | {r:.2f} | {n} | {labeled / n:.3f} | "
+                  f"{same / n:.3f} / {(same + unclear) / n:.3f} | {flipped_up} | {flipped_down} / {unclear_pos} |")
 
 
 if __name__ == "__main__":

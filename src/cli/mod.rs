@@ -171,14 +171,15 @@ pub struct CacheEvalArgs {
     /// scripts/verifier/cross.py --out), to compare a training run before shipping it.
     #[arg(long)]
     pub cross_weights: Option<PathBuf>,
-    /// Hand verdicts on the hits the labels count false (`KEY<TAB>same|different|unclear`,
-    /// keys as --list-to-judge writes them): the table of the best precision at recall
-    /// >= 30 % also gives the precision with those judged the same question counted right.
+    /// Hand verdicts on hits (`KEY<TAB>same|different|unclear`, keys as --list-to-judge
+    /// writes them): the table of the best precision at recall >= 30 % also gives the
+    /// precision by hand (a hit is right when judged the same question; a hit without a
+    /// verdict keeps the labels' reading).
     #[arg(long)]
     pub verdicts: Option<PathBuf>,
-    /// Write the hits of that table the labels count false (labeled different, or linked by
-    /// no label) and that have no verdict yet to this file (`KEY<TAB>query<TAB>cached
-    /// question`, in key order, without the label, stage or score), to be judged blind.
+    /// Write every hit of that table that has no verdict yet (all but a cached text
+    /// identical to the query) to this file (`KEY<TAB>query<TAB>cached question`, in key
+    /// order, without the label, stage or score), to be judged blind.
     #[arg(long)]
     pub list_to_judge: Option<PathBuf>,
 }

@@ -63,17 +63,31 @@ pub fn read_pairs(path: &Path) -> Result<Vec<Pair>, String> {
 
 /// Whether serving cached entry `e` for a query is right, as far as the labels tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Each but the first carries a hand verdict when one was given (`eval cache --verdicts`).
 enum Judgement {
-    /// The same text (after whitespace normalisation), or a pair labeled duplicate.
-    Right,
-    /// A pair labeled not duplicate (with a hand verdict when one was given).
+    /// The same text (after whitespace normalisation).
+    Identical,
+    /// A pair labeled duplicate.
+    Duplicate(Option<Verdict>),
+    /// A pair labeled not duplicate.
     Wrong(Option<Verdict>),
-    /// No label links the two: counted as wrong (a cache cannot assume it is right), with a
-    /// hand verdict when one was given (`eval cache --verdicts`).
+    /// No label links the two: counted as wrong (a cache cannot assume it is right).
     Unjudged(Option<Verdict>),
 }
 
-/// A hand verdict on a query and a cached question no label links: would one answer serve
+impl Judgement {
+    fn right(&self) -> bool {
+        matches!(self, Judgement::Identical | Judgement::Duplicate(_))
+    }
+    fn hand(&self) -> Option<Verdict> {
+        match self {
+            Judgement::Identical => None,
+            Judgement::Duplicate(v) | Judgement::Wrong(v) | Judgement::Unjudged(v) => *v,
+        }
+    }
+}
+
+/// A hand verdict on a query and the cached question served for it: would one answer serve
 /// both?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -148,7 +162,13 @@ pub struct Score {
     pub hand_same: usize,
     /// False hits a hand verdict calls unclear.
     pub hand_unclear: usize,
-    /// False hits without a hand verdict.
+    /// False hits a hand verdict calls different too.
+    pub hand_different: usize,
+    /// Right hits on a labeled duplicate a hand verdict calls different (still in `correct`).
+    pub hand_overturned: usize,
+    /// Right hits on a labeled duplicate a hand verdict calls unclear.
+    pub hand_doubtful: usize,
+    /// Hits without a hand verdict (a cached text identical to the query needs none).
     pub hand_unread: usize,
     /// Duplicate-labeled queries answered with a right entry.
     pub recalled: usize,
@@ -174,23 +194,25 @@ impl Score {
             self.correct as f64 / judged as f64
         }
     }
-    /// Precision with the hand verdicts: a hit the labels count false (labeled different,
-    /// or unjudged) is right when judged the same question, and wrong when judged different,
-    /// unclear or not read. Hits labeled duplicates stay right.
+    /// Precision by the hand verdicts, hits judged unclear counted wrong: a hit is right
+    /// when judged the same question; a hit without a verdict keeps the labels' reading.
     pub fn adjudicated_precision(&self) -> f64 {
-        if self.hits == 0 {
-            1.0
-        } else {
-            (self.correct + self.hand_same) as f64 / self.hits as f64
-        }
+        self.by_hand(false)
     }
-    /// The same, with the hits judged unclear counted right too (the upper end).
+    /// The same, with the hits judged unclear counted right (the upper end).
     pub fn adjudicated_precision_high(&self) -> f64 {
+        self.by_hand(true)
+    }
+    fn by_hand(&self, unclear_right: bool) -> f64 {
         if self.hits == 0 {
-            1.0
-        } else {
-            (self.correct + self.hand_same + self.hand_unclear) as f64 / self.hits as f64
+            return 1.0;
         }
+        let (gained, lost) = if unclear_right {
+            (self.hand_same + self.hand_unclear, self.hand_overturned)
+        } else {
+            (self.hand_same, self.hand_overturned + self.hand_doubtful)
+        };
+        (self.correct + gained).saturating_sub(lost) as f64 / self.hits as f64
     }
     pub fn recall(&self) -> f64 {
         if self.positives == 0 {
@@ -268,10 +290,10 @@ impl Evaluation {
                     let id: usize = c.entry_id.parse().expect("numeric ids");
                     let cached = norm(texts1[id]);
                     let judgement = if cached == query {
-                        Judgement::Right
+                        Judgement::Identical
                     } else {
                         match labels.get(&(query.clone(), cached.clone())) {
-                            Some(true) => Judgement::Right,
+                            Some(true) => Judgement::Duplicate(None),
                             Some(false) => Judgement::Wrong(None),
                             None => Judgement::Unjudged(None),
                         }
@@ -326,7 +348,7 @@ impl Evaluation {
             .filter(|a| select(a.pair))
             .flat_map(|a| a.candidates.iter())
             .filter(|c| c.similarity >= floor)
-            .map(|c| (c.features, c.judgement == Judgement::Right))
+            .map(|c| (c.features, c.judgement.right()))
             .collect()
     }
 
@@ -350,25 +372,27 @@ impl Evaluation {
                 continue;
             };
             s.hits += 1;
-            match hit.judgement {
-                Judgement::Right => {
-                    s.correct += 1;
-                    if a.duplicate {
-                        s.recalled += 1;
-                    }
+            let j = hit.judgement;
+            if j.right() {
+                s.correct += 1;
+                if a.duplicate {
+                    s.recalled += 1;
                 }
-                Judgement::Wrong(verdict) | Judgement::Unjudged(verdict) => {
-                    s.false_hits += 1;
-                    if matches!(hit.judgement, Judgement::Unjudged(_)) {
-                        s.unjudged += 1;
-                    }
-                    match verdict {
-                        Some(Verdict::Same) => s.hand_same += 1,
-                        Some(Verdict::Unclear) => s.hand_unclear += 1,
-                        Some(Verdict::Different) => {}
-                        None => s.hand_unread += 1,
-                    }
+            } else {
+                s.false_hits += 1;
+                if matches!(j, Judgement::Unjudged(_)) {
+                    s.unjudged += 1;
                 }
+            }
+            match (j.right(), j.hand()) {
+                _ if j == Judgement::Identical => {}
+                (_, None) => s.hand_unread += 1,
+                (true, Some(Verdict::Different)) => s.hand_overturned += 1,
+                (true, Some(Verdict::Unclear)) => s.hand_doubtful += 1,
+                (false, Some(Verdict::Same)) => s.hand_same += 1,
+                (false, Some(Verdict::Unclear)) => s.hand_unclear += 1,
+                (false, Some(Verdict::Different)) => s.hand_different += 1,
+                (true, Some(Verdict::Same)) => {}
             }
         }
         s
@@ -390,22 +414,25 @@ fn hit<'e>(a: &'e Asked, threshold: f32, accept: Acceptance<'_>) -> Option<&'e C
 }
 
 impl Evaluation {
-    /// Gives the candidates the labels count false the hand verdicts `verdict(query,
+    /// Gives every candidate but an identical text the hand verdict `verdict(query,
     /// cached)` returns (normalised texts).
     pub fn set_verdicts(&mut self, verdict: impl Fn(&str, &str) -> Option<Verdict>) {
         for a in &mut self.asked {
             let query = &self.queries[a.pair];
             for c in &mut a.candidates {
-                if let Judgement::Wrong(v) | Judgement::Unjudged(v) = &mut c.judgement {
+                if let Judgement::Duplicate(v) | Judgement::Wrong(v) | Judgement::Unjudged(v) =
+                    &mut c.judgement
+                {
                     *v = verdict(query, &self.entry_texts[c.entry]);
                 }
             }
         }
     }
 
-    /// The hits the labels count false (labeled different, or unjudged) at `threshold` with
-    /// `accept` on the selected pairs: (query, cached question, hand verdict), normalised.
-    pub fn false_hits(
+    /// The hits a reader can judge (all but a cached text identical to the query) at
+    /// `threshold` with `accept` on the selected pairs: (query, cached question, hand
+    /// verdict), normalised.
+    pub fn judgeable_hits(
         &self,
         threshold: f32,
         accept: Acceptance<'_>,
@@ -416,14 +443,13 @@ impl Evaluation {
             .filter(|a| select(a.pair))
             .filter_map(|a| {
                 let c = hit(a, threshold, accept)?;
-                match c.judgement {
-                    Judgement::Wrong(v) | Judgement::Unjudged(v) => Some((
+                (c.judgement != Judgement::Identical).then(|| {
+                    (
                         self.queries[a.pair].as_str(),
                         self.entry_texts[c.entry].as_str(),
-                        v,
-                    )),
-                    _ => None,
-                }
+                        c.judgement.hand(),
+                    )
+                })
             })
             .collect()
     }
@@ -472,6 +498,9 @@ impl Score {
         self.unjudged += o.unjudged;
         self.hand_same += o.hand_same;
         self.hand_unclear += o.hand_unclear;
+        self.hand_different += o.hand_different;
+        self.hand_overturned += o.hand_overturned;
+        self.hand_doubtful += o.hand_doubtful;
         self.hand_unread += o.hand_unread;
         self.recalled += o.recalled;
         self

@@ -38,7 +38,7 @@ fn judged_precision_leaves_the_unjudged_hits_out() {
 }
 
 #[test]
-fn hand_verdicts_turn_false_hits_judged_the_same_question_right_and_nothing_else() {
+fn hand_verdicts_move_the_hand_count_both_ways_and_never_the_labels_count() {
     let cand = |entry, judgement| Cand {
         entry,
         similarity: 0.9,
@@ -53,43 +53,60 @@ fn hand_verdicts_turn_false_hits_judged_the_same_question_right_and_nothing_else
         candidates: vec![c],
     };
     let texts = |n: usize, p: &str| (0..n).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
-    // Queries q0..q4 each hit one entry: right, labeled different (judged same), unjudged
-    // (judged same), unjudged (judged unclear), unjudged (no verdict).
+    // Query qi hits entry ei. Labels: q0 identical text, q1-q3 labeled duplicates, q4
+    // labeled different, q5-q8 unjudged.
     let mut e = Evaluation {
         asked: vec![
-            asked(0, cand(0, Judgement::Right)),
-            asked(1, cand(1, Judgement::Wrong(None))),
-            asked(2, cand(2, Judgement::Unjudged(None))),
-            asked(3, cand(3, Judgement::Unjudged(None))),
-            asked(4, cand(4, Judgement::Unjudged(None))),
+            asked(0, cand(0, Judgement::Identical)),
+            asked(1, cand(1, Judgement::Duplicate(None))),
+            asked(2, cand(2, Judgement::Duplicate(None))),
+            asked(3, cand(3, Judgement::Duplicate(None))),
+            asked(4, cand(4, Judgement::Wrong(None))),
+            asked(5, cand(5, Judgement::Unjudged(None))),
+            asked(6, cand(6, Judgement::Unjudged(None))),
+            asked(7, cand(7, Judgement::Unjudged(None))),
+            asked(8, cand(8, Judgement::Unjudged(None))),
         ],
-        queries: texts(5, "q"),
-        entry_texts: texts(5, "e"),
-        pairs: 5,
-        entries: 5,
+        queries: texts(9, "q"),
+        entry_texts: texts(9, "e"),
+        pairs: 9,
+        entries: 9,
         embed_secs: 0.0,
         cross_secs: 0.0,
     };
     let rules = Acceptance::Rules(&Check::ALL);
     let before = e.score_with(0.5, rules, all);
-    assert_eq!((before.hits, before.correct, before.unjudged), (5, 1, 3));
-    assert_eq!((before.hand_same, before.hand_unread), (0, 4));
+    assert_eq!((before.hits, before.correct, before.unjudged), (9, 4, 4));
+    // Without verdicts the hand reading is the labels'; an identical text needs none.
+    assert_eq!(before.hand_unread, 8);
     assert_eq!(before.adjudicated_precision(), before.precision());
+    assert_eq!(before.adjudicated_precision_high(), before.precision());
     e.set_verdicts(|q, c| match (q, c) {
-        ("q1", "e1") | ("q2", "e2") | ("q0", "e0") => Some(Verdict::Same),
-        ("q3", "e3") => Some(Verdict::Unclear),
+        ("q0", "e0") => panic!("an identical text is never judged"),
+        ("q1", "e1") | ("q4", "e4") | ("q5", "e5") => Some(Verdict::Same),
+        ("q2", "e2") | ("q8", "e8") => Some(Verdict::Different),
+        ("q3", "e3") | ("q6", "e6") => Some(Verdict::Unclear),
         _ => None,
     });
     let after = e.score_with(0.5, rules, all);
-    // The labels' counts do not move; a verdict on a right hit is never read.
-    assert_eq!((after.correct, after.false_hits, after.unjudged), (1, 4, 3));
-    assert_eq!((after.hand_same, after.hand_unread), (2, 1));
-    assert_eq!(after.adjudicated_precision(), 0.6);
-    // The list to judge: every false hit, with its verdict.
-    let listed = e.false_hits(0.5, rules, all);
-    assert_eq!(listed.len(), 4);
-    assert!(listed.contains(&("q4", "e4", None)));
-    assert!(listed.contains(&("q1", "e1", Some(Verdict::Same))));
+    // The labels' counts do not move.
+    assert_eq!((after.correct, after.false_hits, after.unjudged), (4, 5, 4));
+    assert_eq!(
+        (after.hand_same, after.hand_unclear, after.hand_different),
+        (2, 1, 1)
+    );
+    assert_eq!((after.hand_overturned, after.hand_doubtful), (1, 1));
+    assert_eq!(after.hand_unread, 1);
+    // Right by hand, unclear wrong: q0, q1, q4, q5 (q7 unread: wrong, as labeled).
+    assert_eq!(after.adjudicated_precision(), 4.0 / 9.0);
+    // Unclear right too: + q3, q6.
+    assert_eq!(after.adjudicated_precision_high(), 6.0 / 9.0);
+    // The list to judge: every hit but the identical text, with its verdict.
+    let listed = e.judgeable_hits(0.5, rules, all);
+    assert_eq!(listed.len(), 8);
+    assert!(listed.contains(&("q7", "e7", None)));
+    assert!(listed.contains(&("q2", "e2", Some(Verdict::Different))));
+    assert!(!listed.iter().any(|(q, _, _)| *q == "q0"));
 }
 
 #[test]
@@ -139,7 +156,7 @@ fn the_cross_encoder_reads_the_best_candidates_that_pass_the_rules_and_no_more()
         entry,
         similarity,
         verdict,
-        judgement: Judgement::Right,
+        judgement: Judgement::Duplicate(None),
         features: [0.0; FEATURES],
         cross,
     };

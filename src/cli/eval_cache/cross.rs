@@ -63,8 +63,8 @@ fn precision_at_recall(
 }
 
 /// On the odd-numbered pairs (never trained or tuned on): the cross-encoder's curve over its
-/// bar, and the best precision each stage reaches at recall >= 0.30. Returns the hits the
-/// labels count false at those best points (labeled different, or unjudged).
+/// bar, and the best precision each stage reaches at recall >= 0.30. Returns the hits a
+/// reader can judge at those best points (all but identical texts).
 pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<Verdict>)> {
     let mut disputed = Vec::new();
     for f in evals {
@@ -84,7 +84,7 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<V
         }
         println!("\nBest precision at recall >= 30 % (odd-numbered pairs):\n");
         println!(
-            "| stage | knob | precision | recall | false-hit rate | unjudged hits | precision, judged hits | precision, hand verdicts on the false hits: unclear as wrong / as right (hits without one) |"
+            "| stage | knob | precision | recall | false-hit rate | unjudged hits | precision, judged hits | precision by hand verdicts: unclear as wrong / as right (hits judged different, unclear, without a verdict) |"
         );
         println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         let sims = || (0..=100).map(|k| 1.0 - k as f32 * 0.005);
@@ -116,7 +116,7 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<V
             match precision_at_recall(0.30, &mut knobs.into_iter().map(|k| (k, score(k)))) {
                 Some((k, s)) => {
                     println!(
-                        "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {:.1} % | {:.1} / {:.1} % ({}) |",
+                        "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {:.1} % | {:.1} / {:.1} % ({}, {}, {}) |",
                         s.precision() * 100.0,
                         s.recall() * 100.0,
                         s.false_hit_rate() * 100.0,
@@ -124,10 +124,12 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<V
                         s.judged_precision() * 100.0,
                         s.adjudicated_precision() * 100.0,
                         s.adjudicated_precision_high() * 100.0,
+                        s.hand_different + s.hand_overturned,
+                        s.hand_unclear + s.hand_doubtful,
                         s.hand_unread
                     );
                     let (t, accept) = at(k);
-                    disputed.extend(e.false_hits(t, accept, test_half));
+                    disputed.extend(e.judgeable_hits(t, accept, test_half));
                 }
                 None => println!("| {label} | — | recall 30 % not reached | | | | | |"),
             }

@@ -74,10 +74,7 @@ pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
     let disputed = print_cross_curve(&evals);
     if let Some(path) = &args.list_to_judge {
         let n = verdicts::write_unread(path, disputed)?;
-        println!(
-            "\n{n} false hits without a verdict written to {}",
-            path.display()
-        );
+        println!("\n{n} hits without a verdict written to {}", path.display());
     }
     if args.calibrate {
         print_calibration(&evals);
