@@ -15,6 +15,10 @@ both?). The file holds no dataset text.
     /tmp/vvenv/bin/python audit.py --list [--weights W ...]   # pairs still to judge
     /tmp/vvenv/bin/python audit.py [--weights W ...]          # the comparison
 
+`--verdicts FILE` reads another reader's verdicts (default `qqp-calibration-verdicts.tsv`);
+with `--list` and a file not yet written, every pair is listed for that reader.
+`agree.py` compares two readers.
+
 It reads the weights of every `--weights` (default: the shipped ones) and judges only the
 pairs each ranks above recall 0.30, so a verdict file covers the models it was written for.
 """
@@ -40,24 +44,24 @@ def pair_hash(p: D.Pair) -> str:
     return hashlib.sha256(f"{p.a}\t{p.b}".encode()).hexdigest()[:12]
 
 
-def read_verdicts(calib: dict[int, D.Pair]) -> dict[int, str]:
+def read_verdicts(path: Path, calib: dict[int, D.Pair]) -> dict[int, str]:
     out = {}
-    if not VERDICTS.exists():
+    if not path.exists():
         return out
-    for n, line in enumerate(VERDICTS.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line or line.startswith("#"):
             continue
         cols = line.split("\t")
         if len(cols) != 3 or not cols[0].isdigit():
-            raise SystemExit(f"{VERDICTS.name}:{n}: expected INDEX<TAB>HASH<TAB>VERDICT")
+            raise SystemExit(f"{path.name}:{n}: expected INDEX<TAB>HASH<TAB>VERDICT")
         idx, h, v = cols
         if int(idx) in out:
-            raise SystemExit(f"{VERDICTS.name}:{n}: pair {idx} judged twice")
+            raise SystemExit(f"{path.name}:{n}: pair {idx} judged twice")
         p = calib.get(int(idx))
         if p is None or pair_hash(p) != h:
-            raise SystemExit(f"{VERDICTS.name}: pair {idx} is not the one judged (another qqp-dev.tsv?)")
+            raise SystemExit(f"{path.name}: pair {idx} is not the one judged (another qqp-dev.tsv?)")
         if v not in ("same", "different", "unclear"):
-            raise SystemExit(f"{VERDICTS.name}: pair {idx}: unknown verdict {v!r}")
+            raise SystemExit(f"{path.name}: pair {idx}: unknown verdict {v!r}")
         out[int(idx)] = v
     return out
 
@@ -74,13 +78,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, action="append")
     ap.add_argument("--list", action="store_true", help="print the pairs still to judge, blind")
+    ap.add_argument("--verdicts", type=Path, default=VERDICTS,
+                    help="the verdict file to read (a new name lists every pair for a second reader)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     import torch
     torch.set_num_threads(args.threads)
     calib = [p for p in D.file_pairs("qqp", None) if p.index % 4 == 2]
     by_index = {p.index: p for p in calib}
-    verdicts = read_verdicts(by_index)
+    verdicts = read_verdicts(args.verdicts, by_index)
     y = np.array([p.y for p in calib])
     C.embeddings().ensure({t for p in calib for t in (p.a, p.b)})
     tok = C.tokenizer()

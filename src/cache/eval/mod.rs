@@ -174,25 +174,25 @@ pub struct Score {
     pub recalled: usize,
 }
 
+/// `num / den`, or `empty` when nothing was counted.
+fn ratio(num: usize, den: usize, empty: f64) -> f64 {
+    if den == 0 {
+        empty
+    } else {
+        num as f64 / den as f64
+    }
+}
+
 impl Score {
     pub fn precision(&self) -> f64 {
-        if self.hits == 0 {
-            1.0
-        } else {
-            self.correct as f64 / self.hits as f64
-        }
+        ratio(self.correct, self.hits, 1.0)
     }
     /// Precision over the hits a label judges (unjudged hits left out). Labels link only the
     /// pairs of the file, so many unjudged hits are duplicates no pair happens to name:
     /// `precision` is the lower end, this the estimate if they were right as often as the
     /// judged ones.
     pub fn judged_precision(&self) -> f64 {
-        let judged = self.hits.saturating_sub(self.unjudged);
-        if judged == 0 {
-            1.0
-        } else {
-            self.correct as f64 / judged as f64
-        }
+        ratio(self.correct, self.hits.saturating_sub(self.unjudged), 1.0)
     }
     /// Precision by the hand verdicts, hits judged unclear counted wrong: a hit is right
     /// when judged the same question; a hit without a verdict keeps the labels' reading.
@@ -204,30 +204,19 @@ impl Score {
         self.by_hand(true)
     }
     fn by_hand(&self, unclear_right: bool) -> f64 {
-        if self.hits == 0 {
-            return 1.0;
-        }
         let (gained, lost) = if unclear_right {
             (self.hand_same + self.hand_unclear, self.hand_overturned)
         } else {
             (self.hand_same, self.hand_overturned + self.hand_doubtful)
         };
-        (self.correct + gained).saturating_sub(lost) as f64 / self.hits as f64
+        ratio((self.correct + gained).saturating_sub(lost), self.hits, 1.0)
     }
     pub fn recall(&self) -> f64 {
-        if self.positives == 0 {
-            0.0
-        } else {
-            self.recalled as f64 / self.positives as f64
-        }
+        ratio(self.recalled, self.positives, 0.0)
     }
     /// False hits per query asked.
     pub fn false_hit_rate(&self) -> f64 {
-        if self.queries == 0 {
-            0.0
-        } else {
-            self.false_hits as f64 / self.queries as f64
-        }
+        ratio(self.false_hits, self.queries, 0.0)
     }
 }
 

@@ -66,7 +66,7 @@ fn precision_at_recall(
 /// bar, and the best precision each stage reaches at recall >= 0.30. Returns the hits a
 /// reader can judge at those best points (all but identical texts).
 pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<Verdict>)> {
-    let mut disputed = Vec::new();
+    let mut judgeable = Vec::new();
     for f in evals {
         let e = &f.eval;
         println!(
@@ -129,11 +129,11 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<V
                         s.hand_unread
                     );
                     let (t, accept) = at(k);
-                    disputed.extend(e.judgeable_hits(t, accept, test_half));
+                    judgeable.extend(e.judgeable_hits(t, accept, test_half));
                 }
                 None => println!("| {label} | — | recall 30 % not reached | | | | | |"),
             }
         }
     }
-    disputed
+    judgeable
 }

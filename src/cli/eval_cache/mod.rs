@@ -71,9 +71,9 @@ pub fn run(config: &Config, args: CacheEvalArgs) -> anyhow::Result<()> {
         print_file(f, c, args.threshold, &args.curve);
     }
     print_unseen(&evals, args.max_false_hit_rate, args.fit);
-    let disputed = print_cross_curve(&evals);
+    let judgeable = print_cross_curve(&evals);
     if let Some(path) = &args.list_to_judge {
-        let n = verdicts::write_unread(path, disputed)?;
+        let n = verdicts::write_unread(path, judgeable)?;
         println!("\n{n} hits without a verdict written to {}", path.display());
     }
     if args.calibrate {
