@@ -204,12 +204,17 @@ impl Score {
         self.by_hand(true)
     }
     fn by_hand(&self, unclear_right: bool) -> f64 {
+        ratio(self.right_by_hand(unclear_right), self.hits, 1.0)
+    }
+    /// The hits right by the hand verdicts (a hit without one keeps the labels' reading),
+    /// those judged unclear counted right or wrong.
+    pub fn right_by_hand(&self, unclear_right: bool) -> usize {
         let (gained, lost) = if unclear_right {
             (self.hand_same + self.hand_unclear, self.hand_overturned)
         } else {
             (self.hand_same, self.hand_overturned + self.hand_doubtful)
         };
-        ratio((self.correct + gained).saturating_sub(lost), self.hits, 1.0)
+        (self.correct + gained).saturating_sub(lost)
     }
     pub fn recall(&self) -> f64 {
         ratio(self.recalled, self.positives, 0.0)

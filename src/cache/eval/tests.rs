@@ -101,6 +101,10 @@ fn hand_verdicts_move_the_hand_count_both_ways_and_never_the_labels_count() {
     assert_eq!(after.adjudicated_precision(), 4.0 / 9.0);
     // Unclear right too: + q3, q6.
     assert_eq!(after.adjudicated_precision_high(), 6.0 / 9.0);
+    assert_eq!(
+        (after.right_by_hand(false), after.right_by_hand(true)),
+        (4, 6)
+    );
     // The list to judge: every hit but the identical text, with its verdict.
     let listed = e.judgeable_hits(0.5, rules, all);
     assert_eq!(listed.len(), 8);

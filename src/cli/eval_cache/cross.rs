@@ -5,6 +5,7 @@
 use super::{FileEval, Knob, NONE, combined, header, print_bound_table, row, test_half};
 use crate::cache::CROSS_FLOOR;
 use crate::cache::eval::{Acceptance, Score, Verdict, calibrate_bound};
+use crate::cache::feedback::wilson;
 use crate::cache::verify::Check;
 
 /// The cross-encoder trains on the pairs with i % 4 == 0; its bar is calibrated on these,
@@ -84,7 +85,7 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<V
         }
         println!("\nBest precision at recall >= 30 % (odd-numbered pairs):\n");
         println!(
-            "| stage | knob | precision | recall | false-hit rate | unjudged hits | precision, judged hits | precision by hand verdicts: unclear as wrong / as right (hits judged different, unclear, without a verdict) |"
+            "| stage | knob | precision | recall | false-hit rate | unjudged hits | precision, judged hits | precision by hand verdicts: unclear as wrong / as right [95 % interval: the first's low end, the second's high end] (hits judged different, unclear, without a verdict) |"
         );
         println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         let sims = || (0..=100).map(|k| 1.0 - k as f32 * 0.005);
@@ -115,8 +116,11 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<V
             };
             match precision_at_recall(0.30, &mut knobs.into_iter().map(|k| (k, score(k)))) {
                 Some((k, s)) => {
+                    let hits = s.hits as i64;
+                    let (low, _) = wilson(s.right_by_hand(false) as i64, hits);
+                    let (_, high) = wilson(s.right_by_hand(true) as i64, hits);
                     println!(
-                        "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {:.1} % | {:.1} / {:.1} % ({}, {}, {}) |",
+                        "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {:.1} % | {:.1} / {:.1} % [{:.1}, {:.1}] ({}, {}, {}) |",
                         s.precision() * 100.0,
                         s.recall() * 100.0,
                         s.false_hit_rate() * 100.0,
@@ -124,6 +128,8 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<V
                         s.judged_precision() * 100.0,
                         s.adjudicated_precision() * 100.0,
                         s.adjudicated_precision_high() * 100.0,
+                        low * 100.0,
+                        high * 100.0,
                         s.hand_different + s.hand_overturned,
                         s.hand_unclear + s.hand_doubtful,
                         s.hand_unread
