@@ -8,7 +8,7 @@
 //! this replica has settled since): with several replicas an alert can come late, by up to
 //! the other replicas' spend since the scope was loaded here.
 
-use super::budget::Limits;
+use super::limits::Limits;
 
 /// A budget crossing one of the alert thresholds.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,68 +10,16 @@
 //! On PostgreSQL every replica also takes its allowance from counters shared in the
 //! database (`lease.rs`), so the limits hold across replicas with the same bound.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-use serde::Deserialize;
 
 use super::alerts::{AlertSink, Alerting, BudgetAlert};
 use super::lease::{Leases, Taken};
-use crate::error::{Code, ErrorCode};
+use super::limits::{
+    BudgetError, LimitsConfig, Scope, day_index, month_index, month_start_day, retry_after_secs,
+};
+use crate::error::Code;
 use crate::store::{Store, StoreError, now_ms, on_pool};
-
-/// Why a request was not admitted.
-#[derive(Debug, thiserror::Error)]
-pub enum BudgetError {
-    /// A limit or budget is used up until `retry_after_secs` from now.
-    #[error("{message}")]
-    Exceeded {
-        code: Code,
-        message: String,
-        retry_after_secs: u64,
-    },
-    /// The spend so far could not be read.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl ErrorCode for BudgetError {
-    fn error_code(&self) -> Code {
-        match self {
-            BudgetError::Exceeded { code, .. } => *code,
-            BudgetError::Store(s) => s.error_code(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    pub requests_per_minute: Option<u64>,
-    pub tokens_per_minute: Option<u64>,
-    pub usd_per_day: Option<f64>,
-    pub usd_per_month: Option<f64>,
-}
-
-impl Limits {
-    fn is_empty(&self) -> bool {
-        *self == Limits::default()
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Every tenant's limits unless `tenants.NAME` says otherwise.
-    pub tenant_default: Limits,
-    /// Every key's limits unless `keys.KEY_ID` says otherwise.
-    pub key_default: Limits,
-    pub tenants: BTreeMap<String, Limits>,
-    pub keys: BTreeMap<String, Limits>,
-    /// Every end user's limits (within their tenant) unless `users.ID` says otherwise.
-    pub user_default: Limits,
-    pub users: BTreeMap<String, Limits>,
-}
 
 #[derive(Debug, Default)]
 struct ScopeState {
@@ -170,71 +118,6 @@ impl ScopeState {
         }
         Ok(())
     }
-}
-
-/// Seconds from `now` until the window of a limit's code ends (`window`: the minute, day or
-/// month index), at least 1.
-pub(super) fn retry_after_secs(code: Code, now: i64, window: i64) -> u64 {
-    let end = match code {
-        Code::DailyBudgetExceeded => (window + 1) * 86_400_000,
-        Code::MonthlyBudgetExceeded => month_start_day(window + 1) * 86_400_000,
-        _ => (window + 1) * 60_000,
-    };
-    ((end - now).max(0) as u64).div_ceil(1000).max(1)
-}
-
-/// The start (ms) of the UTC day and of the UTC month `now` is in: the budgets' windows.
-pub fn budget_windows(now: i64) -> (i64, i64) {
-    let day = day_index(now);
-    (
-        day * 86_400_000,
-        month_start_day(month_index(day)) * 86_400_000,
-    )
-}
-
-impl LimitsConfig {
-    /// A tenant's limits: its own (`tenants.NAME`) or the default.
-    pub fn for_tenant(&self, name: &str) -> &Limits {
-        self.tenants.get(name).unwrap_or(&self.tenant_default)
-    }
-}
-
-/// UTC calendar helpers (no time zone database needed).
-pub(super) fn day_index(ms: i64) -> i64 {
-    ms.div_euclid(86_400_000)
-}
-
-/// (year * 12 + month0) of a day index.
-pub(super) fn month_index(day: i64) -> i64 {
-    let (y, m, _) = crate::types::civil_from_days(day);
-    y * 12 + (i64::from(m) - 1)
-}
-
-/// Day index of the first day of a month index.
-pub(super) fn month_start_day(month: i64) -> i64 {
-    let (y, m) = (month.div_euclid(12), month.rem_euclid(12) + 1);
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-#[derive(Debug, Clone)]
-pub struct Scope {
-    /// `tenant:ID` or `key:ID`.
-    pub(super) key: String,
-    /// The request log's column for the scope's id (`tenant_id`, `key_id`).
-    pub(super) column: &'static str,
-    pub(super) id: String,
-    pub(super) label: String,
-    pub(super) limits: Limits,
-    /// A user's scope: the tenant its id belongs to (ids are the tenant's own).
-    pub(super) within_tenant: Option<String>,
-    /// The caller's tenant (whom alerts about this scope go to).
-    pub(super) tenant_id: String,
 }
 
 pub struct Budgets {
@@ -542,6 +425,8 @@ impl Price {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
+    use crate::usage::Limits;
 
     #[test]
     fn prompt_cache_prices() {

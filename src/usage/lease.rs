@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::budget::{Scope, day_index, month_index, month_start_day, retry_after_secs};
-use super::{BudgetError, Limits};
+use super::limits::{
+    BudgetError, Limits, Scope, day_index, month_index, month_start_day, retry_after_secs,
+};
 use crate::error::Code;
 use crate::store::limits::{CounterKey, CounterStart, LeaseAsk};
 use crate::store::{Store, StoreError, now_ms};

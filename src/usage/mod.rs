@@ -1,18 +1,19 @@
 //! Usage accounting: every chat request is recorded exactly once in the request log (with
 //! its tokens, cost, latency and time to first token) and in the per-model metrics, and its
-//! budget reservation is settled or released (`budget.rs`: limits and spend; `alerts.rs`:
+//! budget reservation is settled or released (`limits.rs`: what a limit is; `budget.rs`:
+//! admission and spend; `lease.rs`: the allowance shared across replicas; `alerts.rs`:
 //! thresholds of a budget crossed).
 
 mod alerts;
 mod budget;
 mod lease;
+mod limits;
 pub mod overview;
 
 pub use alerts::BudgetAlert;
-pub use budget::{
-    BudgetError, Budgets, Limits, LimitsConfig, Price, Reservation, Scope, budget_windows, cost_usd,
-};
+pub use budget::{Budgets, Price, Reservation, cost_usd};
 pub use lease::Leases;
+pub use limits::{BudgetError, Limits, LimitsConfig, Scope, budget_windows};
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
