@@ -1,5 +1,5 @@
-//! Limits and budgets per tenant and per key: requests and tokens per minute, spend per UTC
-//! day and month in USD.
+//! Admission against the limits and budgets of every scope (tenant, key, user): requests and
+//! tokens per minute, spend per UTC day and month in USD.
 //!
 //! Spend is the request log's `cost_usd` (priced from the upstream's usage, or counted
 //! tokens), so it is durable: after a restart each scope's totals are summed from the store

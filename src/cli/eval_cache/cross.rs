@@ -85,7 +85,7 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<V
         }
         println!("\nBest precision at recall >= 30 % (odd-numbered pairs):\n");
         println!(
-            "| stage | knob | precision | recall | false-hit rate | unjudged hits | precision, judged hits | precision by hand verdicts: unclear as wrong / as right [95 % interval: the first's low end, the second's high end] (hits judged different, unclear, without a verdict) |"
+            "| stage | knob | precision | recall | false-hit rate | unjudged hits | precision, judged hits | precision by hand verdicts: unclear as wrong / as right [95 % Wilson interval: lower bound with unclear as wrong, upper bound with unclear as right] (hits judged different, unclear, without a verdict) |"
         );
         println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         let sims = || (0..=100).map(|k| 1.0 - k as f32 * 0.005);
