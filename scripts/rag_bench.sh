@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# RAG benchmark for both stores in one run (benches/rag.rs): starts a throwaway PostgreSQL
+# RAG benchmark for both stores in one run (benches/rag/): starts a throwaway PostgreSQL
 # with pgvector (scripts/pg.sh), points the bench at it, runs `cargo bench --bench rag`
 # (extra arguments are passed on), stops PostgreSQL. Without this script the bench skips
 # pgvector unless QM_BENCH_DATABASE_URL is set.

@@ -21,7 +21,8 @@
 //!   [`notify`] (notifications: the inbox, live streams, templates, the email outbox).
 //! - Foundations: [`embed`] (the local embedder), [`index`] (the HNSW graph), [`store`]
 //!   (SQLite or PostgreSQL; every query), [`error`] (the one table of error codes),
-//!   [`types`] (the OpenAI wire format), [`telemetry`] (logs, metrics).
+//!   [`types`] (the OpenAI wire format), [`clock`] (the time now, UTC dates), [`telemetry`]
+//!   (logs, metrics).
 
 pub mod api;
 pub mod audit;
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod cache;
 pub mod chat;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod embed;
 pub mod error;

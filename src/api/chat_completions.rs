@@ -22,7 +22,8 @@ use super::extractors::{ApiJson, ApiPath};
 use super::state::{AppState, Chat};
 use crate::auth::Principal;
 use crate::chat::{ChatBody, ChatEvent, ChoiceDelta};
-use crate::types::{ChatChunk, ChatCompletionRequest, ModelObject, new_completion_id, unix_now};
+use crate::clock::unix_now;
+use crate::types::{ChatChunk, ChatCompletionRequest, ModelObject, new_completion_id};
 
 fn model_object(state: &AppState, id: &str, owned_by: &str) -> ModelObject {
     ModelObject {
@@ -32,7 +33,7 @@ fn model_object(state: &AppState, id: &str, owned_by: &str) -> ModelObject {
         owned_by: owned_by.to_string(),
         kind: "model",
         display_name: id.to_string(),
-        created_at: crate::types::rfc3339(state.started_at),
+        created_at: crate::clock::rfc3339(state.started_at),
     }
 }
 

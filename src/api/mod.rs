@@ -2,6 +2,7 @@
 //! limits) and the fallbacks that keep every error in OpenAI's shape.
 
 mod admin;
+mod authn;
 mod billing;
 mod body;
 mod cache;
@@ -20,6 +21,7 @@ mod notifications;
 pub mod openapi;
 mod ops;
 mod responses;
+mod route_metrics;
 mod sse;
 mod state;
 mod tenant;
@@ -28,29 +30,27 @@ mod ui_chat;
 mod webhooks;
 
 pub use admin::admin_key_hash;
+pub use authn::USER_HEADER;
 pub use state::{AppState, Chat};
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::key_extractor::KeyExtractor;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{Principal, bearer_token};
-use crate::error::ErrorCode;
-use crate::store::Tenant;
+use authn::{ApiKeyExtractor, authenticate};
 use error::ApiError;
 use extractors::BodyLimit;
+use route_metrics::record_metrics;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -252,266 +252,6 @@ async fn door_errors(req: Request, next: Next) -> Response {
         messages::error::anthropic_errors(req, next).await
     } else {
         next.run(req).await
-    }
-}
-
-/// The caller's key: `Authorization: Bearer KEY`, or `x-api-key: KEY` (Anthropic's SDKs).
-/// `None`: neither header; `Some(None)`: a header that holds no usable key.
-fn presented_key(headers: &axum::http::HeaderMap) -> Option<Option<String>> {
-    if let Some(v) = headers.get(header::AUTHORIZATION) {
-        return Some(v.to_str().ok().and_then(bearer_token).map(str::to_string));
-    }
-    headers.get("x-api-key").map(|v| {
-        v.to_str()
-            .ok()
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(str::to_string)
-    })
-}
-
-/// Resolves the bearer key to a [`Principal`] and attaches it to the request.
-async fn authenticate(
-    State(state): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let mut principal = if state.config.auth.required {
-        let token = presented_key(req.headers());
-        let peer = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
-        match end_user(&state, peer, token.as_ref(), req.headers()).await {
-            Some(Ok(p)) => p,
-            Some(Err(response)) => return response,
-            None => {
-                // A key verified moments ago passes without a lookup (and so without the
-                // limit).
-                match token
-                    .as_ref()
-                    .and_then(|t| t.as_deref())
-                    .and_then(|t| state.keys.remembered(t))
-                {
-                    Some(p) => p,
-                    None => {
-                        match verify_with_limit(&state, peer, token.as_ref().map(|t| t.as_deref()))
-                            .await
-                        {
-                            Ok(p) => p,
-                            Err(response) => return response,
-                        }
-                    }
-                }
-            }
-        }
-    } else {
-        Principal::of_key(
-            "anonymous".into(),
-            Tenant {
-                id: "default".into(),
-                name: "default".into(),
-            },
-            false,
-        )
-    };
-    // A tenant's API key may say which of its end users a request is for (an end user's
-    // own credential may not speak for another).
-    if !principal.personal
-        && principal.user.is_none()
-        && let Some(user) = req
-            .headers()
-            .get(USER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|u| !u.is_empty() && u.len() <= 256)
-    {
-        principal.user = Some(user.to_string());
-    }
-    req.extensions_mut().insert(principal);
-    next.run(req).await
-}
-
-/// Request header: the end user an API-key caller makes the request for.
-pub const USER_HEADER: &str = "x-quartermaster-user";
-
-/// An end user's credential: an identity provider's token (a JWT where issuers are
-/// configured) or an Auth.js session cookie (when no key is presented). `None`: neither, the
-/// key path decides.
-async fn end_user(
-    state: &AppState,
-    peer: Option<std::net::IpAddr>,
-    token: Option<&Option<String>>,
-    headers: &axum::http::HeaderMap,
-) -> Option<Result<Principal, Response>> {
-    let ids = &state.identities;
-    let refused = |e: crate::auth::identity::IdentityError| {
-        metrics::counter!("qm_auth_end_user_refusals_total", "reason" => e.kind()).increment(1);
-        if matches!(e.error_code(), crate::error::Code::InvalidToken) {
-            if let Some(ip) = peer {
-                state.failed_auth.failed(ip);
-            }
-            state.audit.failed_auth(peer, e.kind());
-        }
-        ApiError::Coded {
-            code: e.error_code(),
-            message: e.to_string(),
-        }
-        .into_response()
-    };
-    match token {
-        Some(Some(t))
-            if ids.accepts_tokens() && crate::auth::jwt::JwtVerifier::looks_like_jwt(t) =>
-        {
-            if let Some(Err(retry_after_secs)) = peer.map(|ip| state.failed_auth.check(ip)) {
-                return Some(Err(too_many_failures(retry_after_secs)));
-            }
-            Some(ids.token(t).await.map_err(refused))
-        }
-        None if ids.accepts_sessions() => {
-            let cookie = headers.get(header::COOKIE)?.to_str().ok()?;
-            Some(ids.session(cookie).await?.map_err(refused))
-        }
-        _ => None,
-    }
-}
-
-fn too_many_failures(retry_after_secs: u64) -> Response {
-    ApiError::LimitExceeded {
-        code: crate::error::Code::TooManyFailedAuthentications,
-        message: "too many failed authentications from this address; retry later".into(),
-        retry_after_secs,
-    }
-    .into_response()
-}
-
-/// Verifies a key that is not in memory: an address that failed too often in the last
-/// minute is refused before any lookup; a failure counts against its address.
-async fn verify_with_limit(
-    state: &AppState,
-    peer: Option<std::net::IpAddr>,
-    token: Option<Option<&str>>,
-) -> Result<Principal, Response> {
-    if let Some(Err(retry_after_secs)) = peer.map(|ip| state.failed_auth.check(ip)) {
-        return Err(too_many_failures(retry_after_secs));
-    }
-    let failed = |e: ApiError| {
-        if let Some(ip) = peer {
-            state.failed_auth.failed(ip);
-        }
-        state.audit.failed_auth(peer, e.code());
-        e.into_response()
-    };
-    let token = match token {
-        None => return Err(failed(ApiError::MissingApiKey)),
-        Some(None) => return Err(failed(ApiError::InvalidApiKey)),
-        Some(Some(t)) => t,
-    };
-    match state.keys.verify(token).await {
-        Ok(Some(p)) => Ok(p),
-        Ok(None) => Err(failed(ApiError::InvalidApiKey)),
-        Err(e) => Err(ApiError::from(e).into_response()),
-    }
-}
-
-/// Rate limits are per API key (never per IP: many clients share a NAT, one key may not).
-#[derive(Clone)]
-struct ApiKeyExtractor;
-
-impl KeyExtractor for ApiKeyExtractor {
-    type Key = String;
-
-    fn extract<T>(
-        &self,
-        req: &axum::http::Request<T>,
-    ) -> Result<Self::Key, tower_governor::GovernorError> {
-        // An end user's token or session: limited per user (their issuer is one "key");
-        // an API key: per key, whatever end user it names.
-        req.extensions()
-            .get::<Principal>()
-            .map(|p| {
-                match (
-                    &p.user,
-                    p.key_id.starts_with("jwt:") || p.key_id.starts_with("session:"),
-                ) {
-                    (Some(u), true) => format!("{}:{}:{u}", p.key_id, p.tenant.id),
-                    _ => p.key_id.clone(),
-                }
-            })
-            .ok_or(tower_governor::GovernorError::UnableToExtractKey)
-    }
-}
-
-async fn record_metrics(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(req.method());
-    let response = next.run(req).await;
-    let route = RouteMetrics::of(route.as_ref().map_or("unmatched", |p| p.as_str()));
-    route
-        .requests(method, response.status().as_u16())
-        .increment(1);
-    route.duration.record(start.elapsed().as_secs_f64());
-    response
-}
-
-/// A method as a metric label; any other than the standard ones is `other` (a client may
-/// send any token as a method: it must not make a new time series).
-fn method_label(method: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
-    }
-}
-
-/// A route's HTTP metrics, registered once (routes are the router's, so the set is
-/// bounded): a label set written out per request costs a registry lookup and a copy of
-/// each label string.
-struct RouteMetrics {
-    route: String,
-    /// `qm_http_request_duration_seconds`.
-    duration: metrics::Histogram,
-    /// `qm_http_requests_total` by method and status.
-    requests: std::sync::RwLock<std::collections::HashMap<(&'static str, u16), metrics::Counter>>,
-}
-
-impl RouteMetrics {
-    fn of(route: &str) -> Arc<RouteMetrics> {
-        static ROUTES: crate::telemetry::Kept<RouteMetrics> =
-            crate::telemetry::Kept::new(usize::MAX);
-        ROUTES.get(route, || RouteMetrics {
-            route: route.to_string(),
-            duration: metrics::histogram!("qm_http_request_duration_seconds", "route" => route.to_string()),
-            requests: Default::default(),
-        })
-    }
-
-    fn requests(&self, method: &'static str, status: u16) -> metrics::Counter {
-        if let Some(c) = self
-            .requests
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(method, status))
-        {
-            return c.clone();
-        }
-        self.requests
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((method, status))
-            .or_insert_with(|| {
-                metrics::counter!("qm_http_requests_total", "method" => method, "route" => self.route.clone(), "status" => status.to_string())
-            })
-            .clone()
     }
 }
 

@@ -191,7 +191,7 @@ impl Identities {
         }
         let ctx = serde_json::json!({
             "tenant": tenant.name, "user": user, "issuer": v.issuer_name,
-            "at": crate::types::rfc3339(crate::store::now_ms() / 1000),
+            "at": crate::clock::rfc3339(crate::store::now_ms() / 1000),
         });
         let notice = match crate::notify::Notice::render(
             "sign_in",

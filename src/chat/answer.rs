@@ -11,9 +11,10 @@ use super::cache_step::CacheWriter;
 use super::events::{ChatEvent, ChoiceDelta, DeltaEvent};
 use super::{CacheOutcome, ChatBody, ChatError, ChatResponse, Meta, Pipeline};
 use crate::cache::Hit;
+use crate::clock::unix_now;
 use crate::providers::{ChunkStream, ModelRoute, ProviderError};
 use crate::route::{Attempts, Exhausted, Live, note_upstream_error};
-use crate::types::{ChatChunk, ChatCompletion, ChatCompletionRequest, CompletionChoice, unix_now};
+use crate::types::{ChatChunk, ChatCompletion, ChatCompletionRequest, CompletionChoice};
 use crate::usage::Ledger;
 
 /// What an answer path needs once the request is admitted.

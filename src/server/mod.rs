@@ -171,7 +171,7 @@ impl App {
             request_log,
             metrics: telemetry::metrics_handle(),
             shutdown: CancellationToken::new(),
-            started_at: crate::types::unix_now(),
+            started_at: crate::clock::unix_now(),
             ui_streams: Default::default(),
             response_saver,
             identities,

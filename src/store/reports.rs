@@ -110,7 +110,7 @@ impl Store {
                         group: match by {
                             UsageGroup::Day => group
                                 .parse::<i64>()
-                                .map(crate::types::day_name)
+                                .map(crate::clock::day_name)
                                 .unwrap_or(group),
                             _ => group,
                         },

@@ -95,7 +95,7 @@ pub(super) fn day_index(ms: i64) -> i64 {
 
 /// (year * 12 + month0) of a day index.
 pub(super) fn month_index(day: i64) -> i64 {
-    let (y, m, _) = crate::types::civil_from_days(day);
+    let (y, m, _) = crate::clock::civil_from_days(day);
     y * 12 + (i64::from(m) - 1)
 }
 

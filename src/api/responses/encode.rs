@@ -65,7 +65,7 @@ impl Shell {
         s.insert("user".into(), json!(req.user));
         Shell {
             id: new_id("resp"),
-            created_at: crate::types::unix_now(),
+            created_at: crate::clock::unix_now(),
             model: req.model.clone(),
             settings: s,
             citations,

@@ -216,6 +216,15 @@ impl Score {
         };
         (self.correct + gained).saturating_sub(lost)
     }
+    /// A 95 % Wilson interval around the hand-verdict range: the lower bound with the
+    /// unclear hits wrong, the upper bound with them right.
+    pub fn hand_interval(&self) -> (f64, f64) {
+        let wilson = |right: usize| super::feedback::wilson(right as i64, self.hits as i64);
+        (
+            wilson(self.right_by_hand(false)).0,
+            wilson(self.right_by_hand(true)).1,
+        )
+    }
     pub fn recall(&self) -> f64 {
         ratio(self.recalled, self.positives, 0.0)
     }

@@ -105,6 +105,10 @@ fn hand_verdicts_move_the_hand_count_both_ways_and_never_the_labels_count() {
         (after.right_by_hand(false), after.right_by_hand(true)),
         (4, 6)
     );
+    let (low, high) = after.hand_interval();
+    let wilson = |right| crate::cache::feedback::wilson(right, 9);
+    assert_eq!((low, high), (wilson(4).0, wilson(6).1));
+    assert!(low < 4.0 / 9.0 && 6.0 / 9.0 < high && high < 1.0);
     // The list to judge: every hit but the identical text, with its verdict.
     let listed = e.judgeable_hits(0.5, rules, all);
     assert_eq!(listed.len(), 8);

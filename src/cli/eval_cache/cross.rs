@@ -5,7 +5,6 @@
 use super::{FileEval, Knob, NONE, combined, header, print_bound_table, row, test_half};
 use crate::cache::CROSS_FLOOR;
 use crate::cache::eval::{Acceptance, Score, Verdict, calibrate_bound};
-use crate::cache::feedback::wilson;
 use crate::cache::verify::Check;
 
 /// The cross-encoder trains on the pairs with i % 4 == 0; its bar is calibrated on these,
@@ -116,9 +115,7 @@ pub(super) fn print_cross_curve(evals: &[FileEval]) -> Vec<(&str, &str, Option<V
             };
             match precision_at_recall(0.30, &mut knobs.into_iter().map(|k| (k, score(k)))) {
                 Some((k, s)) => {
-                    let hits = s.hits as i64;
-                    let (low, _) = wilson(s.right_by_hand(false) as i64, hits);
-                    let (_, high) = wilson(s.right_by_hand(true) as i64, hits);
+                    let (low, high) = s.hand_interval();
                     println!(
                         "| {label} | {k:.3} | {:.1} % | {:.1} % | {:.2} % | {} | {:.1} % | {:.1} / {:.1} % [{:.1}, {:.1}] ({}, {}, {}) |",
                         s.precision() * 100.0,

@@ -92,7 +92,7 @@ impl Event {
 
     /// RFC 3339 (PostHog and Segment both take it).
     pub fn timestamp(&self) -> String {
-        let secs = crate::types::rfc3339(self.timestamp_ms.div_euclid(1000));
+        let secs = crate::clock::rfc3339(self.timestamp_ms.div_euclid(1000));
         format!(
             "{}.{:03}Z",
             secs.trim_end_matches('Z'),

@@ -84,7 +84,7 @@ fn utc(v: &Value, field: &str) -> Result<(String, i64), CalError> {
     let ts: jiff::Timestamp = text
         .parse()
         .map_err(|e| CalError::Invalid(format!("payload.{field}: {e}")))?;
-    Ok((crate::types::rfc3339(ts.as_second()), ts.as_millisecond()))
+    Ok((crate::clock::rfc3339(ts.as_second()), ts.as_millisecond()))
 }
 
 /// A time in a zone for people (`Tue 25 Nov 2026, 10:30 CET`); UTC if the zone is unknown.

@@ -60,7 +60,7 @@ impl Default for WarehouseConfig {
     }
 }
 
-pub use crate::types::day_name;
+pub use crate::clock::day_name;
 
 /// The day number of `YYYY-MM-DD`.
 pub fn parse_day(s: &str) -> anyhow::Result<i64> {

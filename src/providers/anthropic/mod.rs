@@ -144,7 +144,7 @@ impl Provider for AnthropicProvider {
         let mut events = response.bytes_stream().eventsource();
         let idle = self.idle_timeout;
         Ok(Box::pin(async_stream::stream! {
-            let mut state = stream::StreamState::new(crate::types::unix_now());
+            let mut state = stream::StreamState::new(crate::clock::unix_now());
             loop {
                 let event = match tokio::time::timeout(idle, events.next()).await {
                     Ok(Some(Ok(event))) => event,

@@ -122,7 +122,7 @@ pub(super) fn completion(message: Message) -> ChatCompletion {
     ChatCompletion {
         id: message.id,
         object: "chat.completion".into(),
-        created: crate::types::unix_now(),
+        created: crate::clock::unix_now(),
         model: message.model,
         choices: vec![CompletionChoice {
             index: 0,

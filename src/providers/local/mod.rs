@@ -25,9 +25,9 @@ mod generate;
 pub use generate::{GenEvent, GenParams, generate};
 
 use super::{ChunkStream, Provider, ProviderError};
+use crate::clock::unix_now;
 use crate::types::{
     ChatChunk, ChatCompletion, ChatCompletionRequest, ChunkChoice, CompletionChoice, Delta, Usage,
-    unix_now,
 };
 
 #[derive(Debug, Clone, Deserialize)]

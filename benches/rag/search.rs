@@ -1,62 +1,23 @@
-//! Retrieval (RAG) speed, for both stores in one run.
-//!
-//! 1. Ingestion through the real pipeline (`Rag::ingest`: chunking, the local MiniLM
-//!    embedder, one transaction per document; 16 documents in flight): the first
-//!    `QM_BENCH_INGEST_DOCS` DBpedia documents into the embedded store (a SQLite file +
-//!    hnsw_rs + BM25) and into PostgreSQL + pgvector; documents/s and chunks/s. The peers, on
-//!    the same texts: chunking alone and embedding alone, so the share of ingestion that is
-//!    the embedder shows.
-//! 2. Vector search at `QM_BENCH_RAG_CHUNKS` chunks through the `ChunkStore` trait (top-10):
-//!    synthetic 384-d unit vectors with topic structure (the generator of `benches/cache.rs`),
-//!    queried with new points of random topics (not copies of stored vectors). Per store:
-//!    search p50/p99, recall@10 against an exact top-10 computed in the bench, the time to
-//!    write the rows and to build the index (embedded: `EmbeddedStore::open`, which reads
-//!    the rows and bulk-inserts them into hnsw_rs in parallel; pgvector: `CREATE INDEX ...
-//!    USING hnsw`, run by `PgVectorStore::open` after the rows are in). The peers: an exact
-//!    scan over the same vectors in the bench process, and each store's own exact path
-//!    (`vector_search(.., exact = true)`).
-//!
-//! `scripts/rag_bench.sh` (starts a throwaway PostgreSQL, then runs
-//! `cargo bench --bench rag`). Env: QM_BENCH_THREADS=2, QM_BENCH_INGEST_DOCS=300 (0 skips
-//! ingestion), QM_BENCH_CORPUS=../shared/data/rag/dbpedia/corpus.jsonl,
-//! QM_BENCH_RAG_CHUNKS=100000 (0 skips retrieval), QM_BENCH_RAG_QUERIES=500,
-//! QM_BENCH_RAG_EXACT_QUERIES=50 (queries timed on each store's exact path),
-//! QM_BENCH_DATABASE_URL=postgres://... (a server with pgvector; each part runs in a fresh
-//! database created there and dropped afterwards; unset = pgvector skipped),
-//! QM_BENCH_PG_MAINTENANCE_WORK_MEM (e.g. `1GB`: set on the fresh databases; unset = the
-//! server's setting, printed with the results).
-//!
-//! Progress goes to stderr; the tables (markdown, ready for the README) to stdout at the end.
-
-mod common;
+//! Part 2: vector search at `QM_BENCH_RAG_CHUNKS` synthetic chunks through the `ChunkStore`
+//! trait, on both stores, against an exact scan.
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context;
 use pgvector::Vector;
-use quartermaster::embed::{EmbedConfig, EmbedService};
 use quartermaster::index::dot;
 use quartermaster::rag::embedded::EmbeddedStore;
-use quartermaster::rag::eval::{ingest_many, read_beir_corpus};
 use quartermaster::rag::pg::PgVectorStore;
 use quartermaster::rag::store::vector_to_bytes;
-use quartermaster::rag::{
-    ChunkStore, Filter, IngestDoc, PgVectorParams, Rag, RagConfig, ScoredChunk, embed_input,
-};
+use quartermaster::rag::{ChunkStore, Filter, PgVectorParams, RagConfig, ScoredChunk};
 use quartermaster::store::{Store, now_ms};
 use rayon::prelude::*;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{PgPool, Postgres, QueryBuilder, Sqlite, SqlitePool};
 
-use common::{DIM, Rng, Topics, env_or, normalise, pct, topic_dataset};
+use super::common::{DIM, Rng, Topics, env_or, normalise, pct, topic_dataset};
+use super::{K, Report, TENANT, create_database, drop_database, ms_since, sqlite_url};
 
-const TENANT: &str = "bench";
-/// Top-k of every search.
-const K: usize = 10;
-/// Documents in flight while ingesting (as `quartermaster eval retrieval` does).
-const CONCURRENCY: usize = 16;
 /// Synthetic chunks per synthetic document.
 const PER_DOC: usize = 100;
 /// Synthetic documents per write transaction, and rows per INSERT statement.
@@ -72,306 +33,6 @@ const PLAN_CHECKS: usize = 12;
 
 const DOC_COLUMNS: &str = "INSERT INTO rag_documents (tenant_id, id, title, source, format, content_hash, metadata, chunk_count, created_at, updated_at) ";
 const CHUNK_COLUMNS: &str = "INSERT INTO rag_chunks (tenant_id, id, document_id, idx, title, heading, content, content_hash, tokens, metadata, embedding) ";
-
-/// What the run found: table rows and notes, printed at the end.
-#[derive(Default)]
-struct Report {
-    ingest_title: String,
-    ingest: Vec<String>,
-    search_title: String,
-    search: Vec<String>,
-    notes: Vec<String>,
-    failed: bool,
-}
-
-impl Report {
-    fn note(&mut self, line: String) {
-        eprintln!("{line}");
-        self.notes.push(line);
-    }
-
-    /// A part that failed: said with the results, and the run exits non-zero at the end.
-    fn error(&mut self, part: &str, e: anyhow::Error) {
-        self.note(format!("ERROR {part}: {e:#}"));
-        self.failed = true;
-    }
-}
-
-fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
-}
-
-fn sqlite_url(dir: &Path, file: &str) -> String {
-    format!("sqlite://{}", dir.join(file).display())
-}
-
-// ---------------------------------------------------------------------------------------
-// PostgreSQL: a fresh database per part, dropped afterwards.
-
-/// `url` with its database name replaced by `name` (query parameters kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (main, query) = match url.split_once('?') {
-        Some((m, q)) => (m, Some(q)),
-        None => (url, None),
-    };
-    let base = main.rsplit_once('/').map_or(main, |(b, _)| b);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-/// Creates an empty database on the server of `admin_url`; returns its name and URL.
-async fn create_database(admin_url: &str, prefix: &str) -> anyhow::Result<(String, String)> {
-    use sqlx::Connection;
-    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(admin_url)
-        .await
-        .context("connecting to QM_BENCH_DATABASE_URL")?;
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await?;
-    if let Ok(mem) = std::env::var("QM_BENCH_PG_MAINTENANCE_WORK_MEM") {
-        let mem = mem.replace('\'', "''");
-        sqlx::query(AssertSqlSafe(format!(
-            "ALTER DATABASE {name} SET maintenance_work_mem = '{mem}'"
-        )))
-        .execute(&mut admin)
-        .await?;
-    }
-    admin.close().await?;
-    let url = with_database(admin_url, &name);
-    Ok((name, url))
-}
-
-async fn drop_database(admin_url: &str, name: &str) {
-    use sqlx::Connection;
-    let result = async {
-        let mut admin = sqlx::PgConnection::connect(admin_url).await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await?;
-        admin.close().await?;
-        Ok::<(), sqlx::Error>(())
-    }
-    .await;
-    if let Err(e) = result {
-        eprintln!("could not drop the bench database {name}: {e}");
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// 1. Ingestion through the real pipeline.
-
-struct Ingested {
-    documents: usize,
-    chunks: usize,
-    secs: f64,
-}
-
-fn ingest_row(label: &str, documents: Option<usize>, chunks: usize, secs: f64) -> String {
-    let (docs, docs_rate) = match documents {
-        Some(d) => (d.to_string(), format!("{:.1}", d as f64 / secs)),
-        None => ("—".into(), "—".into()),
-    };
-    format!(
-        "| {label} | {docs} | {chunks} | {secs:.2} s | {docs_rate} | {:.1} |",
-        chunks as f64 / secs
-    )
-}
-
-/// Opens `Rag` on `store` and ingests `docs` through it, timed.
-async fn ingest_into(
-    store: &Store,
-    docs: &[IngestDoc],
-    embedder: &EmbedService,
-    embed_config: &EmbedConfig,
-) -> anyhow::Result<(Ingested, Rag)> {
-    let rag = Rag::open(
-        RagConfig::default(),
-        store,
-        embedder.clone(),
-        embed_config,
-        None,
-    )
-    .await?;
-    // The model's first passes (page faults, buffers) are not the pipeline's cost.
-    rag.embed(vec!["A sentence to warm the embedder up.".to_string(); 32])
-        .await?;
-    let batch = docs.to_vec();
-    let started = Instant::now();
-    let results = ingest_many(&rag, TENANT, batch, CONCURRENCY, |_, _| {}).await;
-    let secs = started.elapsed().as_secs_f64();
-    let mut documents = 0;
-    let mut chunks = 0;
-    let mut failed = Vec::new();
-    for (id, r) in &results {
-        match r {
-            Ok(o) => {
-                documents += 1;
-                chunks += o.chunks;
-            }
-            Err(e) => failed.push(format!("{id}: {e}")),
-        }
-    }
-    if !failed.is_empty() {
-        eprintln!(
-            "{} documents not ingested, e.g. {}",
-            failed.len(),
-            failed[0]
-        );
-    }
-    Ok((
-        Ingested {
-            documents,
-            chunks,
-            secs,
-        },
-        rag,
-    ))
-}
-
-async fn bench_ingestion(
-    report: &mut Report,
-    pg_admin: Option<&str>,
-    threads: usize,
-    n: usize,
-) -> anyhow::Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let corpus = std::env::var("QM_BENCH_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("../shared/data/rag/dbpedia/corpus.jsonl"));
-    if !corpus.is_file() {
-        report.note(format!(
-            "SKIPPED ingestion: no corpus at {} (QM_BENCH_CORPUS)",
-            corpus.display()
-        ));
-        return Ok(());
-    }
-    let (mut docs, bad) = read_beir_corpus(&corpus)?;
-    if !bad.is_empty() {
-        eprintln!("{} corpus lines unreadable, e.g. {}", bad.len(), bad[0]);
-    }
-    docs.truncate(n);
-    let embed_config = EmbedConfig {
-        model_dir: root.join("models/all-MiniLM-L6-v2"),
-        threads,
-        ..EmbedConfig::default()
-    };
-    let embedder = match EmbedService::start(&embed_config) {
-        Ok(e) => e,
-        Err(e) => {
-            report.note(format!("SKIPPED ingestion: {e}"));
-            return Ok(());
-        }
-    };
-    report.ingest_title = format!(
-        "RAG ingestion: the first {} documents of {}, {CONCURRENCY} in flight, {threads} threads, \
-         chunks of at most {} tokens",
-        docs.len(),
-        corpus.file_name().unwrap_or_default().to_string_lossy(),
-        RagConfig::default().chunk_tokens
-    );
-
-    eprintln!("ingesting {} documents into the embedded store", docs.len());
-    let dir = tempfile::tempdir()?;
-    let sqlite = Store::connect(&sqlite_url(dir.path(), "ingest.db"), 4).await?;
-    let (embedded, rag) = ingest_into(&sqlite, &docs, &embedder, &embed_config).await?;
-    report.ingest.push(ingest_row(
-        "`Rag::ingest` → embedded (SQLite + hnsw_rs + BM25)",
-        Some(embedded.documents),
-        embedded.chunks,
-        embedded.secs,
-    ));
-
-    // The peers on the same texts: the chunker alone, then the embedder alone.
-    eprintln!("chunking and embedding the same texts alone");
-    let started = Instant::now();
-    let mut inputs = Vec::new();
-    for d in &docs {
-        for c in rag.chunk(d.text.clone()).await? {
-            inputs.push(embed_input(
-                d.title.as_deref(),
-                c.heading.as_deref(),
-                &c.text,
-            ));
-        }
-    }
-    let chunk_secs = started.elapsed().as_secs_f64();
-    let n_inputs = inputs.len();
-    let started = Instant::now();
-    let vectors = rag.embed(inputs).await?;
-    let embed_secs = started.elapsed().as_secs_f64();
-    anyhow::ensure!(vectors.len() == n_inputs, "the embedder lost inputs");
-    let peers = [
-        ingest_row(
-            "chunking alone (`Rag::chunk`, one document at a time)",
-            Some(docs.len()),
-            n_inputs,
-            chunk_secs,
-        ),
-        ingest_row(
-            &format!(
-                "embedding alone (`Rag::embed`, batches of {})",
-                rag.config.embed_batch
-            ),
-            None,
-            n_inputs,
-            embed_secs,
-        ),
-    ];
-    report.note(format!(
-        "ingestion into the embedded store: embedding alone takes {:.0} % of its time, chunking {:.0} %",
-        100.0 * embed_secs / embedded.secs,
-        100.0 * chunk_secs / embedded.secs
-    ));
-    drop(rag);
-    sqlite.close().await;
-
-    match pg_admin {
-        None => report.note("SKIPPED pgvector ingestion: QM_BENCH_DATABASE_URL is not set".into()),
-        Some(admin) => {
-            eprintln!("ingesting {} documents into pgvector", docs.len());
-            let result = pg_ingest(admin, &docs, &embedder, &embed_config).await;
-            match result {
-                Ok(pg) => report.ingest.push(ingest_row(
-                    "`Rag::ingest` → pgvector (HNSW + GIN maintained per insert)",
-                    Some(pg.documents),
-                    pg.chunks,
-                    pg.secs,
-                )),
-                Err(e) => report.error("pgvector ingestion", e),
-            }
-        }
-    }
-    report.ingest.extend(peers);
-    Ok(())
-}
-
-/// Ingestion into pgvector, in a fresh database dropped afterwards.
-async fn pg_ingest(
-    admin: &str,
-    docs: &[IngestDoc],
-    embedder: &EmbedService,
-    embed_config: &EmbedConfig,
-) -> anyhow::Result<Ingested> {
-    let (name, url) = create_database(admin, "qm_bench_ingest").await?;
-    let result = async {
-        let store = Store::connect(&url, 8).await?;
-        let (pg, rag) = ingest_into(&store, docs, embedder, embed_config).await?;
-        drop(rag);
-        store.close().await;
-        anyhow::Ok(pg)
-    }
-    .await;
-    drop_database(admin, &name).await;
-    result
-}
-
-// ---------------------------------------------------------------------------------------
-// 2. Vector search at 100k chunks.
 
 /// The synthetic chunks: chunk `i` is chunk `i % PER_DOC` of document `i / PER_DOC`.
 struct Corpus {
@@ -733,7 +394,11 @@ async fn pg_search_in(report: &mut Report, url: &str, s: &SearchSetup<'_>) -> an
     Ok(())
 }
 
-async fn bench_search(report: &mut Report, pg_admin: Option<&str>, n: usize) -> anyhow::Result<()> {
+pub(super) async fn bench_search(
+    report: &mut Report,
+    pg_admin: Option<&str>,
+    n: usize,
+) -> anyhow::Result<()> {
     let nq = env_or("QM_BENCH_RAG_QUERIES", 500usize).max(1);
     let exact_n = env_or("QM_BENCH_RAG_EXACT_QUERIES", 50usize);
     eprintln!("generating {n} synthetic chunks and {nq} queries");
@@ -845,53 +510,5 @@ async fn bench_search(report: &mut Report, pg_admin: Option<&str>, n: usize) -> 
     if let Err(e) = result {
         report.error("pgvector search", e);
     }
-    Ok(())
-}
-
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    let threads = common::init_threads();
-    let pg_admin = std::env::var("QM_BENCH_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty());
-    let mut report = Report::default();
-
-    let docs = env_or("QM_BENCH_INGEST_DOCS", 300usize);
-    if docs > 0 {
-        bench_ingestion(&mut report, pg_admin.as_deref(), threads, docs).await?;
-    }
-    let chunks = env_or("QM_BENCH_RAG_CHUNKS", 100_000usize);
-    if chunks > 0 {
-        bench_search(&mut report, pg_admin.as_deref(), chunks).await?;
-    }
-
-    if !report.ingest.is_empty() {
-        println!("\n{}:\n", report.ingest_title);
-        println!("| pipeline | documents | chunks | time | documents/s | chunks/s |");
-        println!("| --- | --- | --- | --- | --- | --- |");
-        for row in &report.ingest {
-            println!("{row}");
-        }
-    }
-    if !report.search.is_empty() {
-        println!("\n{}:\n", report.search_title);
-        println!(
-            "| store | chunks | rows written | index build | search p50 / p99 | store's exact path p50 | in-process exact scan p50 | recall@{K} |"
-        );
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-        for row in &report.search {
-            println!("{row}");
-        }
-    }
-    if !report.notes.is_empty() {
-        println!();
-        for note in &report.notes {
-            println!("- {note}");
-        }
-    }
-    anyhow::ensure!(
-        !report.failed,
-        "a part of the benchmark failed (see ERROR above)"
-    );
     Ok(())
 }
