@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::store::{Pool, Store, StoreError, now_ms, on_pool};
+use crate::clock::now_ms;
+use crate::store::{Pool, Store, StoreError, on_pool};
 
 /// The hash before the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

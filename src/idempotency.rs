@@ -3,7 +3,8 @@
 //! `idempotency.ttl_secs` so a retry can replay it, or is released when the request failed
 //! so the retry really runs. The HTTP middleware is `api::idempotency`.
 
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::clock::now_ms;
+use crate::store::{Store, StoreError, on_pool};
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -1,6 +1,9 @@
 //! OpenAI's chat wire format, as the gateway reads and writes it. Fields the gateway does not
 //! interpret are kept in `extra` and passed through untouched, so provider-specific
 //! parameters and response fields survive the trip.
+//!
+//! The open structs (those with `extra`) derive only `Serialize`; their `Deserialize` is
+//! written by hand in `de.rs`, which says why.
 
 mod de;
 
@@ -260,10 +263,6 @@ pub struct ChatChunk {
     pub extra: Map<String, Value>,
 }
 
-fn chunk_object() -> String {
-    "chat.completion.chunk".into()
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct ChunkChoice {
     pub index: u32,
@@ -296,10 +295,6 @@ pub struct ChatCompletion {
     pub usage: Option<Usage>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-}
-
-fn completion_object() -> String {
-    "chat.completion".into()
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -20,6 +20,9 @@ struct Ingested {
     secs: f64,
 }
 
+/// The ingestion table's header (its rows: `ingest_row`).
+pub(super) const TABLE_HEADER: &str = "| pipeline | documents | chunks | time | documents/s | chunks/s |\n| --- | --- | --- | --- | --- | --- |";
+
 fn ingest_row(label: &str, documents: Option<usize>, chunks: usize, secs: f64) -> String {
     let (docs, docs_rate) = match documents {
         Some(d) => (d.to_string(), format!("{:.1}", d as f64 / secs)),

@@ -34,7 +34,6 @@ mod ingest;
 mod search;
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::Context;
 use sqlx::AssertSqlSafe;
@@ -69,10 +68,6 @@ impl Report {
         self.note(format!("ERROR {part}: {e:#}"));
         self.failed = true;
     }
-}
-
-fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }
 
 fn sqlite_url(dir: &Path, file: &str) -> String {
@@ -155,18 +150,14 @@ async fn main() -> anyhow::Result<()> {
 
     if !report.ingest.is_empty() {
         println!("\n{}:\n", report.ingest_title);
-        println!("| pipeline | documents | chunks | time | documents/s | chunks/s |");
-        println!("| --- | --- | --- | --- | --- | --- |");
+        println!("{}", ingest::TABLE_HEADER);
         for row in &report.ingest {
             println!("{row}");
         }
     }
     if !report.search.is_empty() {
         println!("\n{}:\n", report.search_title);
-        println!(
-            "| store | chunks | rows written | index build | search p50 / p99 | store's exact path p50 | in-process exact scan p50 | recall@{K} |"
-        );
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("{}", search::table_header());
         for row in &report.search {
             println!("{row}");
         }

@@ -5,18 +5,19 @@ use std::ops::Range;
 use std::time::Instant;
 
 use pgvector::Vector;
+use quartermaster::clock::now_ms;
 use quartermaster::index::dot;
 use quartermaster::rag::embedded::EmbeddedStore;
 use quartermaster::rag::pg::PgVectorStore;
 use quartermaster::rag::store::vector_to_bytes;
 use quartermaster::rag::{ChunkStore, Filter, PgVectorParams, RagConfig, ScoredChunk};
-use quartermaster::store::{Store, now_ms};
+use quartermaster::store::Store;
 use rayon::prelude::*;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, QueryBuilder, Sqlite, SqlitePool};
 
 use super::common::{DIM, Rng, Topics, env_or, normalise, pct, topic_dataset};
-use super::{K, Report, TENANT, create_database, drop_database, ms_since, sqlite_url};
+use super::{K, Report, TENANT, create_database, drop_database, sqlite_url};
 
 /// Synthetic chunks per synthetic document.
 const PER_DOC: usize = 100;
@@ -159,6 +160,17 @@ async fn measure(
         exact_recall: exact_found as f64 / expected_exact.max(1) as f64,
         exact_queries: exact_n,
     })
+}
+
+/// The search table's header (its rows: `search_row`).
+pub(super) fn table_header() -> String {
+    format!(
+        "| store | chunks | rows written | index build | search p50 / p99 | store's exact path p50 | in-process exact scan p50 | recall@{K} |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// One row of the search table.

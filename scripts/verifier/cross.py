@@ -5,7 +5,7 @@ head on the [CLS] state. Only those small tensors are exported (models/verifier/
 ~1.4 MB, compiled into the gateway);
 the gateway merges the adapters into the MiniLM weights that models/fetch.sh already fetched.
 
-Splits (pairs indexed 0.. in file order after the header, as in src/cli/eval_cache.rs):
+Splits (pairs indexed 0.. in file order after the header, as in src/cli/eval_cache/mod.rs):
   train        index % 4 == 0 of qqp-dev.tsv and stsb-dev.tsv, the even half's traps and
                rewrites except those made from a calibration-quarter question, and
                nearest-neighbour negatives mined from those pairs; with --external, the

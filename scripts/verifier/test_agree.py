@@ -66,7 +66,8 @@ class Read(unittest.TestCase):
             "0123456789AB\tsame\n",  # upper-case hex
             "0123456789a\tsame\n",  # 11 digits
             "x\t82ae4d8840ff\tsame\n",  # index not a number
-            "0123456789ab same\n",  # no tab
+            "0123456789ab\t\tsame\n",  # an empty column: neither a key nor an index and hash
+            "22\t82ae4d8840ff\n",  # no verdict column: the hash is read as the verdict
             "0123456789ab\tsame\n22\t82ae4d8840ff\tsame\n",  # two kinds in one file
             "0123456789ab\tsame\n0123456789ab\tdifferent\n",  # one item judged two ways
         ):
@@ -90,15 +91,16 @@ class Main(unittest.TestCase):
         keys = [f"{i:012x}" for i in range(6)]
         first = write(self.dir, "a.tsv", "".join(
             f"{k}\t{v}\n" for k, v in zip(keys, ["same", "same", "different", "unclear", "same", "same"])))
-        # keys[5] is judged by the first reader only; keys[6] (extra) by the second only.
+        # keys[5] is judged by the first reader only; two other keys by the second only.
         second = write(self.dir, "b.tsv", "".join(
-            f"{k}\t{v}\n" for k, v in zip(keys[:5] + ["0000000000ff"], ["same", "different", "different", "same", "unclear", "same"])))
+            f"{k}\t{v}\n" for k, v in zip(keys[:5] + ["0000000000fe", "0000000000ff"],
+                                          ["same", "different", "different", "same", "unclear", "same", "different"])))
         out = self.dir / "both.tsv"
         done = run(str(first), str(second), "--both", str(out))
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertIn("both judged 5", done.stdout)
         self.assertIn("judged only in a.tsv: 1", done.stdout)
-        self.assertIn("judged only in b.tsv: 1", done.stdout)
+        self.assertIn("judged only in b.tsv: 2", done.stdout)
         self.assertIn("| same | 1 | 1 | 1 | 3 |", done.stdout)
         self.assertIn("| different | 0 | 1 | 0 | 1 |", done.stdout)
         self.assertIn("| unclear | 1 | 0 | 0 | 1 |", done.stdout)

@@ -2,7 +2,7 @@
 """Synthetic hard negatives ("traps") and true paraphrases for the semantic-cache verifier,
 made deterministically (seeded) from the real questions of one half of the labeled pair files.
 
-The half follows the gateway's split (src/cli/eval_cache.rs): pairs are indexed 0.. in file
+The half follows the gateway's split (src/cli/eval_cache/mod.rs): pairs are indexed 0.. in file
 order after the header; even index = tune/train half, odd index = held-out test half.
 
 Traps (label 0), each a (real question, altered question) pair:

@@ -266,7 +266,7 @@ async fn redrive_all(State(state): State<Arc<AppState>>) -> Result<axum::Json<Va
 /// what they spent today and this month (UTC, the budgets' windows).
 async fn list_tenants(State(state): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
     let tenants = state.store.list_tenants().await?;
-    let (day_start, month_start) = crate::usage::budget_windows(crate::store::now_ms());
+    let (day_start, month_start) = crate::usage::budget_windows(crate::clock::now_ms());
     let spend = state.store.tenant_spend(day_start, month_start).await?;
     let live = state.chat.live.load();
     let data: Vec<Value> = tenants

@@ -227,7 +227,7 @@ pub async fn admin_stats(
     let counts = cache.counts().await.map_err(internal)?;
     let (live, tombstones) = cache.index_stats();
     // The false-hit estimate per tenant over the last 30 days.
-    let since = crate::store::now_ms() - 30 * 86_400_000;
+    let since = crate::clock::now_ms() - 30 * 86_400_000;
     let mut tenants = Vec::with_capacity(counts.len());
     for (t, n) in counts {
         let estimate = cache.false_hit_estimate(&t, since).await?;

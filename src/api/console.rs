@@ -22,8 +22,8 @@ use super::state::AppState;
 use crate::api::error::ApiError;
 use crate::auth::console;
 use crate::auth::roles::Operator;
+use crate::clock::now_ms;
 use crate::error::ErrorCode;
-use crate::store::now_ms;
 use crate::usage::overview;
 
 /// The admin routes (behind the operator middleware).

@@ -20,8 +20,9 @@ use super::extractors::{ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::api::error::ApiError;
 use crate::auth::Principal;
+use crate::clock::now_ms;
 use crate::notify::{inbox, live};
-use crate::store::{Pool, now_ms};
+use crate::store::Pool;
 
 #[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -276,7 +276,7 @@ impl AuthJs {
                         .get("exp")
                         .and_then(Value::as_i64)
                         .ok_or(SessionError::Malformed)?;
-                    if crate::store::now_ms() / 1000 > exp {
+                    if crate::clock::now_ms() / 1000 > exp {
                         return Err(SessionError::Expired);
                     }
                     let tenant = self
@@ -319,7 +319,7 @@ impl AuthJs {
         let answer = match row {
             Err(e) => return Err(SessionError::Store(e.to_string())), // not cached
             Ok(None) => Err(SessionError::Unknown),
-            Ok(Some((_, expires))) if (crate::store::now_ms() as f64) / 1000.0 > expires => {
+            Ok(Some((_, expires))) if (crate::clock::now_ms() as f64) / 1000.0 > expires => {
                 Err(SessionError::Expired)
             }
             Ok(Some((user, _))) => Ok(Session {

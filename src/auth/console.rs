@@ -8,8 +8,9 @@ use sha2::{Digest, Sha256};
 
 use super::roles::{Operator, Role};
 use super::totp;
+use crate::clock::now_ms;
 use crate::error::{Code, ErrorCode};
-use crate::store::{MfaRow, Store, StoreError, now_ms};
+use crate::store::{MfaRow, Store, StoreError};
 
 pub const SESSION_PREFIX: &str = "qms_";
 const ISSUER: &str = "Quartermaster";

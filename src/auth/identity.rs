@@ -191,7 +191,7 @@ impl Identities {
         }
         let ctx = serde_json::json!({
             "tenant": tenant.name, "user": user, "issuer": v.issuer_name,
-            "at": crate::clock::rfc3339(crate::store::now_ms() / 1000),
+            "at": crate::clock::rfc3339(crate::clock::now_ms() / 1000),
         });
         let notice = match crate::notify::Notice::render(
             "sign_in",
@@ -237,7 +237,7 @@ impl Identities {
         let v = jwt.verify(token).await.map_err(IdentityError::Token)?;
         let left = v.claims["exp"]
             .as_i64()
-            .map(|exp| exp - crate::store::now_ms() / 1000)
+            .map(|exp| exp - crate::clock::now_ms() / 1000)
             .unwrap_or(0);
         if left > 0 {
             let keep = VERIFIED_TTL.min(Duration::from_secs(left as u64));

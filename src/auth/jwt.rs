@@ -8,9 +8,8 @@
 //! HMAC algorithm where public keys are configured above all), a key of another type than
 //! the algorithm's, tokens from an unknown issuer. Legacy HS256 issuers (Supabase's JWT
 //! secret) are accepted only when configured with `hmac_secret_env`, and then only HS256.
-//!
-//! Signatures are verified with `ring` (already the TLS stack's), from the JWK's own
-//! parameters: RSA modulus and exponent, the P-256 point, the Ed25519 key.
+
+mod keys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -223,7 +222,7 @@ fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 fn now_secs() -> i64 {
-    crate::store::now_ms() / 1000
+    crate::clock::now_ms() / 1000
 }
 
 impl JwtVerifier {
@@ -461,6 +460,5 @@ fn check_audience(claims: &Value, accepted: &[String]) -> Result<(), JwtError> {
     if ok { Ok(()) } else { Err(JwtError::Audience) }
 }
 
-mod keys;
 #[cfg(test)]
 mod tests;

@@ -141,7 +141,7 @@ pub async fn create_user_key(
         sqlx::query(
             "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, created_at, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&id).bind(&tenant.id).bind(name).bind(&key_hash).bind(&prefix)
-            .bind(crate::store::now_ms()).bind(user)
+            .bind(crate::clock::now_ms()).bind(user)
             .execute(&mut *tx).await?;
         for n in &notices {
             crate::notify::insert_notice!(tx, n, attempts)?;

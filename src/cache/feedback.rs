@@ -7,7 +7,8 @@
 use serde::Serialize;
 
 use super::Cache;
-use crate::store::{StoreError, now_ms, on_pool};
+use crate::clock::now_ms;
+use crate::store::{StoreError, on_pool};
 
 /// Where a verdict came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,8 @@ use serde::Serialize;
 use super::config::{CALIBRATION, CROSS_CALIBRATION, calibrated};
 use super::feedback::wilson;
 use super::{Cache, VerifierMode};
-use crate::store::{StoreError, now_ms, on_pool};
+use crate::clock::now_ms;
+use crate::store::{StoreError, on_pool};
 
 /// Verdicts and hits from this far back count.
 pub const GUARD_WINDOW_MS: i64 = 7 * 86_400_000;

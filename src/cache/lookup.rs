@@ -7,7 +7,8 @@ use super::{
     CROSS_MAX_READ, Cache, CacheKeys, EntryRow, Hit, HitKind, StoredAnswer, VerifierMode, checksum,
     verify,
 };
-use crate::store::{StoreError, now_ms, on_pool};
+use crate::clock::now_ms;
+use crate::store::{StoreError, on_pool};
 
 impl Cache {
     /// Reads one entry's answer, checking it is whole: a row whose checksum or JSON does not

@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::clock::now_ms;
 pub use crate::index::{Candidate, HnswIndex, HnswParams};
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::store::{Store, StoreError, on_pool};
 use crate::types::Usage;
 pub use backend::{IndexError, VectorIndex};
 pub use config::*;

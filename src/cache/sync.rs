@@ -15,7 +15,8 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Cache;
-use crate::store::{Pool, Store, now_ms};
+use crate::clock::now_ms;
+use crate::store::{Pool, Store};
 
 pub const CHANNEL: &str = "qm_cache";
 /// Ids per message (a NOTIFY payload holds under 8,000 bytes; ids are 35).

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Cache, sync};
-use crate::store::{StoreError, now_ms, on_pool};
+use crate::clock::now_ms;
+use crate::store::{StoreError, on_pool};
 
 impl Cache {
     pub(super) async fn delete_ids(&self, tenant: &str, ids: &[String]) -> Result<u64, StoreError> {

@@ -245,7 +245,7 @@ async fn run() -> anyhow::Result<()> {
             let from = parse_day(&since)?;
             let to = match until {
                 Some(u) => parse_day(&u)?,
-                None => crate::store::now_ms().div_euclid(86_400_000),
+                None => crate::clock::now_ms().div_euclid(86_400_000),
             };
             anyhow::ensure!(from <= to, "--since is after --until");
             let store =

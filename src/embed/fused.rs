@@ -12,6 +12,9 @@
 //! - small matmuls (one short query) run single-threaded, where threading costs more than it
 //!   saves; large ones use all threads.
 
+mod kernels;
+mod load;
+
 use rayon::prelude::*;
 
 use super::EmbedError;
@@ -81,6 +84,19 @@ const PARALLEL_MIN_MACS: usize = 1 << 21;
 const SKINNY_SPLIT_MIN_MACS: usize = 1 << 20;
 
 impl FusedBert {
+    /// Keeps the first `n` encoder layers only (a verifier trained to read a pair with
+    /// fewer layers than the embedder uses).
+    pub fn keep_layers(mut self, n: usize) -> Result<Self, EmbedError> {
+        if n == 0 || n > self.layers.len() {
+            return Err(EmbedError::Model(format!(
+                "{n} layers asked of a model with {}",
+                self.layers.len()
+            )));
+        }
+        self.layers.truncate(n);
+        Ok(self)
+    }
+
     pub fn layers(&self) -> usize {
         self.layers.len()
     }
@@ -421,7 +437,5 @@ impl SendPtr {
     }
 }
 
-mod kernels;
-mod load;
 #[cfg(test)]
 mod tests;

@@ -18,12 +18,12 @@ impl JobHandler for HousekeepingJob {
         let jobs = self.queue.purge_done().await?;
         let keys = crate::idempotency::purge_expired(self.queue.store(), self.idempotency_ttl_secs)
             .await?;
-        let before = crate::store::now_ms() - (self.responses_retention_days * 86_400_000) as i64;
+        let before = crate::clock::now_ms() - (self.responses_retention_days * 86_400_000) as i64;
         let responses = self.queue.store().purge_responses(before).await?;
         let sessions = self
             .queue
             .store()
-            .purge_sessions(crate::store::now_ms() - 86_400_000)
+            .purge_sessions(crate::clock::now_ms() - 86_400_000)
             .await?;
         tracing::info!(
             jobs,

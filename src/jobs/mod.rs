@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::store::{Pool, Store, StoreError, now_ms, on_pool};
+use crate::clock::now_ms;
+use crate::store::{Pool, Store, StoreError, on_pool};
 
 mod housekeeping;
 mod runner;

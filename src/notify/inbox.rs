@@ -5,7 +5,8 @@
 
 use serde::Serialize;
 
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::clock::now_ms;
+use crate::store::{Store, StoreError, on_pool};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, schemars::JsonSchema)]
 #[schemars(rename = "Notification")]

@@ -18,7 +18,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::inbox::{self, Item};
-use crate::store::{Pool, Store, now_ms};
+use crate::clock::now_ms;
+use crate::store::{Pool, Store};
 
 pub const CHANNEL: &str = "qm_notifications";
 /// How far back each read looks for transactions that committed after later ones.

@@ -15,7 +15,8 @@ pub mod templates;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::clock::now_ms;
+use crate::store::{Store, StoreError, on_pool};
 
 /// The job that sends one outbox email (handled in `integrations/email`).
 pub const JOB_EMAIL: &str = "email.send";

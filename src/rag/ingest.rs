@@ -13,8 +13,8 @@ use super::{
     has_nul,
 };
 use crate::cache::key::sha256_hex;
+use crate::clock::now_ms;
 use crate::embed::Priority;
-use crate::store::now_ms;
 
 /// A document to ingest, already extracted to text.
 #[derive(Debug, Clone)]

@@ -4,7 +4,8 @@
 //! that locks the counter's row, so concurrent replicas never take more than is left but for
 //! the one lease that crosses the limit, which is at most what its request needs.
 
-use super::{Pool, Store, StoreError, now_ms};
+use super::{Pool, Store, StoreError};
+use crate::clock::now_ms;
 
 /// One counter: a scope (`tenant:ID`, `key:ID`), a kind of limit and its window.
 #[derive(Debug, Clone, Copy)]

@@ -2,7 +2,8 @@
 //! until its first code confirms it) and console sessions (stored by the SHA-256 of their
 //! token, so a database dump holds no usable session).
 
-use super::{Store, StoreError, now_ms, on_pool};
+use super::{Store, StoreError, on_pool};
+use crate::clock::now_ms;
 
 /// An operator's TOTP enrolment.
 #[derive(Debug, Clone, PartialEq, Eq)]

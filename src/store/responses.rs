@@ -5,7 +5,8 @@
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError, now_ms, on_pool};
+use super::{Store, StoreError, on_pool};
+use crate::clock::now_ms;
 
 /// One stored response.
 #[derive(Debug, Clone, PartialEq)]

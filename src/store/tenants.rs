@@ -1,7 +1,8 @@
 //! Every query on tenants and their API keys: creating and finding tenants, the operator's
 //! listing, and the key table behind authentication.
 
-use super::{Store, StoreError, now_ms, on_pool};
+use super::{Store, StoreError, on_pool};
+use crate::clock::now_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {

@@ -1,20 +1,30 @@
-//! Deserialization of the wire types. The open structs keep unknown fields in `extra`; serde's
-//! `#[serde(flatten)]` does that by buffering each unknown field, key and value, into its
-//! private `Content` tree and then reading them again into the map, and `#[serde(untagged)]`
-//! buffers the whole message content before trying each variant: on every request, response
-//! and stream chunk. `open_struct!` writes the visitor by hand instead: unknown fields go
-//! straight into `Value`s, keys are borrowed from the input where they can be. Missing,
-//! duplicate and mistyped fields give serde's own errors; a bad content part is reported at
-//! its own path (`messages[0].content[1].type`), not as "did not match any variant".
+//! The hand-written `Deserialize` of the open structs and of message content. The open
+//! structs keep unknown fields in `extra`; serde's `#[serde(flatten)]` does that by buffering
+//! each unknown field, key and value, into its private `Content` tree and then reading them
+//! again into the map, and `#[serde(untagged)]` buffers the whole message content before
+//! trying each variant: on every request, response and stream chunk. `open_struct!` writes
+//! the visitor by hand instead: unknown fields go straight into `Value`s, keys are borrowed
+//! from the input where they can be. Missing, duplicate and mistyped fields give serde's own
+//! errors; a bad content part is reported at its own path (`messages[0].content[1].type`),
+//! not as "did not match any variant".
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
     ChatChunk, ChatCompletion, ChatCompletionRequest, ChatMessage, ChunkChoice, CompletionChoice,
-    ContentPart, Delta, MessageContent, Role, Stop, StreamOptions, Usage, chunk_object,
-    completion_object,
+    ContentPart, Delta, MessageContent, Role, Stop, StreamOptions, Usage,
 };
+
+/// `object` when a chunk leaves it out.
+fn chunk_object() -> String {
+    "chat.completion.chunk".into()
+}
+
+/// `object` when a completion leaves it out.
+fn completion_object() -> String {
+    "chat.completion".into()
+}
 
 /// A map key, borrowed from the input when it has no escapes.
 enum Key<'de> {

@@ -108,7 +108,7 @@ fn validation_catches_semantic_errors() {
 fn chunk_serializes_null_finish_reason() {
     let chunk = ChatChunk {
         id: "c".into(),
-        object: chunk_object(),
+        object: "chat.completion.chunk".into(),
         created: 1,
         model: "m".into(),
         choices: vec![ChunkChoice {

@@ -18,8 +18,9 @@ use super::lease::{Leases, Taken};
 use super::limits::{
     BudgetError, LimitsConfig, Scope, day_index, month_index, month_start_day, retry_after_secs,
 };
+use crate::clock::now_ms;
 use crate::error::Code;
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::store::{Store, StoreError, on_pool};
 
 #[derive(Debug, Default)]
 struct ScopeState {

@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use super::limits::{
     BudgetError, Limits, Scope, day_index, month_index, month_start_day, retry_after_secs,
 };
+use crate::clock::now_ms;
 use crate::error::Code;
 use crate::store::limits::{CounterKey, CounterStart, LeaseAsk};
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{Store, StoreError};
 
 /// A lease unused this long is given back.
 const IDLE: Duration = Duration::from_secs(2);

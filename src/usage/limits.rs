@@ -88,7 +88,9 @@ impl LimitsConfig {
     }
 }
 
-/// UTC calendar helpers (no time zone database needed).
+// UTC calendar helpers (no time zone database needed).
+
+/// The day index (days since 1970-01-01, UTC) of a time in milliseconds.
 pub(super) fn day_index(ms: i64) -> i64 {
     ms.div_euclid(86_400_000)
 }
@@ -102,13 +104,7 @@ pub(super) fn month_index(day: i64) -> i64 {
 /// Day index of the first day of a month index.
 pub(super) fn month_start_day(month: i64) -> i64 {
     let (y, m) = (month.div_euclid(12), month.rem_euclid(12) + 1);
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    crate::clock::days_from_civil(y, m as u32, 1)
 }
 
 #[derive(Debug, Clone)]

@@ -18,8 +18,9 @@ pub use limits::{BudgetError, Limits, LimitsConfig, Scope, budget_windows};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use crate::clock::now_ms;
 use crate::error::ErrorCode;
-use crate::store::{RequestLogRecord, RequestLogWriter, now_ms};
+use crate::store::{RequestLogRecord, RequestLogWriter};
 use crate::telemetry::genai;
 use crate::telemetry::trace::Span;
 use crate::types::Usage;

@@ -130,7 +130,7 @@ async fn deliver(
 }
 
 fn now_ms() -> i64 {
-    quartermaster::store::now_ms()
+    quartermaster::clock::now_ms()
 }
 
 /// The text retrieval returns of document `doc` for `query`.

@@ -294,7 +294,7 @@ async fn sendgrid_and_postmark_delivery_events() {
     )
     .await;
     assert_eq!(r.status(), 400);
-    let stale_ts = (quartermaster::store::now_ms() / 1000 - 3600).to_string();
+    let stale_ts = (quartermaster::clock::now_ms() / 1000 - 3600).to_string();
     let Some(stale) = signed(
         "sendgrid",
         &batch,

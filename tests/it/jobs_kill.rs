@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mock_stripe::{self, MockStripe};
-use quartermaster::store::{Store, now_ms, on_pool};
+use quartermaster::clock::now_ms;
+use quartermaster::store::{Store, on_pool};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -129,7 +129,7 @@ async fn nul_characters_on_postgres() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let event = serde_json::json!({"id": "evt_\u{0}1", "type": "customer.created"}).to_string();
-    let t = quartermaster::store::now_ms() / 1000;
+    let t = quartermaster::clock::now_ms() / 1000;
     let sig = quartermaster::integrations::stripe::signature::sign(event.as_bytes(), secret, t);
     let r = app
         .http

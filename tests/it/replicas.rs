@@ -17,7 +17,8 @@ use common::binary::{Gateway, model_dir};
 use common::mock_stripe::{self, MockStripe};
 use common::nginx::Nginx;
 use common::{MockUpstream, fresh_database};
-use quartermaster::store::{Store, now_ms, on_pool};
+use quartermaster::clock::now_ms;
+use quartermaster::store::{Store, on_pool};
 use serde_json::json;
 
 fn replica_config(mock: &str, stripe: &str, spill: &std::path::Path, limited: &[String]) -> String {

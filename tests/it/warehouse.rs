@@ -16,7 +16,7 @@ const ADMIN: &str = "adm_warehouse";
 const DAY_MS: i64 = 86_400_000;
 
 fn now_ms() -> i64 {
-    quartermaster::store::now_ms()
+    quartermaster::clock::now_ms()
 }
 
 /// `rows` request-log rows spread evenly over the `days` days before today, each with a
@@ -207,7 +207,7 @@ async fn export_matches_usage_rewrites_identically_and_survives_kill_9() {
     // kill -9 mid-export: enough rows that the export takes a while; killed once its first
     // file is in place. Every visible .parquet file is whole; the next export completes.
     seed_history(&store, "b", 6, 300_000).await;
-    let since = quartermaster::integrations::warehouse::day_name(now_ms().div_euclid(DAY_MS) - 6);
+    let since = quartermaster::clock::day_name(now_ms().div_euclid(DAY_MS) - 6);
     let killed = work.path().join("killed");
     let mut child = export(&config, &killed, &since)
         .stdout(std::process::Stdio::null())

@@ -216,8 +216,9 @@ impl Score {
         };
         (self.correct + gained).saturating_sub(lost)
     }
-    /// A 95 % Wilson interval around the hand-verdict range: the lower bound with the
-    /// unclear hits wrong, the upper bound with them right.
+    /// A 95 % Wilson interval around the two hand-verdict precisions: the lower bound of
+    /// [`Score::adjudicated_precision`] (unclear hits wrong) and the upper bound of
+    /// [`Score::adjudicated_precision_high`] (unclear hits right); (0, 1) without hits.
     pub fn hand_interval(&self) -> (f64, f64) {
         let wilson = |right: usize| super::feedback::wilson(right as i64, self.hits as i64);
         (

@@ -1,5 +1,6 @@
-//! The fused row loops of the forward pass: bias, GELU, residual + LayerNorm, softmax, each
-//! one pass over rows already in cache.
+//! The fused row loops of the forward pass: bias, GELU (with a branch-free `erf`), residual +
+//! LayerNorm, softmax, each one pass over rows already in cache; and `first_rows`, each
+//! sequence's first token.
 
 use super::LayerNorm;
 

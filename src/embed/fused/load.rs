@@ -1,5 +1,5 @@
-//! Loading the safetensors weights into flat row-major buffers (Q, K and V concatenated),
-//! each weight optionally adjusted on the way (a verifier's adapters merged in).
+//! Loading the weights. The safetensors tensors become flat row-major buffers (Q, K and V
+//! concatenated), each optionally adjusted on the way (a verifier's adapters merged in).
 
 use std::path::Path;
 
@@ -124,22 +124,9 @@ impl FusedBert {
             cfg,
         })
     }
-
-    /// Keeps the first `n` encoder layers only (a verifier trained to read a pair with
-    /// fewer layers than the embedder uses).
-    pub fn keep_layers(mut self, n: usize) -> Result<Self, EmbedError> {
-        if n == 0 || n > self.layers.len() {
-            return Err(EmbedError::Model(format!(
-                "{n} layers asked of a model with {}",
-                self.layers.len()
-            )));
-        }
-        self.layers.truncate(n);
-        Ok(self)
-    }
 }
 
-pub(super) fn flat(t: &Tensor, transpose: bool) -> Result<Vec<f32>, EmbedError> {
+fn flat(t: &Tensor, transpose: bool) -> Result<Vec<f32>, EmbedError> {
     let t = t.to_dtype(DType::F32).map_err(model_err)?;
     let t = if transpose {
         t.t().map_err(model_err)?.contiguous().map_err(model_err)?
@@ -152,6 +139,6 @@ pub(super) fn flat(t: &Tensor, transpose: bool) -> Result<Vec<f32>, EmbedError> 
         .map_err(model_err)
 }
 
-pub(super) fn model_err(e: candle_core::Error) -> EmbedError {
+fn model_err(e: candle_core::Error) -> EmbedError {
     EmbedError::Model(e.to_string())
 }

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::clock::now_ms;
+use crate::store::{Store, StoreError, on_pool};
 
 const REMEMBER: Duration = Duration::from_secs(5);
 

@@ -15,10 +15,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::clock::now_ms;
 use crate::integrations::signatures::{self, hex_hmac};
 use crate::jobs::JobQueue;
 use crate::notify::{self, Notice, Priority};
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::store::{Store, StoreError, on_pool};
 
 /// `[cal]`.
 #[derive(Debug, Clone, Deserialize, Default)]

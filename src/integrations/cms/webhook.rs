@@ -6,9 +6,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{CmsSource, Kind, at, revision_key};
+use crate::clock::now_ms;
 use crate::integrations::signatures::{canonical_request, timestamped_hmac};
 use crate::jobs::{JobQueue, NewJob, enqueue_job};
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::store::{Store, StoreError, on_pool};
 
 pub const JOB_APPLY: &str = "cms.apply";
 

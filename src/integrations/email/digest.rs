@@ -6,9 +6,10 @@
 use async_trait::async_trait;
 use serde_json::json;
 
+use crate::clock::now_ms;
 use crate::jobs::{JobError, JobHandler, JobQueue, JobRow, NewJob};
 use crate::notify::{self, Notice, Priority};
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::store::{Store, StoreError, on_pool};
 
 /// At most this many notifications in one digest (the rest wait for the next).
 const PER_DIGEST: i64 = 50;

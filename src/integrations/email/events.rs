@@ -14,8 +14,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::clock::now_ms;
 use crate::integrations::signatures::{self, ecdsa_p256, standard_webhooks};
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::store::{Store, StoreError, on_pool};
 
 /// `[email.webhooks]`.
 #[derive(Debug, Clone, Deserialize)]

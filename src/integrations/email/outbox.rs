@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{Email, EmailProvider, SendError, Stream};
+use crate::clock::now_ms;
 use crate::jobs::{JobError, JobHandler, JobRow};
-use crate::store::{Store, now_ms, on_pool};
+use crate::store::{Store, on_pool};
 
 pub struct SendJob {
     pub store: Store,

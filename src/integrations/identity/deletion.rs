@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{AuditLog, Event};
+use crate::clock::now_ms;
 use crate::jobs::{JobError, JobHandler, JobQueue, JobRow, NewJob};
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::store::{Store, StoreError, on_pool};
 
 mod external;
 

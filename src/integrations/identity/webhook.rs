@@ -9,9 +9,10 @@ use serde_json::Value;
 use super::WebhookSource;
 use super::deletion;
 use crate::audit::AuditLog;
+use crate::clock::now_ms;
 use crate::integrations::signatures::standard_webhooks;
 use crate::jobs::JobQueue;
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::store::{Store, StoreError, on_pool};
 
 /// An identity provider's delivery refused (the shared webhook error).
 pub type IdentityWebhookError = crate::integrations::signatures::WebhookError;

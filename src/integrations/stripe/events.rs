@@ -8,9 +8,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Billing, JOB_ENFORCE, JOB_REMIND};
+use crate::clock::now_ms;
 use crate::jobs::{JobError, JobHandler, JobQueue, JobRow, NewJob, enqueue_job};
 use crate::notify::{Notice, insert_notice};
-use crate::store::{Store, now_ms, on_pool};
+use crate::store::{Store, on_pool};
 
 /// One statement of a handler's transaction.
 #[derive(Debug, Clone)]

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::Billing;
+use crate::clock::now_ms;
 use crate::jobs::{JobError, JobHandler, JobRow};
-use crate::store::{Store, now_ms, on_pool};
+use crate::store::{Store, on_pool};
 
 /// Pushes each tenant's token usage since its last push to Stripe meter events.
 pub struct MeterJob {

@@ -27,8 +27,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::clock::now_ms;
 use crate::jobs::{JOB_HOUSEKEEPING, JobQueue, NewJob};
-use crate::store::{StoreError, now_ms};
+use crate::store::StoreError;
 
 pub const JOB_EVENT: &str = "stripe.event";
 pub const JOB_METER: &str = "stripe.meter_usage";

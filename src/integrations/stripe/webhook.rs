@@ -5,8 +5,9 @@
 use serde_json::{Value, json};
 
 use super::{Billing, JOB_EVENT, signature};
+use crate::clock::now_ms;
 use crate::jobs::{JobQueue, NewJob, enqueue_job};
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::store::{Store, StoreError, on_pool};
 
 /// Why a delivery was refused.
 #[derive(Debug, thiserror::Error)]

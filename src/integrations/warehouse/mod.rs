@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::clock::now_ms;
 use crate::jobs::{JobError, JobHandler, JobQueue, JobRow, NewJob};
-use crate::store::{Store, StoreError, now_ms, on_pool};
+use crate::store::{Store, StoreError, on_pool};
 
 pub const JOB: &str = "warehouse.export";
 const DAY_MS: i64 = 86_400_000;
@@ -60,7 +61,7 @@ impl Default for WarehouseConfig {
     }
 }
 
-pub use crate::clock::day_name;
+use crate::clock::{day_name, days_from_civil};
 
 /// The day number of `YYYY-MM-DD`.
 pub fn parse_day(s: &str) -> anyhow::Result<i64> {
@@ -71,14 +72,7 @@ pub fn parse_day(s: &str) -> anyhow::Result<i64> {
         (1..=12).contains(&m) && (1..=31).contains(&d),
         "not a day: {s}"
     );
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = days_from_civil(y, m as u32, d as u32);
     anyhow::ensure!(
         day_name(days) == format!("{:04}-{:02}-{:02}", parts[0].parse::<i64>()?, m, d),
         "not a day: {s}"

@@ -31,7 +31,7 @@ pub(super) async fn insert_batch(store: &Store, batch: &[Row]) -> Result<(), Sto
         http_status, error_code, tokens_in, tokens_out, latency_ms, ttft_ms, created_at, logged_at, cost_usd, saved_usd, route_tier, route_reason, user_id) ";
     // `logged_at` is when the row is written (one writer, so it only grows): usage metering
     // reads by it, so a long stream that started in an earlier window is still counted.
-    let logged_at = crate::store::now_ms();
+    let logged_at = crate::clock::now_ms();
     on_pool!(store, pool => {
         // A batch is all or nothing: when it takes more than one statement they share a
         // transaction.
