@@ -25,6 +25,15 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+class InTempDir(unittest.TestCase):
+    """A test with its own temporary directory, `self.dir`, removed afterwards."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = Path(tmp.name)
+
+
 class Kappa(unittest.TestCase):
     def test_textbook_two_by_two(self):
         # 20 both yes, 5 yes/no, 10 no/yes, 15 both no: observed 0.7, chance 0.5, kappa 0.4.
@@ -46,14 +55,7 @@ class Kappa(unittest.TestCase):
             self.assertEqual(agree.both(b, a), "unclear")
 
 
-class Read(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.dir = Path(self.tmp.name)
-
-    def tearDown(self):
-        self.tmp.cleanup()
-
+class Read(InTempDir):
     def test_reads_both_kinds(self):
         hits = write(self.dir, "h.tsv", "# comment\n\n0123456789ab\tsame\nabcdefabcdef\tunclear\n")
         self.assertEqual(agree.read(hits), {("0123456789ab",): "same", ("abcdefabcdef",): "unclear"})
@@ -79,14 +81,7 @@ class Read(unittest.TestCase):
         self.assertEqual(agree.read(path), {("0123456789ab",): "same"})
 
 
-class Main(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.dir = Path(self.tmp.name)
-
-    def tearDown(self):
-        self.tmp.cleanup()
-
+class Main(InTempDir):
     def test_table_and_both_file(self):
         keys = [f"{i:012x}" for i in range(6)]
         first = write(self.dir, "a.tsv", "".join(
