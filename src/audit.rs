@@ -63,6 +63,69 @@ impl crate::jobs::JobHandler for ForwardJob {
     }
 }
 
+/// Appends the event `$e` (`&Event`) to the audit log `$audit` (`&AuditLog`) inside the
+/// caller's transaction `$tx` (a `sqlx::Transaction` variable), chained to the last row, and
+/// queues its SIEM forward in the same transaction: the action and its row commit together.
+/// On PostgreSQL it takes the audit lock first; on SQLite the transaction must hold the write
+/// lock already (`BEGIN IMMEDIATE`, or a write before). Evaluates to
+/// `Result<Row, sqlx::Error>`; after the commit, call [`AuditLog::appended`].
+#[macro_export]
+macro_rules! audit_in_tx {
+    ($audit:expr, $tx:ident, $e:expr) => {{
+        let audit: &$crate::audit::AuditLog = $audit;
+        let e: &$crate::audit::Event = $e;
+        let conn = &mut *$tx;
+        async move {
+            if audit.on_postgres() {
+                sqlx::query("SELECT pg_advisory_xact_lock(7310501)")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let last: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let (seq, prev) = match last {
+                Some((s, h)) => (s + 1, h),
+                None => (1, $crate::audit::GENESIS.to_string()),
+            };
+            let at = $crate::clock::now_ms();
+            let hash = $crate::audit::row_hash(&prev, seq, at, e);
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(seq)
+            .bind(at)
+            .bind(&e.actor)
+            .bind(&e.action)
+            .bind(&e.target)
+            .bind(e.detail.to_string())
+            .bind(&prev)
+            .bind(&hash)
+            .execute(&mut *conn)
+            .await?;
+            let row = $crate::audit::Row {
+                seq,
+                at,
+                actor: e.actor.clone(),
+                action: e.action.clone(),
+                target: e.target.clone(),
+                detail: e.detail.clone(),
+                prev_hash: prev,
+                hash,
+            };
+            if let Some(attempts) = audit.forward_attempts() {
+                let job = $crate::jobs::NewJob::new($crate::audit::JOB_FORWARD, &row);
+                $crate::jobs::enqueue_job!(&mut *conn, &job, attempts)?;
+            }
+            Ok::<_, sqlx::Error>(row)
+        }
+        .await
+    }};
+}
+pub use audit_in_tx;
+
 /// One action, before it is appended.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
@@ -197,12 +260,7 @@ impl AuditLog {
         for attempt in 0..5 {
             match self.try_append(&e).await {
                 Ok(row) => {
-                    if let Some(q) = &self.forward {
-                        let job = crate::jobs::NewJob::new(JOB_FORWARD, &row);
-                        if let Err(err) = q.enqueue(job).await {
-                            tracing::warn!(error = %err, seq = row.seq, "audit row not queued for the SIEM");
-                        }
-                    }
+                    self.appended();
                     return Ok(row);
                 }
                 Err(StoreError::Db(sqlx::Error::Database(db)))
@@ -216,37 +274,47 @@ impl AuditLog {
         unreachable!("returns within the attempts")
     }
 
+    /// Whether the store is PostgreSQL (then [`audit_in_tx!`] takes the audit lock).
+    pub fn on_postgres(&self) -> bool {
+        matches!(self.store.pool(), Pool::Postgres(_))
+    }
+
+    /// The attempts of the SIEM forward's job, when rows are forwarded.
+    pub fn forward_attempts(&self) -> Option<i64> {
+        self.forward.as_ref().map(|q| q.default_attempts())
+    }
+
+    /// After a transaction holding [`audit_in_tx!`] committed: wakes the forward's worker.
+    pub fn appended(&self) {
+        if let Some(q) = &self.forward {
+            q.wake();
+        }
+    }
+
     async fn try_append(&self, e: &Event) -> Result<Row, StoreError> {
-        let detail = e.detail.to_string();
-        let at = now_ms();
         // SQLite: the write lock from the start (a transaction that reads first and then
         // writes fails at once if another connection wrote in between).
-        let postgres = matches!(self.store.pool(), Pool::Postgres(_));
-        let begin = if postgres { "BEGIN" } else { "BEGIN IMMEDIATE" };
+        let begin = if self.on_postgres() {
+            "BEGIN"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
         let row: Result<Row, sqlx::Error> = on_pool!(&self.store, p => async {
             let mut tx = p.begin_with(sqlx::AssertSqlSafe(begin)).await?;
-            if postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock(7310501)").execute(&mut *tx).await?;
-            }
-            let last: Option<(i64, String)> = sqlx::query_as(
-                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx).await?;
-            let (seq, prev) = match last {
-                Some((s, h)) => (s + 1, h),
-                None => (1, GENESIS.to_string()),
-            };
-            let hash = row_hash(&prev, seq, at, e);
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-                .bind(seq).bind(at).bind(&e.actor).bind(&e.action).bind(&e.target)
-                .bind(&detail).bind(&prev).bind(&hash)
-                .execute(&mut *tx).await?;
+            let row = audit_in_tx!(self, tx, e)?;
             tx.commit().await?;
-            Ok(Row { seq, at, actor: e.actor.clone(), action: e.action.clone(),
-                target: e.target.clone(), detail: e.detail.clone(), prev_hash: prev, hash })
+            Ok(row)
         }.await);
         Ok(self.store.observe(row.map_err(StoreError::from))?)
+    }
+
+    /// Appends and waits, so the row is written before the caller answers, but a failure is
+    /// only logged: for actions already committed, where failing the caller would invite it
+    /// to do the action again.
+    pub async fn append_logged(&self, e: Event) {
+        if let Err(err) = self.append(e).await {
+            tracing::error!(error = %err, "audit row not written");
+        }
     }
 
     /// Appends without waiting (and without failing the caller): for actions on the request
@@ -377,5 +445,60 @@ mod tests {
             row_hash(GENESIS, 1, 5, &moved),
             "text moved between fields"
         );
+    }
+
+    /// Rows in `audit_log` and forward jobs queued.
+    async fn counts(store: &Store) -> (i64, i64) {
+        on_pool!(store, p => async {
+            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log").fetch_one(p).await?;
+            let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE kind = $1")
+                .bind(JOB_FORWARD).fetch_one(p).await?;
+            Ok::<_, sqlx::Error>((rows, jobs))
+        }.await)
+        .unwrap()
+    }
+
+    /// The row and its forward commit with the caller's transaction, or not at all; the chain
+    /// holds either way.
+    #[tokio::test]
+    async fn a_row_in_the_callers_transaction_commits_or_rolls_back_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        let queue = crate::jobs::JobQueue::new(store.clone(), Default::default());
+        let audit = AuditLog::new(store.clone(), Some(queue));
+        audit
+            .append(Event::new(
+                "admin",
+                "key.create",
+                None,
+                serde_json::json!({}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(counts(&store).await, (1, 1));
+        let event = Event::new(
+            "system",
+            "user.delete.requested",
+            None,
+            serde_json::json!({}),
+        );
+        for commit in [false, true] {
+            on_pool!(&store, p => async {
+                let mut tx = p.begin_with(sqlx::AssertSqlSafe("BEGIN IMMEDIATE")).await?;
+                let row = audit_in_tx!(&audit, tx, &event)?;
+                assert_eq!(row.seq, 2);
+                if commit {
+                    tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            }.await)
+            .unwrap();
+            let expected = if commit { (2, 2) } else { (1, 1) };
+            assert_eq!(counts(&store).await, expected, "commit: {commit}");
+        }
+        assert_eq!(verify(&store).await.unwrap(), Ok(2));
     }
 }

@@ -103,12 +103,17 @@ async fn require_operator(
     req.extensions_mut().insert(operator.clone());
     let response = next.run(req).await;
     if changes {
-        state.audit.record(Event::new(
-            operator.actor,
-            &format!("admin.{}", method.to_lowercase()),
-            Some(path),
-            json!({"status": response.status().as_u16(), "role": operator.role.as_str()}),
-        ));
+        // Written before the answer goes out (a change is never acknowledged unaudited unless
+        // the audit log itself fails, which is logged).
+        state
+            .audit
+            .append_logged(Event::new(
+                operator.actor,
+                &format!("admin.{}", method.to_lowercase()),
+                Some(path),
+                json!({"status": response.status().as_u16(), "role": operator.role.as_str()}),
+            ))
+            .await;
     }
     response
 }

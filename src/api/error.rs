@@ -323,6 +323,13 @@ impl From<crate::providers::ProviderError> for ApiError {
     /// What the client sees of an upstream that failed (after retries and failover).
     fn from(e: crate::providers::ProviderError) -> Self {
         use crate::providers::ProviderError;
+        if e.credentials_refused() {
+            return ApiError::Upstream {
+                status: 502,
+                message: "the upstream provider refused the gateway's credentials".into(),
+                code: Some("upstream_error".into()),
+            };
+        }
         match e {
             ProviderError::Status {
                 status,

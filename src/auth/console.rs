@@ -91,12 +91,13 @@ const MAX_FAILURES: i64 = 5;
 const LOCK_MS: i64 = 5 * 60_000;
 
 /// Checks a code against the actor's enrolment, once per step (a replayed code fails), and
-/// not while wrong codes have locked it.
+/// not while wrong codes have locked it; `end_sessions` as in [`Store::accept_mfa_step`].
 async fn accept_code(
     store: &Store,
     actor: &str,
     row: &MfaRow,
     code: &str,
+    end_sessions: Option<Option<&str>>,
 ) -> Result<(), ConsoleError> {
     let now = now_ms();
     if row.locked_until > now {
@@ -106,7 +107,13 @@ async fn accept_code(
     }
     let step = totp::verify(&row.secret, code, (now.max(0) / 1000) as u64);
     match step {
-        Some(step) if store.accept_mfa_step(actor, step as i64).await? => Ok(()),
+        Some(step)
+            if store
+                .accept_mfa_step(actor, step as i64, end_sessions)
+                .await? =>
+        {
+            Ok(())
+        }
         _ => {
             store.mfa_failed(actor, MAX_FAILURES, LOCK_MS).await?;
             Err(ConsoleError::InvalidCode)
@@ -127,7 +134,7 @@ pub async fn sign_in(
         .filter(|r| r.confirmed)
     {
         let code = code.ok_or(ConsoleError::MfaRequired)?;
-        accept_code(store, &operator.actor, &row, code).await?;
+        accept_code(store, &operator.actor, &row, code, None).await?;
     }
     let mut bytes = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
@@ -186,10 +193,8 @@ pub async fn confirm(
     match store.operator_mfa(actor).await? {
         Some(row) if row.confirmed => Err(ConsoleError::AlreadyEnrolled),
         Some(row) => {
-            accept_code(store, actor, &row, code).await?;
             let keep = current.filter(|t| is_session_token(t)).map(digest);
-            store.revoke_sessions_of(actor, keep.as_deref()).await?;
-            Ok(())
+            accept_code(store, actor, &row, code, Some(keep.as_deref())).await
         }
         None => Err(ConsoleError::NotEnrolling),
     }

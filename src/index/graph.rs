@@ -63,17 +63,23 @@ pub(super) struct Slots {
 
 impl Slots {
     /// Places `entry`: `Some(id)` when a new node must be inserted into the graph, `None`
-    /// when it is already live or joined the node of an equal vector. Recorded for a
+    /// when it is already live with this vector or joined the node of an equal vector.
+    /// An entry already live under another vector (or fingerprint) is replaced: ids are
+    /// reused (the retrieval store's `doc#0`), and a graph loaded from a snapshot older
+    /// than the store must take the store's vector, not keep its own. Recorded for a
     /// running rebuild so the new graph gets it too.
     pub(super) fn push(&mut self, entry: Arc<str>, fp: u64, vector: &[f32]) -> Option<usize> {
-        if self.by_entry.contains_key(&entry) {
-            return None;
+        let key = dedupe_key(fp, vector);
+        if let Some(&id) = self.by_entry.get(&entry) {
+            if self.slots[id].key == key {
+                return None;
+            }
+            self.remove(&entry);
         }
         if let Some(p) = self.pending.as_mut() {
             p.push((entry.clone(), fp, vector.to_vec()));
         }
         self.live_entries += 1;
-        let key = dedupe_key(fp, vector);
         if let Some(&id) = self.by_vector.get(&key) {
             self.slots[id].entries.push(entry.clone());
             self.by_entry.insert(entry, id);
@@ -146,7 +152,8 @@ impl Graph {
             }
             match s.push(entry, fp, vector) {
                 Some(id) => id,
-                None => return true, // already indexed, or shares an equal vector's node
+                // Already indexed with this vector, or shares an equal vector's node.
+                None => return true,
             }
         };
         // The slot exists before the point: a search can never see an id without a slot.

@@ -131,7 +131,9 @@ impl HnswIndex {
         }
     }
 
-    /// Bulk load for one tenant, inserting in parallel (start-up, benchmarks).
+    /// Bulk load for one tenant, inserting in parallel (start-up, benchmarks). Entries
+    /// already in the graph with the same vector are skipped; an entry there with another
+    /// vector (a snapshot older than the store) is replaced by the one given.
     pub fn load_tenant(&self, tenant: &str, items: Vec<(String, String, Vec<f32>)>) {
         self.changed();
         loop {

@@ -4,8 +4,12 @@
 //! own dump of the graph and its vectors, the entries of each node (`slots.json`), and last
 //! a manifest with every file's SHA-256. A version without a manifest (a process killed
 //! mid-write) or whose files fail their checksums is ignored and deleted; older versions go
-//! once a newer one is complete. The owner reconciles what it loaded with its store: entries
-//! stored since are inserted, entries gone since are removed.
+//! once a newer one is complete. The owner reconciles what it loaded with its store: it
+//! loads every stored entry into the graph (`HnswIndex::load_tenant`), which skips entries
+//! already there with the same vector, inserts those stored since and replaces those whose
+//! vector changed since (an id re-used for new content after the snapshot was written: each
+//! node's vector key is saved with it, see `Slots::push`); entries gone since are removed
+//! ([`stale`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -352,6 +356,44 @@ mod tests {
         let loaded = back.load(dir.path());
         assert_eq!(loaded.len(), 1, "only the undamaged tenant");
         assert_eq!(loaded[0].0, "other");
+    }
+
+    /// A snapshot older than the store (written, then ids re-used for new content, then the
+    /// process killed): loading the store's entries into it replaces those whose vector or
+    /// fingerprint changed since and skips the others.
+    #[test]
+    fn entries_changed_since_the_snapshot_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        filled().save(dir.path()).unwrap();
+        let back = HnswIndex::new(HnswParams::default(), 100);
+        assert_eq!(back.load(dir.path()).len(), 2);
+        let dead = back.dead();
+        let items: Vec<_> = (0..500u64)
+            .filter(|i| *i != 7)
+            .map(|i| match i {
+                3 | 42 => (format!("e{i}"), "fp".to_string(), unit(10_000 + i, 32)),
+                5 => (format!("e{i}"), "other-fp".to_string(), unit(i, 32)),
+                _ => (format!("e{i}"), "fp".to_string(), unit(i, 32)),
+            })
+            .collect();
+        back.load_tenant("tenant/ä b", items);
+        assert_eq!(back.len(), 500, "499 entries and the other tenant's one");
+        assert_eq!(back.dead(), dead + 3, "only the three changed entries");
+        for i in [3u64, 42] {
+            let hit = &back.search_sync("tenant/ä b", "fp", &unit(10_000 + i, 32), 1)[0];
+            assert_eq!(hit.entry_id, format!("e{i}"));
+            assert!(hit.similarity > 0.999, "the new vector: {hit:?}");
+            let old = &back.search_sync("tenant/ä b", "fp", &unit(i, 32), 1)[0];
+            assert!(old.similarity < 0.999, "the old vector is gone: {old:?}");
+        }
+        assert_eq!(
+            back.search_sync("tenant/ä b", "other-fp", &unit(5, 32), 1)[0].entry_id,
+            "e5"
+        );
+        assert_ne!(
+            back.search_sync("tenant/ä b", "fp", &unit(5, 32), 1)[0].entry_id,
+            "e5"
+        );
     }
 
     #[test]

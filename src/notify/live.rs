@@ -7,9 +7,12 @@
 //! notification). A stream reads back 5 s each time for transactions that commit after
 //! later ones; a notice whose transaction commits more than 5 s after it was made (or made
 //! on a replica whose clock is that far behind) is in the list but not pushed.
+//!
+//! A recipient is in the hub while it has a stream open: the last of its streams to close
+//! takes it out, so streams opened for any number of users leave nothing behind.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::Stream;
@@ -38,14 +41,46 @@ fn key(tenant: &str, user: &str) -> String {
     format!("{tenant} {user}")
 }
 
-/// A doorbell for one stream of `key` (dropped with the stream).
-fn subscribe(key: &str) -> Arc<Notify> {
-    let bell = Arc::new(Notify::new());
-    let mut hub = hub().lock().expect("notification hub");
-    let bells = hub.entry(key.to_string()).or_default();
-    bells.retain(|b| b.strong_count() > 0);
-    bells.push(Arc::downgrade(&bell));
-    bell
+/// The doorbell of one stream of a recipient, in the hub while it lives: dropped with the
+/// stream, it takes itself out, and its recipient with the last one.
+struct Subscription {
+    key: String,
+    bell: Arc<Notify>,
+}
+
+impl Subscription {
+    fn new(key: String) -> Self {
+        let bell = Arc::new(Notify::new());
+        let mut hub = hub().lock().expect("notification hub");
+        let bells = hub.entry(key.clone()).or_default();
+        bells.retain(|b| b.strong_count() > 0);
+        bells.push(Arc::downgrade(&bell));
+        Self { key, bell }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Nothing panics while holding the lock, but a drop must not panic: a poisoned map
+        // is still whole.
+        let mut hub = hub().lock().unwrap_or_else(PoisonError::into_inner);
+        let own = Arc::downgrade(&self.bell);
+        // Looked up under the lock: a stream of the same recipient opened meanwhile keeps
+        // the entry.
+        if let Some(bells) = hub.get_mut(&self.key) {
+            bells.retain(|b| b.strong_count() > 0 && !b.ptr_eq(&own));
+            if bells.is_empty() {
+                hub.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Where a stream resumed from a client's `Last-Event-ID` starts: the id is a creation time,
+/// but any number may arrive, so it is kept between the epoch and now (one from the future
+/// would otherwise hold back everything until then).
+fn resume_at(since_ms: i64) -> i64 {
+    since_ms.clamp(0, now_ms().max(0))
 }
 
 fn ring(key: &str) {
@@ -104,8 +139,8 @@ pub async fn listen(store: Store, shutdown: CancellationToken) {
     }
 }
 
-/// The recipient's notifications from `since_ms` on, as they arrive, each once; reads the
-/// store when hinted and every `poll`.
+/// The recipient's notifications from `since_ms` on (kept between the epoch and now), as
+/// they arrive, each once; reads the store when hinted and every `poll`.
 pub fn stream(
     store: Store,
     tenant: String,
@@ -113,14 +148,15 @@ pub fn stream(
     since_ms: i64,
     poll: Duration,
 ) -> impl Stream<Item = Item> + Send {
-    let bell = subscribe(&key(&tenant, &user));
+    let subscription = Subscription::new(key(&tenant, &user));
+    let since_ms = resume_at(since_ms);
     async_stream::stream! {
         let mut cursor = since_ms;
         let mut sent: HashMap<String, i64> = HashMap::new();
         loop {
             // Every page of the window (a burst, or a resume from long ago, is read whole
             // before the cursor moves on).
-            let from = cursor - LATE_COMMIT_MS;
+            let from = cursor.saturating_sub(LATE_COMMIT_MS);
             let mut after = String::new();
             let mut complete = true;
             loop {
@@ -148,13 +184,113 @@ pub fn stream(
                 }
             }
             if complete {
-                cursor = cursor.max(now_ms() - LATE_COMMIT_MS);
-                sent.retain(|_, at| *at >= cursor - 2 * LATE_COMMIT_MS);
+                cursor = cursor.max(now_ms().saturating_sub(LATE_COMMIT_MS));
+                let keep_from = cursor.saturating_sub(2 * LATE_COMMIT_MS);
+                sent.retain(|_, at| *at >= keep_from);
             }
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
-                _ = bell.notified() => {}
+                _ = subscription.bell.notified() => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use tokio::time::timeout;
+
+    use super::*;
+
+    /// How long a test waits for what should come at once.
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn in_hub(key: &str) -> bool {
+        hub().lock().unwrap().contains_key(key)
+    }
+
+    /// Writes a notification `id` for `user` of tenant `t1`, made at `created_at`.
+    async fn notify(store: &Store, user: &str, id: &str, created_at: i64) {
+        crate::store::on_pool!(store, p => sqlx::query(crate::notify::INSERT_NOTIFICATION_SQL)
+            .bind(id).bind("t1").bind(user).bind("test").bind("normal").bind("subject")
+            .bind("body").bind(id).bind(created_at).execute(p).await.map(|_| ()))
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_last_stream_of_a_recipient_takes_it_out_of_the_hub() {
+        let keys: Vec<String> = (0..1_000)
+            .map(|i| key("live-hub-test", &format!("u{i}")))
+            .collect();
+        let subscriptions: Vec<Subscription> =
+            keys.iter().cloned().map(Subscription::new).collect();
+        assert!(keys.iter().all(|k| in_hub(k)));
+        drop(subscriptions);
+        assert!(!keys.iter().any(|k| in_hub(k)));
+        // Two streams of one recipient: the one left open keeps it, and still hears a ring.
+        let both = key("live-hub-test", "both");
+        let first = Subscription::new(both.clone());
+        let second = Subscription::new(both.clone());
+        drop(first);
+        assert!(in_hub(&both));
+        ring(&both);
+        timeout(WAIT, second.bell.notified()).await.unwrap();
+        drop(second);
+        assert!(!in_hub(&both));
+    }
+
+    #[test]
+    fn a_resume_point_is_kept_between_the_epoch_and_now() {
+        assert_eq!(resume_at(i64::MIN), 0);
+        assert_eq!(resume_at(-1), 0);
+        assert_eq!(resume_at(1_000), 1_000);
+        let before = now_ms();
+        let at = resume_at(i64::MAX);
+        assert!(before <= at && at <= now_ms(), "{at}");
+    }
+
+    #[tokio::test]
+    async fn streams_leave_the_hub_and_resume_from_any_last_event_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("n.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        let poll = Duration::from_millis(20);
+        // Streams opened for made-up users and dropped (clients gone) leave nothing behind.
+        for i in 0..100 {
+            let user = format!("gone{i}");
+            let s = stream(
+                store.clone(),
+                "live-stream-test".into(),
+                user.clone(),
+                0,
+                poll,
+            );
+            assert!(in_hub(&key("live-stream-test", &user)));
+            drop(s);
+            assert!(!in_hub(&key("live-stream-test", &user)));
+        }
+        // A Last-Event-ID before the epoch reads from the beginning (without overflowing).
+        notify(&store, "old", "n_old", 1_000).await;
+        let mut old = Box::pin(stream(
+            store.clone(),
+            "t1".into(),
+            "old".into(),
+            i64::MIN,
+            poll,
+        ));
+        let item = timeout(WAIT, old.next()).await.unwrap().unwrap();
+        assert_eq!(item.id, "n_old");
+        // One at the end of time reads from now on, not never.
+        let mut new = Box::pin(stream(
+            store.clone(),
+            "t1".into(),
+            "new".into(),
+            i64::MAX,
+            poll,
+        ));
+        notify(&store, "new", "n_new", now_ms()).await;
+        let item = timeout(WAIT, new.next()).await.unwrap().unwrap();
+        assert_eq!(item.id, "n_new");
     }
 }

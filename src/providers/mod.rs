@@ -175,6 +175,21 @@ impl ModelRegistry {
     }
 }
 
+impl ProviderError {
+    /// The upstream refused the gateway's own credentials (401, 403, 407): the operator's
+    /// key, not the client's request, is at fault, so the client sees a 502 and the next
+    /// model is tried (retrying the same key cannot help).
+    pub fn credentials_refused(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Status {
+                status: 401 | 403 | 407,
+                ..
+            }
+        )
+    }
+}
+
 /// Where a provider's failure sits in the one table of error codes (`crate::error`).
 impl crate::error::ErrorCode for ProviderError {
     fn error_code(&self) -> crate::error::Code {
@@ -186,11 +201,15 @@ impl crate::error::ErrorCode for ProviderError {
         }
     }
 
-    /// An upstream's 4xx is the client's business and keeps its status; anything else the
-    /// upstream did wrong is a 502 (a timeout a 504).
+    /// An upstream's 4xx is the client's business and keeps its status (but a refusal of the
+    /// gateway's credentials); anything else the upstream did wrong is a 502 (a timeout a 504).
     fn http_status(&self) -> u16 {
         match self {
-            ProviderError::Status { status, .. } if (400..500).contains(status) => *status,
+            ProviderError::Status { status, .. }
+                if (400..500).contains(status) && !self.credentials_refused() =>
+            {
+                *status
+            }
             other => other.error_code().status(),
         }
     }

@@ -182,13 +182,18 @@ impl Rag {
         let duplicates = chunks.len() - records.len();
         let record = document_record(&doc, content_hash, records.len(), previous.as_ref(), now);
         let total = records.len();
+        // The answers grounded on the old text go first: if that fails, nothing is written
+        // and the caller sees the error (a retry does both). After the write, once more for
+        // any answer cached in between.
+        let mut cache_invalidated = 0;
+        if previous.is_some() {
+            cache_invalidated += self.invalidate_cache(tenant, &doc.id).await?;
+        }
         self.db
             .observe(self.store.put(tenant, &record, records).await)?;
-        let cache_invalidated = if previous.is_some() {
-            self.invalidate_cache(tenant, &doc.id).await
-        } else {
-            0
-        };
+        if previous.is_some() {
+            cache_invalidated += self.invalidate_again(tenant, &doc.id).await;
+        }
         metrics::counter!("qm_rag_documents_ingested_total").increment(1);
         metrics::counter!("qm_rag_chunks_embedded_total").increment(embedded as u64);
         Ok(IngestOutcome {
@@ -310,9 +315,12 @@ impl Rag {
 
     /// Deletes a document and the cache entries grounded on it.
     pub async fn delete(&self, tenant: &str, id: &str) -> Result<bool, RagError> {
+        // As in `ingest`: the grounded answers first (a failure deletes nothing), then the
+        // document, then the answers cached in between.
+        self.invalidate_cache(tenant, id).await?;
         let deleted = self.db.observe(self.store.delete(tenant, id).await)?;
         if deleted {
-            self.invalidate_cache(tenant, id).await;
+            self.invalidate_again(tenant, id).await;
         }
         Ok(deleted)
     }
@@ -348,11 +356,19 @@ impl Rag {
         Ok(n)
     }
 
-    /// Removes the cached answers grounded on a changed or deleted document; a failure is
-    /// logged, not returned, since the document write itself succeeded.
-    async fn invalidate_cache(&self, tenant: &str, id: &str) -> u64 {
-        let Some(cache) = &self.cache else { return 0 };
-        match cache.invalidate_tags(Some(tenant), &[doc_tag(id)]).await {
+    /// Removes the cached answers grounded on a document about to change or go; returns how
+    /// many. Before the write, so a failure stops it.
+    async fn invalidate_cache(&self, tenant: &str, id: &str) -> Result<u64, RagError> {
+        let Some(cache) = &self.cache else {
+            return Ok(0);
+        };
+        Ok(cache.invalidate_tags(Some(tenant), &[doc_tag(id)]).await?)
+    }
+
+    /// The same after the write, for answers cached while it ran; a failure is logged, not
+    /// returned, since the document write itself succeeded (and the window was short).
+    async fn invalidate_again(&self, tenant: &str, id: &str) -> u64 {
+        match self.invalidate_cache(tenant, id).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, document = %id, "invalidating cache entries grounded on a changed document failed");

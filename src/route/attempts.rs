@@ -58,7 +58,7 @@ impl Attempts<'_> {
         let open_for = Duration::from_secs(cfg.breaker_open_secs);
         let breakers = self.breakers;
         let mut last: Option<ProviderError> = None;
-        let spent = |extra: Duration| self.started.elapsed() + extra >= budget;
+        let spent = |extra: Duration| self.started.elapsed().saturating_add(extra) >= budget;
         'targets: for route in &self.routes {
             if !breakers.allow(&route.name) {
                 metrics::counter!("qm_route_skipped_total", "model" => route.name.clone(), "why" => "circuit_open").increment(1);
@@ -76,19 +76,26 @@ impl Attempts<'_> {
                 span.error(e.kind(), e.to_string());
                 drop(span);
                 note_upstream_error(route, &e);
+                if e.credentials_refused() {
+                    // This provider's key is refused: no retry can help; the next model may.
+                    breakers.failure(&route.name, cfg.breaker_failures, open_for);
+                    last = Some(e);
+                    continue 'targets;
+                }
                 if !retryable(&e) {
                     breakers.success(&route.name); // it answered: the upstream is up
                     return Err(Exhausted::Upstream(e));
                 }
                 let opened = breakers.failure(&route.name, cfg.breaker_failures, open_for);
-                // Honour the upstream's Retry-After when it is longer than our backoff.
+                // Honour the upstream's Retry-After when it is longer than our backoff (a day at
+                // most: any longer ends the retries through the budget all the same).
                 let mut wait = backoff(cfg, attempt + 1);
                 if let ProviderError::Status {
                     retry_after_secs: Some(s),
                     ..
                 } = &e
                 {
-                    wait = wait.max(Duration::from_secs(*s));
+                    wait = wait.max(Duration::from_secs((*s).min(86_400)));
                 }
                 last = Some(e);
                 if spent(Duration::ZERO) {

@@ -52,13 +52,32 @@ impl Store {
     }
 
     /// Records that a code of `step` was accepted (confirming a pending enrolment), only if
-    /// no code of that step or a later one was: `false` means a replayed code.
-    pub async fn accept_mfa_step(&self, actor: &str, step: i64) -> Result<bool, StoreError> {
-        let done = on_pool!(self, p => sqlx::query(
-            "UPDATE operator_mfa SET last_step = $2, confirmed_at = COALESCE(confirmed_at, $3), \
-             failures = 0, locked_until = 0 WHERE actor = $1 AND last_step < $2")
-            .bind(actor).bind(step).bind(now_ms()).execute(p).await.map(|r| r.rows_affected()))?;
-        Ok(done == 1)
+    /// no code of that step or a later one was: `false` means a replayed code. With
+    /// `end_sessions = Some(keep)`, the actor's other sessions (all but `keep`) end in the same
+    /// transaction: an enrolment is never confirmed with an older session left open.
+    pub async fn accept_mfa_step(
+        &self,
+        actor: &str,
+        step: i64,
+        end_sessions: Option<Option<&str>>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let done = on_pool!(self, p => async {
+            let mut tx = p.begin().await?;
+            let done = sqlx::query(
+                "UPDATE operator_mfa SET last_step = $2, confirmed_at = COALESCE(confirmed_at, $3), \
+                 failures = 0, locked_until = 0 WHERE actor = $1 AND last_step < $2")
+                .bind(actor).bind(step).bind(now).execute(&mut *tx).await?.rows_affected() == 1;
+            if let (true, Some(keep)) = (done, end_sessions) {
+                sqlx::query(
+                    "UPDATE operator_sessions SET revoked_at = $2 WHERE actor = $1 AND revoked_at IS NULL \
+                     AND token_hash <> $3")
+                    .bind(actor).bind(now).bind(keep.unwrap_or("")).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(done)
+        }.await)?;
+        Ok(done)
     }
 
     /// Counts a wrong code; the `max`th in a row locks codes out for `lock_ms`.

@@ -9,8 +9,16 @@
 //! requests therefore overspend a budget by at most the last admitted request's worth.
 //! On PostgreSQL every replica also takes its allowance from counters shared in the
 //! database (`lease.rs`), so the limits hold across replicas with the same bound.
+//!
+//! There is a state per tenant, key and end user seen, and the end users are whatever the
+//! callers name. Past [`MAX_SCOPES`] states, the least recently used of those the store can
+//! rebuild are dropped: nothing in flight, the minute's counts (kept only here) over, and any
+//! spend of the current day or month settled long enough ago ([`SPENT_IDLE_MS`]) for the
+//! request log to hold it. A dropped scope is summed from the store again on its next
+//! request, like after a restart, so its budget still holds.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::alerts::{AlertSink, Alerting, BudgetAlert};
@@ -22,11 +30,37 @@ use crate::clock::now_ms;
 use crate::error::Code;
 use crate::store::{Store, StoreError, on_pool};
 
+/// The most scope states kept before idle ones are dropped. One is kept per end user seen,
+/// so without a cap a tenant naming a new `user` on every request would grow the map
+/// without end. Scopes still in use are never dropped, so the map can exceed the cap by
+/// those.
+const MAX_SCOPES: usize = 100_000;
+
+/// How long a scope must have gone unused before it may be dropped: longer than a request
+/// takes from loading its scopes to reserving in them, and than the minute its request and
+/// token counts (kept only in memory) belong to.
+const IDLE_MS: i64 = 60_000;
+
+/// How long a scope with spend in the current day or month must have gone unused before it
+/// may be dropped. The request log is written in batches after settlement, so a scope
+/// summed from the store too soon could miss its latest requests; by this long after the
+/// last settlement they are written unless the database has been failing, and then loading
+/// the scope again fails too, refusing the request.
+const SPENT_IDLE_MS: i64 = 15 * 60_000;
+
+/// How many times a request loads its scopes when one of them is dropped before it could
+/// reserve (which takes loading the others for longer than [`IDLE_MS`]).
+const LOAD_ATTEMPTS: usize = 3;
+
 #[derive(Debug, Default)]
 struct ScopeState {
     /// What alerts need: the scope as last admitted.
     alerting: Option<Alerting>,
     loaded: bool,
+    /// Reservations neither settled nor released: a scope with any is never dropped.
+    in_flight: u64,
+    /// When the scope was last loaded, reserved in or settled (Unix ms).
+    last_used: i64,
     minute: i64,
     requests: u64,
     tokens: u64,
@@ -39,6 +73,20 @@ struct ScopeState {
 }
 
 impl ScopeState {
+    /// Whether dropping this state at `now` loses nothing the store cannot give back: nothing
+    /// is in flight, the minute's counts are over, and any spend in the current day or month
+    /// was settled at least [`SPENT_IDLE_MS`] ago.
+    fn rebuildable(&self, now: i64) -> bool {
+        let day = day_index(now);
+        let month = month_index(day);
+        let spending = (self.day == day && self.day_usd > 0.0)
+            || (self.month == month && self.month_usd > 0.0);
+        let idle = now.saturating_sub(self.last_used);
+        self.in_flight == 0
+            && self.minute != now.div_euclid(60_000)
+            && idle >= if spending { SPENT_IDLE_MS } else { IDLE_MS }
+    }
+
     /// Starts a new minute, day or month window where one has begun since the last request.
     fn roll(&mut self, minute: i64, day: i64, month: i64) {
         if self.minute != minute {
@@ -125,6 +173,11 @@ pub struct Budgets {
     store: Store,
     alerts: std::sync::OnceLock<AlertSink>,
     scopes: Mutex<HashMap<String, ScopeState>>,
+    /// The most states kept before idle ones are dropped ([`MAX_SCOPES`]).
+    max_scopes: usize,
+    /// The number of states at which the next look for idle ones is due (changed under the
+    /// `scopes` lock).
+    prune_at: AtomicUsize,
     /// The counters every replica shares (PostgreSQL).
     leases: Option<Arc<Leases>>,
 }
@@ -173,6 +226,8 @@ impl Budgets {
             store,
             alerts: std::sync::OnceLock::new(),
             scopes: Mutex::new(HashMap::new()),
+            max_scopes: MAX_SCOPES,
+            prune_at: AtomicUsize::new(MAX_SCOPES),
             leases,
         })
     }
@@ -246,13 +301,14 @@ impl Budgets {
     }
 
     async fn load(&self, scope: &Scope, now: i64) -> Result<(), StoreError> {
-        if self
+        if let Some(s) = self
             .scopes
             .lock()
             .expect("budget lock")
-            .get(&scope.key)
-            .is_some_and(|s| s.loaded)
+            .get_mut(&scope.key)
+            .filter(|s| s.loaded)
         {
+            s.last_used = now_ms();
             return Ok(());
         }
         let day = day_index(now);
@@ -269,7 +325,11 @@ impl Budgets {
         let (day_usd, month_usd): (f64, f64) = on_pool!(&self.store, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
             .bind(&scope.id).bind(day_start).bind(month_start).bind(&within).fetch_one(p).await)?;
         let mut scopes = self.scopes.lock().expect("budget lock");
+        if !scopes.contains_key(&scope.key) {
+            self.make_room(&mut scopes);
+        }
         let s = scopes.entry(scope.key.clone()).or_default();
+        s.last_used = now_ms();
         if !s.loaded {
             s.loaded = true;
             s.day = day;
@@ -279,6 +339,45 @@ impl Budgets {
             s.month_usd = month_usd;
         }
         Ok(())
+    }
+
+    /// Past the cap, drops the least recently used states the store can rebuild, down to
+    /// three quarters of the cap. The next look comes a quarter of the cap later, so the scan
+    /// costs a constant per state added, however many states are busy.
+    fn make_room(&self, states: &mut HashMap<String, ScopeState>) {
+        if states.len() < self.prune_at.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = now_ms();
+        let keep = self.max_scopes / 4 * 3;
+        let dropped: Vec<String> = {
+            let mut idle: Vec<(i64, &String)> = states
+                .iter()
+                .filter(|(_, s)| s.rebuildable(now))
+                .map(|(key, s)| (s.last_used, key))
+                .collect();
+            let excess = states.len().saturating_sub(keep).min(idle.len());
+            if excess > 0 && excess < idle.len() {
+                // The `excess` least recently used first.
+                idle.select_nth_unstable(excess);
+            }
+            idle[..excess]
+                .iter()
+                .map(|(_, key)| (*key).clone())
+                .collect()
+        };
+        for key in &dropped {
+            states.remove(key);
+        }
+        let next = (states.len() + self.max_scopes / 4).max(self.max_scopes);
+        self.prune_at.store(next, Ordering::Relaxed);
+        if !dropped.is_empty() {
+            tracing::debug!(
+                dropped = dropped.len(),
+                kept = states.len(),
+                "budget: idle scopes dropped"
+            );
+        }
     }
 
     /// Admits a request expected to use at most `tokens` and cost at most `usd`, or says
@@ -292,11 +391,23 @@ impl Budgets {
         if scopes.is_empty() {
             return Ok(None);
         }
-        let now = now_ms();
-        for scope in scopes {
-            self.load(scope, now).await?;
+        let mut reserved = false;
+        for _ in 0..LOAD_ATTEMPTS {
+            let now = now_ms();
+            for scope in scopes {
+                self.load(scope, now).await?;
+            }
+            if self.reserve_locally(scopes, now, tokens, usd)? {
+                reserved = true;
+                break;
+            }
         }
-        self.reserve_locally(scopes, now, tokens, usd)?;
+        if !reserved {
+            return Err(StoreError::Unavailable(
+                "the spend so far was dropped from memory while it loaded".into(),
+            )
+            .into());
+        }
         let mut reservation = Reservation {
             budgets: self.clone(),
             scopes: scopes.iter().map(|s| s.key.clone()).collect(),
@@ -320,24 +431,28 @@ impl Budgets {
     }
 
     /// Checks this process's counters and reserves in them (no await while the lock is held).
+    /// `Ok(false)` when a scope was dropped since its load: it must be loaded again, not
+    /// checked against an empty state.
     fn reserve_locally(
         &self,
         scopes: &[Scope],
         now: i64,
         tokens: u64,
         usd: f64,
-    ) -> Result<(), BudgetError> {
+    ) -> Result<bool, BudgetError> {
         let minute = now.div_euclid(60_000);
         let day = day_index(now);
         let month = month_index(day);
         let mut states = self.scopes.lock().expect("budget lock");
         for scope in scopes {
-            let s = states.entry(scope.key.clone()).or_default();
+            let Some(s) = states.get_mut(&scope.key).filter(|s| s.loaded) else {
+                return Ok(false);
+            };
             s.roll(minute, day, month);
             s.check(scope, now)?;
         }
         for scope in scopes {
-            let s = states.get_mut(&scope.key).expect("entry made above");
+            let s = states.get_mut(&scope.key).expect("entry checked above");
             if s.alerting.is_none() {
                 let user = scope.within_tenant.as_ref().map(|_| scope.id.clone());
                 s.alerting = Some(Alerting {
@@ -350,8 +465,10 @@ impl Budgets {
             s.requests += 1;
             s.reserved_tokens += tokens;
             s.reserved_usd += usd;
+            s.in_flight += 1;
+            s.last_used = now;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn settle(
@@ -363,9 +480,13 @@ impl Budgets {
         usd: f64,
     ) {
         let sink = self.alerts.get();
+        let now = now_ms();
         let mut states = self.scopes.lock().expect("budget lock");
         for key in scopes {
+            // Never dropped while its reservation is in flight.
             if let Some(s) = states.get_mut(key) {
+                s.in_flight = s.in_flight.saturating_sub(1);
+                s.last_used = now;
                 s.reserved_tokens = s.reserved_tokens.saturating_sub(reserved_tokens);
                 s.reserved_usd = (s.reserved_usd - reserved_usd).max(0.0);
                 s.tokens += tokens;

@@ -523,6 +523,29 @@ async fn grounded_chat_cites_and_invalidation_follows_the_documents() {
             .unwrap()
             .contains("21 days")
     );
+
+    // The cached answers go before the document changes: when they cannot (their table
+    // gone), the document is not changed either and the client hears of it.
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    quartermaster::store::on_pool!(&store, p => sqlx::query(sqlx::AssertSqlSafe(rename("cache_entry_tags", "cache_entry_tags_away")))
+        .execute(p).await.map(|_| ()))
+    .unwrap();
+    let (status, failed) = upload(
+        &app,
+        &app.key,
+        Form::new().part(
+            "file",
+            Part::bytes(handbook.replace("14 days", "28 days").into_bytes())
+                .file_name("handbook.md"),
+        ),
+    )
+    .await;
+    assert!(status >= 500, "{status} {failed}");
+    quartermaster::store::on_pool!(&store, p => sqlx::query(sqlx::AssertSqlSafe(rename("cache_entry_tags_away", "cache_entry_tags")))
+        .execute(p).await.map(|_| ()))
+    .unwrap();
+    let again = ingest_handbook(&app, &handbook.replace("14 days", "21 days")).await;
+    assert_eq!(again["status"], "unchanged", "{again}");
 }
 
 /// Every bad input is a clear error in the API's shape.

@@ -20,6 +20,7 @@ fn options(tiers: &str, more: &str) -> Options {
     Options::extra(&format!(
         "[rate_limit]\nenabled = false\n[auth]\nkey_cache_ttl_ms = 0\n[admin]\napi_key = \"{ADMIN}\"\n\
          [models.mock-400]\nprovider = \"mock\"\n[models.mock-hang]\nprovider = \"mock\"\n\
+         [models.mock-401]\nprovider = \"mock\"\n\
          [routing]\nexamples_path = \"{}\"\nmax_retries_per_target = 1\nretry_budget_ms = 5000\n\
          backoff_base_ms = 10\nbackoff_max_ms = 20\nbreaker_failures = 3\nbreaker_open_secs = 60\n\
          {tiers}\n{more}",
@@ -32,7 +33,8 @@ const TIERS: &str = "[tiers.cheap]\nmodels = [\"mock-500\", \"mock-ok\"]\n\
                      [tiers.flaky]\nmodels = [\"mock-429\", \"mock-ok\"]\n\
                      [tiers.hanging]\nmodels = [\"mock-hang\", \"mock-ok\"]\n\
                      [tiers.midfail]\nmodels = [\"mock-fail-mid\", \"mock-ok\"]\n\
-                     [tiers.breaker]\nmodels = [\"mock-503\", \"mock-no-usage\"]\n";
+                     [tiers.breaker]\nmodels = [\"mock-503\", \"mock-no-usage\"]\n\
+                     [tiers.keyless]\nmodels = [\"mock-401\", \"mock-ok\"]\n";
 
 async fn auto(app: &TestApp, tier: Option<&str>, stream: bool) -> reqwest::Response {
     let mut req = app
@@ -91,6 +93,18 @@ async fn retries_fail_over_and_never_after_the_first_byte() {
     let resp = app.chat(chat_body("mock-400", false)).await;
     assert_eq!(resp.status(), 400);
     assert_eq!(app.mock.calls_for("mock-400"), 1);
+    // The upstream refusing the gateway's own key (401) is not the client's fault: the next
+    // model answers, without a retry of the refused key...
+    let resp = auto(&app, Some("keyless"), false).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-quartermaster-model"), "mock-ok");
+    assert_eq!(app.mock.calls_for("mock-401"), 1);
+    // ...and with no model left, the client sees a 502, never the upstream's 401.
+    let resp = app.chat(chat_body("mock-401", false)).await;
+    assert_eq!(resp.status(), 502);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error");
+    assert_eq!(app.mock.calls_for("mock-401"), 2);
     // An explicit model bypasses routing (but is still retried).
     let resp = app.chat(chat_body("mock-ok", false)).await;
     assert_eq!(

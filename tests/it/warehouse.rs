@@ -302,3 +302,52 @@ async fn export_reads_postgresql_too() {
     assert_eq!(read_all(&dir.path().join("requests")), 4);
     app.shutdown().await;
 }
+
+/// A request-log row that reaches the store after its day was exported and closed (a killed
+/// replica's journal replayed at its next start) is in the files after the next run.
+#[tokio::test]
+async fn rows_logged_after_their_day_closed_are_exported_by_the_next_run() {
+    use quartermaster::integrations::warehouse::{ExportJob, WarehouseConfig};
+    use quartermaster::jobs::{JobHandler, JobRow};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("w.db").display());
+    let store = Store::connect(&url, 2).await.unwrap();
+    seed_history(&store, "a", 3, 300).await;
+    let lake = dir.path().join("lake");
+    let job = ExportJob {
+        store: store.clone(),
+        config: WarehouseConfig {
+            dir: Some(lake.clone()),
+            ..Default::default()
+        },
+    };
+    let row = JobRow {
+        id: "job_1".into(),
+        kind: "warehouse.export".into(),
+        payload: "{}".into(),
+        status: "running".into(),
+        attempts: 1,
+        max_attempts: 3,
+        run_at: 0,
+        last_error: None,
+        dedupe_key: None,
+        created_at: 0,
+        updated_at: 0,
+    };
+    job.run(&row).await.unwrap();
+    let requests = lake.join("requests");
+    assert_eq!(read_all(&requests), 300);
+    // Two days ago (closed, below the watermark), written now.
+    let two_days_ago = now_ms().div_euclid(DAY_MS) * DAY_MS - 2 * DAY_MS + 3_600_000;
+    on_pool!(&store, p => sqlx::query(
+        "INSERT INTO request_log (id, request_id, tenant_id, key_id, model, provider, stream, status, http_status, \
+            tokens_in, tokens_out, latency_ms, created_at, logged_at, cost_usd) \
+         VALUES ('log_late', 'req_late', 'ten_hist', 'key_hist', 'mock-ok', 'mock', 0, 'ok', 200, 1, 1, 1.0, $1, $2, 0.001)")
+        .bind(two_days_ago).bind(now_ms()).execute(p).await.map(|_| ()))
+    .unwrap();
+    job.run(&row).await.unwrap();
+    assert_eq!(read_all(&requests), 301, "the late row is exported");
+    // Nothing new: the next run finds no late day and the files stay as they are.
+    job.run(&row).await.unwrap();
+    assert_eq!(read_all(&requests), 301);
+}

@@ -7,13 +7,14 @@ mod decode;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extractors::{ApiPath, ApiQuery};
+use super::idempotency::NotKept;
 use super::state::AppState;
 use crate::api::error::{ApiError, Code};
 use crate::auth::Principal;
@@ -76,14 +77,18 @@ pub async fn create(
             return Err(e);
         }
     }
-    Ok(Json(json!({
+    let mut response = Json(json!({
         "object": "list",
         "data": outcome.results,
         "ingested": outcome.results.len() - outcome.failed,
         "failed": outcome.failed,
         "store": rag.store_name(),
     }))
-    .into_response())
+    .into_response();
+    if outcome.retryable {
+        response.extensions_mut().insert(NotKept);
+    }
+    Ok(response)
 }
 
 /// Every item's result, in order.
@@ -92,6 +97,9 @@ struct Ingested {
     failed: usize,
     /// The last failure (the response when the request had one document).
     only_error: Option<ApiError>,
+    /// Some item failed in a way a retry may mend (5xx, 429): the answer is not kept for an
+    /// `Idempotency-Key` replay.
+    retryable: bool,
 }
 
 async fn ingest_all(rag: Arc<Rag>, tenant: String, items: Vec<Item>) -> Ingested {
@@ -99,6 +107,7 @@ async fn ingest_all(rag: Arc<Rag>, tenant: String, items: Vec<Item>) -> Ingested
         results: Vec::with_capacity(items.len()),
         failed: 0,
         only_error: None,
+        retryable: false,
     };
     for item in items {
         let (id, source, e) = match item {
@@ -116,6 +125,8 @@ async fn ingest_all(rag: Arc<Rag>, tenant: String, items: Vec<Item>) -> Ingested
             Err((id, e)) => (id, None, e),
         };
         out.failed += 1;
+        let status = e.status();
+        out.retryable |= status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
         out.results
             .push(item_error(id.as_deref(), source.as_deref(), e.copied()));
         out.only_error = Some(e);

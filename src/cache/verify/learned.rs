@@ -7,6 +7,9 @@ use super::*;
 /// Features of a (query, cached query, similarity) triple for the learned verifier.
 pub const FEATURES: usize = 11;
 
+/// Reads the whole of both texts, in n log n time. On the request path it runs only on a
+/// candidate that passed [`verify`] with every check, [`Check::Length`] among them, so
+/// neither text is longer than [`MAX_VERIFY_CHARS`] there.
 pub fn features(query: &str, cached: &str, similarity: f32) -> [f32; FEATURES] {
     let a = words(query);
     let b = words(cached);

@@ -3,6 +3,11 @@
 //! to "in Rust": a similarity threshold alone cannot tell them apart. These checks are cheap
 //! (a few microseconds: tokenising two short strings) and each catches one kind of false
 //! hit; `quartermaster eval cache` reports what each one gains.
+//!
+//! Their cost is bounded: a text longer than [`MAX_VERIFY_CHARS`] is refused unread
+//! ([`Check::Length`]), and every check is linear or n log n in the words it reads (sets,
+//! not pairwise scans), so a query padded with a few hundred thousand words costs no more
+//! than counting its first few thousand characters.
 
 mod cross;
 mod learned;
@@ -12,7 +17,7 @@ pub use cross::{CrossVerifier, sigmoid};
 pub use learned::{FEATURES, LearnedVerifier, features};
 use lexicon::*;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// The checks, each of which can veto a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,15 +32,19 @@ pub enum Check {
     Entities,
     /// The same entities in another order ("from New York to Florida" vs the reverse).
     Order,
+    /// Either text is longer than [`MAX_VERIFY_CHARS`]: too long to verify, so refused
+    /// without being read.
+    Length,
 }
 
 impl Check {
-    pub const ALL: [Check; 5] = [
+    pub const ALL: [Check; 6] = [
         Check::Numbers,
         Check::Negation,
         Check::Antonym,
         Check::Entities,
         Check::Order,
+        Check::Length,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,8 +54,34 @@ impl Check {
             Check::Antonym => "antonym",
             Check::Entities => "entities",
             Check::Order => "order",
+            Check::Length => "length",
         }
     }
+}
+
+/// The longest text, in characters, the rule checks read; [`Check::Length`] refuses a
+/// candidate when the query or the cached query is longer.
+///
+/// Why refuse rather than read a prefix: the embedder reads at most its window of tokens
+/// (`max_seq_length`: 256 for all-MiniLM-L6-v2 by its `sentence_bert_config.json`, and never
+/// more than the model's 512 positions; see `src/embed/mod.rs`), and English averages about
+/// four characters a WordPiece token, so past roughly 1,000-2,000 characters two texts
+/// that share a beginning have a similarity of ~1.0 whatever follows. The rules are then the
+/// only thing that reads the rest; were they to read only a prefix too, "Q0" and "Q0 plus
+/// anything" would look identical to every stage and be a wrong hit. So either the whole
+/// text is checked or the semantic hit is refused (a miss costs one upstream call, a wrong
+/// hit a wrong answer). The exact-match cache is not affected.
+///
+/// Why 4,096: a few times the embedder's window, far above any real question (the eval
+/// datasets' questions are all under 1,000 characters), and small enough that every check
+/// over it takes microseconds. Counted in characters, not bytes, so scripts with multi-byte
+/// characters get the same room.
+pub const MAX_VERIFY_CHARS: usize = 4096;
+
+/// Longer than [`MAX_VERIFY_CHARS`]; reads at most that many characters.
+fn too_long(text: &str) -> bool {
+    // A character is at least one byte: a short text is answered without counting.
+    text.len() > MAX_VERIFY_CHARS && text.chars().nth(MAX_VERIFY_CHARS).is_some()
 }
 
 /// One word of the text, with where it came from.
@@ -145,14 +180,16 @@ fn negated(ws: &[Word]) -> bool {
         .any(|w| NEGATIONS.contains(&w.lower.as_str()) || w.lower.ends_with("n't"))
 }
 
+/// Entity and target words, de-duplicated, in order of first appearance.
 fn key_terms(ws: &[Word]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for w in ws {
         let is_target = TARGETS.contains(&w.lower.as_str());
         if (w.proper && !is_function_word(&w.lower)) || is_target {
-            let t = w.lower.trim_end_matches("'s").to_string();
-            if !out.contains(&t) {
-                out.push(t);
+            let t = w.lower.trim_end_matches("'s");
+            if seen.insert(t) {
+                out.push(t.to_string());
             }
         }
     }
@@ -160,8 +197,17 @@ fn key_terms(ws: &[Word]) -> Vec<String> {
 }
 
 /// Checks a candidate's cached query against the new query; `Err` names the first check
-/// that vetoes it.
+/// that vetoes it. [`Check::Length`], when asked for, is tried before the others wherever it
+/// sits in `checks` (they do not read a text it refuses), so a too-long pair is always
+/// reported as `Length`; without it the others read the whole texts (in n log n time).
+/// No checks: `Ok` without reading either text.
 pub fn verify(query: &str, cached: &str, checks: &[Check]) -> Result<(), Check> {
+    if checks.is_empty() {
+        return Ok(());
+    }
+    if checks.contains(&Check::Length) && (too_long(query) || too_long(cached)) {
+        return Err(Check::Length);
+    }
     let a = words(query);
     let b = words(cached);
     for &check in checks {
@@ -171,6 +217,7 @@ pub fn verify(query: &str, cached: &str, checks: &[Check]) -> Result<(), Check> 
             Check::Antonym => !has_antonym_swap(&a, &b),
             Check::Entities => same_targets(&a, &b),
             Check::Order => same_order(&a, &b),
+            Check::Length => true, // tried above
         };
         if !ok {
             return Err(check);
@@ -208,15 +255,20 @@ fn same_targets(a: &[Word], b: &[Word]) -> bool {
 fn same_order(a: &[Word], b: &[Word]) -> bool {
     let ta = key_terms(a);
     let tb = key_terms(b);
-    let shared_a: Vec<&String> = ta.iter().filter(|t| tb.contains(t)).collect();
-    let shared_b: Vec<&String> = tb.iter().filter(|t| ta.contains(t)).collect();
-    if shared_a != shared_b {
+    let in_a: HashSet<&str> = ta.iter().map(String::as_str).collect();
+    let in_b: HashSet<&str> = tb.iter().map(String::as_str).collect();
+    let shared_a = ta.iter().filter(|t| in_b.contains(t.as_str()));
+    let shared_b = tb.iter().filter(|t| in_a.contains(t.as_str()));
+    if !shared_a.eq(shared_b) {
         return false;
     }
     let da = directions(a);
     let db = directions(b);
+    // (to, from) of every pair of `b`: a pair of `a` found here is reversed in `b`.
+    let reversed_b: HashSet<(&str, &str)> =
+        db.iter().map(|(g, u)| (u.as_str(), g.as_str())).collect();
     !da.iter()
-        .any(|(f, t)| f != t && db.iter().any(|(g, u)| g == t && u == f))
+        .any(|(f, t)| f != t && reversed_b.contains(&(f.as_str(), t.as_str())))
 }
 
 /// (from, to) pairs: "from X to Y" and "X to Y" / "X into Y", where X and Y are phrases
@@ -232,8 +284,8 @@ fn directions(ws: &[Word]) -> Vec<(String, String)> {
         let n = ws[i..]
             .iter()
             .take_while(|w| content(w))
-            .count()
-            .min(LONGEST);
+            .take(LONGEST)
+            .count();
         (1..=n).map(|k| phrase(&ws[i..i + k])).collect()
     };
     // Phrases ending just before `i`, going back.
@@ -242,8 +294,8 @@ fn directions(ws: &[Word]) -> Vec<(String, String)> {
             .iter()
             .rev()
             .take_while(|w| content(w))
-            .count()
-            .min(LONGEST);
+            .take(LONGEST)
+            .count();
         (1..=n).map(|k| phrase(&ws[i - k..i])).collect()
     };
     let mut out = Vec::new();
@@ -254,8 +306,9 @@ fn directions(ws: &[Word]) -> Vec<(String, String)> {
         .unwrap_or_default();
     for (i, w) in ws.iter().enumerate() {
         if w.lower == "to" || w.lower == "into" {
+            let before = backward(i);
             for to in forward(i + 1) {
-                for f in from.iter().chain(&backward(i)) {
+                for f in from.iter().chain(&before) {
                     out.push((f.clone(), to.clone()));
                 }
             }
@@ -438,6 +491,87 @@ mod tests {
         assert_eq!(g[10], 1.0, "question word");
         let h = features("Top 5 books", "Top 10 books", 0.95);
         assert_eq!(h[5], 1.0);
+    }
+
+    /// "Q0" then `n` distinct capitalised words that no word list knows ("Qxa", "Qxb", ...).
+    fn padded(q0: &str, n: usize) -> String {
+        let mut out = String::from(q0);
+        for i in 0..n {
+            out.push_str(" Qx");
+            let mut k = i;
+            loop {
+                out.push((b'a' + (k % 26) as u8) as char);
+                k /= 26;
+                if k == 0 {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_query_padded_past_the_cap_is_refused_unread() {
+        // The embedding of Q0 + 200,000 words is that of Q0 (truncated at the model's
+        // window): only the rules stand between it and Q0's cached answer.
+        let q0 = "How do I sort a list in Python?";
+        let long = padded(q0, 200_000);
+        assert_eq!(v(&long, q0), Err(Check::Length));
+        assert_eq!(v(q0, &long), Err(Check::Length));
+        assert_eq!(v(&long, &long), Err(Check::Length));
+        // Wherever it sits in the list, and before a check that would fail anyway.
+        let length_last = [Check::Numbers, Check::Length];
+        assert_eq!(
+            verify(&format!("{long} 7"), q0, &length_last),
+            Err(Check::Length)
+        );
+        // No checks (verifier "none"): nothing is read, nothing refused.
+        assert_eq!(verify(&long, q0, &[]), Ok(()));
+    }
+
+    #[test]
+    fn without_the_length_check_the_rules_read_everything_in_n_log_n() {
+        // Quadratic before (de-duplication and shared-term tests by `Vec::contains`); now
+        // sets. The padding names nothing the rules know, so they cannot tell the texts
+        // apart: the reason long texts are refused rather than read.
+        let q0 = "How do I sort a list in Python?";
+        let long = padded(q0, 50_000);
+        let rules = [
+            Check::Numbers,
+            Check::Negation,
+            Check::Antonym,
+            Check::Entities,
+            Check::Order,
+        ];
+        assert_eq!(verify(&long, q0, &rules), Ok(()));
+        // Tens of thousands of direction pairs on each side (quadratic before: every pair
+        // against every pair), one of them reversed: "Qxa to Qxb. Qxc to Qxd. ..."
+        let pad = padded("", 20_000);
+        let names: Vec<&str> = pad.split_whitespace().collect();
+        let hops: Vec<String> = names.chunks(2).map(|p| p.join(" to ")).collect();
+        let tail = hops.join(". ");
+        let there = format!("convert celsius to fahrenheit. {tail}");
+        let back = format!("convert fahrenheit to celsius. {tail}");
+        assert_eq!(verify(&there, &back, &rules), Err(Check::Order));
+        assert_eq!(verify(&there, &there, &rules), Ok(()));
+    }
+
+    #[test]
+    fn the_cap_counts_characters() {
+        let at_cap = "lorem ".repeat(MAX_VERIFY_CHARS)[..MAX_VERIFY_CHARS].to_string();
+        assert_eq!(at_cap.chars().count(), MAX_VERIFY_CHARS);
+        assert_eq!(v(&at_cap, &at_cap), Ok(()));
+        assert_eq!(v(&format!("{at_cap}x"), &at_cap), Err(Check::Length));
+        // Two bytes a character: 8,192 bytes, 4,096 characters, still read.
+        let wide = "é".repeat(MAX_VERIFY_CHARS);
+        assert_eq!(v(&wide, &wide), Ok(()));
+        assert_eq!(v(&format!("{wide}é"), &wide), Err(Check::Length));
+    }
+
+    #[test]
+    fn key_terms_keep_first_appearance_order() {
+        let ws = words("Flights between Paris and Rome via Paris's airport in python");
+        assert_eq!(key_terms(&ws), ["paris", "rome", "python"]);
     }
 
     #[test]

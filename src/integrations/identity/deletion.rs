@@ -18,9 +18,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::audit::{AuditLog, Event};
+use crate::audit::{AuditLog, Event, audit_in_tx};
 use crate::clock::now_ms;
-use crate::jobs::{JobError, JobHandler, JobQueue, JobRow, NewJob};
+use crate::jobs::{JobError, JobHandler, JobQueue, JobRow, NewJob, enqueue_job};
 use crate::store::{Store, StoreError, on_pool};
 
 mod external;
@@ -132,6 +132,22 @@ pub async fn request(
 ) -> Result<Deletion, StoreError> {
     let id = format!("del_{}", uuid::Uuid::now_v7().simple());
     let now = now_ms();
+    // The row, its steps, its job and its audit row commit together: a deletion is never
+    // recorded without the job that carries it out (a repeat finds the row and adds nothing).
+    let mut job = NewJob::new(
+        JOB,
+        &Payload {
+            deletion_id: id.clone(),
+        },
+    );
+    job.dedupe_key = Some(format!("user-deletion:{id}"));
+    let attempts = queue.default_attempts();
+    let event = Event::new(
+        requested_by,
+        "user.delete.requested",
+        Some(format!("{tenant_id}/{user_id}")),
+        json!({"deletion": id}),
+    );
     let created: bool = on_pool!(store, p => async {
         let mut tx = p.begin().await?;
         let n = sqlx::query(
@@ -144,32 +160,19 @@ pub async fn request(
                 sqlx::query("INSERT INTO user_deletion_steps (deletion_id, step, status, attempts, updated_at) VALUES ($1, $2, 'pending', 0, $3)")
                     .bind(&id).bind(step).bind(now).execute(&mut *tx).await?;
             }
+            enqueue_job!(&mut *tx, &job, attempts)?;
+            audit_in_tx!(audit, tx, &event)?;
         }
         tx.commit().await?;
         Ok::<_, sqlx::Error>(n == 1)
     }.await)?;
-    let deletion = find(store, tenant_id, user_id)
-        .await?
-        .ok_or_else(|| StoreError::NotFound("the deletion just recorded".into()))?;
     if created {
-        let mut job = NewJob::new(
-            JOB,
-            &Payload {
-                deletion_id: deletion.id.clone(),
-            },
-        );
-        job.dedupe_key = Some(format!("user-deletion:{}", deletion.id));
-        queue.enqueue(job).await?;
-        audit
-            .append(Event::new(
-                requested_by,
-                "user.delete.requested",
-                Some(format!("{tenant_id}/{user_id}")),
-                json!({"deletion": deletion.id}),
-            ))
-            .await?;
+        queue.wake();
+        audit.appended();
     }
-    Ok(deletion)
+    find(store, tenant_id, user_id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound("the deletion just recorded".into()))
 }
 
 type DeletionTuple = (String, String, String, String, i64, String, Option<i64>);
@@ -388,18 +391,20 @@ impl JobHandler for DeletionJob {
                 Ok(None) => ("skipped", Some("not configured")),
                 Err(e) => ("failed", Some(e.as_str())),
             };
-            self.mark(&id, &s.step, status, detail, true)
-                .await
-                .map_err(|e| JobError::Retry(e.to_string()))?;
-            let _ = self
-                .audit
+            // The step's audit row before its mark: a failure here retries the step (a
+            // second row at worst), never leaves a step done without its row.
+            self.audit
                 .append(Event::new(
                     "system",
                     &format!("user.delete.{}", s.step),
                     Some(format!("{tenant}/{user}")),
                     json!({"deletion": id, "status": status, "detail": detail}),
                 ))
-                .await;
+                .await
+                .map_err(|e| JobError::Retry(format!("audit: {e}")))?;
+            self.mark(&id, &s.step, status, detail, true)
+                .await
+                .map_err(|e| JobError::Retry(e.to_string()))?;
             if let Err(e) = outcome {
                 failures.push(format!("{}: {e}", s.step));
             }

@@ -14,6 +14,10 @@ pub mod hex_hmac;
 pub mod standard_webhooks;
 pub mod timestamped_hmac;
 
+/// The most signatures one header may offer that are checked (rotation sends two or three):
+/// the rest are ignored, so a header of thousands costs no more than a handful.
+pub const MAX_SIGNATURES: usize = 8;
+
 /// Why a webhook delivery was refused, for every sender: one mapping to the API's codes.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {

@@ -8,6 +8,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// A verified delivery: its id (for idempotency) and timestamp.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +73,7 @@ pub fn verify(
     let given: Vec<Vec<u8>> = signatures
         .split_whitespace()
         .filter_map(|s| s.strip_prefix("v1,"))
+        .take(super::MAX_SIGNATURES)
         .filter_map(|s| STANDARD.decode(s).ok())
         .collect();
     if given.is_empty() {
@@ -78,12 +81,11 @@ pub fn verify(
     }
     let message = signed(id, ts_text.trim(), body);
     for secret in secrets {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-        // ring's verify compares in constant time.
-        if given
-            .iter()
-            .any(|g| ring::hmac::verify(&key, &message, g).is_ok())
-        {
+        // The body is hashed once per secret; each candidate only finishes a copy.
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key");
+        mac.update(&message);
+        // verify_slice compares in constant time.
+        if given.iter().any(|g| mac.clone().verify_slice(g).is_ok()) {
             return Ok(Delivery {
                 id: id.to_string(),
                 timestamp,
@@ -181,6 +183,33 @@ mod tests {
         assert_eq!(
             verify(&h, body, &[secret], 300, 1614265330).unwrap_err(),
             SignatureError::Malformed("webhook-signature")
+        );
+    }
+
+    #[test]
+    fn only_the_first_signatures_of_a_long_list_count() {
+        let secret = secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        let sig = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        let with_junk = |n: usize| {
+            let junk = vec!["v1,AAAA"; n].join(" ");
+            headers(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                &format!("{junk} {sig}"),
+                false,
+            )
+        };
+        let check = |h: &http::HeaderMap| verify(h, body, &[secret.clone()], 300, 1614265330);
+        assert!(check(&with_junk(super::super::MAX_SIGNATURES - 1)).is_ok());
+        assert_eq!(
+            check(&with_junk(super::super::MAX_SIGNATURES)).unwrap_err(),
+            SignatureError::Mismatch
+        );
+        // Thousands of candidates cost what eight do: the body is hashed once.
+        assert_eq!(
+            check(&with_junk(20_000)).unwrap_err(),
+            SignatureError::Mismatch
         );
     }
 }

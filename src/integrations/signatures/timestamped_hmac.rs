@@ -47,6 +47,7 @@ pub fn verify(
     for part in header.split([',', ' ']).filter(|p| !p.is_empty()) {
         match part.split_once('=') {
             Some(("t", v)) => t = Some(v.parse::<i64>().map_err(|_| SignatureError::Malformed)?),
+            Some(("v1", _)) if sigs.len() == super::MAX_SIGNATURES => {}
             Some(("v1", v)) => sigs.push(
                 URL_SAFE_NO_PAD
                     .decode(v.trim_end_matches('='))
@@ -69,11 +70,12 @@ pub fn verify(
         m.update(body);
         m
     };
+    // The body is hashed once per secret; each candidate only finishes a copy, and
     // verify_slice compares in constant time.
-    if secrets
-        .iter()
-        .any(|k| sigs.iter().any(|sig| signed(k).verify_slice(sig).is_ok()))
-    {
+    if secrets.iter().any(|k| {
+        let mac = signed(k);
+        sigs.iter().any(|sig| mac.clone().verify_slice(sig).is_ok())
+    }) {
         return Ok(t);
     }
     Err(SignatureError::Mismatch)
@@ -120,5 +122,25 @@ mod tests {
             verify(Some("t=1796558400000"), b"", &secrets, 300_000, now),
             Err(SignatureError::Malformed)
         );
+    }
+
+    #[test]
+    fn only_the_first_signatures_of_a_long_list_count() {
+        let good = "v1=xm0Bzo96DtwVCSZ4LLesH7miUE5Zcmu8Vd-mjQucgAc";
+        let header = |junk: usize| {
+            let junk = vec!["v1=AAAA"; junk].join(",");
+            format!("t=1796558400000,{junk},{good}")
+        };
+        let now = 1_796_558_400_000 + 1000;
+        let check = |h: String| verify(Some(&h), br#"{"a":1}"#, &[b"sec".to_vec()], 300_000, now);
+        assert_eq!(
+            check(header(super::super::MAX_SIGNATURES - 1)),
+            Ok(1_796_558_400_000)
+        );
+        assert_eq!(
+            check(header(super::super::MAX_SIGNATURES)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(check(header(20_000)), Err(SignatureError::Mismatch));
     }
 }

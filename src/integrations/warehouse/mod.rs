@@ -89,6 +89,16 @@ pub struct ExportReport {
     pub files: u64,
 }
 
+impl ExportReport {
+    fn add(&mut self, other: ExportReport) {
+        self.days.extend(other.days);
+        for (table, n) in other.rows {
+            *self.rows.entry(table).or_default() += n;
+        }
+        self.files += other.files;
+    }
+}
+
 /// Exports the days `from..=to` (day numbers) into `dir`.
 pub async fn export_days(
     store: &Store,
@@ -167,17 +177,38 @@ pub async fn first_day(store: &Store) -> Result<i64, StoreError> {
     Ok(min.unwrap_or_else(now_ms).div_euclid(DAY_MS))
 }
 
-async fn watermark(store: &Store) -> Result<Option<i64>, StoreError> {
-    Ok(on_pool!(store, p => sqlx::query_scalar(
-        "SELECT day FROM warehouse_watermarks WHERE name = $1").bind(WATERMARK).fetch_optional(p).await)?)
+/// The last day exported after it had closed, and the time up to which request-log rows had
+/// been written when that run started.
+async fn watermark(store: &Store) -> Result<Option<(i64, i64)>, StoreError> {
+    Ok(on_pool!(store, p => sqlx::query_as(
+        "SELECT day, logged_through FROM warehouse_watermarks WHERE name = $1").bind(WATERMARK).fetch_optional(p).await)?)
 }
 
-async fn set_watermark(store: &Store, day: i64) -> Result<(), StoreError> {
+async fn set_watermark(store: &Store, day: i64, logged_through: i64) -> Result<(), StoreError> {
     on_pool!(store, p => sqlx::query(
-        "INSERT INTO warehouse_watermarks (name, day, updated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET day = excluded.day, updated_at = excluded.updated_at")
-        .bind(WATERMARK).bind(day).bind(now_ms()).execute(p).await.map(|_| ()))?;
+        "INSERT INTO warehouse_watermarks (name, day, updated_at, logged_through) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET day = excluded.day, updated_at = excluded.updated_at, \
+         logged_through = excluded.logged_through")
+        .bind(WATERMARK).bind(day).bind(now_ms()).bind(logged_through).execute(p).await.map(|_| ()))?;
     Ok(())
+}
+
+/// How far back of the last run's start rows are looked for again: a row stamped just before
+/// it but committed after its query is not missed (exporting a day twice is harmless).
+const LATE_OVERLAP_MS: i64 = 5 * 60_000;
+
+/// The days in `[first, before)` with request-log rows written at or after `since`: rows that
+/// arrived after their day was exported.
+pub async fn late_days(
+    store: &Store,
+    since: i64,
+    first: i64,
+    before: i64,
+) -> Result<Vec<i64>, StoreError> {
+    Ok(on_pool!(store, p => sqlx::query_scalar(
+        "SELECT DISTINCT created_at / 86400000 AS day FROM request_log \
+         WHERE logged_at >= $1 AND created_at >= $2 AND created_at < $3 ORDER BY day")
+        .bind(since).bind(first * DAY_MS).bind(before * DAY_MS).fetch_all(p).await)?)
 }
 
 /// The scheduled export: from the day after the watermark to today; the watermark moves
@@ -194,21 +225,47 @@ impl JobHandler for ExportJob {
             return Err(JobError::Permanent("no warehouse.dir configured".into()));
         };
         let now = now_ms();
-        let from = match watermark(&self.store).await? {
-            Some(done) => done + 1,
-            None => match &self.config.start_day {
-                Some(d) => parse_day(d).map_err(|e| JobError::Permanent(e.to_string()))?,
-                None => first_day(&self.store).await?,
+        let first = match &self.config.start_day {
+            Some(d) => Some(parse_day(d).map_err(|e| JobError::Permanent(e.to_string()))?),
+            None => None,
+        };
+        let (from, mut report) = match watermark(&self.store).await? {
+            Some((done, logged_through)) => {
+                // Days already closed that received rows since the last run are exported
+                // again, so the files keep matching the usage totals (0: a watermark from
+                // before this was recorded; the scan starts with the next run).
+                let late = if logged_through == 0 {
+                    Vec::new()
+                } else {
+                    late_days(
+                        &self.store,
+                        logged_through - LATE_OVERLAP_MS,
+                        first.unwrap_or(i64::MIN / DAY_MS),
+                        done + 1,
+                    )
+                    .await?
+                };
+                let mut report = ExportReport::default();
+                for day in late {
+                    let again = export_days(&self.store, dir, day, day)
+                        .await
+                        .map_err(|e| JobError::Retry(format!("export: {e:#}")))?;
+                    report.add(again);
+                }
+                (done + 1, report)
+            }
+            None => match first {
+                Some(d) => (d, ExportReport::default()),
+                None => (first_day(&self.store).await?, ExportReport::default()),
             },
         };
         let today = now.div_euclid(DAY_MS);
-        let report = export_days(&self.store, dir, from, today)
+        let fresh = export_days(&self.store, dir, from, today)
             .await
             .map_err(|e| JobError::Retry(format!("export: {e:#}")))?;
+        report.add(fresh);
         let closed = (now - self.config.settle_secs as i64 * 1000).div_euclid(DAY_MS) - 1;
-        if closed >= from {
-            set_watermark(&self.store, closed).await?;
-        }
+        set_watermark(&self.store, closed.max(from - 1), now).await?;
         tracing::info!(days = report.days.len(), files = report.files, rows = ?report.rows, "warehouse export");
         Ok(())
     }

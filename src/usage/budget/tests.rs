@@ -132,3 +132,132 @@ async fn tokens_per_minute_and_monthly_budget_per_key() {
     assert_eq!(err.error_code().name(), "monthly_budget_exceeded");
     assert!(err.to_string().contains("monthly budget"), "{err}");
 }
+
+/// Budgets on a fresh SQLite database in `dir`, keeping at most `max_scopes` states.
+async fn budgets_with_cap(dir: &tempfile::TempDir, max_scopes: usize) -> Arc<Budgets> {
+    let url = format!("sqlite://{}", dir.path().join("b.db").display());
+    let mut budgets = Budgets::new(Store::connect(&url, 2).await.unwrap());
+    let b = Arc::get_mut(&mut budgets).unwrap();
+    b.max_scopes = max_scopes;
+    *b.prune_at.get_mut() = max_scopes;
+    budgets
+}
+
+/// Every end user's limit: $1 a day.
+fn per_user_budget() -> LimitsConfig {
+    LimitsConfig {
+        user_default: Limits {
+            usd_per_day: Some(1.0),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Makes every state look `ms` older, as if that long had passed since it was last used.
+fn age(budgets: &Budgets, ms: i64) {
+    for s in budgets.scopes.lock().unwrap().values_mut() {
+        s.last_used -= ms;
+        s.minute -= ms / 60_000;
+    }
+}
+
+/// One request, settled at no cost, for each user `u{i}` of `users`, every state then aged
+/// by `idle_ms`; the map never holds more than `cap` states meanwhile.
+async fn flood(budgets: &Arc<Budgets>, users: std::ops::Range<u32>, idle_ms: i64, cap: usize) {
+    let config = per_user_budget();
+    for i in users {
+        let scopes = Budgets::scopes(&config, "t1", "acme", "k1", Some(&format!("u{i}")));
+        budgets
+            .admit(&scopes, 10, 0.1)
+            .await
+            .unwrap()
+            .unwrap()
+            .settle(10, 0.0);
+        age(budgets, idle_ms);
+        let len = budgets.scopes.lock().unwrap().len();
+        assert!(len <= cap, "{len} states, cap {cap}");
+    }
+}
+
+#[tokio::test]
+async fn idle_user_scopes_are_dropped_past_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let budgets = budgets_with_cap(&dir, 8).await;
+    let config = per_user_budget();
+    let held_scopes = Budgets::scopes(&config, "t1", "acme", "k1", Some("held"));
+    assert_eq!(held_scopes.len(), 1);
+    // A request in flight through the whole flood: its scope is never dropped.
+    let held = budgets.admit(&held_scopes, 10, 0.5).await.unwrap().unwrap();
+    flood(&budgets, 0..500, IDLE_MS, 8).await;
+    assert!(budgets.scopes.lock().unwrap().contains_key("user:t1:held"));
+    held.settle(10, 0.5);
+    let spent = budgets.scopes.lock().unwrap()["user:t1:held"].day_usd;
+    assert!((spent - 0.5).abs() < 1e-9, "{spent}");
+    // Scopes used within the last minute are kept even past the cap.
+    flood(&budgets, 1_000..1_020, 0, usize::MAX).await;
+    let states = budgets.scopes.lock().unwrap();
+    assert!((1_000..1_020).all(|i| states.contains_key(&format!("user:t1:u{i}"))));
+}
+
+#[tokio::test]
+async fn a_dropped_users_spend_still_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let budgets = budgets_with_cap(&dir, 4).await;
+    let spender = Budgets::scopes(&per_user_budget(), "t1", "acme", "k1", Some("spender"));
+    let refused = |e: Option<BudgetError>| e.map(|e| e.error_code().name());
+    budgets
+        .admit(&spender, 10, 1.0)
+        .await
+        .unwrap()
+        .unwrap()
+        .settle(10, 1.0);
+    // The row the request log's writer makes of that request.
+    crate::store::on_pool!(&budgets.store, p => sqlx::query(
+        "INSERT INTO request_log (id, request_id, tenant_id, key_id, model, provider, stream, status, \
+         http_status, tokens_in, tokens_out, latency_ms, created_at, cost_usd, user_id) \
+         VALUES ('log_1', 'req_1', 't1', 'k1', 'm', 'p', FALSE, 'ok', 200, 5, 5, 1.0, $1, 1.0, 'spender')")
+        .bind(now_ms()).execute(p).await.map(|_| ()))
+    .unwrap();
+    let over = Some("daily_budget_exceeded");
+    assert_eq!(refused(budgets.admit(&spender, 10, 0.1).await.err()), over);
+    // Idle for minutes, but with spend settled too recently for the request log to be sure
+    // to hold it: kept, however many users come.
+    flood(&budgets, 0..5, IDLE_MS, 4).await;
+    assert!(
+        budgets
+            .scopes
+            .lock()
+            .unwrap()
+            .contains_key("user:t1:spender")
+    );
+    // Long idle: dropped first when room is needed.
+    age(&budgets, SPENT_IDLE_MS);
+    flood(&budgets, 5..10, IDLE_MS, 4).await;
+    assert!(
+        !budgets
+            .scopes
+            .lock()
+            .unwrap()
+            .contains_key("user:t1:spender")
+    );
+    // Summed from the store again: still over its budget.
+    assert_eq!(refused(budgets.admit(&spender, 10, 0.1).await.err()), over);
+    let spent = budgets.scopes.lock().unwrap()["user:t1:spender"].day_usd;
+    assert!((spent - 1.0).abs() < 1e-9, "{spent}");
+}
+
+#[tokio::test]
+async fn a_scope_dropped_after_its_load_is_not_checked_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let budgets = budgets_with_cap(&dir, 4).await;
+    let scopes = Budgets::scopes(&per_user_budget(), "t1", "acme", "k1", Some("u"));
+    let now = now_ms();
+    budgets.load(&scopes[0], now).await.unwrap();
+    budgets.scopes.lock().unwrap().clear();
+    assert!(!budgets.reserve_locally(&scopes, now, 10, 0.1).unwrap());
+    assert!(budgets.scopes.lock().unwrap().is_empty());
+    // Through `admit` it is loaded again first.
+    let _held = budgets.admit(&scopes, 10, 0.1).await.unwrap().unwrap();
+    assert_eq!(budgets.scopes.lock().unwrap()["user:t1:u"].in_flight, 1);
+}
