@@ -255,7 +255,9 @@ fn keep_when_complete(response: Response, mut guard: ReleaseGuard) -> Response {
 /// message stream's `finish` part.
 fn has_closing_event(body: &[u8]) -> bool {
     let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    contains(b"data: [DONE]")
+    // `[DONE]` only as a whole event line: a delta whose text quotes it is not one.
+    let done_line = body.starts_with(b"data: [DONE]") || contains(b"\ndata: [DONE]");
+    done_line
         || contains(b"\"type\":\"response.completed\"")
         || contains(b"\"type\":\"response.incomplete\"")
         || contains(b"\"type\":\"message_stop\"")
@@ -277,6 +279,27 @@ fn has_error_event(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closing_events_are_recognised() {
+        assert!(has_closing_event(b"data: [DONE]\n\n"));
+        assert!(has_closing_event(b"data: {\"a\":1}\n\ndata: [DONE]\n\n"));
+        assert!(has_closing_event(
+            b"event: response.completed\ndata: {\"type\":\"response.completed\"}\n\n"
+        ));
+        assert!(has_closing_event(
+            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+        ));
+        assert!(has_closing_event(b"data: {\"type\":\"finish\"}\n\n"));
+        // A delta quoting them is not one; nor is the UI stream's step end.
+        assert!(!has_closing_event(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"data: [DONE]\"}}]}\n\n"
+        ));
+        assert!(!has_closing_event(
+            b"data: {\"delta\":\"{\\\"type\\\":\\\"finish\\\"}\",\"type\":\"text-delta\"}\n\n"
+        ));
+        assert!(!has_closing_event(b"data: {\"type\":\"finish-step\"}\n\n"));
+    }
 
     #[test]
     fn error_events_are_recognised() {

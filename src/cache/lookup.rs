@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::{
-    CROSS_MAX_READ, Cache, CacheKeys, EntryRow, Hit, HitKind, StoredAnswer, VerifierMode, checksum,
-    verify,
+    CROSS_MAX_READ, Cache, CacheKeys, Check, EntryRow, Hit, HitKind, StoredAnswer, VerifierMode,
+    checksum, verify,
 };
 use crate::clock::now_ms;
 use crate::store::{StoreError, on_pool};
@@ -63,6 +63,12 @@ impl Cache {
         vector: &[f32],
         threshold: f32,
     ) -> Result<Option<Hit>, StoreError> {
+        // A question the rules would refuse unread is not searched for at all.
+        if self.checks.contains(&Check::Length) && verify::too_long(&keys.query) {
+            metrics::counter!("qm_cache_verify_rejections_total", "check" => Check::Length.as_str())
+                .increment(1);
+            return Ok(None);
+        }
         let held = self.in_force_now(tenant);
         let threshold = match held.tightened {
             true => threshold.max(held.threshold),

@@ -140,6 +140,10 @@ pub struct NewEntry {
     pub cost_usd: f64,
     pub ttl_secs: u64,
     pub tags: Vec<String>,
+    /// When the answer's sources were read (a grounded answer: before retrieval). If one of
+    /// `tags` was invalidated since, the answer is not stored: it may quote a document that
+    /// changed while it was written.
+    pub sources_read_at: Option<i64>,
 }
 
 /// The cache: the store's rows plus a vector index over their queries.
@@ -250,8 +254,9 @@ impl Cache {
     }
 
     /// Stores an answer, replacing any entry with the same exact key, in one transaction
-    /// (row and tags); then indexes it. Returns the new entry's id.
-    pub async fn insert(&self, entry: NewEntry) -> Result<String, StoreError> {
+    /// (row and tags); then indexes it. Returns the new entry's id, or `None` when a tag was
+    /// invalidated after the answer's sources were read (nothing stored).
+    pub async fn insert(&self, entry: NewEntry) -> Result<Option<String>, StoreError> {
         let id = format!("ce_{}", uuid::Uuid::now_v7().simple());
         let response = serde_json::to_string(&entry.answer).expect("answers serialize");
         let sum = checksum(&response);
@@ -263,8 +268,21 @@ impl Cache {
         // backends alike; the answer is stored as JSON, where NUL is escaped.
         let query_text = entry.keys.query.replace('\0', "\u{FFFD}");
         let model = entry.answer.model.replace('\0', "\u{FFFD}");
-        let replaced: Vec<String> = on_pool!(&self.store, p => {
+        let stored: Option<Vec<String>> = on_pool!(&self.store, p => {
             let mut tx = p.begin().await?;
+            let mut stale = false;
+            if let Some(read_at) = entry.sources_read_at {
+                for tag in &entry.tags {
+                    let since: Option<i64> = sqlx::query_scalar(
+                        "SELECT MAX(at) FROM cache_tag_invalidations WHERE tenant_id IN ($1, '*') AND tag = $2")
+                        .bind(&entry.tenant).bind(tag).fetch_one(&mut *tx).await?;
+                    stale |= since.is_some_and(|at| at >= read_at);
+                }
+            }
+            if stale {
+                tx.rollback().await?;
+                Ok::<_, sqlx::Error>(None)
+            } else {
             let replaced: Vec<String> = sqlx::query_scalar(
                 "DELETE FROM cache_entries WHERE tenant_id = $1 AND exact_key = $2 RETURNING id")
                 .bind(&entry.tenant).bind(&entry.keys.exact).fetch_all(&mut *tx).await?;
@@ -279,8 +297,13 @@ impl Cache {
                     .bind(&id).bind(&entry.tenant).bind(tag).execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(replaced)
+            Ok(Some(replaced))
+            }
         })?;
+        let Some(replaced) = stored else {
+            metrics::counter!("qm_cache_writes_skipped_total").increment(1);
+            return Ok(None);
+        };
         if !replaced.is_empty() {
             self.unindex(&entry.tenant, &replaced).await;
         }
@@ -303,7 +326,7 @@ impl Cache {
             }
         }
         metrics::counter!("qm_cache_writes_total").increment(1);
-        Ok(id)
+        Ok(Some(id))
     }
 
     async fn unindex(&self, tenant: &str, ids: &[String]) {

@@ -62,7 +62,14 @@ impl Cache {
         tags: &[String],
     ) -> Result<u64, StoreError> {
         let mut total = 0;
+        let now = now_ms();
         for tag in tags {
+            // First the time, then the rows: an answer still being written from the old
+            // sources finds it when it is stored, and is not (`NewEntry::sources_read_at`).
+            on_pool!(&self.store, p => sqlx::query(
+                "INSERT INTO cache_tag_invalidations (tenant_id, tag, at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id, tag) DO UPDATE SET at = excluded.at")
+                .bind(tenant.unwrap_or("*")).bind(tag).bind(now).execute(p).await.map(|_| ()))?;
             let rows: Vec<(String, String)> = match tenant {
                 Some(t) => on_pool!(&self.store, p => sqlx::query_as(
                     "DELETE FROM cache_entries WHERE id IN (SELECT entry_id FROM cache_entry_tags WHERE tenant_id = $1 AND tag = $2) RETURNING id, tenant_id")
@@ -92,6 +99,10 @@ impl Cache {
     /// then rebuilds graphs that hold too many tombstones (on a blocking thread: lookups
     /// go on against the old graph). Returns entries removed.
     pub async fn sweep(&self) -> Result<u64, StoreError> {
+        // A tag's invalidation time only matters to answers still being written from sources
+        // read before it; after an hour there are none.
+        on_pool!(&self.store, p => sqlx::query("DELETE FROM cache_tag_invalidations WHERE at < $1")
+            .bind(now_ms() - 3_600_000).execute(p).await.map(|_| ()))?;
         let expired: Vec<(String, String)> = on_pool!(&self.store, p => sqlx::query_as(
             "DELETE FROM cache_entries WHERE expires_at <= $1 RETURNING id, tenant_id")
             .bind(now_ms()).fetch_all(p).await)?;

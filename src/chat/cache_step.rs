@@ -184,6 +184,7 @@ impl CachePlan {
             ttl_secs: self.controls.ttl_secs,
             tags: self.controls.tags,
             citations: None,
+            sources_read_at: None,
         })
     }
 }
@@ -200,13 +201,18 @@ pub(super) struct CacheWriter {
     ttl_secs: u64,
     tags: Vec<String>,
     citations: Option<serde_json::Value>,
+    /// Set by [`CacheWriter::ground`]: the answer is grounded on sources read after this.
+    sources_read_at: Option<i64>,
 }
 
 impl CacheWriter {
     /// A grounded answer keeps its citations and is tagged with every cited document, so
     /// re-ingesting or deleting one of them removes it.
-    pub fn ground(&mut self, citations: &serde_json::Value, documents: &[String]) {
+    /// `read_at`: taken before retrieval; a document invalidated since may have changed under
+    /// the answer, which is then not stored.
+    pub fn ground(&mut self, citations: &serde_json::Value, documents: &[String], read_at: i64) {
         self.citations = Some(citations.clone());
+        self.sources_read_at = Some(read_at);
         for doc in documents {
             let tag = crate::rag::doc_tag(doc);
             if !self.tags.contains(&tag) {
@@ -235,6 +241,7 @@ impl CacheWriter {
                 cost_usd,
                 ttl_secs: self.ttl_secs,
                 tags: self.tags,
+                sources_read_at: self.sources_read_at,
             };
             if let Err(e) = self.cache.insert(entry).await {
                 tracing::warn!(error = %e, "cache write failed");

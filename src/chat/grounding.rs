@@ -27,6 +27,8 @@ pub(super) struct Citations {
     pub json: serde_json::Value,
     pub documents: Vec<String>,
     pub chunks: Vec<String>,
+    /// Taken before retrieval: the chunks were read after it.
+    pub read_at: i64,
 }
 
 fn invalid(message: String, param: &str) -> ChatError {
@@ -123,6 +125,7 @@ impl Grounding {
         request: &mut ChatCompletionRequest,
         vector: Option<Vec<f32>>,
     ) -> Result<Citations, ChatError> {
+        let read_at = crate::clock::now_ms();
         let hits = self
             .rag
             .retrieve(
@@ -156,6 +159,7 @@ impl Grounding {
                 .take(placed)
                 .map(|h| h.chunk.chunk_id)
                 .collect(),
+            read_at,
         })
     }
 }

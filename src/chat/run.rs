@@ -361,7 +361,7 @@ impl Pipeline {
                 writer = None;
             }
             if let Some(w) = writer.as_mut() {
-                w.ground(&c.json, &c.documents);
+                w.ground(&c.json, &c.documents, c.read_at);
             }
         }
         writer

@@ -199,6 +199,13 @@ impl Config {
         if self.local.enabled && self.local.max_concurrent == 0 {
             return Err(invalid("local.max_concurrent", "must be greater than 0"));
         }
+        // Shorter, and a retry could take over a key whose request is still running.
+        if self.idempotency.pending_lease_secs < 60 {
+            return Err(invalid(
+                "idempotency.pending_lease_secs",
+                "must be at least 60 (longer than any request runs)",
+            ));
+        }
         Ok(())
     }
 

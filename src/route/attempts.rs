@@ -80,6 +80,9 @@ impl Attempts<'_> {
                     // This provider's key is refused: no retry can help; the next model may.
                     breakers.failure(&route.name, cfg.breaker_failures, open_for);
                     last = Some(e);
+                    if spent(Duration::ZERO) {
+                        break 'targets;
+                    }
                     continue 'targets;
                 }
                 if !retryable(&e) {

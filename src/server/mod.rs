@@ -124,7 +124,12 @@ impl App {
             models,
             live: arc_swap::ArcSwap::from_pointee(config.live()),
             breakers: crate::route::Breakers::default(),
-            budgets: crate::usage::Budgets::new(store.clone()),
+            budgets: {
+                let budgets = crate::usage::Budgets::new(store.clone());
+                let log = request_log.clone();
+                budgets.watch_unwritten(move || log.status().backlog);
+                budgets
+            },
             cache,
             rag,
             embedder,

@@ -14,8 +14,9 @@
 //! callers name. Past [`MAX_SCOPES`] states, the least recently used of those the store can
 //! rebuild are dropped: nothing in flight, the minute's counts (kept only here) over, and any
 //! spend of the current day or month settled long enough ago ([`SPENT_IDLE_MS`]) for the
-//! request log to hold it. A dropped scope is summed from the store again on its next
-//! request, like after a restart, so its budget still holds.
+//! request log to hold it, and none while the request log has rows waiting to be written. A
+//! dropped scope is summed from the store again on its next request, like after a restart,
+//! so its budget still holds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,12 +76,16 @@ struct ScopeState {
 impl ScopeState {
     /// Whether dropping this state at `now` loses nothing the store cannot give back: nothing
     /// is in flight, the minute's counts are over, and any spend in the current day or month
-    /// was settled at least [`SPENT_IDLE_MS`] ago.
-    fn rebuildable(&self, now: i64) -> bool {
+    /// was settled at least [`SPENT_IDLE_MS`] ago while the request log has no rows waiting
+    /// (`log_current`: after an outage they wait in memory or the spill file).
+    fn rebuildable(&self, now: i64, log_current: bool) -> bool {
         let day = day_index(now);
         let month = month_index(day);
         let spending = (self.day == day && self.day_usd > 0.0)
             || (self.month == month && self.month_usd > 0.0);
+        if spending && !log_current {
+            return false;
+        }
         let idle = now.saturating_sub(self.last_used);
         self.in_flight == 0
             && self.minute != now.div_euclid(60_000)
@@ -180,6 +185,8 @@ pub struct Budgets {
     prune_at: AtomicUsize,
     /// The counters every replica shares (PostgreSQL).
     leases: Option<Arc<Leases>>,
+    /// Request-log rows not yet in the store ([`Budgets::watch_unwritten`]).
+    unwritten: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 /// Held while a request runs; turned into real usage by [`Reservation::settle`], released
@@ -229,7 +236,14 @@ impl Budgets {
             max_scopes: MAX_SCOPES,
             prune_at: AtomicUsize::new(MAX_SCOPES),
             leases,
+            unwritten: std::sync::OnceLock::new(),
         })
+    }
+
+    /// How many request-log rows are not yet in the store: while any are, no state with spend
+    /// is dropped (summing it from the store would miss them).
+    pub fn watch_unwritten(&self, probe: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.unwritten.set(Box::new(probe));
     }
 
     /// Sends a [`BudgetAlert`] to `tx` whenever settled spend crosses one of `percents` of a
@@ -349,11 +363,12 @@ impl Budgets {
             return;
         }
         let now = now_ms();
+        let log_current = self.unwritten.get().is_none_or(|rows| rows() == 0);
         let keep = self.max_scopes / 4 * 3;
         let dropped: Vec<String> = {
             let mut idle: Vec<(i64, &String)> = states
                 .iter()
-                .filter(|(_, s)| s.rebuildable(now))
+                .filter(|(_, s)| s.rebuildable(now, log_current))
                 .map(|(key, s)| (s.last_used, key))
                 .collect();
             let excess = states.len().saturating_sub(keep).min(idle.len());

@@ -270,9 +270,11 @@ async fn the_semantic_cache_is_shared_by_replicas() {
                 cost_usd: 0.0,
                 ttl_secs: 600,
                 tags: vec![],
+                sources_read_at: None,
             })
             .await
-            .unwrap();
+            .unwrap()
+            .expect("stored");
         // A near vector, asked through the other replica.
         let mut q = v.clone();
         q[1] = 0.1;

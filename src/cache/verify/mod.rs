@@ -79,7 +79,7 @@ impl Check {
 pub const MAX_VERIFY_CHARS: usize = 4096;
 
 /// Longer than [`MAX_VERIFY_CHARS`]; reads at most that many characters.
-fn too_long(text: &str) -> bool {
+pub fn too_long(text: &str) -> bool {
     // A character is at least one byte: a short text is answered without counting.
     text.len() > MAX_VERIFY_CHARS && text.chars().nth(MAX_VERIFY_CHARS).is_some()
 }

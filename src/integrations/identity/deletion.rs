@@ -155,6 +155,19 @@ pub async fn request(
              VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT (tenant_id, user_id) DO NOTHING")
             .bind(&id).bind(tenant_id).bind(user_id).bind(email).bind(requested_by).bind(now)
             .execute(&mut *tx).await?.rows_affected();
+        if n == 0 {
+            // Recorded before: queue its job again unless it has run (the dedupe key makes
+            // this a no-op while one is queued), so a deletion recorded without its job (by an
+            // earlier version that queued it apart) is carried out on the repeat request.
+            let open: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM user_deletions WHERE tenant_id = $1 AND user_id = $2 AND status = 'pending'")
+                .bind(tenant_id).bind(user_id).fetch_optional(&mut *tx).await?;
+            if let Some(existing) = open {
+                let mut again = NewJob::new(JOB, &Payload { deletion_id: existing.clone() });
+                again.dedupe_key = Some(format!("user-deletion:{existing}"));
+                enqueue_job!(&mut *tx, &again, attempts)?;
+            }
+        }
         if n == 1 {
             for step in STEPS {
                 sqlx::query("INSERT INTO user_deletion_steps (deletion_id, step, status, attempts, updated_at) VALUES ($1, $2, 'pending', 0, $3)")

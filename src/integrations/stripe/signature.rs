@@ -52,7 +52,10 @@ pub fn parse_header(header: &str) -> Result<SignatureHeader<'_>, SignatureError>
                         .map_err(|_| SignatureError::Malformed)?,
                 )
             }
-            "v1" => v1.push(value.trim()),
+            // As every other scheme: the first few count, the rest cost nothing.
+            "v1" if v1.len() < crate::integrations::signatures::MAX_SIGNATURES => {
+                v1.push(value.trim())
+            }
             _ => {}
         }
     }

@@ -231,7 +231,21 @@ async fn a_dropped_users_spend_still_counts() {
             .unwrap()
             .contains_key("user:t1:spender")
     );
-    // Long idle: dropped first when room is needed.
+    // Long idle, but the request log has rows not yet written (a database outage): kept.
+    age(&budgets, SPENT_IDLE_MS);
+    let waiting = Arc::new(std::sync::atomic::AtomicU64::new(3));
+    let probe = waiting.clone();
+    budgets.watch_unwritten(move || probe.load(std::sync::atomic::Ordering::Relaxed));
+    flood(&budgets, 10..15, IDLE_MS, 4).await;
+    assert!(
+        budgets
+            .scopes
+            .lock()
+            .unwrap()
+            .contains_key("user:t1:spender")
+    );
+    // Long idle and the log written: dropped first when room is needed.
+    waiting.store(0, std::sync::atomic::Ordering::Relaxed);
     age(&budgets, SPENT_IDLE_MS);
     flood(&budgets, 5..10, IDLE_MS, 4).await;
     assert!(
