@@ -266,22 +266,7 @@ pub fn stale(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::HnswParams;
-
-    fn unit(seed: u64, dim: usize) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut v: Vec<f32> = (0..dim)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        v.iter_mut().for_each(|a| *a /= n);
-        v
-    }
+    use crate::index::{HnswParams, test_unit as unit};
 
     fn filled() -> HnswIndex {
         let idx = HnswIndex::new(HnswParams::default(), 100);
